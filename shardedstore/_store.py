@@ -1,0 +1,794 @@
+"""ShardedStore: one Zarr hierarchy served from many stores."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+)
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from zarr.abc.store import ByteRequest, Store, SupportsSyncStore
+from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
+from zarr.core.sync import sync
+
+from shardedstore._errors import KeyValidationError, LayoutError
+from shardedstore._factories import ArrayShardFactory, factory_supports_sync
+from shardedstore._metadata import (
+    JSON,
+    ShardedArrayLayout,
+    parse_metadata_document,
+    sharded_array_layout,
+)
+from shardedstore._routing import (
+    ARRAY_METADATA,
+    BASE,
+    CHUNK,
+    MOUNT,
+    Router,
+    outer_chunk_key,
+    validate_prefix,
+)
+
+if TYPE_CHECKING:
+    from shardedstore._mapping import StoreMapping
+
+__all__ = ["ShardedStore"]
+
+T = TypeVar("T")
+
+ArrayShardSpec = tuple[int, ArrayShardFactory]
+"""``(dims, factory)``: shard an array on its first ``dims`` chunk indices."""
+
+_FANOUT_LIMIT = 64
+"""Most sub-store requests one listing or delete keeps in flight at once."""
+
+_ARRAY_DOC_NAMES = ("zarr.json", ".zarray", ".zattrs")
+
+
+async def _opened(store: Store) -> bool:
+    """Open ``store`` if needed. False when a read-only store does not exist yet.
+
+    A read-only view of a shard that was never written (a missing directory or zip)
+    reads as empty, as zarr expects of missing keys.
+    """
+    if store._is_open:
+        return True
+    try:
+        await store._open()
+    except FileNotFoundError:
+        if store.read_only:
+            return False
+        raise
+    except ValueError:
+        if store._is_open:  # opened concurrently by another request
+            return True
+        raise
+    return True
+
+
+def _read_only_view(store: Store, read_only: bool = True) -> Store:
+    if store.read_only == read_only:
+        return store
+    try:
+        return store.with_read_only(read_only)
+    except NotImplementedError:
+        return store
+
+
+async def _gather_bounded(factories: Iterable[Callable[[], Awaitable[T]]]) -> list[T]:
+    """Run coroutines concurrently, at most ``_FANOUT_LIMIT`` at a time, in order."""
+    semaphore = asyncio.Semaphore(_FANOUT_LIMIT)
+
+    async def run(make: Callable[[], Awaitable[T]]) -> T:
+        async with semaphore:
+            return await make()
+
+    return list(await asyncio.gather(*(run(make) for make in factories)))
+
+
+async def _collect(iterator: AsyncIterator[str]) -> list[str]:
+    return [item async for item in iterator]
+
+
+def _supports_sync(
+    base: Store, mounts: Mapping[str, Store], arrays: Mapping[str, ArrayShardSpec]
+) -> bool:
+    return (
+        isinstance(base, SupportsSyncStore)
+        and all(isinstance(store, SupportsSyncStore) for store in mounts.values())
+        and all(factory_supports_sync(factory) for _, factory in arrays.values())
+    )
+
+
+def _rebuild(
+    base: Store,
+    mounts: dict[str, Store],
+    arrays: dict[str, ArrayShardSpec],
+    read_only: bool,
+) -> ShardedStore:
+    return ShardedStore(base, mounts, arrays, read_only=read_only)
+
+
+class ShardedStore(Store):
+    """A Zarr store that spreads one hierarchy over many stores.
+
+    Keys below a *mount* path go to that mount's store with the path stripped, so each
+    mount is a standalone Zarr node. Chunks of an *array-sharded* array go to one store
+    per index along its first ``dims`` dimensions, each holding valid metadata for its
+    sub-array; the array's own metadata stays in ``base``. Everything else is in
+    ``base``. Routing is pure and costs O(key depth), whatever the number of mounts.
+
+    Parameters
+    ----------
+    base
+        Store for every key that is not mounted or array-sharded.
+    shards
+        Mounts: node path (a group or an array) -> store.
+    array_shard_funcs
+        Array shards: array path -> ``(dims, factory)``, where ``factory(chunk_index)``
+        returns the store of one array shard (see :func:`array_shard_directory_store`).
+        Shards are created lazily, on the first chunk written to them.
+    read_only
+        Refuse writes. Sub-stores are used through read-only views.
+
+    Raises
+    ------
+    LayoutError
+        If a path is invalid, a mount or array-shard path lies inside another, or a
+        sub-store or factory has the wrong type.
+
+    Examples
+    --------
+    >>> from zarr.storage import MemoryStore
+    >>> store = ShardedStore(MemoryStore(), {"people": MemoryStore()})
+    >>> import zarr
+    >>> group = zarr.open_group(store, mode="w")
+    >>> _ = group.create_array("people/heights", shape=(2,), dtype="f8")
+    >>> sorted(store.mounts["people"]._store_dict)
+    ['heights/zarr.json']
+    """
+
+    supports_writes: bool = True
+    supports_deletes: bool = True
+    supports_listing: bool = True
+
+    def __new__(
+        cls,
+        base: Store,
+        shards: Mapping[str, Store] | None = None,
+        array_shard_funcs: Mapping[str, ArrayShardSpec] | None = None,
+        *,
+        read_only: bool = False,
+    ) -> ShardedStore:
+        # Offer zarr's sync protocols exactly when every sub-store supports them.
+        if cls is ShardedStore and _supports_sync(base, shards or {}, array_shard_funcs or {}):
+            cls = _SyncShardedStore
+        return super().__new__(cls)
+
+    def __init__(
+        self,
+        base: Store,
+        shards: Mapping[str, Store] | None = None,
+        array_shard_funcs: Mapping[str, ArrayShardSpec] | None = None,
+        *,
+        read_only: bool = False,
+    ) -> None:
+        super().__init__(read_only=read_only)
+        if not isinstance(base, Store):
+            raise LayoutError(
+                f"base: expected a zarr store (zarr.abc.store.Store), got {type(base).__name__}; "
+                "wrap a path in zarr.storage.LocalStore(path)"
+            )
+        mounts: dict[str, Store] = {}
+        for path, store in (shards or {}).items():
+            if not isinstance(store, Store):
+                raise LayoutError(
+                    f"mount {path!r}: expected a zarr store (zarr.abc.store.Store), got "
+                    f"{type(store).__name__}; wrap a path in zarr.storage.LocalStore(path)"
+                )
+            mounts[path] = store
+        arrays: dict[str, ArrayShardSpec] = {}
+        for path, spec in (array_shard_funcs or {}).items():
+            if not (isinstance(spec, tuple) and len(spec) == 2 and callable(spec[1])):
+                raise LayoutError(
+                    f"array shard {path!r}: expected (dims, factory) with factory(chunk_index) "
+                    f"-> Store, got {spec!r}; e.g. (1, array_shard_directory_store('shards'))"
+                )
+            arrays[path] = spec
+        self._router = Router(mounts, {path: dims for path, (dims, _) in arrays.items()})
+        if read_only:
+            base = _read_only_view(base)
+            mounts = {path: _read_only_view(store) for path, store in mounts.items()}
+        self._base = base
+        self._mounts = mounts
+        self._arrays = arrays
+        self._factories = {path: factory for path, (_, factory) in arrays.items()}
+        # Array shards: stores made so far, read views of shards not written in this
+        # session (reading must not create a shard), and shards written this session.
+        self._shard_stores: dict[tuple[str, str], Store] = {}
+        self._shard_readers: dict[tuple[str, str], Store] = {}
+        self._written: set[tuple[str, str]] = set()
+        self._created: dict[str, set[str]] = {path: set() for path in arrays}
+        # Parsed metadata of array-sharded arrays, as read from or written to base.
+        self._array_docs: dict[str, dict[str, JSON]] = {}
+        self._array_layouts: dict[str, ShardedArrayLayout | None] = {}
+
+    # ------------------------------------------------------------------ layout
+
+    @property
+    def base(self) -> Store:
+        """The store holding every key that is not mounted or array-sharded."""
+        return self._base
+
+    @property
+    def mounts(self) -> Mapping[str, Store]:
+        """Node path -> mounted store."""
+        return dict(self._mounts)
+
+    @property
+    def array_shards(self) -> Mapping[str, ArrayShardSpec]:
+        """Array path -> ``(dims, factory)``."""
+        return dict(self._arrays)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (self._base, self._mounts, self._arrays, self.read_only))
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, ShardedStore)
+            and self._base == other._base
+            and self._mounts == other._mounts
+            and self._arrays == other._arrays
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"ShardedStore(base={self._base!r}, mounts={sorted(self._mounts)!r}, "
+            f"array_shards={sorted(self._arrays)!r})"
+        )
+
+    def __str__(self) -> str:
+        return f"sharded://{self._base}"
+
+    def with_read_only(self, read_only: bool = False) -> ShardedStore:
+        # docstring inherited
+        return ShardedStore(
+            _read_only_view(self._base, read_only),
+            {path: _read_only_view(store, read_only) for path, store in self._mounts.items()},
+            self._arrays,
+            read_only=read_only,
+        )
+
+    def as_mapping(self) -> StoreMapping:
+        """A synchronous ``MutableMapping[str, bytes]`` view of the whole hierarchy.
+
+        ``len``, iteration and ``in`` cover the base, every mount and every array
+        shard, with keys as zarr sees them.
+        """
+        from shardedstore._mapping import StoreMapping
+
+        return StoreMapping(self)
+
+    def close(self) -> None:
+        # docstring inherited
+        stores = itertools.chain(
+            (self._base,),
+            self._mounts.values(),
+            self._shard_stores.values(),
+            self._shard_readers.values(),
+        )
+        for store in stores:
+            if store._is_open:
+                store.close()
+        super().close()
+
+    # ------------------------------------------------------------ array shards
+
+    def _shard_store(self, path: str, index: str) -> Store:
+        """The store of one array shard, made by its factory on first use."""
+        key = (path, index)
+        store = self._shard_stores.get(key)
+        if store is None:
+            store = self._factories[path](index)
+            if not isinstance(store, Store):
+                raise LayoutError(
+                    f"array shard {path!r}: factory returned {type(store).__name__} for chunk "
+                    f"index {index!r}; it must return a zarr store"
+                )
+            if self.read_only:
+                store = _read_only_view(store)
+            self._shard_stores[key] = store
+        return store
+
+    def _shard_reader(self, path: str, index: str) -> Store:
+        """A store to read one array shard through, which never creates the shard."""
+        key = (path, index)
+        store = self._shard_readers.get(key)
+        if store is None:
+            store = self._shard_store(path, index)
+            if key not in self._written:
+                store = _read_only_view(store)
+            self._shard_readers[key] = store
+        return store
+
+    async def _shard_for_write(self, path: str, index: str) -> Store:
+        """The store of one array shard, creating it (with its metadata) on first write."""
+        key = (path, index)
+        store = self._shard_store(path, index)
+        if key not in self._written:
+            self._written.add(key)
+            try:
+                layout = await self._layout(path)
+                await _opened(store)
+                if layout is not None:
+                    await asyncio.gather(
+                        *(
+                            store.set(name, default_buffer_prototype().buffer.from_bytes(doc))
+                            for name, doc in layout.shard_documents.items()
+                        )
+                    )
+            except BaseException:
+                self._written.discard(key)
+                raise
+            self._created[path].add(index)
+            self._shard_readers[key] = store
+        return store
+
+    async def _array_documents(self, path: str) -> dict[str, JSON]:
+        """The parsed metadata documents of an array-sharded array, read from base once."""
+        docs = self._array_docs.get(path)
+        if docs is None:
+            docs = {}
+            if await _opened(self._base):
+                values = await asyncio.gather(
+                    *(
+                        self._base.get(f"{path}/{name}", default_buffer_prototype())
+                        for name in _ARRAY_DOC_NAMES
+                    )
+                )
+                for name, value in zip(_ARRAY_DOC_NAMES, values, strict=True):
+                    if value is not None:
+                        docs[name] = parse_metadata_document(path, name, value.to_bytes())
+            self._array_docs[path] = docs
+        return docs
+
+    async def _layout(self, path: str) -> ShardedArrayLayout | None:
+        """How the array at ``path`` is laid out in its shards (None: no metadata yet)."""
+        if path in self._array_layouts:
+            return self._array_layouts[path]
+        docs = await self._array_documents(path)
+        layout = sharded_array_layout(path, docs, self._router.array_dims[path])
+        self._array_layouts[path] = layout
+        return layout
+
+    async def _layout_or_none(self, path: str) -> ShardedArrayLayout | None:
+        try:
+            return await self._layout(path)
+        except LayoutError:
+            return None
+
+    def _forget_array(self, path: str) -> None:
+        self._array_docs.pop(path, None)
+        self._array_layouts.pop(path, None)
+
+    async def _set_array_metadata(
+        self, path: str, name: str, value: Buffer, *, if_not_exists: bool = False
+    ) -> None:
+        """Write an array-sharded array's metadata to base, keeping its shards in step.
+
+        The new metadata is validated before anything is written; if it changes what
+        the shards' own metadata must say, every existing shard is rewritten.
+        """
+        key = f"{path}/{name}"
+        await _opened(self._base)
+        if if_not_exists and await self._base.exists(key):
+            return
+        doc = parse_metadata_document(path, name, value.to_bytes())
+        old_layout = await self._layout_or_none(path)
+        docs = dict(await self._array_documents(path))
+        docs[name] = doc
+        if name == "zarr.json":
+            for stale in (".zarray", ".zattrs"):
+                docs.pop(stale, None)
+        layout = sharded_array_layout(path, docs, self._router.array_dims[path])
+        await self._base.set(key, value)
+        self._array_docs[path] = docs
+        self._array_layouts[path] = layout
+        if layout is None:
+            return
+        if old_layout is None or old_layout.shard_documents != layout.shard_documents:
+            # Without earlier metadata, only shards known to this store can be stale;
+            # probing every possible index of a fresh array would cost O(shape).
+            indices = await self._existing_chunk_indices(path, probe=old_layout is not None)
+            documents = [
+                (name, default_buffer_prototype().buffer.from_bytes(doc))
+                for name, doc in layout.shard_documents.items()
+            ]
+
+            async def rewrite(index: str) -> None:
+                store = self._shard_store(path, index)
+                await _opened(store)
+                for doc_name, buffer in documents:
+                    await store.set(doc_name, buffer)
+
+            await _gather_bounded(
+                (lambda index=index: rewrite(index)) for index in sorted(indices)
+            )
+
+    async def _existing_chunk_indices(self, path: str, *, probe: bool = True) -> set[str]:
+        """Chunk indices of the array shards that exist (or may exist) for ``path``."""
+        factory = self._factories[path]
+        found = set(self._created[path])
+        lister = getattr(factory, "existing_chunk_indices", None)
+        if lister is not None:
+            found.update(await asyncio.to_thread(lambda: list(lister())))
+        elif probe:
+            # A plain callable cannot list its shards: every index within the array's
+            # shape along the sharded dims is a candidate.
+            layout = await self._layout_or_none(path)
+            if layout is not None:
+                dims = self._router.array_dims[path]
+                ranges = (range(n) for n in layout.shape[:dims])
+                found.update(".".join(map(str, idx)) for idx in itertools.product(*ranges))
+        return found
+
+    async def _list_array(self, path: str, prefix: str = "") -> list[str]:
+        """Outer keys of every chunk stored in the array shards of ``path``."""
+        indices = await self._existing_chunk_indices(path)
+        layout = await self._layout_or_none(path)
+        key_format = layout.key_format if layout is not None else None
+
+        async def list_one(index: str) -> list[str]:
+            store = self._shard_reader(path, index)
+            if not await _opened(store):
+                return []
+            keys = []
+            async for inner in store.list():
+                rest = outer_chunk_key(index, inner, key_format)
+                if rest is not None:
+                    key = f"{path}/{rest}"
+                    if key.startswith(prefix):
+                        keys.append(key)
+            return keys
+
+        listed = await _gather_bounded((lambda i=i: list_one(i)) for i in sorted(indices))
+        return [key for keys in listed for key in keys]
+
+    # -------------------------------------------------------------- key access
+
+    def _read_target(self, key: str) -> tuple[Store, str]:
+        kind, node, index, inner = self._router.route(key)
+        if kind == MOUNT:
+            return self._mounts[node], inner
+        if kind == CHUNK:
+            return self._shard_reader(node, cast(str, index)), inner
+        return self._base, key
+
+    async def get(
+        self,
+        key: str,
+        prototype: BufferPrototype | None = None,
+        byte_range: ByteRequest | None = None,
+    ) -> Buffer | None:
+        # docstring inherited
+        if prototype is None:
+            prototype = default_buffer_prototype()
+        store, inner = self._read_target(key)
+        if not store._is_open and not await _opened(store):
+            return None
+        return await store.get(inner, prototype, byte_range)
+
+    async def get_partial_values(
+        self,
+        prototype: BufferPrototype,
+        key_ranges: Iterable[tuple[str, ByteRequest | None]],
+    ) -> list[Buffer | None]:
+        # docstring inherited
+        groups: dict[int, tuple[Store, list[int], list[tuple[str, ByteRequest | None]]]] = {}
+        count = 0
+        for position, (key, byte_range) in enumerate(key_ranges):
+            store, inner = self._read_target(key)
+            group = groups.setdefault(id(store), (store, [], []))
+            group[1].append(position)
+            group[2].append((inner, byte_range))
+            count += 1
+        results: list[Buffer | None] = [None] * count
+
+        async def fetch(
+            store: Store, positions: list[int], requests: list[tuple[str, ByteRequest | None]]
+        ) -> None:
+            if not await _opened(store):
+                return
+            values = await store.get_partial_values(prototype, requests)
+            for position, value in zip(positions, values, strict=True):
+                results[position] = value
+
+        await asyncio.gather(*(fetch(*group) for group in groups.values()))
+        return results
+
+    async def _get_many(
+        self, requests: Iterable[tuple[str, BufferPrototype, ByteRequest | None]]
+    ) -> AsyncGenerator[tuple[str, Buffer | None], None]:
+        # docstring inherited
+        tasks = [(key, asyncio.ensure_future(self.get(key, *rest))) for key, *rest in requests]
+        for key, task in tasks:
+            yield key, await task
+
+    async def exists(self, key: str) -> bool:
+        # docstring inherited
+        store, inner = self._read_target(key)
+        if not store._is_open and not await _opened(store):
+            return False
+        return await store.exists(inner)
+
+    async def getsize(self, key: str) -> int:
+        # docstring inherited
+        store, inner = self._read_target(key)
+        if not store._is_open and not await _opened(store):
+            raise FileNotFoundError(key)
+        return await store.getsize(inner)
+
+    async def set(self, key: str, value: Buffer) -> None:
+        # docstring inherited
+        self._check_writable()
+        if not isinstance(value, Buffer):
+            raise TypeError(
+                f"ShardedStore.set(): `value` must be a Buffer instance. "
+                f"Got an instance of {type(value)} instead."
+            )
+        kind, node, index, inner = self._router.route(key)
+        if kind == CHUNK:
+            store = await self._shard_for_write(node, cast(str, index))
+        elif kind == MOUNT:
+            store = self._mounts[node]
+        elif kind == ARRAY_METADATA:
+            await self._set_array_metadata(node, inner, value)
+            return
+        else:
+            store = self._base
+        if not store._is_open:
+            await _opened(store)
+        await store.set(inner, value)
+
+    async def set_if_not_exists(self, key: str, value: Buffer) -> None:
+        # docstring inherited
+        self._check_writable()
+        kind, node, index, inner = self._router.route(key)
+        if kind == CHUNK:
+            store = await self._shard_for_write(node, cast(str, index))
+        elif kind == MOUNT:
+            store = self._mounts[node]
+        elif kind == ARRAY_METADATA:
+            await self._set_array_metadata(node, inner, value, if_not_exists=True)
+            return
+        else:
+            store = self._base
+        await _opened(store)
+        await store.set_if_not_exists(inner, value)
+
+    async def delete(self, key: str) -> None:
+        # docstring inherited
+        self._check_writable()
+        kind, node, index, inner = self._router.route(key)
+        if kind == CHUNK:
+            shard = (node, cast(str, index))
+            if shard not in self._written:
+                # Deleting from a shard that was never written must not create it.
+                reader = self._shard_reader(*shard)
+                if not await _opened(reader) or not await reader.exists(inner):
+                    return
+            store = self._shard_store(*shard)
+        elif kind == MOUNT:
+            store = self._mounts[node]
+        else:
+            store = self._base
+            if kind == ARRAY_METADATA:
+                self._forget_array(node)
+        await _opened(store)
+        await store.delete(inner)
+
+    # ----------------------------------------------------------------- listing
+
+    async def _list_base(self, prefix: str) -> list[str]:
+        """Keys of base under ``prefix`` that are really served from base."""
+        if not await _opened(self._base):
+            return []
+        route = self._router.route
+        keys = []
+        async for key in self._base.list_prefix(prefix):
+            try:
+                kind = route(key)[0]
+            except KeyValidationError:
+                continue
+            if kind == BASE or kind == ARRAY_METADATA:
+                keys.append(key)
+        return keys
+
+    async def _list_mount(self, path: str, inner_prefix: str = "") -> list[str]:
+        store = self._mounts[path]
+        if not await _opened(store):
+            return []
+        return [f"{path}/{key}" async for key in store.list_prefix(inner_prefix)]
+
+    def list(self) -> AsyncIterator[str]:
+        # docstring inherited
+        return self.list_prefix("")
+
+    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+        # docstring inherited
+        validate_prefix(prefix)
+        plan = self._router.plan_prefix(prefix)
+        if plan.inside_mount is not None:
+            for key in await self._list_mount(*plan.inside_mount):
+                yield key
+            return
+        jobs: list[Callable[[], Awaitable[list[str]]]] = [lambda: self._list_base(prefix)]
+        jobs.extend((lambda path=path: self._list_mount(path)) for path in plan.mounts)
+        jobs.extend((lambda path=path: self._list_array(path, prefix)) for path in plan.arrays)
+        for keys in await _gather_bounded(jobs):
+            for key in keys:
+                yield key
+
+    async def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        # docstring inherited
+        validate_prefix(prefix)
+        path = prefix.rstrip("/")
+        node = self._router.containing_node(path) if path else None
+        if node is not None and node[0] == MOUNT:
+            mount = node[1]
+            store = self._mounts[mount]
+            if await _opened(store):
+                async for name in store.list_dir(path[len(mount) + 1 :]):
+                    yield name
+            return
+        names: set[str] = set()
+        if await _opened(self._base):
+            names.update([name async for name in self._base.list_dir(path)])
+        dir_prefix = f"{path}/" if path else ""
+        if node is not None:  # inside an array-sharded array
+            for key in await self._list_array(node[1], dir_prefix):
+                names.add(key[len(dir_prefix) :].split("/", 1)[0])
+        else:
+            # Mount points show even before anything is written under them.
+            names.update(self._router.mount_children(path))
+            for array in self._router.plan_prefix(dir_prefix).arrays:
+                name = array[len(dir_prefix) :].split("/", 1)[0]
+                if name not in names and await self._list_array(array):
+                    names.add(name)
+        for name in names:
+            yield name
+
+    async def is_empty(self, prefix: str) -> bool:
+        # docstring inherited
+        validate_prefix(prefix)
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        plan = self._router.plan_prefix(prefix)
+        if plan.inside_mount is not None:
+            mount, inner = plan.inside_mount
+            store = self._mounts[mount]
+            return not await _opened(store) or await store.is_empty(inner)
+        if await self._list_base(prefix):
+            return False
+        for mount in plan.mounts:
+            store = self._mounts[mount]
+            if await _opened(store) and not await store.is_empty(""):
+                return False
+        for array in plan.arrays:
+            if await self._list_array(array, prefix):
+                return False
+        return True
+
+    async def delete_dir(self, prefix: str) -> None:
+        # docstring inherited
+        self._check_writable()
+        validate_prefix(prefix)
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        plan = self._router.plan_prefix(prefix)
+        if plan.inside_mount is not None:
+            mount, inner = plan.inside_mount
+            store = self._mounts[mount]
+            await _opened(store)
+            await store.delete_dir(inner)
+            return
+        jobs: list[Callable[[], Awaitable[None]]] = [lambda: self._delete_base_dir(prefix)]
+        jobs.extend((lambda path=path: self._clear_mount(path)) for path in plan.mounts)
+        for array in plan.arrays:
+            if (array + "/").startswith(prefix):
+                jobs.append(lambda array=array: self._clear_array(array))
+            else:
+                jobs.append(lambda array=array: self._delete_array_keys(array, prefix))
+        await _gather_bounded(jobs)
+
+    async def _delete_base_dir(self, prefix: str) -> None:
+        await _opened(self._base)
+        await self._base.delete_dir(prefix)
+
+    async def _clear_mount(self, path: str) -> None:
+        store = self._mounts[path]
+        await _opened(store)
+        await store.delete_dir("")
+
+    async def _clear_array(self, path: str) -> None:
+        """Remove every array shard of ``path`` (its metadata in base goes separately)."""
+        indices = await self._existing_chunk_indices(path)
+
+        async def clear(index: str) -> None:
+            store = self._shard_store(path, index)
+            await _opened(store)
+            await store.delete_dir("")
+
+        await _gather_bounded((lambda i=i: clear(i)) for i in sorted(indices))
+        for index in indices:
+            self._written.discard((path, index))
+            self._shard_readers.pop((path, index), None)
+        self._created[path].clear()
+        self._forget_array(path)
+
+    async def _delete_array_keys(self, path: str, prefix: str) -> None:
+        keys = await self._list_array(path, prefix)
+        await _gather_bounded((lambda key=key: self.delete(key)) for key in keys)
+
+
+class _SyncShardedStore(ShardedStore):
+    """A ShardedStore whose sub-stores all support zarr's synchronous store protocols.
+
+    ``get_sync``, ``set_sync`` and ``delete_sync`` go straight to the sub-store, with
+    no event loop in between. The rare cases that need more than one sub-store call
+    (creating an array shard, writing array metadata) run the async code.
+    """
+
+    def get_sync(
+        self,
+        key: str,
+        *,
+        prototype: BufferPrototype | None = None,
+        byte_range: ByteRequest | None = None,
+    ) -> Buffer | None:
+        store, inner = self._read_target(key)
+        try:
+            return cast(SupportsSyncStore, store).get_sync(
+                inner, prototype=prototype, byte_range=byte_range
+            )
+        except FileNotFoundError:  # a read-only view of a shard not written yet
+            return None
+
+    def set_sync(self, key: str, value: Buffer) -> None:
+        self._check_writable()
+        kind, node, index, inner = self._router.route(key)
+        if kind == CHUNK:
+            shard = (node, cast(str, index))
+            if shard not in self._written:
+                sync(self._shard_for_write(*shard))
+            store = self._shard_store(*shard)
+        elif kind == MOUNT:
+            store = self._mounts[node]
+        elif kind == ARRAY_METADATA:
+            sync(self._set_array_metadata(node, inner, value))
+            return
+        else:
+            store = self._base
+        cast(SupportsSyncStore, store).set_sync(inner, value)
+
+    def delete_sync(self, key: str) -> None:
+        self._check_writable()
+        kind, node, index, inner = self._router.route(key)
+        if kind == MOUNT:
+            cast(SupportsSyncStore, self._mounts[node]).delete_sync(inner)
+        elif kind == BASE:
+            cast(SupportsSyncStore, self._base).delete_sync(inner)
+        elif kind == CHUNK and (node, index) in self._written:
+            cast(SupportsSyncStore, self._shard_store(node, cast(str, index))).delete_sync(inner)
+        else:
+            sync(self.delete(key))
+
