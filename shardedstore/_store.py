@@ -107,6 +107,16 @@ def _supports_sync(
     )
 
 
+def _merge_document(docs: Mapping[str, JSON], name: str, doc: JSON) -> dict[str, JSON]:
+    """An array's metadata documents with ``name`` replaced by ``doc``."""
+    merged = dict(docs)
+    merged[name] = doc
+    if name == "zarr.json":  # a v3 array replaces any v2 metadata
+        merged.pop(".zarray", None)
+        merged.pop(".zattrs", None)
+    return merged
+
+
 def _rebuild(
     base: Store,
     mounts: dict[str, Store],
@@ -358,7 +368,8 @@ class ShardedStore(Store):
                 for name, value in zip(_ARRAY_DOC_NAMES, values, strict=True):
                     if value is not None:
                         docs[name] = parse_metadata_document(path, name, value.to_bytes())
-            self._array_docs[path] = docs
+            # A concurrent metadata write may have filled the cache meanwhile; it wins.
+            docs = self._array_docs.setdefault(path, docs)
         return docs
 
     async def _layout(self, path: str) -> ShardedArrayLayout | None:
@@ -393,15 +404,15 @@ class ShardedStore(Store):
         if if_not_exists and await self._base.exists(key):
             return
         doc = parse_metadata_document(path, name, value.to_bytes())
+        dims = self._router.array_dims[path]
         old_layout = await self._layout_or_none(path)
-        docs = dict(await self._array_documents(path))
-        docs[name] = doc
-        if name == "zarr.json":
-            for stale in (".zarray", ".zattrs"):
-                docs.pop(stale, None)
-        layout = sharded_array_layout(path, docs, self._router.array_dims[path])
+        # Validate before writing anything, then merge into the cache as it is after
+        # the write: v2 arrays write .zarray and .zattrs concurrently.
+        sharded_array_layout(path, _merge_document(self._array_docs[path], name, doc), dims)
         await self._base.set(key, value)
+        docs = _merge_document(self._array_docs.get(path, {}), name, doc)
         self._array_docs[path] = docs
+        layout = sharded_array_layout(path, docs, dims)
         self._array_layouts[path] = layout
         if layout is None:
             return
