@@ -50,7 +50,7 @@ and ``inner_key`` the key inside the target store.
 ARRAY_METADATA_NAMES: Final = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup"})
 
 
-def _bad_key(key: str) -> str | None:
+def _bad_key(key: object) -> str | None:
     """Return why ``key`` is not a valid Zarr key, or None when it is."""
     if not isinstance(key, str):
         return f"keys must be str, not {type(key).__name__}"
@@ -266,9 +266,7 @@ class Router:
                     f"(the number of leading chunk dimensions to shard on), got {dims!r}"
                 )
             if path in table:
-                raise LayoutError(
-                    f"{path!r} is both a mount and an array-shard path; choose one"
-                )
+                raise LayoutError(f"{path!r} is both a mount and an array-shard path; choose one")
             table[path] = CHUNK
         interior: set[str] = set()
         children: dict[str, set[str]] = {}

@@ -8,7 +8,6 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
     Awaitable,
-    Callable,
     Iterable,
     Mapping,
 )
@@ -67,7 +66,8 @@ async def _opened(store: Store) -> bool:
             return False
         raise
     except ValueError:
-        if store._is_open:  # opened concurrently by another request
+        # "store is already open": another request opened it meanwhile.
+        if getattr(store, "_is_open", False):
             return True
         raise
     return True
@@ -82,15 +82,15 @@ def _read_only_view(store: Store, read_only: bool = True) -> Store:
         return store
 
 
-async def _gather_bounded(factories: Iterable[Callable[[], Awaitable[T]]]) -> list[T]:
-    """Run coroutines concurrently, at most ``_FANOUT_LIMIT`` at a time, in order."""
+async def _gather_bounded(awaitables: Iterable[Awaitable[T]]) -> list[T]:
+    """Await concurrently, at most ``_FANOUT_LIMIT`` at a time; results in order."""
     semaphore = asyncio.Semaphore(_FANOUT_LIMIT)
 
-    async def run(make: Callable[[], Awaitable[T]]) -> T:
+    async def run(awaitable: Awaitable[T]) -> T:
         async with semaphore:
-            return await make()
+            return await awaitable
 
-    return list(await asyncio.gather(*(run(make) for make in factories)))
+    return list(await asyncio.gather(*(run(a) for a in awaitables)))
 
 
 async def _collect(iterator: AsyncIterator[str]) -> list[str]:
@@ -431,9 +431,7 @@ class ShardedStore(Store):
                 for doc_name, buffer in documents:
                     await store.set(doc_name, buffer)
 
-            await _gather_bounded(
-                (lambda index=index: rewrite(index)) for index in sorted(indices)
-            )
+            await _gather_bounded(rewrite(index) for index in sorted(indices))
 
     async def _existing_chunk_indices(self, path: str, *, probe: bool = True) -> set[str]:
         """Chunk indices of the array shards that exist (or may exist) for ``path``."""
@@ -471,7 +469,7 @@ class ShardedStore(Store):
                         keys.append(key)
             return keys
 
-        listed = await _gather_bounded((lambda i=i: list_one(i)) for i in sorted(indices))
+        listed = await _gather_bounded(list_one(index) for index in sorted(indices))
         return [key for keys in listed for key in keys]
 
     # -------------------------------------------------------------- key access
@@ -481,7 +479,7 @@ class ShardedStore(Store):
         if kind == MOUNT:
             return self._mounts[node], inner
         if kind == CHUNK:
-            return self._shard_reader(node, cast(str, index)), inner
+            return self._shard_reader(node, cast("str", index)), inner
         return self._base, key
 
     async def get(
@@ -530,7 +528,10 @@ class ShardedStore(Store):
         self, requests: Iterable[tuple[str, BufferPrototype, ByteRequest | None]]
     ) -> AsyncGenerator[tuple[str, Buffer | None], None]:
         # docstring inherited
-        tasks = [(key, asyncio.ensure_future(self.get(key, *rest))) for key, *rest in requests]
+        tasks = [
+            (key, asyncio.ensure_future(self.get(key, prototype, byte_range)))
+            for key, prototype, byte_range in requests
+        ]
         for key, task in tasks:
             yield key, await task
 
@@ -558,7 +559,7 @@ class ShardedStore(Store):
             )
         kind, node, index, inner = self._router.route(key)
         if kind == CHUNK:
-            store = await self._shard_for_write(node, cast(str, index))
+            store = await self._shard_for_write(node, cast("str", index))
         elif kind == MOUNT:
             store = self._mounts[node]
         elif kind == ARRAY_METADATA:
@@ -575,7 +576,7 @@ class ShardedStore(Store):
         self._check_writable()
         kind, node, index, inner = self._router.route(key)
         if kind == CHUNK:
-            store = await self._shard_for_write(node, cast(str, index))
+            store = await self._shard_for_write(node, cast("str", index))
         elif kind == MOUNT:
             store = self._mounts[node]
         elif kind == ARRAY_METADATA:
@@ -591,7 +592,7 @@ class ShardedStore(Store):
         self._check_writable()
         kind, node, index, inner = self._router.route(key)
         if kind == CHUNK:
-            shard = (node, cast(str, index))
+            shard = (node, cast("str", index))
             if shard not in self._written:
                 # Deleting from a shard that was never written must not create it.
                 reader = self._shard_reader(*shard)
@@ -620,7 +621,7 @@ class ShardedStore(Store):
                 kind = route(key)[0]
             except KeyValidationError:
                 continue
-            if kind == BASE or kind == ARRAY_METADATA:
+            if kind in (BASE, ARRAY_METADATA):
                 keys.append(key)
         return keys
 
@@ -642,9 +643,9 @@ class ShardedStore(Store):
             for key in await self._list_mount(*plan.inside_mount):
                 yield key
             return
-        jobs: list[Callable[[], Awaitable[list[str]]]] = [lambda: self._list_base(prefix)]
-        jobs.extend((lambda path=path: self._list_mount(path)) for path in plan.mounts)
-        jobs.extend((lambda path=path: self._list_array(path, prefix)) for path in plan.arrays)
+        jobs: list[Awaitable[list[str]]] = [self._list_base(prefix)]
+        jobs.extend(self._list_mount(path) for path in plan.mounts)
+        jobs.extend(self._list_array(path, prefix) for path in plan.arrays)
         for keys in await _gather_bounded(jobs):
             for key in keys:
                 yield key
@@ -712,13 +713,13 @@ class ShardedStore(Store):
             await _opened(store)
             await store.delete_dir(inner)
             return
-        jobs: list[Callable[[], Awaitable[None]]] = [lambda: self._delete_base_dir(prefix)]
-        jobs.extend((lambda path=path: self._clear_mount(path)) for path in plan.mounts)
+        jobs: list[Awaitable[None]] = [self._delete_base_dir(prefix)]
+        jobs.extend(self._clear_mount(path) for path in plan.mounts)
         for array in plan.arrays:
             if (array + "/").startswith(prefix):
-                jobs.append(lambda array=array: self._clear_array(array))
+                jobs.append(self._clear_array(array))
             else:
-                jobs.append(lambda array=array: self._delete_array_keys(array, prefix))
+                jobs.append(self._delete_array_keys(array, prefix))
         await _gather_bounded(jobs)
 
     async def _delete_base_dir(self, prefix: str) -> None:
@@ -739,7 +740,7 @@ class ShardedStore(Store):
             await _opened(store)
             await store.delete_dir("")
 
-        await _gather_bounded((lambda i=i: clear(i)) for i in sorted(indices))
+        await _gather_bounded(clear(index) for index in sorted(indices))
         for index in indices:
             self._written.discard((path, index))
             self._shard_readers.pop((path, index), None)
@@ -748,7 +749,7 @@ class ShardedStore(Store):
 
     async def _delete_array_keys(self, path: str, prefix: str) -> None:
         keys = await self._list_array(path, prefix)
-        await _gather_bounded((lambda key=key: self.delete(key)) for key in keys)
+        await _gather_bounded(self.delete(key) for key in keys)
 
 
 class _SyncShardedStore(ShardedStore):
@@ -768,7 +769,7 @@ class _SyncShardedStore(ShardedStore):
     ) -> Buffer | None:
         store, inner = self._read_target(key)
         try:
-            return cast(SupportsSyncStore, store).get_sync(
+            return cast("SupportsSyncStore", store).get_sync(
                 inner, prototype=prototype, byte_range=byte_range
             )
         except FileNotFoundError:  # a read-only view of a shard not written yet
@@ -778,7 +779,7 @@ class _SyncShardedStore(ShardedStore):
         self._check_writable()
         kind, node, index, inner = self._router.route(key)
         if kind == CHUNK:
-            shard = (node, cast(str, index))
+            shard = (node, cast("str", index))
             if shard not in self._written:
                 sync(self._shard_for_write(*shard))
             store = self._shard_store(*shard)
@@ -789,17 +790,17 @@ class _SyncShardedStore(ShardedStore):
             return
         else:
             store = self._base
-        cast(SupportsSyncStore, store).set_sync(inner, value)
+        cast("SupportsSyncStore", store).set_sync(inner, value)
 
     def delete_sync(self, key: str) -> None:
         self._check_writable()
         kind, node, index, inner = self._router.route(key)
         if kind == MOUNT:
-            cast(SupportsSyncStore, self._mounts[node]).delete_sync(inner)
+            cast("SupportsSyncStore", self._mounts[node]).delete_sync(inner)
         elif kind == BASE:
-            cast(SupportsSyncStore, self._base).delete_sync(inner)
+            cast("SupportsSyncStore", self._base).delete_sync(inner)
         elif kind == CHUNK and (node, index) in self._written:
-            cast(SupportsSyncStore, self._shard_store(node, cast(str, index))).delete_sync(inner)
+            shard = self._shard_store(node, cast("str", index))
+            cast("SupportsSyncStore", shard).delete_sync(inner)
         else:
             sync(self.delete(key))
-

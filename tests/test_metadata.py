@@ -95,7 +95,7 @@ def test_group_at_array_shard_path() -> None:
     group = {"zarr_format": 3, "node_type": "group", "attributes": {}}
     with pytest.raises(LayoutError, match="describes a 'group'"):
         sharded_array_layout("t", {"zarr.json": group}, 1)
-    with pytest.raises(LayoutError, match=".zgroup"):
+    with pytest.raises(LayoutError, match=r"\.zgroup"):
         sharded_array_layout("t", {".zgroup": {"zarr_format": 2}}, 1)
 
 
@@ -105,5 +105,5 @@ def test_attributes_alone_are_not_a_layout() -> None:
 
 @pytest.mark.parametrize("value", [b"\xff", b"not json", b"[1, 2]"])
 def test_unparseable_metadata(value: bytes) -> None:
-    with pytest.raises(LayoutError, match="t/zarr.json"):
+    with pytest.raises(LayoutError, match=r"t/zarr\.json"):
         parse_metadata_document("t", "zarr.json", value)
