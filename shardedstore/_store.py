@@ -103,7 +103,10 @@ def _supports_sync(
     return (
         isinstance(base, SupportsSyncStore)
         and all(isinstance(store, SupportsSyncStore) for store in mounts.values())
-        and all(factory_supports_sync(factory) for _, factory in arrays.values())
+        and all(
+            isinstance(spec, tuple) and len(spec) == 2 and factory_supports_sync(spec[1])
+            for spec in arrays.values()
+        )
     )
 
 
