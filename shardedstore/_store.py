@@ -73,6 +73,11 @@ async def _opened(store: Store) -> bool:
     return True
 
 
+async def _put(store: Store, key: str, value: Buffer) -> None:
+    await _opened(store)
+    await store.set(key, value)
+
+
 def _read_only_view(store: Store, read_only: bool = True) -> Store:
     if store.read_only == read_only:
         return store
@@ -335,26 +340,30 @@ class ShardedStore(Store):
 
     async def _shard_for_write(self, path: str, index: str) -> Store:
         """The store of one array shard, creating it (with its metadata) on first write."""
-        key = (path, index)
         store = self._shard_store(path, index)
-        if key not in self._written:
-            self._written.add(key)
-            try:
-                layout = await self._layout(path)
-                await _opened(store)
-                if layout is not None:
-                    await asyncio.gather(
-                        *(
-                            store.set(name, default_buffer_prototype().buffer.from_bytes(doc))
-                            for name, doc in layout.shard_documents.items()
-                        )
-                    )
-            except BaseException:
-                self._written.discard(key)
-                raise
-            self._created[path].add(index)
-            self._shard_readers[key] = store
+        if (path, index) not in self._written:
+            await self._create_shard(path, index, store)
         return store
+
+    async def _create_shard(self, path: str, index: str, store: Store) -> None:
+        """Write an array shard's own metadata, once per shard and store instance."""
+        key = (path, index)
+        self._written.add(key)
+        try:
+            layout = await self._layout(path)
+            await _opened(store)
+            if layout is not None:
+                await asyncio.gather(
+                    *(
+                        store.set(name, default_buffer_prototype().buffer.from_bytes(doc))
+                        for name, doc in layout.shard_documents.items()
+                    )
+                )
+        except BaseException:
+            self._written.discard(key)
+            raise
+        self._created[path].add(index)
+        self._shard_readers[key] = store
 
     async def _array_documents(self, path: str) -> dict[str, JSON]:
         """The parsed metadata documents of an array-sharded array, read from base once."""
@@ -411,7 +420,8 @@ class ShardedStore(Store):
         old_layout = await self._layout_or_none(path)
         # Validate before writing anything, then merge into the cache as it is after
         # the write: v2 arrays write .zarray and .zattrs concurrently.
-        sharded_array_layout(path, _merge_document(self._array_docs[path], name, doc), dims)
+        current = await self._array_documents(path)
+        sharded_array_layout(path, _merge_document(current, name, doc), dims)
         await self._base.set(key, value)
         docs = _merge_document(self._array_docs.get(path, {}), name, doc)
         self._array_docs[path] = docs
@@ -562,7 +572,14 @@ class ShardedStore(Store):
             )
         kind, node, index, inner = self._router.route(key)
         if kind == CHUNK:
-            store = await self._shard_for_write(node, cast("str", index))
+            shard = (node, cast("str", index))
+            if shard in self._written:
+                store = self._shard_stores[shard]
+            else:
+                # A new shard: its metadata and first chunk are written concurrently.
+                store = self._shard_store(*shard)
+                await asyncio.gather(self._create_shard(*shard, store), _put(store, inner, value))
+                return
         elif kind == MOUNT:
             store = self._mounts[node]
         elif kind == ARRAY_METADATA:

@@ -149,7 +149,7 @@ class ShardedVsMemory(RuleBasedStateMachine):
 
 
 ShardedVsMemory.TestCase.settings = settings(
-    max_examples=60,
+    max_examples=200,
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
