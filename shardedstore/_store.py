@@ -73,6 +73,14 @@ async def _opened(store: Store) -> bool:
     return True
 
 
+def _check_buffer(value: object) -> None:
+    if not isinstance(value, Buffer):
+        raise TypeError(
+            f"ShardedStore.set(): `value` must be a Buffer instance. "
+            f"Got an instance of {type(value)} instead."
+        )
+
+
 async def _put(store: Store, key: str, value: Buffer) -> None:
     await _opened(store)
     await store.set(key, value)
@@ -565,11 +573,7 @@ class ShardedStore(Store):
     async def set(self, key: str, value: Buffer) -> None:
         # docstring inherited
         self._check_writable()
-        if not isinstance(value, Buffer):
-            raise TypeError(
-                f"ShardedStore.set(): `value` must be a Buffer instance. "
-                f"Got an instance of {type(value)} instead."
-            )
+        _check_buffer(value)
         kind, node, index, inner = self._router.route(key)
         if kind == CHUNK:
             shard = (node, cast("str", index))
@@ -594,6 +598,7 @@ class ShardedStore(Store):
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:
         # docstring inherited
         self._check_writable()
+        _check_buffer(value)
         kind, node, index, inner = self._router.route(key)
         if kind == CHUNK:
             store = await self._shard_for_write(node, cast("str", index))
@@ -797,6 +802,7 @@ class _SyncShardedStore(ShardedStore):
 
     def set_sync(self, key: str, value: Buffer) -> None:
         self._check_writable()
+        _check_buffer(value)
         kind, node, index, inner = self._router.route(key)
         if kind == CHUNK:
             shard = (node, cast("str", index))
