@@ -5,24 +5,35 @@ The user guide lives in ``docs/``; the public names are listed in ``__all__``.
 
 from __future__ import annotations
 
-from shardedstore._errors import KeyValidationError, LayoutError
+from shardedstore._config import config_schema
+from shardedstore._config import open_config as open
+from shardedstore._errors import ConfigError, KeyValidationError, LayoutError
 from shardedstore._factories import (
     ArrayShardDirectoryFactory,
     ArrayShardFactory,
+    ArrayShardTemplateFactory,
     array_shard_directory_store,
+    array_shard_template_store,
 )
 from shardedstore._mapping import StoreMapping
+from shardedstore._registry import StoreType
 from shardedstore._store import ShardedStore
 
 __all__ = [
     "ArrayShardDirectoryFactory",
     "ArrayShardFactory",
+    "ArrayShardTemplateFactory",
+    "ConfigError",
     "KeyValidationError",
     "LayoutError",
     "ShardedStore",
     "StoreMapping",
+    "StoreType",
     "__version__",
     "array_shard_directory_store",
+    "array_shard_template_store",
+    "config_schema",
+    "open",
 ]
 
 __version__ = "0.4.0.dev0"

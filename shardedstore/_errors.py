@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["KeyValidationError", "LayoutError"]
+from collections.abc import Sequence
+
+__all__ = ["ConfigError", "KeyValidationError", "LayoutError", "json_path"]
 
 
 class LayoutError(ValueError):
@@ -14,3 +16,41 @@ class LayoutError(ValueError):
 
 class KeyValidationError(ValueError):
     """A key or prefix that is not a valid relative Zarr key; nothing was read or written."""
+
+
+class ConfigError(ValueError):
+    """A layout config that cannot be read or written; nothing was opened or run.
+
+    The message starts with the JSON path of the field at fault
+    (``mounts.people.type: unknown store type 'foo'; ...``).
+
+    Attributes
+    ----------
+    path
+        The JSON path of the field at fault, as a tuple of keys and indices
+        (empty for the config as a whole).
+    """
+
+    def __init__(self, path: Sequence[str | int], problem: str) -> None:
+        self.path = tuple(path)
+        self.problem = problem
+        super().__init__(f"{json_path(self.path)}: {problem}")
+
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[tuple[str | int, ...], str]]:
+        return (type(self), (self.path, self.problem))
+
+
+def json_path(parts: Sequence[str | int]) -> str:
+    """A JSON path for messages: ``mounts.people.type``, ``base["a.b"]``, ``args[0]``.
+
+    The config as a whole is ``<config>``.
+    """
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part and all(c.isalnum() or c in "_-/" for c in part):
+            text += f".{part}" if text else part
+        else:
+            text += f"[{part!r}]"
+    return text or "<config>"

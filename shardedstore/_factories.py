@@ -10,23 +10,33 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from zarr.abc.store import Store
-from zarr.storage import LocalStore
+from zarr.storage import LocalStore, MemoryStore
+
+from shardedstore._errors import LayoutError
+from shardedstore._registry import SHARDED, StoreType, get_store_type
 
 __all__ = [
+    "CHUNK_PLACEHOLDER",
     "ArrayShardDirectoryFactory",
     "ArrayShardFactory",
+    "ArrayShardTemplateFactory",
     "ListableArrayShardFactory",
     "array_shard_directory_store",
+    "array_shard_template_store",
     "factory_supports_sync",
 ]
 
-_CHUNK_INDEX = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+_CHUNK_INDEX_PATTERN = r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*"
+_CHUNK_INDEX = re.compile(f"^{_CHUNK_INDEX_PATTERN}$")
+
+CHUNK_PLACEHOLDER = "{chunk}"
+"""Replaced by the chunk index (``3``, ``3.0``) in an array-shard store template."""
 
 
 @runtime_checkable
@@ -38,9 +48,13 @@ class ArrayShardFactory(Protocol):
 
 @runtime_checkable
 class ListableArrayShardFactory(ArrayShardFactory, Protocol):
-    """A factory that can tell which array shards exist (blocking I/O is fine)."""
+    """A factory that can tell which array shards exist (blocking I/O is fine).
 
-    def existing_chunk_indices(self) -> Iterable[str]: ...
+    ``existing_chunk_indices()`` may return None when it cannot tell this time; the
+    store then probes every index within the array's shape.
+    """
+
+    def existing_chunk_indices(self) -> Iterable[str] | None: ...
 
 
 def is_chunk_index(text: str) -> bool:
@@ -124,3 +138,155 @@ def array_shard_directory_store(
             "LocalStore shards accept only read_only"
         )
     return ArrayShardDirectoryFactory(str(Path(prefix)), **kwargs)
+
+
+def _substitute(spec: Mapping[str, Any], fields: Iterable[str], chunk_index: str) -> dict[str, Any]:
+    filled = dict(spec)
+    for name in fields:
+        value = filled.get(name)
+        if isinstance(value, str):
+            filled[name] = value.replace(CHUNK_PLACEHOLDER, chunk_index)
+    return filled
+
+
+def _template_type(template: Mapping[str, Any], at: tuple[str | int, ...]) -> StoreType:
+    kind = template.get("type")
+    if kind == SHARDED:
+        raise LayoutError(
+            f"{'.'.join(map(str, at)) or 'template'}: an array-shard template cannot be a "
+            "sharded store; mount a ShardedStore instead"
+        )
+    store_type = get_store_type(str(kind), (*at, "type"))
+    if not any(CHUNK_PLACEHOLDER in str(template.get(name, "")) for name in store_type.path_fields):
+        fields = " or ".join(repr(name) for name in store_type.path_fields)
+        raise LayoutError(
+            f"array-shard template {dict(template)!r}: put {CHUNK_PLACEHOLDER} in its {fields} "
+            f"so that each array shard gets its own store, e.g. 'shards/{CHUNK_PLACEHOLDER}.zarr'"
+        )
+    return store_type
+
+
+@dataclass(frozen=True)
+class ArrayShardTemplateFactory:
+    """Array shards from a store config with ``{chunk}`` in its path.
+
+    ``{"type": "zip", "path": "shards/{chunk}.zarr.zip"}`` makes the array shard at
+    chunk index ``3`` a ``ZipStore("shards/3.zarr.zip")``. Any registered store type
+    works (``local``, ``zip``, ``fsspec``, ``obstore``, plugins). Create it with
+    :func:`array_shard_template_store`.
+
+    Attributes
+    ----------
+    template
+        The store config of every array shard, with ``{chunk}`` in its path field, or
+        None when only the explicit ``shards`` exist (layouts from shardedstore 0.3.x).
+    shards
+        Explicit store configs for some chunk indices, overriding the template.
+    """
+
+    template: Mapping[str, Any] | None
+    shards: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def spec_for(self, chunk_index: str) -> dict[str, Any] | None:
+        """The store config of the array shard at ``chunk_index`` (None: no such shard)."""
+        explicit = self.shards.get(chunk_index)
+        if explicit is not None:
+            return dict(explicit)
+        if self.template is None:
+            return None
+        store_type = get_store_type(str(self.template["type"]), ("type",))
+        return _substitute(self.template, store_type.path_fields, chunk_index)
+
+    def __call__(self, chunk_index: str, /) -> Store:
+        spec = self.spec_for(chunk_index)
+        if spec is None:
+            # Without a template only the listed shards exist; any other reads as empty.
+            return MemoryStore(read_only=True)
+        store_type = get_store_type(str(spec["type"]), ("type",))
+        return store_type.from_spec(spec, read_only=False)
+
+    @property
+    def supports_sync(self) -> bool:
+        """Whether every store this factory makes supports zarr's sync protocols."""
+        specs = [*self.shards.values(), *([self.template] if self.template else [])]
+        return (
+            bool(specs)
+            and self.template is not None
+            and all(get_store_type(str(spec["type"]), ("type",)).supports_sync for spec in specs)
+        )
+
+    def existing_chunk_indices(self) -> list[str] | None:
+        """The explicit shards plus those found where the template points (None: unknown)."""
+        found = list(self.shards)
+        if self.template is None:
+            return found
+        store_type = get_store_type(str(self.template["type"]), ("type",))
+        list_names = getattr(store_type, "list_names", None)
+        if list_names is None:
+            return None
+        for name in store_type.path_fields:
+            value = self.template.get(name)
+            if not isinstance(value, str) or CHUNK_PLACEHOLDER not in value:
+                continue
+            parent, _, pattern = value.rstrip("/").rpartition("/")
+            if CHUNK_PLACEHOLDER in parent or not parent:
+                return None
+            regex = re.compile(
+                "^"
+                + re.escape(pattern).replace(
+                    re.escape(CHUNK_PLACEHOLDER), f"({_CHUNK_INDEX_PATTERN})"
+                )
+                + "$"
+            )
+            names = list_names({**self.template, name: parent}, name)
+            if names is None:
+                return None
+            for entry in names:
+                match = regex.match(entry)
+                if match is not None and len(set(match.groups())) == 1:
+                    found.append(match.group(1))
+            return sorted(set(found))
+        return None
+
+
+def array_shard_template_store(
+    template: Mapping[str, Any], *, shards: Mapping[str, Mapping[str, Any]] | None = None
+) -> ArrayShardTemplateFactory:
+    """Array shards from a store config template, e.g. one zip per array shard.
+
+    Parameters
+    ----------
+    template
+        A store config as written in a layout config (``{"type": ..., ...}``) with
+        ``{chunk}`` in its path field: ``root`` (local), ``path`` (zip) or ``url``
+        (fsspec, obstore).
+    shards
+        Explicit store configs for some chunk indices, overriding the template.
+
+    Returns
+    -------
+    ArrayShardTemplateFactory
+        A picklable, comparable, listable factory.
+
+    Raises
+    ------
+    LayoutError
+        If the template names a sharded store or has no ``{chunk}`` in its path.
+    ConfigError
+        If it names an unknown store type.
+
+    Examples
+    --------
+    >>> factory = array_shard_template_store({"type": "zip", "path": "t/{chunk}.zarr.zip"})
+    >>> factory("3")
+    ZipStore('file://t/3.zarr.zip')
+    """
+    template = dict(template)
+    _template_type(template, ())
+    overrides = {index: dict(spec) for index, spec in (shards or {}).items()}
+    for index in overrides:
+        if not is_chunk_index(index):
+            raise LayoutError(
+                f"array shard override {index!r}: expected a chunk index such as '3' or '3.0'"
+            )
+    return ArrayShardTemplateFactory(template, overrides)

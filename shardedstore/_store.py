@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
     Awaitable,
+    Callable,
     Iterable,
     Mapping,
 )
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from zarr.abc.store import ByteRequest, Store, SupportsSyncStore
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.sync import sync
+from zarr.storage import ZipStore
 
 from shardedstore._errors import KeyValidationError, LayoutError
 from shardedstore._factories import ArrayShardFactory, factory_supports_sync
@@ -25,6 +28,7 @@ from shardedstore._metadata import (
     parse_metadata_document,
     sharded_array_layout,
 )
+from shardedstore._registry import enable_deflate64
 from shardedstore._routing import (
     ARRAY_METADATA,
     BASE,
@@ -86,9 +90,19 @@ async def _put(store: Store, key: str, value: Buffer) -> None:
     await store.set(key, value)
 
 
+def _listed(lister: Callable[[], Iterable[str] | None]) -> list[str] | None:
+    result = lister()
+    return None if result is None else list(result)
+
+
 def _read_only_view(store: Store, read_only: bool = True) -> Store:
     if store.read_only == read_only:
         return store
+    if read_only and isinstance(store, ZipStore):
+        # ZipStore has no with_read_only; mode "a" would create a missing zip on open.
+        return ZipStore(
+            store.path, mode="r", compression=store.compression, allowZip64=store.allowZip64
+        )
     try:
         return store.with_read_only(read_only)
     except NotImplementedError:
@@ -229,6 +243,11 @@ class ShardedStore(Store):
                 )
             arrays[path] = spec
         self._router = Router(mounts, {path: dims for path, (dims, _) in arrays.items()})
+        if any(isinstance(store, ZipStore) for store in (base, *mounts.values())):
+            enable_deflate64()
+        # The stores as given describe the layout (config, equality, pickling); the
+        # ones used for I/O are read-only views of them when the store is read-only.
+        self._given = (base, dict(mounts))
         if read_only:
             base = _read_only_view(base)
             mounts = {path: _read_only_view(store) for path, store in mounts.items()}
@@ -264,13 +283,12 @@ class ShardedStore(Store):
         return dict(self._arrays)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (self._base, self._mounts, self._arrays, self.read_only))
+        return (_rebuild, (*self._given, self._arrays, self.read_only))
 
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, ShardedStore)
-            and self._base == other._base
-            and self._mounts == other._mounts
+            and self._given == other._given
             and self._arrays == other._arrays
         )
 
@@ -287,12 +305,114 @@ class ShardedStore(Store):
 
     def with_read_only(self, read_only: bool = False) -> ShardedStore:
         # docstring inherited
-        return ShardedStore(
-            _read_only_view(self._base, read_only),
-            {path: _read_only_view(store, read_only) for path, store in self._mounts.items()},
-            self._arrays,
-            read_only=read_only,
-        )
+        return ShardedStore(*self._given, self._arrays, read_only=read_only)
+
+    # ------------------------------------------------------------------ config
+
+    def get_config(self, *, relative_to: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+        """The layout as a JSON-serializable dict (format documented in ``docs/config.md``).
+
+        The config names each store by a registered type (``local``, ``zip``,
+        ``fsspec``, ``obstore``, ``sharded`` or a plugin) and describes array shards by
+        a path template, so its size does not depend on the number of shards.
+
+        Parameters
+        ----------
+        relative_to
+            Write local paths relative to this directory (or URLs below this URL
+            relative to it), e.g. the directory the config will be saved in. By
+            default paths are written as the stores hold them.
+
+        Returns
+        -------
+        dict
+            ``{"format": "shardedstore", "version": 1, "base": ..., "mounts": ...,
+            "array_shards": ...}``; ``ShardedStore.from_config(config) == self``.
+
+        Raises
+        ------
+        ConfigError
+            If a store cannot be described (a ``MemoryStore``, an unregistered store
+            type, a plain-function array-shard factory); the message names it.
+
+        Examples
+        --------
+        >>> from zarr.storage import LocalStore
+        >>> store = ShardedStore(LocalStore("base.zarr"), {"people": LocalStore("p.zarr")})
+        >>> store.get_config()["mounts"]
+        {'people': {'type': 'local', 'root': 'p.zarr'}}
+        """
+        from shardedstore._config import layout_config
+
+        return layout_config(self, relative_to=relative_to)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Mapping[str, Any],
+        *,
+        base_path: str | os.PathLike[str] | None = None,
+        read_only: bool | None = None,
+    ) -> ShardedStore:
+        """Rebuild a store from :meth:`get_config` output (or a shardedstore 0.3.x config).
+
+        The config is validated against the shipped JSON Schema and may only name
+        registered store types; nothing it names is imported or called.
+
+        Parameters
+        ----------
+        config
+            The config, as parsed from JSON.
+        base_path
+            Directory (or URL) that relative paths in the config resolve against;
+            by default they stay relative to the working directory.
+            :func:`shardedstore.open` passes the config file's directory.
+        read_only
+            Open read-only. Default: False, except for 0.3.x configs, which always
+            open read-only (asking for ``read_only=False`` raises).
+
+        Returns
+        -------
+        ShardedStore
+
+        Raises
+        ------
+        ConfigError
+            If the config is invalid; the message starts with the JSON path of the
+            bad field (``mounts.people.type: unknown store type 'foo'; known: ...``).
+        """
+        from shardedstore._config import load_config
+
+        return load_config(config, base_path=base_path, read_only=read_only)
+
+    def to_json(self, *, relative_to: str | os.PathLike[str] | None = None) -> str:
+        """:meth:`get_config` as indented JSON text."""
+        from shardedstore._config import dump_config
+
+        return dump_config(self.get_config(relative_to=relative_to))
+
+    def save_config(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        relative: bool = True,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Write :meth:`get_config` to a JSON file (a local path or an fsspec URL).
+
+        Parameters
+        ----------
+        path
+            Where to write the config. Local files are replaced atomically.
+        relative
+            Write paths relative to the config's directory, so that the dataset
+            folder (config and shards) can be moved, zipped or uploaded as one piece.
+        storage_options
+            fsspec options for writing to a URL.
+        """
+        from shardedstore._config import save_config
+
+        save_config(self, path, relative=relative, storage_options=storage_options)
 
     def as_mapping(self) -> StoreMapping:
         """A synchronous ``MutableMapping[str, bytes]`` view of the whole hierarchy.
@@ -459,8 +579,10 @@ class ShardedStore(Store):
         factory = self._factories[path]
         found = set(self._created[path])
         lister = getattr(factory, "existing_chunk_indices", None)
-        if lister is not None:
-            found.update(await asyncio.to_thread(lambda: list(lister())))
+        listed = None if lister is None else await asyncio.to_thread(_listed, lister)
+        if listed is not None:
+            dims = self._router.array_dims[path]
+            found.update(index for index in listed if index.count(".") == dims - 1)
         elif probe:
             # A plain callable cannot list its shards: every index within the array's
             # shape along the sharded dims is a candidate.

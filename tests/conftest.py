@@ -1,10 +1,15 @@
-"""Shared fixtures: an in-memory array-shard factory and a routing oracle."""
+"""Shared fixtures: an in-memory array-shard factory, a routing oracle, an S3 server."""
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import pytest
 from zarr.storage import MemoryStore
 
 from shardedstore import ShardedStore
@@ -63,3 +68,65 @@ def locate(store: ShardedStore, key: str) -> tuple[str, str | None, str]:
             inner = sep.join(remaining) if remaining else "0"
         return array, index, inner
     return "", None, key
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """moto's S3 server on 127.0.0.1: a real S3 HTTP endpoint for s3fs and obstore."""
+
+    endpoint: str
+
+    @property
+    def storage_options(self) -> dict[str, object]:
+        """fsspec (s3fs) options; credentials come from the environment."""
+        return {"endpoint_url": self.endpoint}
+
+    @property
+    def obstore_config(self) -> dict[str, object]:
+        return {"endpoint": self.endpoint, "region": "us-east-1"}
+
+    @property
+    def obstore_client_options(self) -> dict[str, object]:
+        return {"allow_http": True}
+
+    def new_bucket(self) -> str:
+        import boto3
+
+        name = f"bucket-{uuid.uuid4().hex[:12]}"
+        boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1").create_bucket(
+            Bucket=name
+        )
+        return name
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """Start moto's S3 server for the test session (as s3fs's own tests do)."""
+    from moto.server import ThreadedMotoServer
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        os.environ.setdefault(name, value)
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield S3Server(f"http://127.0.0.1:{port}")
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> str:
+    """A fresh, empty bucket on the session's S3 server."""
+    return s3_server.new_bucket()

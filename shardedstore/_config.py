@@ -1,0 +1,470 @@
+"""A ShardedStore's layout as JSON: write it, validate it, read it back.
+
+The format (version 1, ``schema/config-v1.json``, documented in ``docs/config.md``)::
+
+    {
+      "format": "shardedstore",
+      "version": 1,
+      "base": {"type": "local", "root": "base.zarr"},
+      "mounts": {"people": {"type": "zip", "path": "people.zarr.zip"}},
+      "array_shards": {
+        "simulation/fine/temperature": {
+          "dims": 1,
+          "store": {"type": "local", "root": "temperature/{chunk}.zarr"}
+        }
+      }
+    }
+
+A config is data: it can only name registered store types (``_registry.py``), and its
+size does not depend on the number of array shards. Relative paths resolve against the
+config file's directory (or ``base_path``). Configs written by shardedstore 0.3.x are
+translated by ``_legacy.py`` into this format and open read-only.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import posixpath
+import re
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from zarr.abc.store import Store
+
+from shardedstore._errors import ConfigError, LayoutError
+from shardedstore._factories import (
+    CHUNK_PLACEHOLDER,
+    ArrayShardDirectoryFactory,
+    ArrayShardTemplateFactory,
+    _template_type,
+    is_chunk_index,
+)
+from shardedstore._registry import SHARDED, get_store_type, store_type_for
+from shardedstore._routing import validate_node_path
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
+    from jsonschema.protocols import Validator
+
+    from shardedstore._store import ArrayShardSpec, ShardedStore
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "config_schema",
+    "dump_config",
+    "layout_config",
+    "load_config",
+    "open_config",
+    "save_config",
+]
+
+FORMAT = "shardedstore"
+FORMAT_VERSION = 1
+
+Path_ = tuple[str | int, ...]
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+_DIRECTORY_TEMPLATE = re.compile(r"^(?P<prefix>.+)/\{chunk\}\.zarr$")
+
+
+# ----------------------------------------------------------------------- paths
+
+
+def _has_scheme(value: str) -> bool:
+    return _SCHEME.match(value) is not None
+
+
+def _join_url(base: str, relative: str) -> str:
+    scheme, _, rest = base.partition("://")
+    return f"{scheme}://{posixpath.normpath(posixpath.join(rest, relative))}"
+
+
+def _resolve(value: str, kind: Literal["local", "url"], base: str | None, at: Path_) -> str:
+    """A path field's value with a relative path resolved against ``base``."""
+    if (kind == "url" and _has_scheme(value)) or os.path.isabs(value) or base is None:
+        return value
+    if _has_scheme(base):
+        if kind == "local":
+            raise ConfigError(
+                at,
+                f"relative local path {value!r} in a config read from {base!r}; make it "
+                "absolute or pass base_path= a local directory",
+            )
+        return _join_url(base, value)
+    return os.path.normpath(os.path.join(base, value))
+
+
+def _relativize(value: str, kind: Literal["local", "url"], relative_to: str | None) -> str:
+    """A path field's value written relative to ``relative_to`` where it can be."""
+    if relative_to is None:
+        return value
+    if _has_scheme(relative_to):
+        prefix = relative_to.rstrip("/") + "/"
+        return value[len(prefix) :] if value.startswith(prefix) else value
+    path = value
+    if kind == "url" and _has_scheme(value):
+        if not value.startswith("file://"):
+            return value
+        path = value[len("file://") :]
+    relative = os.path.relpath(os.path.abspath(path), os.path.abspath(relative_to))
+    return Path(relative).as_posix()
+
+
+# ------------------------------------------------------------------- writing
+
+
+def _store_spec(store: Store, at: Path_, relative_to: str | None) -> dict[str, Any]:
+    from shardedstore._store import ShardedStore
+
+    if isinstance(store, ShardedStore):
+        return {"type": SHARDED, **_layout_spec(store, at, relative_to)}
+    store_type = store_type_for(store, at)
+    try:
+        spec = store_type.to_spec(store)
+    except ConfigError as error:
+        raise ConfigError((*at, *error.path), error.problem) from None
+    spec = {"type": store_type.name, **spec}
+    for name in store_type.path_fields:
+        if isinstance(spec.get(name), str):
+            spec[name] = _relativize(spec[name], store_type.path_kind, relative_to)
+    return spec
+
+
+def _spec_relative(spec: Mapping[str, Any], relative_to: str | None) -> dict[str, Any]:
+    store_type = get_store_type(str(spec["type"]), ("type",))
+    written = dict(spec)
+    for name in store_type.path_fields:
+        if isinstance(written.get(name), str):
+            written[name] = _relativize(written[name], store_type.path_kind, relative_to)
+    return written
+
+
+def _array_spec(spec: ArrayShardSpec, at: Path_, relative_to: str | None) -> dict[str, Any]:
+    dims, factory = spec
+    template: Mapping[str, Any] | None
+    shards: Mapping[str, Mapping[str, Any]]
+    if isinstance(factory, ArrayShardDirectoryFactory):
+        prefix = Path(factory.prefix).as_posix()
+        template, shards = {"type": "local", "root": f"{prefix}/{CHUNK_PLACEHOLDER}.zarr"}, {}
+    elif isinstance(factory, ArrayShardTemplateFactory):
+        template, shards = factory.template, factory.shards
+    else:
+        raise ConfigError(
+            at,
+            f"array-shard factory {factory!r} cannot be written to a config; use "
+            "array_shard_directory_store(prefix) or array_shard_template_store(template)",
+        )
+    written: dict[str, Any] = {"dims": dims}
+    if template is not None:
+        written["store"] = _spec_relative(template, relative_to)
+    if shards:
+        written["shards"] = {
+            index: _spec_relative(shard, relative_to) for index, shard in sorted(shards.items())
+        }
+    return written
+
+
+def _layout_spec(store: ShardedStore, at: Path_, relative_to: str | None) -> dict[str, Any]:
+    base, mounts = store._given
+    spec: dict[str, Any] = {"base": _store_spec(base, (*at, "base"), relative_to)}
+    if mounts:
+        spec["mounts"] = {
+            path: _store_spec(mount, (*at, "mounts", path), relative_to)
+            for path, mount in sorted(mounts.items())
+        }
+    if store.array_shards:
+        spec["array_shards"] = {
+            path: _array_spec(array, (*at, "array_shards", path), relative_to)
+            for path, array in sorted(store.array_shards.items())
+        }
+    return spec
+
+
+def layout_config(
+    store: ShardedStore, *, relative_to: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
+    """The config of ``store`` (see :meth:`ShardedStore.get_config`)."""
+    target = None if relative_to is None else os.fspath(relative_to)
+    return {"format": FORMAT, "version": FORMAT_VERSION, **_layout_spec(store, (), target)}
+
+
+def dump_config(config: Mapping[str, Any]) -> str:
+    """A config as indented JSON text, ending with a newline."""
+    return json.dumps(config, indent=2) + "\n"
+
+
+def save_config(
+    store: ShardedStore,
+    path: str | os.PathLike[str],
+    *,
+    relative: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
+) -> None:
+    """Write the config of ``store`` to ``path`` (see :meth:`ShardedStore.save_config`)."""
+    target = os.fspath(path)
+    if _has_scheme(target) and not target.startswith("file://"):
+        import fsspec
+
+        directory = target.rstrip("/").rpartition("/")[0]
+        text = dump_config(layout_config(store, relative_to=directory if relative else None))
+        with fsspec.open(target, "w", **dict(storage_options or {})) as f:
+            f.write(text)
+        return
+    if target.startswith("file://"):
+        target = target[len("file://") :]
+    directory = os.path.dirname(os.path.abspath(target))
+    text = dump_config(layout_config(store, relative_to=directory if relative else None))
+    os.makedirs(directory, exist_ok=True)
+    temporary = f"{target}.{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(temporary, target)
+
+
+# ------------------------------------------------------------------- reading
+
+
+@functools.cache
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema of config format version 1, as shipped in the package."""
+    text = (resources.files("shardedstore") / "schema" / "config-v1.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@functools.cache
+def _validator() -> Validator:
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(config_schema())
+
+
+def _describe(error: ValidationError) -> str:
+    instance: Any = error.instance
+    expected: Any = error.validator_value
+    schema: Any = error.schema
+    if error.validator == "required":
+        missing = [name for name in expected if name not in instance]
+        return f"missing required field {', '.join(map(repr, missing))}"
+    if error.validator == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        extra = sorted(set(instance) - set(allowed))
+        return f"unknown field {', '.join(map(repr, extra))}; allowed: {', '.join(allowed)}"
+    if error.validator == "type":
+        shown = json.dumps(instance)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        return f"expected {expected}, got {type(instance).__name__} {shown}"
+    if error.validator in ("enum", "const"):
+        allowed = expected if error.validator == "enum" else [expected]
+        return f"{instance!r} is not allowed; expected {' or '.join(map(repr, allowed))}"
+    if error.validator == "anyOf" and isinstance(instance, dict) and "dims" in instance:
+        return "give 'store' (a store template with {chunk} in its path) and/or 'shards'"
+    if error.validator == "propertyNames":
+        return f"invalid name: {error.message}"
+    return str(error.message)
+
+
+def _check_schema(config: Mapping[str, Any]) -> None:
+    from jsonschema.exceptions import best_match
+
+    error = best_match(_validator().iter_errors(config))
+    if error is not None:
+        raise ConfigError(tuple(error.absolute_path), _describe(error))
+
+
+def _check_version(config: Mapping[str, Any]) -> None:
+    if config.get("format") != FORMAT:
+        raise ConfigError(
+            ("format",),
+            f"expected {FORMAT!r}, got {config.get('format')!r}; a shardedstore config starts "
+            f'with {{"format": "{FORMAT}", "version": {FORMAT_VERSION}, ...}}',
+        )
+    version = config.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ConfigError(("version",), f"expected an integer format version, got {version!r}")
+    if version > FORMAT_VERSION:
+        from shardedstore import __version__
+
+        raise ConfigError(
+            ("version",),
+            f"format version {version} is newer than this shardedstore ({__version__}) "
+            f"reads (up to {FORMAT_VERSION}); upgrade shardedstore",
+        )
+    if version < 1:
+        raise ConfigError(("version",), f"unknown format version {version}; expected 1")
+
+
+class _Loader:
+    """Builds stores from a validated config, resolving relative paths against ``base``."""
+
+    def __init__(self, base: str | None, read_only: bool) -> None:
+        self.base = base
+        self.read_only = read_only
+
+    def resolved(self, spec: Mapping[str, Any], at: Path_) -> dict[str, Any]:
+        store_type = get_store_type(str(spec["type"]), (*at, "type"))
+        resolved = dict(spec)
+        for name in store_type.path_fields:
+            if isinstance(resolved.get(name), str):
+                resolved[name] = _resolve(
+                    resolved[name], store_type.path_kind, self.base, (*at, name)
+                )
+        return resolved
+
+    def store(self, spec: Mapping[str, Any], at: Path_) -> Store:
+        if spec["type"] == SHARDED:
+            return self.layout(spec, at)
+        store_type = get_store_type(str(spec["type"]), (*at, "type"))
+        schema = getattr(store_type, "schema", None)
+        if schema is not None:
+            from jsonschema import Draft202012Validator
+            from jsonschema.exceptions import best_match
+
+            error = best_match(Draft202012Validator(schema).iter_errors(dict(spec)))
+            if error is not None:
+                raise ConfigError((*at, *error.absolute_path), _describe(error))
+        try:
+            return store_type.from_spec(self.resolved(spec, at), read_only=self.read_only)
+        except ConfigError as error:
+            raise ConfigError((*at, *error.path), error.problem) from None
+        except (TypeError, ValueError) as error:
+            raise ConfigError(at, f"cannot open {spec['type']} store: {error}") from error
+
+    def factory(self, spec: Mapping[str, Any], at: Path_) -> ArrayShardDirectoryFactory | Any:
+        dims = spec["dims"]
+        template = spec.get("store")
+        shards = spec.get("shards", {})
+        for index in shards:
+            if not is_chunk_index(index) or index.count(".") != dims - 1:
+                raise ConfigError(
+                    (*at, "shards", index),
+                    f"expected a chunk index with {dims} part(s) such as "
+                    f"{'.'.join(['3'] * dims)!r}",
+                )
+            if shards[index]["type"] == SHARDED:
+                raise ConfigError(
+                    (*at, "shards", index, "type"), "an array shard cannot be sharded"
+                )
+        if template is not None:
+            try:
+                _template_type(template, (*at, "store"))
+            except LayoutError as error:
+                raise ConfigError((*at, "store"), str(error)) from None
+            template = self.resolved(template, (*at, "store"))
+            match = _DIRECTORY_TEMPLATE.match(template["root"]) if len(template) == 2 else None
+            if (
+                not shards
+                and template["type"] == "local"
+                and match is not None
+                and CHUNK_PLACEHOLDER not in match["prefix"]
+            ):
+                return ArrayShardDirectoryFactory(str(Path(match["prefix"])))
+        overrides = {
+            index: self.resolved(shard, (*at, "shards", index)) for index, shard in shards.items()
+        }
+        return ArrayShardTemplateFactory(template, overrides)
+
+    def layout(self, spec: Mapping[str, Any], at: Path_) -> ShardedStore:
+        from shardedstore._store import ShardedStore
+
+        base = self.store(spec["base"], (*at, "base"))
+        mounts = {}
+        for path, mount in spec.get("mounts", {}).items():
+            self.node_path(path, "mount", (*at, "mounts", path))
+            mounts[path] = self.store(mount, (*at, "mounts", path))
+        arrays = {}
+        for path, array in spec.get("array_shards", {}).items():
+            self.node_path(path, "array shard", (*at, "array_shards", path))
+            arrays[path] = (array["dims"], self.factory(array, (*at, "array_shards", path)))
+        try:
+            return ShardedStore(base, mounts, arrays, read_only=self.read_only)
+        except LayoutError as error:
+            raise ConfigError(at, str(error)) from None
+
+    @staticmethod
+    def node_path(path: str, what: str, at: Path_) -> None:
+        try:
+            validate_node_path(path, what)
+        except LayoutError as error:
+            raise ConfigError(at, str(error)) from None
+
+
+def load_config(
+    config: object,
+    *,
+    base_path: str | os.PathLike[str] | None = None,
+    read_only: bool | None = None,
+) -> ShardedStore:
+    """A ShardedStore from a config (see :meth:`ShardedStore.from_config`)."""
+    from shardedstore._legacy import is_legacy_config, translate_legacy_config
+
+    if not isinstance(config, Mapping):
+        raise ConfigError((), f"expected a JSON object (a dict), got {type(config).__name__}")
+    if is_legacy_config(config):
+        if read_only is False:
+            raise ConfigError(
+                (),
+                "layouts written by shardedstore 0.3.x open read-only; open with "
+                "read_only=True, then copy them to a new layout with map_shards",
+            )
+        config, read_only = translate_legacy_config(config), True
+    _check_version(config)
+    _check_schema(config)
+    base = None if base_path is None else os.fspath(base_path)
+    return _Loader(base, bool(read_only)).layout(config, ())
+
+
+def open_config(
+    path_or_url: str | os.PathLike[str],
+    mode: Literal["r", "r+", "a"] = "r",
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+) -> ShardedStore:
+    """Open the dataset described by a layout config file.
+
+    Parameters
+    ----------
+    path_or_url
+        The config file: a local path or any fsspec URL (``s3://bucket/ds/layout.json``).
+        Relative paths in it resolve against the file's directory.
+    mode
+        ``"r"`` read-only (the default), ``"r+"`` or ``"a"`` read/write.
+    storage_options
+        fsspec options for reading the config file itself.
+
+    Returns
+    -------
+    ShardedStore
+        Ready for ``xr.open_datatree(store, engine="zarr")`` or ``zarr.open_group``.
+
+    Raises
+    ------
+    ConfigError
+        If the file is not valid JSON or not a valid config.
+    FileNotFoundError
+        If there is no such file.
+    """
+    if mode not in ("r", "r+", "a"):
+        raise ValueError(f"mode must be 'r' (read-only), 'r+' or 'a' (read/write), got {mode!r}")
+    location = os.fspath(path_or_url)
+    if _has_scheme(location) and not location.startswith("file://"):
+        import fsspec
+
+        with fsspec.open(location, "r", encoding="utf-8", **dict(storage_options or {})) as f:
+            text = f.read()
+        base = location.rstrip("/").rpartition("/")[0]
+    else:
+        if location.startswith("file://"):
+            location = location[len("file://") :]
+        with open(location, encoding="utf-8") as f:
+            text = f.read()
+        base = os.path.dirname(os.path.abspath(location))
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError((), f"{location} is not valid JSON: {error}") from None
+    return load_config(config, base_path=base, read_only=mode == "r")
