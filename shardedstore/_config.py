@@ -95,7 +95,9 @@ def _resolve(value: str, kind: Literal["local", "url"], base: str | None, at: Pa
                 "absolute or pass base_path= a local directory",
             )
         return _join_url(base, value)
-    return os.path.normpath(os.path.join(base, value))
+    resolved = os.path.normpath(os.path.join(base, value))
+    # A local path in a URL field reads back as the file:// URL fsspec and obstore write.
+    return f"file://{Path(resolved).as_posix()}" if kind == "url" else resolved
 
 
 def _relativize(value: str, kind: Literal["local", "url"], relative_to: str | None) -> str:
@@ -327,8 +329,9 @@ class _Loader:
             error = best_match(Draft202012Validator(schema).iter_errors(dict(spec)))
             if error is not None:
                 raise ConfigError((*at, *error.absolute_path), _describe(error))
+        resolved = self.resolved(spec, at)
         try:
-            return store_type.from_spec(self.resolved(spec, at), read_only=self.read_only)
+            return store_type.from_spec(resolved, read_only=self.read_only)
         except ConfigError as error:
             raise ConfigError((*at, *error.path), error.problem) from None
         except (TypeError, ValueError) as error:
@@ -355,14 +358,11 @@ class _Loader:
             except LayoutError as error:
                 raise ConfigError((*at, "store"), str(error)) from None
             template = self.resolved(template, (*at, "store"))
-            match = _DIRECTORY_TEMPLATE.match(template["root"]) if len(template) == 2 else None
-            if (
-                not shards
-                and template["type"] == "local"
-                and match is not None
-                and CHUNK_PLACEHOLDER not in match["prefix"]
-            ):
-                return ArrayShardDirectoryFactory(str(Path(match["prefix"])))
+            if not shards and template["type"] == "local" and len(template) == 2:
+                # The template array_shard_directory_store(prefix) writes reads back as one.
+                match = _DIRECTORY_TEMPLATE.match(template["root"])
+                if match is not None and CHUNK_PLACEHOLDER not in match["prefix"]:
+                    return ArrayShardDirectoryFactory(str(Path(match["prefix"])))
         overrides = {
             index: self.resolved(shard, (*at, "shards", index)) for index, shard in shards.items()
         }

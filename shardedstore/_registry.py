@@ -251,7 +251,7 @@ class _ObstoreType:
         spec: Spec
         if kind == "LocalStore":
             args, kwargs = inner.__getnewargs_ex__()
-            spec = {"url": os.fspath(args[0])}
+            spec = {"url": f"file://{os.fspath(args[0])}"}
             if kwargs.get("mkdir"):
                 spec["mkdir"] = True
             return spec
@@ -287,8 +287,9 @@ class _ObstoreType:
             ) from error
         url = spec["url"]
         inner: Any
-        if "://" not in url:
-            inner = obstore.store.LocalStore(url, mkdir=spec.get("mkdir", False))
+        if "://" not in url or url.startswith("file://"):
+            path = url[len("file://") :] if url.startswith("file://") else url
+            inner = obstore.store.LocalStore(path, mkdir=spec.get("mkdir", False))
         else:
             options = {
                 key: spec[key]
@@ -299,9 +300,10 @@ class _ObstoreType:
         return ObjectStore(inner, read_only=read_only)
 
     def list_names(self, spec: Mapping[str, Any], field: str) -> list[str] | None:
+        url = spec[field]
+        if "://" not in url or url.startswith("file://"):
+            return _local_names(url[len("file://") :] if url.startswith("file://") else url)
         store = self.from_spec(spec, read_only=True).store  # type: ignore[attr-defined]
-        if type(store).__name__ == "LocalStore":
-            return _local_names(spec[field])
         result = store.list_with_delimiter()
         names = [p.rstrip("/").rsplit("/", 1)[-1] for p in result["common_prefixes"]]
         names += [o["path"].rsplit("/", 1)[-1] for o in result["objects"]]

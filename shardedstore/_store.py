@@ -13,7 +13,8 @@ from collections.abc import (
     Iterable,
     Mapping,
 )
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from zarr.abc.store import ByteRequest, Store, SupportsSyncStore
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
@@ -63,6 +64,9 @@ async def _opened(store: Store) -> bool:
     """
     if store._is_open:
         return True
+    if isinstance(store, ZipStore) and not store.read_only:
+        # LocalStore makes its directory on open; a zip shard needs the same.
+        await asyncio.to_thread(store.path.parent.mkdir, parents=True, exist_ok=True)
     try:
         await store._open()
     except FileNotFoundError:
@@ -100,6 +104,9 @@ def _read_only_view(store: Store, read_only: bool = True) -> Store:
         return store
     if read_only and isinstance(store, ZipStore):
         # ZipStore has no with_read_only; mode "a" would create a missing zip on open.
+        # A zip open for writing has no central directory yet: read through its handle.
+        if store._is_open:
+            return store
         return ZipStore(
             store.path, mode="r", compression=store.compression, allowZip64=store.allowZip64
         )
@@ -147,13 +154,47 @@ def _merge_document(docs: Mapping[str, JSON], name: str, doc: JSON) -> dict[str,
     return merged
 
 
+@dataclass(frozen=True)
+class _ZipReference:
+    """A ZipStore as pickled inside a ShardedStore: rebuilt closed, never truncating.
+
+    zarr's ZipStore reopens itself when unpickled, so a copy of a store made with
+    mode "w" (dask pickles stores it writes through) would truncate the zip.
+    """
+
+    path: str
+    mode: Literal["r", "a"]
+    compression: int
+    allow_zip64: bool
+
+    @classmethod
+    def of(cls, store: Store) -> Store | _ZipReference:
+        if not isinstance(store, ZipStore):
+            return store
+        mode: Literal["r", "a"] = "r" if getattr(store, "_zmode", "r") == "r" else "a"
+        return cls(os.fspath(store.path), mode, store.compression, store.allowZip64)
+
+    @staticmethod
+    def store(value: Store | _ZipReference) -> Store:
+        if not isinstance(value, _ZipReference):
+            return value
+        return ZipStore(
+            value.path, mode=value.mode, compression=value.compression, allowZip64=value.allow_zip64
+        )
+
+
 def _rebuild(
-    base: Store,
-    mounts: dict[str, Store],
+    base: Store | _ZipReference,
+    mounts: dict[str, Store | _ZipReference],
     arrays: dict[str, ArrayShardSpec],
     read_only: bool,
 ) -> ShardedStore:
-    return ShardedStore(base, mounts, arrays, read_only=read_only)
+    return ShardedStore(
+        _ZipReference.store(base),
+        {path: _ZipReference.store(mount) for path, mount in mounts.items()},
+        arrays,
+        read_only=read_only,
+    )
 
 
 class ShardedStore(Store):
@@ -283,7 +324,16 @@ class ShardedStore(Store):
         return dict(self._arrays)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (*self._given, self._arrays, self.read_only))
+        base, mounts = self._given
+        return (
+            _rebuild,
+            (
+                _ZipReference.of(base),
+                {path: _ZipReference.of(mount) for path, mount in mounts.items()},
+                self._arrays,
+                self.read_only,
+            ),
+        )
 
     def __eq__(self, other: object) -> bool:
         return (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import zarr
 from zarr.abc.store import SupportsDeleteSync, SupportsGetSync, SupportsSetSync
 from zarr.core.buffer import cpu, default_buffer_prototype
 from zarr.core.sync import _collect_aiterator
-from zarr.storage import FsspecStore, LocalStore, MemoryStore
+from zarr.storage import FsspecStore, LocalStore, MemoryStore, ZipStore
 
 from shardedstore import (
     KeyValidationError,
@@ -249,3 +250,19 @@ async def test_plain_callable_factory_lists_by_shape() -> None:
     again = ShardedStore(store.base, {}, {"x": (1, factory)})
     keys = set(await _collect_aiterator(again.list_prefix("x/")))
     assert keys == {"x/zarr.json"} | {f"x/c/{i}/0" for i in range(4)}
+
+
+def test_pickling_keeps_a_zip_mount_intact(tmp_path: Path) -> None:
+    # zarr's ZipStore reopens itself when unpickled; mode "w" would truncate the zip.
+    mount = ZipStore(tmp_path / "people.zip", mode="w")
+    store = ShardedStore(LocalStore(tmp_path / "base"), {"people": mount})
+    group = zarr.open_group(store, mode="w")
+    group.create_array("people/x", shape=(3,), dtype="i4")[:] = [1, 2, 3]
+    copy = pickle.loads(pickle.dumps(store))
+    assert copy == store
+    store.close()
+    with zipfile.ZipFile(tmp_path / "people.zip") as zf:
+        assert zf.testzip() is None
+        assert "x/c/0" in zf.namelist()
+    assert zarr.open_array(copy, path="people/x", mode="r")[:].tolist() == [1, 2, 3]
+    copy.close()
