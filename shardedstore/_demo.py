@@ -11,6 +11,7 @@ import numpy as np
 import xarray as xr
 from zarr.storage import LocalStore
 
+from shardedstore._config import open_config
 from shardedstore._factories import array_shard_directory_store
 from shardedstore._store import ShardedStore
 
@@ -90,8 +91,18 @@ def run_demo(out_dir: str | Path = "demo-output", echo: Callable[[str], None] = 
     echo(
         f"array shards of simulation/fine/temperature: {len(shards)} ({', '.join(shards[:3])}, ...)"
     )
+    config_path = root / "layout.json"
+    store.save_config(config_path)
+    echo(f"layout config: {config_path} ({config_path.stat().st_size} bytes, paths relative)")
+    for line in config_path.read_text().splitlines():
+        echo(f"  {line}")
+    # Reopen from the config alone, read-only, as a user elsewhere would.
+    reopened = open_config(config_path)
     # xarray's annotations predate zarr 3 stores; it accepts any zarr Store here.
-    back = xr.open_datatree(store, engine="zarr").compute()  # type: ignore[arg-type]
+    back = xr.open_datatree(reopened, engine="zarr").compute()  # type: ignore[arg-type]
     same = bool(back.identical(tree.compute()))
-    echo("read back: identical to the original" if same else "read back: DIFFERS from the original")
+    echo(
+        f"reopened with shardedstore.open({str(config_path)!r}): "
+        + ("identical to the original" if same else "DIFFERS from the original")
+    )
     return same

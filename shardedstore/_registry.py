@@ -327,11 +327,11 @@ def known_type_names() -> list[str]:
     return names
 
 
-def _load_plugin(name: str, entry_point: Any) -> StoreType:
+def _load_plugin(name: str, entry_point: Any, at: tuple[str | int, ...]) -> StoreType:
     store_type = entry_point.load()
     if not isinstance(store_type, StoreType):
         raise ConfigError(
-            ("type",),
+            at,
             f"entry point {name!r} in group {ENTRY_POINT_GROUP!r} ({entry_point.value}) is "
             "not a shardedstore StoreType; fix or uninstall the package that provides it",
         )
@@ -348,7 +348,7 @@ def get_store_type(name: str, at: tuple[str | int, ...]) -> StoreType:
         raise ConfigError(
             at, f"unknown store type {name!r}; known: {', '.join(known_type_names())}"
         )
-    store_type = _load_plugin(name, entry_point)
+    store_type = _load_plugin(name, entry_point, at)
     _plugins[name] = store_type
     return store_type
 
@@ -365,7 +365,10 @@ def store_type_for(store: Store, at: tuple[str | int, ...]) -> StoreType:
             "process; copy it to a LocalStore, ZipStore or FsspecStore first",
         )
     for name, entry_point in _plugin_entry_points().items():
-        store_type = _plugins.get(name) or _load_plugin(name, entry_point)
+        try:
+            store_type = _plugins.get(name) or _load_plugin(name, entry_point, at)
+        except ConfigError:
+            continue  # a broken plugin cannot describe this store; others still may
         _plugins[name] = store_type
         if store_type.handles(store):
             return store_type

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,16 @@ def test_demo_writes_shards_and_reads_back(
     out = tmp_path / "demo"
     assert main(["demo", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "read back: identical to the original" in printed
+    assert "identical to the original" in printed
+    assert f"shardedstore.open({str(out / 'layout.json')!r})" in printed
     assert "mount 'people'" in printed
+    config = json.loads((out / "layout.json").read_text())
+    assert config["mounts"]["people"] == {"type": "local", "root": "people.zarr"}
+    assert config["array_shards"]["simulation/fine/temperature"] == {
+        "dims": 1,
+        "store": {"type": "local", "root": "temperature/{chunk}.zarr"},
+    }
+    assert '"format": "shardedstore"' in printed
     shards = sorted((out / "temperature").iterdir())
     assert len(shards) == 12
     temperature = build_demo_tree()["simulation/fine/temperature"].values
