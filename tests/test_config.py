@@ -332,6 +332,10 @@ INVALID = {
         _config(array_shards={"t": {"dims": "1", "store": {"type": "local", "root": "t/{chunk}"}}}),
         r"^array_shards\.t\.dims: expected integer",
     ),
+    "absent dims": (
+        _config(array_shards={"t": {"store": {"type": "local", "root": "t/{chunk}"}}}),
+        r"^array_shards\.t: missing required field 'dims'",
+    ),
     "dims zero": (
         _config(array_shards={"t": {"dims": 0, "store": {"type": "local", "root": "t/{chunk}"}}}),
         r"^array_shards\.t\.dims: 0 is less than the minimum of 1",

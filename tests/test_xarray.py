@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from pathlib import Path
@@ -31,8 +32,14 @@ def readme_example() -> str:
 
 def test_readme_example_runs_verbatim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    exec(compile(readme_example(), str(README), "exec"), {})
+    namespace: dict[str, object] = {}
+    exec(compile(readme_example(), str(README), "exec"), namespace)
     assert (tmp_path / "array_shards1" / "0.zarr").is_dir()
+    # The config example continues in the same session.
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    (config_block,) = [b for b in blocks if "save_config" in b]
+    exec(compile(config_block, str(README), "exec"), namespace)
+    assert json.loads((tmp_path / "layout.json").read_text())["base"]["root"] == "base.zarr"
 
 
 def _base_keys(path: Path) -> list[str]:
