@@ -18,14 +18,23 @@ from shardedstore._factories import (
 from shardedstore._mapping import StoreMapping
 from shardedstore._registry import StoreType
 from shardedstore._store import ShardedStore
+from shardedstore._transforms import (
+    ArrayShardStoresFactory,
+    MapShardsError,
+    to_directory_store_with_prefix,
+    to_url_with_prefix,
+    to_zip_store_with_prefix,
+)
 
 __all__ = [
     "ArrayShardDirectoryFactory",
     "ArrayShardFactory",
+    "ArrayShardStoresFactory",
     "ArrayShardTemplateFactory",
     "ConfigError",
     "KeyValidationError",
     "LayoutError",
+    "MapShardsError",
     "ShardedStore",
     "StoreMapping",
     "StoreType",
@@ -34,6 +43,9 @@ __all__ = [
     "array_shard_template_store",
     "config_schema",
     "open",
+    "to_directory_store_with_prefix",
+    "to_url_with_prefix",
+    "to_zip_store_with_prefix",
 ]
 
 __version__ = "0.4.0.dev0"

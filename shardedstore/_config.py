@@ -45,6 +45,7 @@ from shardedstore._factories import (
 )
 from shardedstore._registry import SHARDED, get_store_type, store_type_for
 from shardedstore._routing import validate_node_path
+from shardedstore._transforms import ArrayShardStoresFactory
 
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
@@ -154,6 +155,22 @@ def _array_spec(spec: ArrayShardSpec, at: Path_, relative_to: str | None) -> dic
         template, shards = {"type": "local", "root": f"{prefix}/{CHUNK_PLACEHOLDER}.zarr"}, {}
     elif isinstance(factory, ArrayShardTemplateFactory):
         template, shards = factory.template, factory.shards
+    elif isinstance(factory, ArrayShardStoresFactory):
+        # Shards a transform returned: the fallback's template plus every shard that
+        # does not sit where the template would put it.
+        made: dict[str, Any] = (
+            _array_spec((dims, factory.fallback), at, relative_to)
+            if factory.fallback is not None
+            else {"dims": dims}
+        )
+        overrides = {
+            index: _store_spec(store, (*at, "shards", index), relative_to)
+            for index, store in sorted(factory.stores.items())
+            if factory.fallback is None or factory.fallback(index) != store
+        }
+        if overrides:
+            made["shards"] = {**made.get("shards", {}), **overrides}
+        return made
     else:
         raise ConfigError(
             at,

@@ -41,6 +41,8 @@ from shardedstore._routing import (
 )
 
 if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
     from shardedstore._mapping import StoreMapping
 
 __all__ = ["ShardedStore"]
@@ -463,6 +465,56 @@ class ShardedStore(Store):
         from shardedstore._config import save_config
 
         save_config(self, path, relative=relative, storage_options=storage_options)
+
+    # -------------------------------------------------------------- transforms
+
+    def map_shards(
+        self,
+        func: Callable[[Store, str, str | None], Store],
+        *,
+        executor: Executor | None = None,
+        progress: bool | None = None,
+    ) -> ShardedStore:
+        """Transform every shard; return a new store with the same layout over the results.
+
+        ``func(store, shard_path, chunk_index)`` is called for the base
+        (``shard_path == ""``, ``chunk_index is None``), every mount (``chunk_index is
+        None``) and every existing array shard (``chunk_index`` such as ``"3"`` or
+        ``"3.0"``), with a read-only view of that shard, and returns the shard's new
+        store. This store is never modified.
+
+        Parameters
+        ----------
+        func
+            The transform; built-ins: :func:`to_zip_store_with_prefix`,
+            :func:`to_directory_store_with_prefix`, :func:`to_url_with_prefix`. If it
+            has an ``array_shard_factory(array_path)`` method (the built-ins do), array
+            shards created later in the new store come from that factory.
+        executor
+            Any ``concurrent.futures.Executor``: a ``ProcessPoolExecutor``, or a
+            dask.distributed cluster through ``client.get_executor()``; ``func`` and
+            the stores are then sent by pickling. Default: a thread pool.
+        progress
+            Show a progress bar (tqdm). Default: on a terminal, for runs over a second.
+
+        Returns
+        -------
+        ShardedStore
+
+        Raises
+        ------
+        MapShardsError
+            Naming the shard that failed. Shards finished before are complete; running
+            again with a built-in skips them and finishes the job.
+
+        Examples
+        --------
+        >>> zipped = store.map_shards(to_zip_store_with_prefix("zips"))  # doctest: +SKIP
+        >>> zipped.save_config("zips.json")  # doctest: +SKIP
+        """
+        from shardedstore._transforms import map_shards
+
+        return map_shards(self, func, executor=executor, progress=progress)
 
     def as_mapping(self) -> StoreMapping:
         """A synchronous ``MutableMapping[str, bytes]`` view of the whole hierarchy.
