@@ -512,15 +512,20 @@ def _index_key(index: str) -> tuple[int, ...]:
     return tuple(int(part) for part in index.split("."))
 
 
-def _units(store: ShardedStore) -> list[_Unit]:
+async def _units_async(store: ShardedStore) -> list[_Unit]:
+    """The base, every mount and every existing array shard, as read-only sources."""
     base, mounts = store._given
     units = [_Unit("", None, _source_view(base))]
     units += [_Unit(path, None, _source_view(mount)) for path, mount in sorted(mounts.items())]
     for path, (_, factory) in sorted(store.array_shards.items()):
-        indices = sync(store._existing_chunk_indices(path))
+        indices = await store._existing_chunk_indices(path)
         for index in sorted(indices, key=_index_key):
             units.append(_Unit(path, index, _source_view(factory(index))))
     return units
+
+
+def _units(store: ShardedStore) -> list[_Unit]:
+    return list(sync(_units_async(store)))
 
 
 def _run_unit(func: ShardFunc, source: Store, shard_path: str, chunk_index: str | None) -> Any:

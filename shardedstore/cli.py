@@ -1,12 +1,220 @@
-"""The ``shardedstore`` command line: a thin shell over the library."""
+"""The ``shardedstore`` command line: a thin shell over the library.
+
+``shardedstore info|tree|validate|convert|demo``; plain text for people, ``--json``
+for scripts; exit 0 on success, 1 on failure with a one-line error (no traceback).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
+
+
+def _open(config: str, storage_options: dict[str, Any] | None = None) -> Any:
+    from shardedstore._config import open_config
+
+    return open_config(config, "r", storage_options=storage_options)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def _options(pairs: list[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; values are parsed as JSON when they can be."""
+    options: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--storage-option expects KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options
+
+
+# ------------------------------------------------------------------ commands
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from shardedstore._inspect import shard_summaries
+
+    store = _open(args.config, _options(args.storage_option))
+    summaries = shard_summaries(store)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "config": args.config,
+                    "shards": [s.as_dict() for s in summaries],
+                    "total": {
+                        "shards": len(summaries),
+                        "keys": sum(s.keys for s in summaries),
+                        "bytes": sum(s.bytes for s in summaries),
+                    },
+                },
+                indent=2,
+            )
+        )
+        return 0
+    rows: list[tuple[str, str, str, str]] = []
+    for s in summaries:
+        if s.kind != "array shard":
+            name = "base" if s.kind == "base" else f"mount {s.path}"
+            rows.append(
+                (name, s.backend + ("" if s.exists else " (missing)"), str(s.keys), _size(s.bytes))
+            )
+    for path, (dims, factory) in sorted(store.array_shards.items()):
+        shards = [s for s in summaries if s.kind == "array shard" and s.path == path]
+        from shardedstore._inspect import _factory_text
+
+        rows.append(
+            (
+                f"array {path}",
+                f"{len(shards)} shard(s) on {dims} dim(s): {_factory_text(factory)}",
+                str(sum(s.keys for s in shards)),
+                _size(sum(s.bytes for s in shards)),
+            )
+        )
+    rows.append(
+        (
+            "total",
+            f"{len(summaries)} store(s)",
+            str(sum(s.keys for s in summaries)),
+            _size(sum(s.bytes for s in summaries)),
+        )
+    )
+    table = [("shard", "backend", "keys", "bytes"), *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for name, backend, keys, size in table:
+        print(
+            f"{name:<{widths[0]}}  {backend:<{widths[1]}}  {keys:>{widths[2]}}  {size:>{widths[3]}}"
+        )
+    return 0
+
+
+def _cmd_tree(args: argparse.Namespace) -> int:
+    from shardedstore._inspect import hierarchy
+
+    store = _open(args.config, _options(args.storage_option))
+    nodes = hierarchy(store)
+    if args.json:
+        print(json.dumps(nodes, indent=2))
+        return 0
+    paths = [node["path"] for node in nodes]
+    for node in nodes:
+        path = node["path"]
+        if not path:
+            print(f"/  [{node['holder']}]")
+            continue
+        parent, _, name = path.rpartition("/")
+        depth = path.count("/")
+        siblings = [p for p in paths if p.rpartition("/")[0] == parent and p]
+        branch = "└── " if path == siblings[-1] else "├── "
+        indent = ""
+        ancestor = parent
+        for _ in range(depth):
+            grand = ancestor.rpartition("/")[0]
+            peers = [p for p in paths if p and p.rpartition("/")[0] == grand]
+            indent = ("    " if ancestor == peers[-1] else "│   ") + indent
+            ancestor = grand
+        detail = ""
+        if node["kind"] == "array":
+            detail = f" {tuple(node['shape'])} {node['dtype']}"
+        print(f"{indent}{branch}{name}{detail}  [{node['holder']}]")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from shardedstore._inspect import validate_layout
+
+    store = _open(args.config, _options(args.storage_option))
+    problems = validate_layout(store)
+    if args.json:
+        print(
+            json.dumps(
+                {"config": args.config, "valid": not problems, "problems": problems}, indent=2
+            )
+        )
+    elif problems:
+        print(f"{args.config}: {len(problems)} problem(s):")
+        for problem in problems:
+            print(f"  - {problem}")
+    else:
+        print(f"{args.config}: valid (every shard reachable, metadata consistent, no stray keys)")
+    return 1 if problems else 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from concurrent.futures import Executor, ThreadPoolExecutor
+
+    from shardedstore._inspect import checksums
+    from shardedstore._transforms import (
+        to_directory_store_with_prefix,
+        to_url_with_prefix,
+        to_zip_store_with_prefix,
+    )
+
+    options = _options(args.storage_option)
+    source = _open(args.config)
+    func: Any
+    if args.to == "zip":
+        func = to_zip_store_with_prefix(args.out, compression=args.compression)
+        config_path = f"{args.out}.json"
+    elif args.to == "directory":
+        func = to_directory_store_with_prefix(args.out)
+        config_path = f"{args.out}.json"
+    else:
+        func = to_url_with_prefix(args.out, storage_options=options)
+        config_path = f"{args.out.rstrip('/')}.json"
+    client = None
+    executor: Executor
+    if args.scheduler:
+        from distributed import Client
+
+        client = Client(args.scheduler)  # type: ignore[no-untyped-call]
+        executor = client.get_executor()  # type: ignore[no-untyped-call]
+    else:
+        executor = ThreadPoolExecutor(max_workers=args.jobs)
+    start = time.perf_counter()
+    try:
+        converted = source.map_shards(
+            func, executor=executor, progress=None if not args.quiet else False
+        )
+    finally:
+        if client is not None:
+            client.close()  # type: ignore[no-untyped-call]
+        else:
+            executor.shutdown()
+    elapsed = time.perf_counter() - start
+    converted.save_config(config_path, storage_options=options or None)
+    summary = f"converted {args.config} -> {config_path} in {elapsed:.1f} s"
+    if not args.no_verify:
+        reopened = _open(config_path, options or None)
+        before, after = checksums(source), checksums(reopened)
+        if before != after:
+            differing = sorted(
+                set(before) ^ set(after) | {k for k in before if after.get(k) != before[k]}
+            )
+            raise RuntimeError(
+                f"verification failed: {len(differing)} key(s) differ after conversion, "
+                f"e.g. {differing[:3]}"
+            )
+        total = sum(size for size, _ in before.values())
+        summary += f"; verified {len(before)} keys, {_size(total)}, identical (crc32)"
+    print(summary)
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -15,18 +223,108 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if run_demo(args.dir) else 1
 
 
+# -------------------------------------------------------------------- parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``shardedstore`` command."""
     parser = argparse.ArgumentParser(
         prog="shardedstore",
-        description="Spread one Zarr hierarchy over many stores, and inspect such layouts.",
+        description="Spread one Zarr hierarchy over many stores, and inspect, check and "
+        "convert such layouts. CONFIG is a layout config file (a path or fsspec URL).",
     )
+    from shardedstore import __version__
+
+    parser.add_argument("--version", action="version", version=f"shardedstore {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo = commands.add_parser(
+
+    def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=description)
+
+    def config_args(sub: argparse.ArgumentParser, json_help: str) -> None:
+        sub.add_argument("config", metavar="CONFIG", help="layout config file (path or URL)")
+        sub.add_argument("--json", action="store_true", help=json_help)
+        sub.add_argument(
+            "--storage-option",
+            metavar="KEY=VALUE",
+            action="append",
+            help="fsspec option for reading CONFIG from a URL (repeatable)",
+        )
+
+    info = command(
+        "info",
+        "summarize a layout: each shard, its backend, key count and bytes",
+        "List the base, every mount and every array shard with its backend, number of "
+        "keys and bytes (array shards summed per array; --json lists each).",
+    )
+    config_args(info, "print JSON with every shard")
+    info.set_defaults(func=_cmd_info)
+
+    tree = command(
+        "tree",
+        "print the Zarr hierarchy, marking the shard that holds each node",
+        "Print every group and array (shape, dtype) from metadata alone, without "
+        "loading chunk data, each marked with the shard that holds it.",
+    )
+    config_args(tree, "print the nodes as JSON")
+    tree.set_defaults(func=_cmd_tree)
+
+    validate = command(
+        "validate",
+        "check that every shard is reachable, consistent and free of stray keys",
+        "Check that every shard is reachable, that each array shard's metadata matches "
+        "the array's metadata in base, and that no store holds keys nobody can read. "
+        "Exit 1 with the list of problems otherwise.",
+    )
+    config_args(validate, "print the result as JSON")
+    validate.set_defaults(func=_cmd_validate)
+
+    convert = command(
+        "convert",
+        "copy every shard to zips, directories or a URL and write the new config",
+        "Copy every shard of CONFIG (base, mounts, array shards) to a zip file, a "
+        "directory or below an fsspec URL, with a progress bar, in parallel. The new "
+        "config is written next to the output (PREFIX.json), then every key is verified "
+        "against the source (crc32). Re-running after a failure skips finished shards.",
+    )
+    convert.add_argument("config", metavar="CONFIG", help="layout config file to convert")
+    convert.add_argument(
+        "--to", required=True, choices=["zip", "directory", "url"], help="kind of output"
+    )
+    convert.add_argument(
+        "--out",
+        required=True,
+        metavar="PREFIX",
+        help="output prefix (a path, or a URL for --to url)",
+    )
+    convert.add_argument(
+        "-j", "--jobs", type=int, default=4, metavar="N", help="parallel workers (default 4)"
+    )
+    convert.add_argument(
+        "--scheduler", metavar="ADDRESS", help="run on this dask.distributed scheduler instead"
+    )
+    convert.add_argument(
+        "--compression",
+        default="stored",
+        choices=["stored", "deflated", "bzip2", "lzma"],
+        help="zip compression (default stored: chunks are usually compressed already)",
+    )
+    convert.add_argument(
+        "--storage-option",
+        metavar="KEY=VALUE",
+        action="append",
+        help="fsspec option for --to url outputs (repeatable), e.g. endpoint_url=http://...",
+    )
+    convert.add_argument("--no-verify", action="store_true", help="skip the checksum comparison")
+    convert.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    convert.set_defaults(func=_cmd_convert)
+
+    demo = command(
         "demo",
-        help="write a small demo dataset sharded, read it back and compare",
-        description="Build a small DataTree, write it through a ShardedStore under DIR "
-        "(replacing DIR), print where each node landed, read it back and compare.",
+        "write a small demo dataset sharded, save its config, reopen it and compare",
+        "Build a small DataTree, write it through a ShardedStore under DIR (replacing "
+        "DIR), print where each node landed, save DIR/layout.json, reopen the dataset "
+        "from it and compare.",
     )
     demo.add_argument("dir", nargs="?", default="demo-output", help="output directory")
     demo.set_defaults(func=_cmd_demo)
@@ -36,10 +334,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "jobs", 1) < 1:
+        print(f"shardedstore {args.command}: error: -j must be at least 1", file=sys.stderr)
+        return 2
     try:
         code: int = args.func(args)
-    except (OSError, ValueError) as err:
-        print(f"shardedstore {args.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"shardedstore {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # one line for people, never a traceback
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"shardedstore {args.command}: error: {message}", file=sys.stderr)
         return 1
     return code
 
