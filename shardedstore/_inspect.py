@@ -217,9 +217,11 @@ def validate_layout(store: ShardedStore) -> list[str]:
 
 
 async def _checksums(store: Store) -> dict[str, tuple[int, int]]:
-    from shardedstore._store import _gather_bounded
+    from shardedstore._store import _gather_bounded, _opened
 
     prototype = default_buffer_prototype()
+    if not await _opened(store):
+        return {}
     keys = [key async for key in store.list()]
 
     async def one(key: str) -> tuple[int, int]:

@@ -32,6 +32,7 @@ __all__ = [
     "enable_deflate64",
     "get_store_type",
     "known_type_names",
+    "same_store",
     "store_type_for",
 ]
 
@@ -378,3 +379,20 @@ def store_type_for(store: Store, at: tuple[str | int, ...]) -> StoreType:
         f"{', '.join(known_type_names())} (third-party types register through the "
         f"{ENTRY_POINT_GROUP!r} entry point group)",
     )
+
+
+def same_store(a: Store, b: Store) -> bool:
+    """Equal, or described by the same config.
+
+    fsspec caches a filesystem per thread, so two FsspecStores of one URL made in two
+    threads compare unequal although they are the same store.
+    """
+    if a == b:
+        return True
+    if type(a) is not type(b):
+        return False
+    try:
+        kind = store_type_for(a, ())
+        return kind.to_spec(a) == kind.to_spec(b)
+    except ConfigError:
+        return False

@@ -29,7 +29,7 @@ from shardedstore._metadata import (
     parse_metadata_document,
     sharded_array_layout,
 )
-from shardedstore._registry import enable_deflate64
+from shardedstore._registry import enable_deflate64, same_store
 from shardedstore._routing import (
     ARRAY_METADATA,
     BASE,
@@ -338,10 +338,13 @@ class ShardedStore(Store):
         )
 
     def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ShardedStore) or self._arrays != other._arrays:
+            return False
+        (base, mounts), (other_base, other_mounts) = self._given, other._given
         return (
-            isinstance(other, ShardedStore)
-            and self._given == other._given
-            and self._arrays == other._arrays
+            same_store(base, other_base)
+            and mounts.keys() == other_mounts.keys()
+            and all(same_store(store, other_mounts[path]) for path, store in mounts.items())
         )
 
     __hash__ = None  # type: ignore[assignment]

@@ -37,6 +37,7 @@ from shardedstore._factories import (
     ArrayShardFactory,
     array_shard_template_store,
 )
+from shardedstore._registry import same_store
 from shardedstore._routing import validate_key
 
 if TYPE_CHECKING:
@@ -136,16 +137,22 @@ async def _sizes(store: Store, keys: list[str]) -> dict[str, int]:
     return dict(zip(keys, sizes, strict=True))
 
 
-async def _copy(store: Store, keys: list[str], write: Callable[[str, bytes], None]) -> None:
-    """Read ``keys`` in batches and hand them to the blocking ``write``, overlapped.
+def _each(write: Callable[[str, bytes], None]) -> Callable[[list[tuple[str, bytes]]], None]:
+    def write_batch(batch: list[tuple[str, bytes]]) -> None:
+        for key, data in batch:
+            write(key, data)
+
+    return write_batch
+
+
+async def _copy(
+    store: Store, keys: list[str], write_batch: Callable[[list[tuple[str, bytes]]], None]
+) -> None:
+    """Read ``keys`` in batches and hand them to the blocking ``write_batch``, overlapped.
 
     At most two batches of values are in memory: the one being written and the next.
     """
     prototype = default_buffer_prototype()
-
-    def write_batch(batch: list[tuple[str, bytes]]) -> None:
-        for key, data in batch:
-            write(key, data)
 
     pending: asyncio.Future[None] | None = None
     for start in range(0, len(keys), _BATCH):
@@ -257,7 +264,7 @@ class ToZipStore:
                     zf.writestr(info, data, compresslevel=self.compresslevel)
                     written[key] = len(data)
 
-                sync(_copy(store, keys, write))
+                sync(_copy(store, keys, _each(write)))
             with zipfile.ZipFile(partial) as zf:  # complete: central directory readable
                 found = {info.filename: info.file_size for info in zf.infolist()}
             if found != written or len(found) != len(keys):
@@ -317,7 +324,7 @@ class ToDirectoryStore:
                 with open(path, "wb") as f:
                     f.write(data)
 
-            sync(_copy(store, keys, write))
+            sync(_copy(store, keys, _each(write)))
             os.rename(partial, final)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
@@ -377,22 +384,33 @@ class ToUrl:
                 raise _differs(final_url, str(store))
             # A move interrupted on an object store (no atomic rename there): redo it.
         partial = f"{final}{_PARTIAL}{uuid.uuid4().hex[:12]}"
+        local = _is_local(fs)
         try:
 
-            def write(key: str, data: bytes) -> None:
-                fs.pipe_file(f"{partial}/{key}", data)
+            def write_batch(batch: list[tuple[str, bytes]]) -> None:
+                if local:
+                    for key, _ in batch:
+                        os.makedirs(os.path.dirname(f"{partial}/{key}"), exist_ok=True)
+                fs.pipe({f"{partial}/{key}": data for key, data in batch})
 
-            sync(_copy(store, keys, write))
-            if getattr(fs, "protocol", None) in ("file", ("file", "local")):
+            sync(_copy(store, keys, write_batch))
+            if local:
                 os.makedirs(os.path.dirname(final), exist_ok=True)
                 os.rename(partial, final)  # atomic on a local filesystem
             else:
-                fs.mv(partial, final, recursive=True)  # server-side copies on object stores
+                # Object stores cannot rename: server-side copies, then drop the partial.
+                fs.copy([f"{partial}/{key}" for key in keys], [f"{final}/{key}" for key in keys])
+                fs.rm(partial, recursive=True)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 fs.rm(partial, recursive=True)
             raise
         return result
+
+
+def _is_local(fs: Any) -> bool:
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    return "file" in protocols or "local" in protocols
 
 
 def to_zip_store_with_prefix(
@@ -574,14 +592,14 @@ def map_shards(
         failure: tuple[_Unit, BaseException] | None = None
         for future in as_completed(futures):
             unit = futures[future]
+            if future.cancelled():
+                continue
             error = future.exception()
             if error is not None:
                 if failure is None:
                     failure = (unit, error)
                     for other in futures:
                         other.cancel()  # those not started; running ones finish
-                continue
-            if future.cancelled():
                 continue
             results[(unit.shard_path, unit.chunk_index)] = _ZipReference.store(future.result())
             if bar is not None:
@@ -603,7 +621,7 @@ def map_shards(
         made = {index: s for (p, index), s in results.items() if p == path and index is not None}
         maker = getattr(func, "array_shard_factory", None)
         fallback: ArrayShardFactory | None = maker(path) if maker is not None else None
-        if fallback is not None and all(fallback(i) == s for i, s in made.items()):
+        if fallback is not None and all(same_store(fallback(i), s) for i, s in made.items()):
             arrays[path] = (dims, fallback)
         else:
             arrays[path] = (dims, ArrayShardStoresFactory(made, fallback))
