@@ -490,3 +490,24 @@ def test_many_processes_write_their_own_time_steps(tmp_path: Path) -> None:
     assert back.dtype == expected.dtype
     assert back.tobytes() == expected.tobytes()
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == [f"{i}.zarr" for i in range(8)]
+
+
+def test_two_sharded_dims_name_shards_by_both_indices(tmp_path: Path) -> None:
+    store = ShardedStore(
+        LocalStore(tmp_path / "base"), {}, {"a/x": (2, array_shard_directory_store(tmp_path / "s"))}
+    )
+    array = zarr.create_array(
+        store, name="a/x", shape=(3, 2, 5), chunks=(1, 1, 5), dtype="i2", compressors=None
+    )
+    array[...] = np.arange(30, dtype="i2").reshape(3, 2, 5)
+    calls: list[str | None] = []
+
+    def record(source: Store, path: str, index: str | None) -> Store:
+        calls.append(index)
+        return to_zip_store_with_prefix(tmp_path / "z")(source, path, index)
+
+    zipped = store.map_shards(record, executor=ThreadPoolExecutor(1))
+    assert sorted(c for c in calls if c is not None) == ["0.0", "0.1", "1.0", "1.1", "2.0", "2.1"]
+    assert (tmp_path / "z" / "a" / "x" / "2.1.zarr.zip").is_file()
+    assert zarr.open_array(zipped, path="a/x", mode="r")[...].tolist() == array[...].tolist()
+    assert _physical(zipped) == _physical(store)
