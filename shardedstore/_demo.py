@@ -13,6 +13,7 @@ from zarr.storage import LocalStore
 
 from shardedstore._config import open_config
 from shardedstore._factories import array_shard_directory_store
+from shardedstore._inspect import node_holder
 from shardedstore._store import ShardedStore
 
 __all__ = ["build_demo_tree", "run_demo"]
@@ -56,16 +57,6 @@ def demo_store(root: Path) -> ShardedStore:
     )
 
 
-def _where(store: ShardedStore, node: str) -> str:
-    for mount, sub in store.mounts.items():
-        if node == mount or node.startswith(mount + "/"):
-            return f"mount {mount!r} -> {sub}"
-    if node in store.array_shards:
-        dims, factory = store.array_shards[node]
-        return f"base (metadata) + array shards on {dims} dim(s) -> {factory}"
-    return f"base -> {store.base}"
-
-
 def run_demo(out_dir: str | Path = "demo-output", echo: Callable[[str], None] = print) -> bool:
     """Write the demo tree sharded under ``out_dir``, read it back, compare; True if equal."""
     root = Path(out_dir)
@@ -86,7 +77,7 @@ def run_demo(out_dir: str | Path = "demo-output", echo: Callable[[str], None] = 
     for node in tree.subtree:
         for name in node.variables:
             path = f"{node.path.strip('/')}/{name}".strip("/")
-            echo(f"  {path:<36} {_where(store, path)}")
+            echo(f"  {path:<36} {node_holder(store, path)}")
     shards = sorted(p.name for p in (root / "temperature").iterdir())
     echo(
         f"array shards of simulation/fine/temperature: {len(shards)} ({', '.join(shards[:3])}, ...)"

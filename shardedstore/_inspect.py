@@ -24,7 +24,15 @@ from shardedstore._transforms import _Unit, _units, _units_async
 if TYPE_CHECKING:
     from shardedstore._store import ShardedStore
 
-__all__ = ["ShardSummary", "checksums", "hierarchy", "shard_summaries", "validate_layout"]
+__all__ = [
+    "ShardSummary",
+    "checksums",
+    "factory_text",
+    "hierarchy",
+    "node_holder",
+    "shard_summaries",
+    "validate_layout",
+]
 
 
 @dataclass(frozen=True)
@@ -70,18 +78,20 @@ def shard_summaries(store: ShardedStore) -> list[ShardSummary]:
     return list(sync(_gather_bounded(_summary(unit) for unit in units)))
 
 
-def _holder(store: ShardedStore, path: str) -> str:
+def node_holder(store: ShardedStore, path: str) -> str:
+    """Which store holds the node at ``path``, for people to read."""
     for mount, sub in store.mounts.items():
         if path == mount or path.startswith(mount + "/"):
             return f"mount {mount!r}: {sub}"
     if path in store.array_shards:
         dims, factory = store.array_shards[path]
         indices = sync(store._existing_chunk_indices(path, probe=False))
-        return f"base + {len(indices)} array shard(s) on {dims} dim(s): {_factory_text(factory)}"
+        return f"base + {len(indices)} array shard(s) on {dims} dim(s): {factory_text(factory)}"
     return f"base: {store.base}"
 
 
-def _factory_text(factory: object) -> str:
+def factory_text(factory: object) -> str:
+    """Where an array-shard factory puts its shards (its path template)."""
     from shardedstore._factories import ArrayShardDirectoryFactory, ArrayShardTemplateFactory
 
     if isinstance(factory, ArrayShardDirectoryFactory):
@@ -100,9 +110,9 @@ def hierarchy(store: ShardedStore) -> list[dict[str, Any]]:
         warnings.filterwarnings("ignore", message="Object at .* is not recognized")
         root = zarr.open_group(store, mode="r")
         members = sorted(root.members(max_depth=None), key=lambda member: member[0])
-    nodes: list[dict[str, Any]] = [{"path": "", "kind": "group", "holder": _holder(store, "")}]
+    nodes: list[dict[str, Any]] = [{"path": "", "kind": "group", "holder": node_holder(store, "")}]
     for path, node in members:
-        entry: dict[str, Any] = {"path": path, "kind": "group", "holder": _holder(store, path)}
+        entry: dict[str, Any] = {"path": path, "kind": "group", "holder": node_holder(store, path)}
         if isinstance(node, zarr.Array):
             entry.update(kind="array", shape=list(node.shape), dtype=str(node.dtype))
         nodes.append(entry)

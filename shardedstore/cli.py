@@ -77,12 +77,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
             )
     for path, (dims, factory) in sorted(store.array_shards.items()):
         shards = [s for s in summaries if s.kind == "array shard" and s.path == path]
-        from shardedstore._inspect import _factory_text
+        from shardedstore._inspect import factory_text
 
         rows.append(
             (
                 f"array {path}",
-                f"{len(shards)} shard(s) on {dims} dim(s): {_factory_text(factory)}",
+                f"{len(shards)} shard(s) on {dims} dim(s): {factory_text(factory)}",
                 str(sum(s.keys for s in shards)),
                 _size(sum(s.bytes for s in shards)),
             )
