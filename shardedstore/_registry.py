@@ -14,7 +14,6 @@ paths against the config's location, and writing them relative, happens in
 from __future__ import annotations
 
 import os
-import threading
 import zipfile
 from collections.abc import Mapping
 from importlib.metadata import entry_points
@@ -24,12 +23,12 @@ from zarr.abc.store import Store
 from zarr.storage import FsspecStore, LocalStore, MemoryStore, ZipStore
 
 from shardedstore._errors import ConfigError
+from shardedstore._zip import enable_deflate64
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "SHARDED",
     "StoreType",
-    "enable_deflate64",
     "get_store_type",
     "known_type_names",
     "same_store",
@@ -89,20 +88,6 @@ class StoreType(Protocol):
     def from_spec(self, spec: Mapping[str, Any], *, read_only: bool) -> Store:
         """A store from its config, with its path fields already resolved."""
         ...
-
-
-_deflate64_lock = threading.Lock()
-_deflate64_enabled = False
-
-
-def enable_deflate64() -> None:
-    """Teach :mod:`zipfile` to read Deflate64 zips (common from Windows tools)."""
-    global _deflate64_enabled
-    with _deflate64_lock:
-        if not _deflate64_enabled:
-            import zipfile_deflate64  # noqa: F401  (patches zipfile on import)
-
-            _deflate64_enabled = True
 
 
 def _local_names(directory: str) -> list[str] | None:

@@ -13,8 +13,7 @@ from collections.abc import (
     Iterable,
     Mapping,
 )
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from zarr.abc.store import ByteRequest, Store, SupportsSyncStore
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
@@ -29,7 +28,7 @@ from shardedstore._metadata import (
     parse_metadata_document,
     sharded_array_layout,
 )
-from shardedstore._registry import enable_deflate64, same_store
+from shardedstore._registry import same_store
 from shardedstore._routing import (
     ARRAY_METADATA,
     BASE,
@@ -39,6 +38,7 @@ from shardedstore._routing import (
     outer_chunk_key,
     validate_prefix,
 )
+from shardedstore._zip import ZipReference, enable_deflate64, read_only_zip
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -105,13 +105,7 @@ def _read_only_view(store: Store, read_only: bool = True) -> Store:
     if store.read_only == read_only:
         return store
     if read_only and isinstance(store, ZipStore):
-        # ZipStore has no with_read_only; mode "a" would create a missing zip on open.
-        # A zip open for writing has no central directory yet: read through its handle.
-        if store._is_open:
-            return store
-        return ZipStore(
-            store.path, mode="r", compression=store.compression, allowZip64=store.allowZip64
-        )
+        return read_only_zip(store)
     try:
         return store.with_read_only(read_only)
     except NotImplementedError:
@@ -156,44 +150,15 @@ def _merge_document(docs: Mapping[str, JSON], name: str, doc: JSON) -> dict[str,
     return merged
 
 
-@dataclass(frozen=True)
-class _ZipReference:
-    """A ZipStore as pickled inside a ShardedStore: rebuilt closed, never truncating.
-
-    zarr's ZipStore reopens itself when unpickled, so a copy of a store made with
-    mode "w" (dask pickles stores it writes through) would truncate the zip.
-    """
-
-    path: str
-    mode: Literal["r", "a"]
-    compression: int
-    allow_zip64: bool
-
-    @classmethod
-    def of(cls, store: Store) -> Store | _ZipReference:
-        if not isinstance(store, ZipStore):
-            return store
-        mode: Literal["r", "a"] = "r" if getattr(store, "_zmode", "r") == "r" else "a"
-        return cls(os.fspath(store.path), mode, store.compression, store.allowZip64)
-
-    @staticmethod
-    def store(value: Store | _ZipReference) -> Store:
-        if not isinstance(value, _ZipReference):
-            return value
-        return ZipStore(
-            value.path, mode=value.mode, compression=value.compression, allowZip64=value.allow_zip64
-        )
-
-
 def _rebuild(
-    base: Store | _ZipReference,
-    mounts: dict[str, Store | _ZipReference],
+    base: Store | ZipReference,
+    mounts: dict[str, Store | ZipReference],
     arrays: dict[str, ArrayShardSpec],
     read_only: bool,
 ) -> ShardedStore:
     return ShardedStore(
-        _ZipReference.store(base),
-        {path: _ZipReference.store(mount) for path, mount in mounts.items()},
+        ZipReference.store(base),
+        {path: ZipReference.store(mount) for path, mount in mounts.items()},
         arrays,
         read_only=read_only,
     )
@@ -330,8 +295,8 @@ class ShardedStore(Store):
         return (
             _rebuild,
             (
-                _ZipReference.of(base),
-                {path: _ZipReference.of(mount) for path, mount in mounts.items()},
+                ZipReference.of(base),
+                {path: ZipReference.of(mount) for path, mount in mounts.items()},
                 self._arrays,
                 self.read_only,
             ),

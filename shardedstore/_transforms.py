@@ -39,6 +39,7 @@ from shardedstore._factories import (
 )
 from shardedstore._registry import same_store
 from shardedstore._routing import validate_key
+from shardedstore._zip import ZipReference, read_only_zip
 
 if TYPE_CHECKING:
     from shardedstore._store import ShardedStore
@@ -108,8 +109,7 @@ def _describe_unit(shard_path: str, chunk_index: str | None) -> str:
 def _source_view(store: Store) -> Store:
     """A read-only store to copy from that is safe to pickle into another process."""
     if isinstance(store, ZipStore):
-        # A fresh read-only handle: unpickling zarr's ZipStore reopens it in its mode.
-        return ZipStore(store.path, mode="r")
+        return read_only_zip(store, fresh=True)
     if store.read_only:
         return store
     try:
@@ -548,15 +548,13 @@ def _units(store: ShardedStore) -> list[_Unit]:
 
 def _run_unit(func: ShardFunc, source: Store, shard_path: str, chunk_index: str | None) -> Any:
     """Run ``func`` for one shard; the result travels back safely from a process."""
-    from shardedstore._store import _ZipReference
-
     result = func(source, shard_path, chunk_index)
     if not isinstance(result, Store):
         raise TypeError(
             f"map_shards: func returned {type(result).__name__} for "
             f"{_describe_unit(shard_path, chunk_index)}; it must return a zarr store"
         )
-    return _ZipReference.of(result)
+    return ZipReference.of(result)
 
 
 def _progress_bar(progress: bool | None, total: int) -> Any:
@@ -577,7 +575,7 @@ def map_shards(
     progress: bool | None = None,
 ) -> ShardedStore:
     """See :meth:`ShardedStore.map_shards`."""
-    from shardedstore._store import ShardedStore, _ZipReference
+    from shardedstore._store import ShardedStore
 
     units = _units(store)
     own_executor = executor is None
@@ -601,7 +599,7 @@ def map_shards(
                     for other in futures:
                         other.cancel()  # those not started; running ones finish
                 continue
-            results[(unit.shard_path, unit.chunk_index)] = _ZipReference.store(future.result())
+            results[(unit.shard_path, unit.chunk_index)] = ZipReference.store(future.result())
             if bar is not None:
                 bar.update(1)
         if failure is not None:

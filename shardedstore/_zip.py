@@ -1,0 +1,73 @@
+"""What zarr's ZipStore needs to behave like the other sub-stores.
+
+- Deflate64 zips (common from Windows tools) read once ``zipfile-deflate64`` is loaded.
+- ZipStore has no ``with_read_only``, and opening one in mode "a" creates the file: a
+  read-only view is a separate handle in mode "r" (or the same handle while it is
+  open for writing, since the file has no central directory until it is closed).
+- zarr reopens a ZipStore when it is unpickled, in its original mode, so a copy of one
+  made with mode "w" would truncate the zip: pickle a ``ZipReference`` instead.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Literal
+
+from zarr.abc.store import Store
+from zarr.storage import ZipStore
+
+__all__ = ["ZipReference", "enable_deflate64", "read_only_zip"]
+
+_lock = threading.Lock()
+_deflate64_enabled = False
+
+
+def enable_deflate64() -> None:
+    """Teach :mod:`zipfile` to read Deflate64 zips."""
+    global _deflate64_enabled
+    with _lock:
+        if not _deflate64_enabled:
+            import zipfile_deflate64  # noqa: F401  (patches zipfile on import)
+
+            _deflate64_enabled = True
+
+
+def read_only_zip(store: ZipStore, *, fresh: bool = False) -> ZipStore:
+    """A read-only handle on ``store``'s zip that never creates or truncates it.
+
+    ``fresh`` always returns a new handle (safe to pickle into another process).
+    """
+    if store._is_open and not fresh:
+        return store
+    return ZipStore(
+        store.path, mode="r", compression=store.compression, allowZip64=store.allowZip64
+    )
+
+
+@dataclass(frozen=True)
+class ZipReference:
+    """A ZipStore as pickled: rebuilt closed, in mode "r" or "a", never truncating."""
+
+    path: str
+    mode: Literal["r", "a"]
+    compression: int
+    allow_zip64: bool
+
+    @classmethod
+    def of(cls, store: Store) -> Store | ZipReference:
+        """``store`` itself, or a reference to it if it is a ZipStore."""
+        if not isinstance(store, ZipStore):
+            return store
+        mode: Literal["r", "a"] = "r" if getattr(store, "_zmode", "r") == "r" else "a"
+        return cls(os.fspath(store.path), mode, store.compression, store.allowZip64)
+
+    @staticmethod
+    def store(value: Store | ZipReference) -> Store:
+        """The store a value from :meth:`of` stands for."""
+        if not isinstance(value, ZipReference):
+            return value
+        return ZipStore(
+            value.path, mode=value.mode, compression=value.compression, allowZip64=value.allow_zip64
+        )
