@@ -7,7 +7,12 @@ from __future__ import annotations
 
 from shardedstore._config import config_schema
 from shardedstore._config import open_config as open
-from shardedstore._errors import ConfigError, KeyValidationError, LayoutError
+from shardedstore._errors import (
+    ConcurrentWriteError,
+    ConfigError,
+    KeyValidationError,
+    LayoutError,
+)
 from shardedstore._factories import (
     ArrayShardDirectoryFactory,
     ArrayShardFactory,
@@ -25,13 +30,16 @@ from shardedstore._transforms import (
     to_url_with_prefix,
     to_zip_store_with_prefix,
 )
+from shardedstore._zipstore import CopyOnWriteZipStore
 
 __all__ = [
     "ArrayShardDirectoryFactory",
     "ArrayShardFactory",
     "ArrayShardStoresFactory",
     "ArrayShardTemplateFactory",
+    "ConcurrentWriteError",
     "ConfigError",
+    "CopyOnWriteZipStore",
     "KeyValidationError",
     "LayoutError",
     "MapShardsError",

@@ -35,13 +35,21 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from zarr.abc.store import Store
 
-from shardedstore._errors import ConfigError, LayoutError
+from shardedstore._errors import ConfigError, LayoutError, json_path
 from shardedstore._factories import (
     CHUNK_PLACEHOLDER,
     ArrayShardDirectoryFactory,
     ArrayShardTemplateFactory,
     _template_type,
     is_chunk_index,
+)
+from shardedstore._locations import (
+    Location,
+    LocationOverlapError,
+    Member,
+    escapes_folder,
+    folder_location,
+    placeholder_survives,
 )
 from shardedstore._registry import SHARDED, get_store_type, store_type_for
 from shardedstore._routing import validate_node_path
@@ -317,14 +325,50 @@ def _check_version(config: Mapping[str, Any]) -> None:
         raise ConfigError(("version",), f"unknown format version {version}; expected 1")
 
 
-class _Loader:
-    """Builds stores from a validated config, resolving relative paths against ``base``."""
+def _member_field(spec: Mapping[str, Any], member: Member, at: Path_) -> Path_:
+    """The JSON path of the path field that places ``member`` (a store or template)."""
+    node: Any = spec
+    field: list[str | int] = [*at]
+    try:
+        for part in member.where:
+            node = node[part]
+            field.append(part)
+        if "dims" in node:  # an array-shard entry: its template
+            node = node["store"]
+            field.append("store")
+        store_type = get_store_type(str(node["type"]), ())
+    except (KeyError, TypeError, ConfigError):
+        return tuple(field)
+    names = [name for name in store_type.path_fields if isinstance(node.get(name), str)]
+    return (*field, names[0]) if names else tuple(field)
 
-    def __init__(self, base: str | None, read_only: bool) -> None:
+
+def _overlap_error(spec: Mapping[str, Any], error: LocationOverlapError, at: Path_) -> ConfigError:
+    """A LocationOverlapError as a ConfigError naming the JSON fields of both stores."""
+
+    def name(member: Member) -> str:
+        text = json_path(_member_field(spec, member, at))
+        if member.chunk_index is not None and "shards" not in member.where:
+            text += f" (chunk {member.chunk_index})"
+        return text
+
+    return ConfigError(_member_field(spec, error.first, at), error.explain(name, subject=False))
+
+
+class _Loader:
+    """Builds stores from a validated config, resolving relative paths against ``base``.
+
+    ``folder``: when set, every location must lie inside it (writing, no opt-in).
+    """
+
+    def __init__(self, base: str | None, read_only: bool, folder: Location | None) -> None:
         self.base = base
         self.read_only = read_only
+        self.folder = folder
 
-    def resolved(self, spec: Mapping[str, Any], at: Path_) -> dict[str, Any]:
+    def resolved(
+        self, spec: Mapping[str, Any], at: Path_, *, template: bool = False
+    ) -> dict[str, Any]:
         store_type = get_store_type(str(spec["type"]), (*at, "type"))
         resolved = dict(spec)
         for name in store_type.path_fields:
@@ -332,7 +376,40 @@ class _Loader:
                 resolved[name] = _resolve(
                     resolved[name], store_type.path_kind, self.base, (*at, name)
                 )
+                is_template = template and CHUNK_PLACEHOLDER in spec[name]
+                if is_template and not placeholder_survives(resolved[name], store_type.path_kind):
+                    raise ConfigError(
+                        (*at, name),
+                        f"{spec[name]!r} loses {CHUNK_PLACEHOLDER} once '..' is resolved, so "
+                        f"every array shard would be one store; keep {CHUNK_PLACEHOLDER} in the "
+                        f"path once '..' is resolved, e.g. 'shards/{CHUNK_PLACEHOLDER}.zarr'",
+                    )
+                self.check_inside(
+                    spec[name], resolved[name], store_type.path_kind, (*at, name), is_template
+                )
         return resolved
+
+    def check_inside(
+        self,
+        value: str,
+        resolved: str,
+        kind: Literal["local", "url"],
+        at: Path_,
+        template: bool,
+    ) -> None:
+        """Refuse a location outside the config's folder (when opened for writing)."""
+        if self.folder is None:
+            return
+        outside = escapes_folder(self.folder, resolved, kind, template=template)
+        if outside is not None:
+            raise ConfigError(
+                at,
+                f"{value!r} resolves to {outside}, which is not inside the config's folder "
+                f"{self.folder}; a config opened for writing may only name locations inside "
+                "its own folder, so that writing through it cannot touch data elsewhere. "
+                "Move the data into the folder, or, if you trust this config, open it with "
+                "allow_outside=True (shardedstore.open or ShardedStore.from_config)",
+            )
 
     def store(self, spec: Mapping[str, Any], at: Path_) -> Store:
         if spec["type"] == SHARDED:
@@ -374,7 +451,7 @@ class _Loader:
                 _template_type(template, (*at, "store"))
             except LayoutError as error:
                 raise ConfigError((*at, "store"), str(error)) from None
-            template = self.resolved(template, (*at, "store"))
+            template = self.resolved(template, (*at, "store"), template=True)
             if not shards and template["type"] == "local" and len(template) == 2:
                 # The template array_shard_directory_store(prefix) writes reads back as one.
                 match = _DIRECTORY_TEMPLATE.match(template["root"])
@@ -399,6 +476,8 @@ class _Loader:
             arrays[path] = (array["dims"], self.factory(array, (*at, "array_shards", path)))
         try:
             return ShardedStore(base, mounts, arrays, read_only=self.read_only)
+        except LocationOverlapError as error:
+            raise _overlap_error(spec, error, at) from None
         except LayoutError as error:
             raise ConfigError(at, str(error)) from None
 
@@ -415,6 +494,7 @@ def load_config(
     *,
     base_path: str | os.PathLike[str] | None = None,
     read_only: bool | None = None,
+    allow_outside: bool = False,
 ) -> ShardedStore:
     """A ShardedStore from a config (see :meth:`ShardedStore.from_config`)."""
     from shardedstore._legacy import is_legacy_config, translate_legacy_config
@@ -432,7 +512,11 @@ def load_config(
     _check_version(config)
     _check_schema(config)
     base = None if base_path is None else os.fspath(base_path)
-    return _Loader(base, bool(read_only)).layout(config, ())
+    # Writing stays inside the config's folder unless the caller opts out; reading
+    # cannot destroy anything, so it may reach anywhere (docs/config.md, "Writing
+    # stays inside the config's folder").
+    folder = None if base is None or read_only or allow_outside else folder_location(base)
+    return _Loader(base, bool(read_only), folder).layout(config, ())
 
 
 def open_config(
@@ -440,6 +524,7 @@ def open_config(
     mode: Literal["r", "r+", "a"] = "r",
     *,
     storage_options: Mapping[str, Any] | None = None,
+    allow_outside: bool = False,
 ) -> ShardedStore:
     """Open the dataset described by a layout config file.
 
@@ -452,6 +537,10 @@ def open_config(
         ``"r"`` read-only (the default), ``"r+"`` or ``"a"`` read/write.
     storage_options
         fsspec options for reading the config file itself.
+    allow_outside
+        With ``"r+"`` or ``"a"``, let the config name locations outside its own
+        folder (absolute paths, ``..``, symlinks out, other URLs). Off by default, so
+        that writing through someone else's config cannot touch data elsewhere.
 
     Returns
     -------
@@ -461,7 +550,9 @@ def open_config(
     Raises
     ------
     ConfigError
-        If the file is not valid JSON or not a valid config.
+        If the file is not valid JSON or not a valid config, if two of its stores
+        overlap, or if it is opened for writing and names a location outside its
+        folder without ``allow_outside=True``.
     FileNotFoundError
         If there is no such file.
     """
@@ -484,4 +575,4 @@ def open_config(
         config = json.loads(text)
     except json.JSONDecodeError as error:
         raise ConfigError((), f"{location} is not valid JSON: {error}") from None
-    return load_config(config, base_path=base, read_only=mode == "r")
+    return load_config(config, base_path=base, read_only=mode == "r", allow_outside=allow_outside)

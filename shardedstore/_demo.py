@@ -16,7 +16,21 @@ from shardedstore._factories import array_shard_directory_store
 from shardedstore._inspect import node_holder
 from shardedstore._store import ShardedStore
 
-__all__ = ["build_demo_tree", "run_demo"]
+__all__ = ["DEMO_MARKER", "DemoDirectoryError", "build_demo_tree", "run_demo"]
+
+DEMO_MARKER = ".shardedstore-demo"
+"""The file that marks a directory as the demo's own output, which a re-run may replace."""
+
+DEMO_DIRECTORIES = ("base.zarr", "people.zarr", "coarse.zarr", "temperature")
+DEMO_FILES = ("layout.json",)
+"""What the demo writes in its directory, besides the marker; nothing else is removed."""
+
+
+class DemoDirectoryError(ValueError):
+    """The demo's output directory holds something the demo did not write.
+
+    Nothing was deleted; the message names the directory and what to do.
+    """
 
 
 def build_demo_tree(seed: int = 0) -> xr.DataTree:
@@ -57,21 +71,74 @@ def demo_store(root: Path) -> ShardedStore:
     )
 
 
+def prepare_demo_directory(root: Path) -> None:
+    """Make ``root`` ready for the demo, deleting nothing the demo did not write.
+
+    A missing or empty directory is used as is. A directory holding a previous demo
+    (its :data:`DEMO_MARKER`) loses that demo's entries (:data:`DEMO_DIRECTORIES`,
+    :data:`DEMO_FILES`) and keeps anything else. Any other directory is refused.
+
+    Raises
+    ------
+    DemoDirectoryError
+        If ``root`` is not a directory, is not empty and holds no previous demo, or
+        an entry of a previous demo is not what the demo writes (a symbolic link, a
+        file where the demo writes a directory or the reverse).
+    """
+    if root.exists() and not root.is_dir():
+        raise DemoDirectoryError(
+            f"demo directory {str(root)!r} is not a directory; nothing was deleted. "
+            "Give a new or empty directory, e.g. `shardedstore demo demo-output`"
+        )
+    marker = root / DEMO_MARKER
+    if root.is_dir() and any(root.iterdir()):
+        if marker.is_symlink() or not marker.is_file():
+            raise DemoDirectoryError(
+                f"demo directory {str(root)!r} is not empty and holds no previous demo "
+                f"(no {DEMO_MARKER} file in it); nothing was deleted. To run the demo, "
+                "give a new or empty directory, e.g. `shardedstore demo demo-output`"
+            )
+        entries = [(root / name, True) for name in DEMO_DIRECTORIES]
+        entries += [(root / name, False) for name in DEMO_FILES]
+        for entry, is_dir in entries:
+            if entry.is_symlink() or (entry.exists() and entry.is_dir() != is_dir):
+                kind = "a symbolic link" if entry.is_symlink() else "not what the demo writes"
+                raise DemoDirectoryError(
+                    f"{str(entry)!r} is {kind} (the demo writes a "
+                    f"{'directory' if is_dir else 'file'} there); nothing was deleted. "
+                    "Move it away, or give a new or empty directory"
+                )
+        for entry, is_dir in entries:
+            if is_dir and entry.exists():
+                shutil.rmtree(entry)
+            elif entry.exists():
+                entry.unlink()
+    root.mkdir(parents=True, exist_ok=True)
+    marker.write_text(
+        "Output of `shardedstore demo`. Running the demo again here replaces "
+        f"{', '.join(DEMO_DIRECTORIES + DEMO_FILES)} and nothing else.\n"
+    )
+
+
 def run_demo(out_dir: str | Path = "demo-output", echo: Callable[[str], None] = print) -> bool:
-    """Write the demo tree sharded under ``out_dir``, read it back, compare; True if equal."""
+    """Write the demo tree sharded under ``out_dir``, read it back, compare; True if equal.
+
+    ``out_dir`` must be new, empty, or the output of an earlier demo, which is replaced;
+    files the demo does not write are left alone (see :func:`prepare_demo_directory`).
+
+    Raises
+    ------
+    DemoDirectoryError
+        If ``out_dir`` holds anything but an earlier demo; nothing was deleted.
+    """
     root = Path(out_dir)
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
+    prepare_demo_directory(root)
     tree = build_demo_tree()
     store = demo_store(root)
     with warnings.catch_warnings():
-        # Noise for a demo: consolidated metadata in v3, fixed-width strings in v3, and
-        # zarr's note on mount points that have no metadata yet (they show in listings
-        # before anything is written under them).
+        # Noise for a demo: consolidated metadata and fixed-width strings in v3.
         warnings.filterwarnings("ignore", message="Consolidated metadata")
         warnings.filterwarnings("ignore", message="The data type")
-        warnings.filterwarnings("ignore", message="Object at .* is not recognized")
         tree.to_zarr(store, mode="w")
     echo(f"wrote the demo DataTree sharded under {root}/")
     for node in tree.subtree:

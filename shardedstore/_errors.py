@@ -4,13 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["ConfigError", "KeyValidationError", "LayoutError", "json_path"]
+__all__ = [
+    "ConcurrentWriteError",
+    "ConfigError",
+    "KeyValidationError",
+    "LayoutError",
+    "json_path",
+]
 
 
 class LayoutError(ValueError):
     """A layout (mounts, array shards, array metadata) that shardedstore cannot serve.
 
     The message names the path or dimension at fault and what to change.
+    """
+
+
+class ConcurrentWriteError(ValueError):
+    """Another writer holds the file this write needs (one writer per zip shard).
+
+    Raised at once, before anything is written; the message names the file, the
+    process holding it where known, and what to do instead.
     """
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -216,37 +216,75 @@ class ArrayShardTemplateFactory:
         )
 
     def existing_chunk_indices(self) -> list[str] | None:
-        """The explicit shards plus those found where the template points (None: unknown)."""
+        """The explicit shards plus those found where the template points (None: unknown).
+
+        Costs one listing of the directory (or prefix) holding the ``{chunk}`` part, plus
+        one listing per shard found when the placeholder is not in the last part
+        (``t/{chunk}/data.zarr``): O(shards that exist), whatever the array's shape.
+        """
         found = list(self.shards)
-        if self.template is None:
+        template = self.template
+        if template is None:
             return found
-        store_type = get_store_type(str(self.template["type"]), ("type",))
+        store_type = get_store_type(str(template["type"]), ("type",))
         list_names = getattr(store_type, "list_names", None)
         if list_names is None:
             return None
         for name in store_type.path_fields:
-            value = self.template.get(name)
+            value = template.get(name)
             if not isinstance(value, str) or CHUNK_PLACEHOLDER not in value:
                 continue
-            parent, _, pattern = value.rstrip("/").rpartition("/")
-            if CHUNK_PLACEHOLDER in parent or not parent:
+
+            def names_in(parent: str, field: str = name) -> list[str] | None:
+                result: list[str] | None = list_names({**template, field: parent}, field)
+                return result
+
+            indices = _list_template(names_in, value.rstrip("/"))
+            if indices is None:
                 return None
-            regex = re.compile(
-                "^"
-                + re.escape(pattern).replace(
-                    re.escape(CHUNK_PLACEHOLDER), f"({_CHUNK_INDEX_PATTERN})"
-                )
-                + "$"
-            )
-            names = list_names({**self.template, name: parent}, name)
-            if names is None:
-                return None
-            for entry in names:
-                match = regex.match(entry)
-                if match is not None and len(set(match.groups())) == 1:
-                    found.append(match.group(1))
-            return sorted(set(found))
+            return sorted({*found, *indices})
         return None
+
+
+def _segment_regex(segment: str) -> re.Pattern[str]:
+    return re.compile(
+        "^"
+        + re.escape(segment).replace(re.escape(CHUNK_PLACEHOLDER), f"({_CHUNK_INDEX_PATTERN})")
+        + "$"
+    )
+
+
+def _list_template(
+    list_names: Callable[[str], list[str] | None], template: str
+) -> list[str] | None:
+    """Chunk indices whose rendering of ``template`` exists (None: cannot tell)."""
+    segments = template.split("/")
+    first = next(i for i, part in enumerate(segments) if CHUNK_PLACEHOLDER in part)
+    parent = "/".join(segments[:first])
+    if not parent or parent.endswith(":"):
+        return None
+    names = list_names(parent)
+    if names is None:
+        return None
+    regex = _segment_regex(segments[first])
+    candidates = []
+    for entry in names:
+        match = regex.match(entry)
+        if match is not None and len(set(match.groups())) == 1:
+            candidates.append(match.group(1))
+    if first == len(segments) - 1:
+        return candidates
+    # The placeholder names a directory (t/{chunk}/data.zarr): keep the indices
+    # whose full path exists, one listing each.
+    existing = []
+    for index in candidates:
+        leaf_parent, _, leaf = template.replace(CHUNK_PLACEHOLDER, index).rpartition("/")
+        listed = list_names(leaf_parent)
+        if listed is None:
+            return None
+        if leaf in listed:
+            existing.append(index)
+    return existing
 
 
 def array_shard_template_store(

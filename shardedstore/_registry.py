@@ -24,6 +24,7 @@ from zarr.storage import FsspecStore, LocalStore, MemoryStore, ZipStore
 
 from shardedstore._errors import ConfigError
 from shardedstore._zip import enable_deflate64
+from shardedstore._zipstore import CopyOnWriteZipStore
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -121,7 +122,7 @@ class _ZipType:
     name = "zip"
     path_fields: tuple[str, ...] = ("path",)
     path_kind: Literal["local", "url"] = "local"
-    supports_sync = False
+    supports_sync = True
 
     def handles(self, store: Store) -> bool:
         return isinstance(store, ZipStore)
@@ -140,7 +141,7 @@ class _ZipType:
     def from_spec(self, spec: Mapping[str, Any], *, read_only: bool) -> Store:
         enable_deflate64()
         mode: Literal["r", "a"] = "r" if read_only or spec.get("mode") == "r" else "a"
-        return ZipStore(
+        return CopyOnWriteZipStore(
             spec["path"],
             mode=mode,
             compression=spec.get("compression", zipfile.ZIP_STORED),

@@ -19,6 +19,7 @@ __all__ = [
     "BASE",
     "CHUNK",
     "MOUNT",
+    "ROOT_PREFIX",
     "ChunkKeyFormat",
     "PrefixPlan",
     "Route",
@@ -81,9 +82,23 @@ def validate_key(key: str) -> str:
     return key
 
 
+ROOT_PREFIX: Final = "/"
+"""zarr's other spelling of the root prefix: the same as ``""`` in ``list_prefix``,
+``list_dir``, ``is_empty`` and ``delete_dir``.
+
+zarr's MemoryStore treats ``"/"`` as the root in ``list_dir`` only (elsewhere as a plain
+string prefix that no key starts with, so ``is_empty("/")`` is True on a full store,
+which zarr's own state machine marks as broken); here it is the root everywhere. It is
+never passed on to a sub-store: zarr's LocalStore reads ``/`` as the filesystem root.
+"""
+
+
 def validate_prefix(prefix: str) -> str:
-    """Validate a listing prefix: ``""``, or a key optionally ending in ``/``."""
-    if prefix == "":
+    """Validate a listing prefix: ``""``, ``"/"`` or a key optionally ending in ``/``.
+
+    Anything else starting with ``/`` (``"/etc"``, ``"//"``) is refused.
+    """
+    if prefix == "" or prefix == ROOT_PREFIX:
         return prefix
     reason = _bad_key(prefix[:-1] if prefix.endswith("/") and len(prefix) > 1 else prefix)
     if reason is not None:

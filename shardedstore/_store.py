@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 from collections.abc import (
@@ -22,6 +23,8 @@ from zarr.storage import ZipStore
 
 from shardedstore._errors import KeyValidationError, LayoutError
 from shardedstore._factories import ArrayShardFactory, factory_supports_sync
+from shardedstore._inline import Latency, inline_capable
+from shardedstore._locations import check_layout
 from shardedstore._metadata import (
     JSON,
     ShardedArrayLayout,
@@ -34,11 +37,13 @@ from shardedstore._routing import (
     BASE,
     CHUNK,
     MOUNT,
+    ROOT_PREFIX,
     Router,
     outer_chunk_key,
     validate_prefix,
 )
-from shardedstore._zip import ZipReference, enable_deflate64, read_only_zip
+from shardedstore._zip import ZipReference, copy_on_write, enable_deflate64, read_only_zip
+from shardedstore._zipstore import CopyOnWriteZipStore
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -66,9 +71,6 @@ async def _opened(store: Store) -> bool:
     """
     if store._is_open:
         return True
-    if isinstance(store, ZipStore) and not store.read_only:
-        # LocalStore makes its directory on open; a zip shard needs the same.
-        await asyncio.to_thread(store.path.parent.mkdir, parents=True, exist_ok=True)
     try:
         await store._open()
     except FileNotFoundError:
@@ -91,9 +93,16 @@ def _check_buffer(value: object) -> None:
         )
 
 
-async def _put(store: Store, key: str, value: Buffer) -> None:
-    await _opened(store)
-    await store.set(key, value)
+_INLINE_TYPES: dict[type, bool] = {}
+
+
+def _inline_capable(store: Store) -> bool:
+    """:func:`inline_capable`, cached by type (protocol checks are slow)."""
+    kind = type(store)
+    capable = _INLINE_TYPES.get(kind)
+    if capable is None:
+        capable = _INLINE_TYPES[kind] = inline_capable(store)
+    return capable
 
 
 def _listed(lister: Callable[[], Iterable[str] | None]) -> list[str] | None:
@@ -131,8 +140,8 @@ def _supports_sync(
     base: Store, mounts: Mapping[str, Store], arrays: Mapping[str, ArrayShardSpec]
 ) -> bool:
     return (
-        isinstance(base, SupportsSyncStore)
-        and all(isinstance(store, SupportsSyncStore) for store in mounts.values())
+        isinstance(copy_on_write(base), SupportsSyncStore)
+        and all(isinstance(copy_on_write(store), SupportsSyncStore) for store in mounts.values())
         and all(
             isinstance(spec, tuple) and len(spec) == 2 and factory_supports_sync(spec[1])
             for spec in arrays.values()
@@ -156,12 +165,14 @@ def _rebuild(
     arrays: dict[str, ArrayShardSpec],
     read_only: bool,
 ) -> ShardedStore:
-    return ShardedStore(
+    store = ShardedStore(
         ZipReference.store(base),
         {path: ZipReference.store(mount) for path, mount in mounts.items()},
         arrays,
         read_only=read_only,
     )
+    store._refuse_zip_writes()
+    return store
 
 
 class ShardedStore(Store):
@@ -189,8 +200,10 @@ class ShardedStore(Store):
     Raises
     ------
     LayoutError
-        If a path is invalid, a mount or array-shard path lies inside another, or a
-        sub-store or factory has the wrong type.
+        If a path is invalid, a mount or array-shard path lies inside another, a
+        sub-store or factory has the wrong type, or two stores of the layout share a
+        location or lie one inside the other (the message names both; see
+        ``docs/config.md``, "Stores never overlap").
 
     Examples
     --------
@@ -241,7 +254,8 @@ class ShardedStore(Store):
                     f"mount {path!r}: expected a zarr store (zarr.abc.store.Store), got "
                     f"{type(store).__name__}; wrap a path in zarr.storage.LocalStore(path)"
                 )
-            mounts[path] = store
+            mounts[path] = copy_on_write(store)
+        base = copy_on_write(base)
         arrays: dict[str, ArrayShardSpec] = {}
         for path, spec in (array_shard_funcs or {}).items():
             if not (isinstance(spec, tuple) and len(spec) == 2 and callable(spec[1])):
@@ -251,6 +265,7 @@ class ShardedStore(Store):
                 )
             arrays[path] = spec
         self._router = Router(mounts, {path: dims for path, (dims, _) in arrays.items()})
+        check_layout(base, mounts, arrays)
         if any(isinstance(store, ZipStore) for store in (base, *mounts.values())):
             enable_deflate64()
         # The stores as given describe the layout (config, equality, pickling); the
@@ -272,6 +287,10 @@ class ShardedStore(Store):
         # Parsed metadata of array-sharded arrays, as read from or written to base.
         self._array_docs: dict[str, dict[str, JSON]] = {}
         self._array_layouts: dict[str, ShardedArrayLayout | None] = {}
+        # Set in a copy unpickled in another process (a dask worker): see below.
+        self._zip_refusal: str | None = None
+        # Per-call time of each group of sub-stores: inline or threaded I/O.
+        self._latencies: dict[str, Latency] = {}
 
     # ------------------------------------------------------------------ layout
 
@@ -289,6 +308,14 @@ class ShardedStore(Store):
     def array_shards(self) -> Mapping[str, ArrayShardSpec]:
         """Array path -> ``(dims, factory)``."""
         return dict(self._arrays)
+
+    @property
+    def supports_consolidated_metadata(self) -> bool:
+        """Whether zarr may consolidate metadata here: as the base says.
+
+        Consolidated metadata lives in the root ``zarr.json``, which is in the base.
+        """
+        return self._base.supports_consolidated_metadata
 
     def __reduce__(self) -> tuple[Any, ...]:
         base, mounts = self._given
@@ -373,6 +400,7 @@ class ShardedStore(Store):
         *,
         base_path: str | os.PathLike[str] | None = None,
         read_only: bool | None = None,
+        allow_outside: bool = False,
     ) -> ShardedStore:
         """Rebuild a store from :meth:`get_config` output (or a shardedstore 0.3.x config).
 
@@ -390,6 +418,11 @@ class ShardedStore(Store):
         read_only
             Open read-only. Default: False, except for 0.3.x configs, which always
             open read-only (asking for ``read_only=False`` raises).
+        allow_outside
+            When opening for writing with a ``base_path``, let the config name
+            locations outside that folder (absolute paths, ``..``, symlinks out, other
+            URLs). Off by default: writing through a config must not touch data
+            elsewhere. Reading never needs it.
 
         Returns
         -------
@@ -400,10 +433,14 @@ class ShardedStore(Store):
         ConfigError
             If the config is invalid; the message starts with the JSON path of the
             bad field (``mounts.people.type: unknown store type 'foo'; known: ...``).
+            Also if two of its stores overlap, or if it is opened for writing with a
+            ``base_path`` and names a location outside it without ``allow_outside``.
         """
         from shardedstore._config import load_config
 
-        return load_config(config, base_path=base_path, read_only=read_only)
+        return load_config(
+            config, base_path=base_path, read_only=read_only, allow_outside=allow_outside
+        )
 
     def to_json(self, *, relative_to: str | os.PathLike[str] | None = None) -> str:
         """:meth:`get_config` as indented JSON text."""
@@ -502,12 +539,38 @@ class ShardedStore(Store):
             self._shard_stores.values(),
             self._shard_readers.values(),
         )
+        # Every store is closed (zips commit here) even if one fails; the first
+        # failure is raised after.
+        failure: BaseException | None = None
         for store in stores:
             if store._is_open:
-                store.close()
+                try:
+                    store.close()
+                except Exception as error:
+                    failure = failure or error
         super().close()
+        if failure is not None:
+            raise failure
 
     # ------------------------------------------------------------ array shards
+
+    def _refuse_zip_writes(self) -> None:
+        """Refuse writes to zip shards: this is a copy sent to another process.
+
+        Nothing in a dask worker or a pool process would ever ``close()`` the store
+        and so commit a zip; two of them would also race for the same zip. Writing
+        there must fail loudly rather than lose data silently.
+        """
+        self._zip_refusal = (
+            "this ShardedStore is a copy sent to another process (a dask worker or a process "
+            "pool); zip shards are committed by close() in the process that writes them, so "
+            "they cannot be written from such copies. Write to directory shards and convert "
+            "them to zips afterwards (shardedstore convert LAYOUT --to zip), or write the zip "
+            "layout from one process and close() the store"
+        )
+        for store in (self._base, *self._mounts.values()):
+            if isinstance(store, CopyOnWriteZipStore):
+                store.refuse_writes(f"zip {os.fspath(store.path)!r}: {self._zip_refusal}")
 
     def _shard_store(self, path: str, index: str) -> Store:
         """The store of one array shard, made by its factory on first use."""
@@ -520,6 +583,9 @@ class ShardedStore(Store):
                     f"array shard {path!r}: factory returned {type(store).__name__} for chunk "
                     f"index {index!r}; it must return a zarr store"
                 )
+            store = copy_on_write(store)
+            if self._zip_refusal is not None and isinstance(store, CopyOnWriteZipStore):
+                store.refuse_writes(f"zip {os.fspath(store.path)!r}: {self._zip_refusal}")
             if self.read_only:
                 store = _read_only_view(store)
             self._shard_stores[key] = store
@@ -637,12 +703,23 @@ class ShardedStore(Store):
             ]
 
             async def rewrite(index: str) -> None:
+                if index not in self._created[path] and not await self._shard_exists(path, index):
+                    return  # a probed index with no shard: never create one here
                 store = self._shard_store(path, index)
                 await _opened(store)
                 for doc_name, buffer in documents:
                     await store.set(doc_name, buffer)
 
             await _gather_bounded(rewrite(index) for index in sorted(indices))
+
+    async def _shard_exists(self, path: str, index: str) -> bool:
+        """Whether the array shard at ``index`` exists (read-only check, creates nothing)."""
+        reader = self._shard_reader(path, index)
+        if not await _opened(reader):
+            return False
+        async for _ in reader.list():
+            return True
+        return False
 
     async def _existing_chunk_indices(self, path: str, *, probe: bool = True) -> set[str]:
         """Chunk indices of the array shards that exist (or may exist) for ``path``."""
@@ -688,12 +765,37 @@ class ShardedStore(Store):
     # -------------------------------------------------------------- key access
 
     def _read_target(self, key: str) -> tuple[Store, str]:
+        store, inner, _ = self._read_route(key)
+        return store, inner
+
+    def _read_route(self, key: str) -> tuple[Store, str, str]:
+        """The store to read ``key`` from, the key inside it, and its latency group."""
         kind, node, index, inner = self._router.route(key)
         if kind == MOUNT:
-            return self._mounts[node], inner
+            return self._mounts[node], inner, node
         if kind == CHUNK:
-            return self._shard_reader(node, cast("str", index)), inner
-        return self._base, key
+            return self._shard_reader(node, cast("str", index)), inner, node
+        return self._base, key, ""
+
+    def _latency(self, group: str) -> Latency:
+        latency = self._latencies.get(group)
+        if latency is None:
+            latency = self._latencies[group] = Latency()
+        return latency
+
+    async def _set_in(self, store: Store, group: str, key: str, value: Buffer) -> None:
+        """``store.set``, inline when the store is fast (see ``_inline``)."""
+        if not store._is_open:
+            await _opened(store)
+        if _inline_capable(store):
+            latency = self._latency(group)
+            sync_store = cast("SupportsSyncStore", store)
+            if latency.inline:
+                latency.timed(lambda: sync_store.set_sync(key, value))
+            else:
+                await asyncio.to_thread(latency.timed, lambda: sync_store.set_sync(key, value))
+            return
+        await store.set(key, value)
 
     async def get(
         self,
@@ -704,9 +806,19 @@ class ShardedStore(Store):
         # docstring inherited
         if prototype is None:
             prototype = default_buffer_prototype()
-        store, inner = self._read_target(key)
+        store, inner, group = self._read_route(key)
         if not store._is_open and not await _opened(store):
             return None
+        if _inline_capable(store):
+            latency = self._latency(group)
+            sync_store = cast("SupportsSyncStore", store)
+
+            def call() -> Buffer | None:
+                return sync_store.get_sync(inner, prototype=prototype, byte_range=byte_range)
+
+            if latency.inline:
+                return latency.timed(call)
+            return await asyncio.to_thread(latency.timed, call)
         return await store.get(inner, prototype, byte_range)
 
     async def get_partial_values(
@@ -774,7 +886,9 @@ class ShardedStore(Store):
             else:
                 # A new shard: its metadata and first chunk are written concurrently.
                 store = self._shard_store(*shard)
-                await asyncio.gather(self._create_shard(*shard, store), _put(store, inner, value))
+                await asyncio.gather(
+                    self._create_shard(*shard, store), self._set_in(store, node, inner, value)
+                )
                 return
         elif kind == MOUNT:
             store = self._mounts[node]
@@ -783,9 +897,8 @@ class ShardedStore(Store):
             return
         else:
             store = self._base
-        if not store._is_open:
-            await _opened(store)
-        await store.set(inner, value)
+            node = ""
+        await self._set_in(store, node, inner, value)
 
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:
         # docstring inherited
@@ -842,6 +955,29 @@ class ShardedStore(Store):
                 keys.append(key)
         return keys
 
+    @contextlib.asynccontextmanager
+    async def _mount_to_look_at(self, path: str) -> AsyncIterator[Store | None]:
+        """The mount at ``path`` to list, opened; None when it does not exist.
+
+        A mount not opened yet is looked at through a read-only view, closed after, so
+        that looking never creates a mount (a directory, a zip). A mount that cannot be
+        opened read-only (it was never written) holds nothing.
+        """
+        store = self._mounts[path]
+        if store._is_open:
+            yield store
+            return
+        view = _read_only_view(store)
+        try:
+            yield view if await _opened(view) else None
+        finally:
+            if view is not store and view._is_open:
+                view.close()
+
+    async def _mount_is_empty(self, path: str, inner_prefix: str = "") -> bool:
+        async with self._mount_to_look_at(path) as store:
+            return store is None or await store.is_empty(inner_prefix)
+
     async def _list_mount(self, path: str, inner_prefix: str = "") -> list[str]:
         store = self._mounts[path]
         if not await _opened(store):
@@ -854,7 +990,8 @@ class ShardedStore(Store):
 
     async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
         # docstring inherited
-        validate_prefix(prefix)
+        if validate_prefix(prefix) == ROOT_PREFIX:
+            prefix = ""  # "/" is the root (see ROOT_PREFIX), never passed on
         plan = self._router.plan_prefix(prefix)
         if plan.inside_mount is not None:
             for key in await self._list_mount(*plan.inside_mount):
@@ -870,14 +1007,16 @@ class ShardedStore(Store):
     async def list_dir(self, prefix: str) -> AsyncIterator[str]:
         # docstring inherited
         validate_prefix(prefix)
-        path = prefix.rstrip("/")
+        path = prefix.rstrip("/")  # "/" is the root, as in zarr's MemoryStore
         node = self._router.containing_node(path) if path else None
         if node is not None and node[0] == MOUNT:
             mount = node[1]
-            store = self._mounts[mount]
-            if await _opened(store):
-                async for name in store.list_dir(path[len(mount) + 1 :]):
-                    yield name
+            async with self._mount_to_look_at(mount) as store:
+                found = (
+                    [] if store is None else await _collect(store.list_dir(path[len(mount) + 1 :]))
+                )
+            for name in found:
+                yield name
             return
         names: set[str] = set()
         if await _opened(self._base):
@@ -887,8 +1026,7 @@ class ShardedStore(Store):
             for key in await self._list_array(node[1], dir_prefix):
                 names.add(key[len(dir_prefix) :].split("/", 1)[0])
         else:
-            # Mount points show even before anything is written under them.
-            names.update(self._router.mount_children(path))
+            names.update(await self._mount_points_in_use(path, dir_prefix, names))
             for array in self._router.plan_prefix(dir_prefix).arrays:
                 name = array[len(dir_prefix) :].split("/", 1)[0]
                 if name not in names and await self._list_array(array):
@@ -896,22 +1034,42 @@ class ShardedStore(Store):
         for name in names:
             yield name
 
+    async def _mount_points_in_use(
+        self, path: str, dir_prefix: str, listed: Iterable[str]
+    ) -> frozenset[str]:
+        """Names below ``path`` that lead to a mount holding something.
+
+        A mount point shows, as a directory does, once its mount holds a key; an empty
+        mount is invisible, so zarr never meets a node without metadata. Only names not
+        already ``listed`` from base are checked, all their mounts concurrently.
+        """
+        children = self._router.mount_children(path).difference(listed)
+        if not children:
+            return frozenset()
+        mounts = [
+            (name, mount)
+            for mount in self._router.plan_prefix(dir_prefix).mounts
+            if (name := mount[len(dir_prefix) :].split("/", 1)[0]) in children
+        ]
+        empty = await _gather_bounded(self._mount_is_empty(mount) for _, mount in mounts)
+        return frozenset(
+            name for (name, _), is_empty in zip(mounts, empty, strict=True) if not is_empty
+        )
+
     async def is_empty(self, prefix: str) -> bool:
         # docstring inherited
-        validate_prefix(prefix)
+        if validate_prefix(prefix) == ROOT_PREFIX:
+            prefix = ""  # "/" is the root (see ROOT_PREFIX), never passed on
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         plan = self._router.plan_prefix(prefix)
         if plan.inside_mount is not None:
-            mount, inner = plan.inside_mount
-            store = self._mounts[mount]
-            return not await _opened(store) or await store.is_empty(inner)
+            return await self._mount_is_empty(*plan.inside_mount)
         if await self._list_base(prefix):
             return False
-        for mount in plan.mounts:
-            store = self._mounts[mount]
-            if await _opened(store) and not await store.is_empty(""):
-                return False
+        empty = await _gather_bounded(self._mount_is_empty(mount) for mount in plan.mounts)
+        if not all(empty):
+            return False
         for array in plan.arrays:
             if await self._list_array(array, prefix):
                 return False
@@ -920,7 +1078,8 @@ class ShardedStore(Store):
     async def delete_dir(self, prefix: str) -> None:
         # docstring inherited
         self._check_writable()
-        validate_prefix(prefix)
+        if validate_prefix(prefix) == ROOT_PREFIX:
+            prefix = ""  # "/" is the root (see ROOT_PREFIX), never passed on
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         plan = self._router.plan_prefix(prefix)

@@ -1,11 +1,13 @@
 """What zarr's ZipStore needs to behave like the other sub-stores.
 
+- Every zip a layout uses goes through :class:`CopyOnWriteZipStore` (``_zipstore``),
+  never zarr's ZipStore, which modifies the zip in place.
 - Deflate64 zips (common from Windows tools) read once ``zipfile-deflate64`` is loaded.
-- ZipStore has no ``with_read_only``, and opening one in mode "a" creates the file: a
-  read-only view is a separate handle in mode "r" (or the same handle while it is
-  open for writing, since the file has no central directory until it is closed).
+- A read-only view is a separate handle in mode "r" (or the same handle while it is
+  open, so that it sees this writer's uncommitted changes).
 - zarr reopens a ZipStore when it is unpickled, in its original mode, so a copy of one
-  made with mode "w" would truncate the zip: pickle a ``ZipReference`` instead.
+  made with mode "w" would truncate the zip: pickle a ``ZipReference`` instead, which
+  always comes back in mode "r" or "a".
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import Literal
 from zarr.abc.store import Store
 from zarr.storage import ZipStore
 
-__all__ = ["ZipReference", "enable_deflate64", "read_only_zip"]
+from shardedstore._zipstore import CopyOnWriteZipStore
+
+__all__ = ["ZipReference", "copy_on_write", "enable_deflate64", "read_only_zip"]
 
 _lock = threading.Lock()
 _deflate64_enabled = False
@@ -34,6 +38,24 @@ def enable_deflate64() -> None:
             _deflate64_enabled = True
 
 
+def copy_on_write(store: Store) -> Store:
+    """``store``, or for a zarr ``ZipStore`` the same zip as a :class:`CopyOnWriteZipStore`.
+
+    zarr's own ZipStore appends to the zip in place (see ``_zipstore``); every zip a
+    ShardedStore uses goes through the copy-on-write store instead.
+    """
+    if not isinstance(store, ZipStore) or isinstance(store, CopyOnWriteZipStore):
+        return store
+    mode: Literal["r", "w", "a"] = getattr(store, "_zmode", "r")
+    return CopyOnWriteZipStore(
+        store.path,
+        mode=mode if mode in ("r", "w", "a") else "a",
+        read_only=store.read_only,
+        compression=store.compression,
+        allowZip64=store.allowZip64,
+    )
+
+
 def read_only_zip(store: ZipStore, *, fresh: bool = False) -> ZipStore:
     """A read-only handle on ``store``'s zip that never creates or truncates it.
 
@@ -41,7 +63,7 @@ def read_only_zip(store: ZipStore, *, fresh: bool = False) -> ZipStore:
     """
     if store._is_open and not fresh:
         return store
-    return ZipStore(
+    return CopyOnWriteZipStore(
         store.path, mode="r", compression=store.compression, allowZip64=store.allowZip64
     )
 
@@ -68,6 +90,6 @@ class ZipReference:
         """The store a value from :meth:`of` stands for."""
         if not isinstance(value, ZipReference):
             return value
-        return ZipStore(
+        return CopyOnWriteZipStore(
             value.path, mode=value.mode, compression=value.compression, allowZip64=value.allow_zip64
         )

@@ -248,7 +248,8 @@ def test_get_config_relative_to(tmp_path: Path) -> None:
         "storage_options": {"anon": True},
     }
     assert config["array_shards"]["t"]["store"]["root"] == "../shards/{chunk}.zarr"
-    back = ShardedStore.from_config(config, base_path=tmp_path / "a")
+    # "../m", "../shards" and s3:// lie outside the folder: writing needs the opt-in.
+    back = ShardedStore.from_config(config, base_path=tmp_path / "a", allow_outside=True)
     assert back.get_config() == store.get_config()
     assert back.get_config(relative_to=tmp_path / "a") == config
 
@@ -575,11 +576,12 @@ def _non_nesting(paths: list[str]) -> list[str]:
 
 
 @st.composite
-def _store_specs(draw: st.DrawFn, root: str, depth: int = 0) -> Any:
+def _store_specs(draw: st.DrawFn, root: str, name: str, depth: int = 0) -> Any:
+    # Each store gets its own location (stores of one layout must not overlap): ``name``
+    # is unique in the layout and, holding "~", never an array path's directory.
     kinds = ["local", "zip", "fsspec", "obstore"] + (["sharded"] if depth < 1 else [])
     kind = draw(st.sampled_from(kinds))
-    name = draw(_segment)
-    location = f"{root}/{name}-{draw(st.integers(0, 999))}"
+    location = f"{root}/{name}"
     if kind == "local":
         return LocalStore(location)
     if kind == "zip":
@@ -596,7 +598,10 @@ def _store_specs(draw: st.DrawFn, root: str, depth: int = 0) -> Any:
 def _layouts_strategy(draw: st.DrawFn, root: str, depth: int = 0) -> ShardedStore:
     paths = _non_nesting(draw(st.lists(_path, max_size=5)))
     split = draw(st.integers(0, len(paths)))
-    mounts = {path: draw(_store_specs(root, depth)) for path in paths[:split]}
+    mounts = {
+        path: draw(_store_specs(root, "mount~" + path.replace("/", "~"), depth))
+        for path in paths[:split]
+    }
     arrays: dict[str, Any] = {}
     for path in paths[split:]:
         dims = draw(st.integers(1, 3))
@@ -615,10 +620,18 @@ def _layouts_strategy(draw: st.DrawFn, root: str, depth: int = 0) -> ShardedStor
             index = ".".join(str(draw(st.integers(0, 20))) for _ in range(dims))
             factory = array_shard_template_store(
                 {"type": "fsspec", "url": f"file://{root}/{path}/{{chunk}}"},
-                shards={index: {"type": "zip", "path": f"{root}/{index}.zip", "mode": "r"}},
+                shards={
+                    index: {
+                        "type": "zip",
+                        "path": f"{root}/override~{path.replace('/', '~')}~{index}.zip",
+                        "mode": "r",
+                    }
+                },
             )
         arrays[path] = (dims, factory)
-    base = draw(_store_specs(root, depth + 1)) if depth == 0 else LocalStore(f"{root}/base")
+    base = (
+        draw(_store_specs(root, "base~", depth + 1)) if depth == 0 else LocalStore(f"{root}/base~")
+    )
     return ShardedStore(base, mounts, arrays)
 
 
@@ -648,5 +661,8 @@ def test_template_factory_pickles_and_compares(tmp_path: Path) -> None:
     assert isinstance(factory, ArrayShardTemplateFactory)
     assert factory("3") == ZipStore(tmp_path / "3.zip")
     assert factory("2") == LocalStore("x")
-    assert not factory.supports_sync
+    assert factory.supports_sync  # local and (copy-on-write) zip stores both do
     assert array_shard_template_store({"type": "local", "root": "t/{chunk}"}).supports_sync
+    assert not array_shard_template_store(
+        {"type": "fsspec", "url": "memory://t/{chunk}"}
+    ).supports_sync

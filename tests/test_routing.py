@@ -17,6 +17,7 @@ from shardedstore._routing import (
     outer_chunk_key,
     split_chunk_key,
     validate_key,
+    validate_prefix,
 )
 
 
@@ -157,3 +158,17 @@ def test_split_then_outer_round_trips(
 @pytest.mark.parametrize("inner", ["zarr.json", ".zarray", ".zattrs", "c/x", "0.a", "c/1.partial"])
 def test_outer_ignores_non_chunk_keys(inner: str) -> None:
     assert outer_chunk_key("3", inner, ChunkKeyFormat("c", "/", 1)) is None
+
+
+@pytest.mark.parametrize("prefix", ["", "/", "a", "a/", "a/b/", ".zattrs", "a/c/0."])
+def test_valid_prefixes(prefix: str) -> None:
+    # "/" is zarr's spelling of the root (MemoryStore.list_dir("/") lists the root).
+    assert validate_prefix(prefix) == prefix
+
+
+@pytest.mark.parametrize(
+    "prefix", ["//", "/etc", "/etc/", "/a/b", "a//", "../", "a/../b", "a/./", "\\", "a\\", "./"]
+)
+def test_bad_prefixes_raise(prefix: str) -> None:
+    with pytest.raises(KeyValidationError, match="invalid prefix"):
+        validate_prefix(prefix)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
-from zarr.abc.store import SupportsDeleteSync, SupportsGetSync, SupportsSetSync
+from zarr.abc.store import Store, SupportsDeleteSync, SupportsGetSync, SupportsSetSync
 from zarr.core.buffer import cpu, default_buffer_prototype
 from zarr.core.sync import _collect_aiterator
-from zarr.storage import FsspecStore, LocalStore, MemoryStore, ZipStore
+from zarr.storage import FsspecStore, LocalStore, MemoryStore, WrapperStore, ZipStore
 
 from shardedstore import (
     KeyValidationError,
@@ -21,8 +22,6 @@ from shardedstore import (
     array_shard_directory_store,
 )
 from tests.conftest import MemoryShardFactory
-
-pytestmark = pytest.mark.filterwarnings("ignore:Object at .* is not recognized")
 
 
 def buf(data: bytes) -> cpu.Buffer:
@@ -58,12 +57,19 @@ async def test_bad_keys_write_nothing(local_layout: ShardedStore, tmp_path: Path
     assert tree(tmp_path.parent / "escape") == []
 
 
-@pytest.mark.parametrize("prefix", ["/", "a//", "../", "a/../"])
-async def test_bad_prefixes(local_layout: ShardedStore, prefix: str) -> None:
+@pytest.mark.parametrize(
+    "prefix", ["//", "/etc", "/etc/", "/a", "a//", "../", "a/../", "a/../b", "\\", "a\\b/", "./"]
+)
+async def test_bad_prefixes(local_layout: ShardedStore, tmp_path: Path, prefix: str) -> None:
     with pytest.raises(KeyValidationError):
         await _collect_aiterator(local_layout.list_prefix(prefix))
     with pytest.raises(KeyValidationError):
+        await _collect_aiterator(local_layout.list_dir(prefix))
+    with pytest.raises(KeyValidationError):
+        await local_layout.is_empty(prefix)
+    with pytest.raises(KeyValidationError):
         await local_layout.delete_dir(prefix)
+    assert not any((tmp_path / d).exists() for d in ("base", "people", "m", "shards"))
 
 
 def test_layout_errors(tmp_path: Path) -> None:
@@ -118,11 +124,65 @@ async def test_listing_merges_every_shard(local_layout: ShardedStore) -> None:
     assert "sim/foo/c/12/1" not in mapping
 
 
-async def test_mount_points_listed_before_writes(local_layout: ShardedStore) -> None:
-    assert set(await _collect_aiterator(local_layout.list_dir(""))) == {"people", "deep"}
-    assert set(await _collect_aiterator(local_layout.list_dir("deep/er"))) == {"mount"}
-    assert await _collect_aiterator(local_layout.list()) == ()
+async def _names(store: Store, path: str) -> set[str]:
+    return set(await _collect_aiterator(store.list_dir(path)))
+
+
+async def test_mount_points_show_once_they_hold_something(
+    local_layout: ShardedStore, tmp_path: Path
+) -> None:
+    # An empty mount is invisible, as an empty directory is to zarr.
+    for path in ("", "deep", "deep/er", "deep/er/mount", "people"):
+        assert await _names(local_layout, path) == set()
     assert await local_layout.is_empty("")
+    assert await local_layout.is_empty("deep/er/mount")
+    # Looking creates nothing: the mounts' directories were never made.
+    assert not (tmp_path / "people").exists()
+    assert not (tmp_path / "m").exists()
+    await local_layout.set("deep/er/mount/zarr.json", buf(b"{}"))
+    assert await _names(local_layout, "") == {"deep"}
+    assert await _names(local_layout, "deep") == {"er"}
+    assert await _names(local_layout, "deep/er") == {"mount"}
+    assert not await local_layout.is_empty("deep/")
+    await local_layout.delete("deep/er/mount/zarr.json")
+    assert await _names(local_layout, "") == set()
+    assert await local_layout.is_empty("")
+    # A fresh store over the same storage sees what the mounts hold, read-only or not.
+    await local_layout.set("people/zarr.json", buf(b"{}"))
+    again = ShardedStore(*local_layout._given, local_layout.array_shards)
+    for store in (again, again.with_read_only(True)):
+        assert await _names(store, "") == {"people"}
+        assert not await store.is_empty("people/")
+
+
+async def test_mount_that_cannot_be_opened_read_only_is_empty(tmp_path: Path) -> None:
+    store = ShardedStore(
+        MemoryStore(),
+        {"z": ZipStore(tmp_path / "z.zip", mode="w"), "d/e": LocalStore(tmp_path / "d")},
+    )
+    await store.set("zarr.json", buf(b"{}"))
+    assert await _names(store, "") == {"zarr.json"}
+    assert await store.is_empty("z/")
+    assert await store.is_empty("d/")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_consolidated_metadata_support_follows_the_base() -> None:
+    assert ShardedStore(MemoryStore(), {"m": MemoryStore()}).supports_consolidated_metadata
+    store = ShardedStore(_NoConsolidatedMetadata(MemoryStore()), {"m": MemoryStore()})
+    assert store.supports_consolidated_metadata is False
+    assert store.with_read_only(True).supports_consolidated_metadata is False
+    zarr.open_group(store, mode="w").create_group("m")
+    with pytest.raises(TypeError, match="doesn't support consolidated metadata"):
+        zarr.consolidate_metadata(store)
+
+
+class _NoConsolidatedMetadata(WrapperStore[Store]):
+    """A store that consolidates metadata its own way (as Icechunk does)."""
+
+    @property
+    def supports_consolidated_metadata(self) -> bool:
+        return False
 
 
 async def test_delete_dir_clears_array_shards_and_mounts(
@@ -266,3 +326,92 @@ def test_pickling_keeps_a_zip_mount_intact(tmp_path: Path) -> None:
         assert "x/c/0" in zf.namelist()
     assert zarr.open_array(copy, path="people/x", mode="r")[:].tolist() == [1, 2, 3]
     copy.close()
+
+
+# ------------------------------------------------- "/" as zarr's MemoryStore reads it
+
+
+class _RootGuard(WrapperStore[Store]):
+    """A real store that fails loudly when a listing or delete prefix starts with ``/``.
+
+    zarr's LocalStore takes ``/`` for the filesystem root (``delete_dir("/")`` would
+    remove it); a ShardedStore must answer ``/`` itself and never pass it on.
+    """
+
+    @staticmethod
+    def _check(method: str, prefix: str) -> None:
+        if prefix.startswith("/"):
+            raise AssertionError(f"{method}({prefix!r}) reached a sub-store")
+
+    def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+        self._check("list_prefix", prefix)
+        return super().list_prefix(prefix)
+
+    def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        self._check("list_dir", prefix)
+        return super().list_dir(prefix)
+
+    async def is_empty(self, prefix: str) -> bool:
+        self._check("is_empty", prefix)
+        return await super().is_empty(prefix)
+
+    async def delete_dir(self, prefix: str) -> None:
+        self._check("delete_dir", prefix)
+        await super().delete_dir(prefix)
+
+
+def _guarded_layout(tmp_path: Path, kind: str) -> ShardedStore:
+    base = _RootGuard(LocalStore(tmp_path / "base"))
+    if kind == "base only":
+        return ShardedStore(base)
+    return ShardedStore(
+        base,
+        {
+            "people": _RootGuard(LocalStore(tmp_path / "people")),
+            "deep/er/mount": _RootGuard(LocalStore(tmp_path / "m")),
+        },
+        {"sim/foo": (1, array_shard_directory_store(tmp_path / "shards"))},
+    )
+
+
+async def _memory_copy(store: ShardedStore) -> MemoryStore:
+    reference = MemoryStore()
+    for key in await _collect_aiterator(store.list()):
+        value = await store.get(key, default_buffer_prototype())
+        assert value is not None
+        await reference.set(key, value)
+    return reference
+
+
+async def _root_answers(store: Store, root: str) -> tuple[list[str], list[str], bool]:
+    return (
+        sorted(await _collect_aiterator(store.list_prefix(root))),
+        sorted(await _collect_aiterator(store.list_dir(root))),
+        await store.is_empty(root),
+    )
+
+
+@pytest.mark.parametrize("kind", ["base only", "mounts and array shards"])
+@pytest.mark.parametrize("written", [False, True])
+async def test_slash_prefix_is_the_root(tmp_path: Path, kind: str, written: bool) -> None:
+    (tmp_path / "sentinel").write_text("must survive delete_dir('/')")
+    store = _guarded_layout(tmp_path, kind)
+    if written:
+        root = zarr.open_group(store, mode="w")
+        root.create_array("sim/foo", shape=(3, 2), chunks=(1, 2), dtype="i2")[:] = 3
+        root.create_group("people").create_array("h", shape=(2,), dtype="f4")[:] = 1.5
+        root.create_group("deep/er/mount").attrs["x"] = 1
+    reference = await _memory_copy(store)
+    keys = sorted(await _collect_aiterator(store.list()))
+    assert len(keys) == (12 if written else 0)
+    # "/" answers as "" does, in the store and in a MemoryStore holding the same keys
+    # (whose list_prefix/is_empty read "/" as a string prefix, so "" stands in there);
+    # _RootGuard fails the test if "/" ever reaches a sub-store.
+    assert await _root_answers(store, "/") == await _root_answers(reference, "")
+    assert await _root_answers(store, "/") == await _root_answers(store, "")
+    await store.delete_dir("/")
+    assert sorted(await _collect_aiterator(store.list())) == []
+    assert await store.is_empty("/")
+    assert (tmp_path / "sentinel").exists()  # nothing above the store was touched
+    with pytest.raises(ValueError, match="read-only"):
+        await store.with_read_only(True).delete_dir("/")

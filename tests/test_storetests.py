@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 from zarr.core.buffer import Buffer, cpu, default_buffer_prototype
-from zarr.core.sync import _collect_aiterator
 from zarr.storage import LocalStore, MemoryStore
 from zarr.testing.store import StoreTests
 
@@ -48,33 +47,6 @@ class _ShardedStoreTests(StoreTests[ShardedStore, cpu.Buffer]):
         assert store.supports_listing
 
 
-class _MountPointTests(_ShardedStoreTests):
-    """Layouts with mounts: list_dir shows mount points before anything is written.
-
-    zarr's generic ``test_list_dir`` expects an empty store to list nothing; here the
-    mount points (and the parents of deep ones) are listed from the start, by design.
-    The same checks run with them added to the expected names.
-    """
-
-    async def test_list_dir(self, store: ShardedStore) -> None:
-        def mount_points(root: str) -> set[str]:
-            prefix = f"{root}/" if root else ""
-            return {m[len(prefix) :].split("/")[0] for m in store.mounts if m.startswith(prefix)}
-
-        assert set(await _collect_aiterator(store.list_dir(""))) == mount_points("")
-        roots_and_keys = [
-            ("foo", {"foo/zarr.json": b"bar", "foo/c/1": b"\x01"}),
-            ("foo/bar", {"foo/bar/first": b"1", "foo/bar/second/zarr.json": b"2"}),
-        ]
-        for root, data in roots_and_keys:
-            assert set(await _collect_aiterator(store.list_dir(root))) == mount_points(root)
-            await store._set_many((k, self.buffer_cls.from_bytes(v)) for k, v in data.items())
-            expected = {k.removeprefix(root + "/").split("/")[0] for k in data}
-            expected |= mount_points(root)
-            assert set(await _collect_aiterator(store.list_dir(root))) == expected
-            assert set(await _collect_aiterator(store.list_dir(root + "/"))) == expected
-
-
 class TestBaseOnlyMemory(_ShardedStoreTests):
     @pytest.fixture
     def store_kwargs(self) -> dict[str, Any]:
@@ -87,13 +59,13 @@ class TestBaseOnlyLocal(_ShardedStoreTests):
         return {"base": LocalStore(tmp_path / "base")}
 
 
-class TestMountsMemory(_MountPointTests):
+class TestMountsMemory(_ShardedStoreTests):
     @pytest.fixture
     def store_kwargs(self) -> dict[str, Any]:
         return {"base": MemoryStore(), "shards": {"foo": MemoryStore(), "a/b": MemoryStore()}}
 
 
-class TestMountsAndArrayShardsMemory(_MountPointTests):
+class TestMountsAndArrayShardsMemory(_ShardedStoreTests):
     @pytest.fixture
     def store_kwargs(self) -> dict[str, Any]:
         return {
@@ -103,7 +75,7 @@ class TestMountsAndArrayShardsMemory(_MountPointTests):
         }
 
 
-class TestMountsAndArrayShardsLocal(_MountPointTests):
+class TestMountsAndArrayShardsLocal(_ShardedStoreTests):
     @pytest.fixture
     def store_kwargs(self, tmp_path: Path) -> dict[str, Any]:
         return {
@@ -114,8 +86,6 @@ class TestMountsAndArrayShardsLocal(_MountPointTests):
 
 
 class TestArrayShardsOnlyLocal(_ShardedStoreTests):
-    """Array shards without mounts: zarr's list_dir test runs unchanged."""
-
     @pytest.fixture
     def store_kwargs(self, tmp_path: Path) -> dict[str, Any]:
         return {

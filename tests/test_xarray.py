@@ -20,8 +20,6 @@ from shardedstore import LayoutError, ShardedStore, array_shard_directory_store
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
-pytestmark = pytest.mark.filterwarnings("ignore:Object at .* is not recognized:UserWarning")
-
 
 def readme_example() -> str:
     text = README.read_text()
@@ -200,3 +198,33 @@ def test_open_datatree_reads_read_only(tmp_path: Path) -> None:
     xr.testing.assert_identical(back, ds.compute())
     with pytest.raises(ValueError, match="read-only"):
         ds.to_zarr(reader, mode="w")
+
+
+def _not_recognized(caught: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in caught if "is not recognized" in str(w.message)]
+
+
+@pytest.mark.parametrize("consolidated", [False, True])
+def test_empty_mounts_never_warn(tmp_path: Path, consolidated: bool) -> None:
+    store = ShardedStore(
+        LocalStore(tmp_path / "base"),
+        {
+            "people": LocalStore(tmp_path / "people"),
+            "spare": LocalStore(tmp_path / "spare"),  # never written
+            "deep/spare": LocalStore(tmp_path / "deep"),  # never written, and deep
+        },
+    )
+    tree = xr.DataTree.from_dict(
+        {
+            "/": xr.Dataset(attrs={"title": "t"}),
+            "people": xr.Dataset({"heights": ("n", [1.5, 1.8])}),
+        }
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tree.to_zarr(store, mode="w", consolidated=consolidated)
+        back = xr.open_datatree(store, engine="zarr", consolidated=consolidated)
+        members = dict(zarr.open_group(store, mode="r").members(max_depth=None))
+    assert _not_recognized(caught) == []
+    assert sorted(back.groups) == ["/", "/people"]
+    assert sorted(members) == ["people", "people/heights"]

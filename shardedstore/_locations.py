@@ -1,0 +1,742 @@
+"""Where each store of a layout keeps its data, and whether two of them overlap.
+
+A *location* is where a store's keys live:
+
+- a local directory or zip file, after ``..``, symlinks and :func:`os.path.realpath`;
+  ``file://`` URLs and fsspec's local filesystem are local paths too;
+- a URL: its protocol and its normalized path (``s3://b/x/../y`` is ``s3://b/y``);
+- for a store without a path (a ``MemoryStore``, a store type this module does not
+  know), the store itself: such stores overlap only if they are the same store (for a
+  ``MemoryStore``: if they share its dict).
+
+An array-shard template is a location *pattern* in which ``{chunk}`` stands for any
+chunk index of the array's dims. Two stores of one layout overlap when their locations
+are the same or one lies inside the other; :func:`check_layout` refuses that. The cost
+is O(stores): templates are compared as patterns, never by trying every chunk index.
+Everything here is pure apart from ``os.path.realpath`` (and one ``lstat`` per store).
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+from zarr.abc.store import Store
+from zarr.storage import FsspecStore, LocalStore, MemoryStore, WrapperStore, ZipStore
+
+from shardedstore._errors import ConfigError, LayoutError
+from shardedstore._factories import (
+    CHUNK_PLACEHOLDER,
+    ArrayShardDirectoryFactory,
+    ArrayShardTemplateFactory,
+)
+from shardedstore._registry import get_store_type
+
+if TYPE_CHECKING:
+    from shardedstore._store import ShardedStore
+
+__all__ = [
+    "Location",
+    "LocationOverlapError",
+    "Member",
+    "Pattern",
+    "check_layout",
+    "escapes_folder",
+    "find_overlap",
+    "folder_location",
+    "layout_members",
+    "member_name",
+    "placeholder_survives",
+]
+
+LOCAL = "file"
+"""The space of local paths."""
+
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://(.*)$", re.DOTALL)
+# Protocol names that address the same namespace.
+_ALIASES = {"local": LOCAL, "s3a": "s3", "gcs": "gs", "http": "https"}
+_INDEX_PART = "(?:0|[1-9][0-9]*)"
+_DIGITS = frozenset("0123456789")
+_NONZERO = frozenset("123456789")
+
+_FIX = (
+    "give every store of a layout its own location, none inside another (to nest "
+    "layouts, mount a ShardedStore whose stores are separate)"
+)
+_COLLAPSE_FIX = (
+    f"keep {CHUNK_PLACEHOLDER} in the path once '..' is resolved, "
+    f"e.g. 'shards/{CHUNK_PLACEHOLDER}.zarr'"
+)
+
+
+# ------------------------------------------------------------------ locations
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Location:
+    """Where one store keeps its keys.
+
+    Attributes
+    ----------
+    space
+        ``"file"`` for local paths, a URL protocol (``"s3"``), or ``""`` for a store
+        located by its identity.
+    parts
+        The normalized path, split on ``/`` (for URLs the bucket or host comes first).
+    token
+        For a store located by identity: the object that is its location.
+    label
+        How an identity location is shown in messages.
+    """
+
+    space: str
+    parts: tuple[str, ...]
+    token: object = None
+    label: str = ""
+
+    @property
+    def key(self) -> tuple[str, tuple[str, ...], int]:
+        """Equal for equal locations (identity locations: while ``token`` is alive)."""
+        return (self.space, self.parts, id(self.token))
+
+    def __str__(self) -> str:
+        if self.token is not None:
+            return self.label
+        path = "/".join(self.parts)
+        return f"/{path}" if self.space == LOCAL else f"{self.space}://{path}"
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """The locations of an array-shard template: ``{chunk}`` is any chunk index.
+
+    Attributes
+    ----------
+    space
+        As for :class:`Location`.
+    fixed
+        The resolved path up to the first part holding ``{chunk}``.
+    rest
+        The remaining parts, normalized; the first holds ``{chunk}``.
+    dims
+        How many parts a chunk index has (``3`` or ``3.0``).
+    """
+
+    space: str
+    fixed: tuple[str, ...]
+    rest: tuple[str, ...]
+    dims: int
+
+    def render(self, chunk_index: str) -> Location:
+        """The location of the array shard at ``chunk_index``."""
+        rendered = tuple(part.replace(CHUNK_PLACEHOLDER, chunk_index) for part in self.rest)
+        return Location(self.space, self.fixed + rendered)
+
+    def __str__(self) -> str:
+        return str(Location(self.space, self.fixed + self.rest))
+
+
+def _lexical(parts: Sequence[str]) -> tuple[int, list[str]]:
+    """``parts`` with ``.`` and ``..`` resolved: (``..`` left over at the start, parts)."""
+    ups, out = 0, list[str]()
+    for part in parts:
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if out:
+                out.pop()
+            else:
+                ups += 1
+        else:
+            out.append(part)
+    return ups, out
+
+
+def _real_parts(path: str) -> tuple[str, ...]:
+    return tuple(part for part in os.path.realpath(path).split(os.sep) if part)
+
+
+class _Resolver:
+    """``os.path.realpath`` for many paths, resolving each parent directory once.
+
+    Array shards share a few parent directories: each path then costs one ``lstat``
+    (is its last part a symlink) instead of one per path component.
+    """
+
+    def __init__(self) -> None:
+        self._parents: dict[str, tuple[str, ...]] = {}
+
+    def local(self, path: str | os.PathLike[str]) -> Location:
+        text = os.fspath(path)
+        parent, name = os.path.split(text)
+        if parent and name not in ("", ".", "..") and not os.path.islink(text):
+            parts = self._parents.get(parent)
+            if parts is None:
+                parts = self._parents[parent] = _real_parts(parent)
+            return Location(LOCAL, (*parts, name))
+        return Location(LOCAL, _real_parts(text))
+
+
+def _split(value: str, kind: Literal["local", "url"]) -> tuple[str, str]:
+    """(space, path) of a path field's value; local paths keep their own form."""
+    match = _URL.match(value) if kind == "url" else None
+    if match is None:
+        return LOCAL, value
+    scheme = match[1].lower()
+    scheme, rest = _ALIASES.get(scheme, scheme), match[2]
+    if scheme == LOCAL:
+        return LOCAL, rest or "/"
+    if scheme == "https":
+        rest = rest.split("#", 1)[0].split("?", 1)[0]
+        host, _, path = rest.partition("/")
+        rest = f"{host.lower()}/{path}"
+    return scheme, rest
+
+
+def _location(space: str, path: str, resolver: _Resolver) -> Location:
+    if space == LOCAL:
+        return resolver.local(path or ".")
+    return Location(space, tuple(_lexical(path.split("/"))[1]))
+
+
+def value_location(
+    value: str, kind: Literal["local", "url"], resolver: _Resolver | None = None
+) -> Location:
+    """The location of a store config's path field (a local path or a URL)."""
+    return _location(*_split(value, kind), resolver or _Resolver())
+
+
+def pattern_location(
+    value: str, kind: Literal["local", "url"], dims: int, resolver: _Resolver | None = None
+) -> Location | Pattern:
+    """The locations of a template's path field; a Location if ``{chunk}`` does not survive."""
+    resolver = resolver or _Resolver()
+    space, path = _split(value, kind)
+    parts = path.split("/")
+    first = next((i for i, part in enumerate(parts) if CHUNK_PLACEHOLDER in part), None)
+    if first is None:
+        return _location(space, path, resolver)
+    ups, rest = _lexical(parts[first:])
+    fixed = "/".join([*parts[:first], *[".."] * ups])
+    if not any(CHUNK_PLACEHOLDER in part for part in rest):
+        return _location(space, "/".join([fixed, *rest]), resolver)
+    if space == LOCAL and not fixed and path.startswith("/"):
+        fixed = "/"
+    return Pattern(space, _location(space, fixed, resolver).parts, tuple(rest), dims)
+
+
+def placeholder_survives(value: str, kind: Literal["local", "url"]) -> bool:
+    """Whether ``{chunk}`` is still in a template path once ``.`` and ``..`` are resolved."""
+    _, path = _split(value, kind)
+    parts = path.split("/")
+    first = next((i for i, part in enumerate(parts) if CHUNK_PLACEHOLDER in part), None)
+    return first is not None and any(
+        CHUNK_PLACEHOLDER in part for part in _lexical(parts[first:])[1]
+    )
+
+
+def folder_location(path_or_url: str) -> Location:
+    """The location of a config's folder (a local directory or a URL)."""
+    return value_location(path_or_url, "url")
+
+
+def escapes_folder(
+    folder: Location, value: str, kind: Literal["local", "url"], *, template: bool
+) -> Location | Pattern | None:
+    """Where a path field's value points, if that is not inside ``folder`` (else None).
+
+    A store must lie strictly inside the folder: the folder itself holds the config.
+    A template counts by its fixed part (its array shards lie below that).
+    """
+    where: Location | Pattern
+    if template and CHUNK_PLACEHOLDER in value:
+        where = pattern_location(value, kind, 1)
+    else:
+        where = value_location(value, kind)
+    if where.space != folder.space:
+        return where
+    size = len(folder.parts)
+    if isinstance(where, Pattern):
+        inside = where.fixed[:size] == folder.parts
+    else:
+        inside = len(where.parts) > size and where.parts[:size] == folder.parts
+    return None if inside else where
+
+
+def _fsspec_location(store: FsspecStore, resolver: _Resolver) -> Location:
+    fs = getattr(store.fs, "sync_fs", store.fs)  # zarr wraps sync filesystems
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    path = str(store.path)
+    if _URL.match(path):  # http(s) keeps the whole URL as its path
+        return value_location(path, "url", resolver)
+    if _ALIASES.get(protocol, protocol) == LOCAL:
+        return resolver.local(path)
+    return _location(*_split(f"{protocol}://{path}", "url"), resolver)
+
+
+def _spec_locations(spec: Mapping[str, Any], resolver: _Resolver) -> list[Location]:
+    """The locations a store config names (none for a type that is not registered)."""
+    try:
+        store_type = get_store_type(str(spec.get("type")), ("type",))
+    except ConfigError:  # raised again, naming the field, when the store is made
+        return []
+    return [
+        value_location(spec[name], store_type.path_kind, resolver)
+        for name in store_type.path_fields
+        if isinstance(spec.get(name), str)
+    ]
+
+
+def store_location(store: Store, resolver: _Resolver | None = None) -> Location:
+    """Where ``store`` keeps its keys (its identity if it has no path we know)."""
+    resolver = resolver or _Resolver()
+    while isinstance(store, WrapperStore):
+        store = store._store
+    if isinstance(store, LocalStore):
+        return resolver.local(store.root)
+    if isinstance(store, ZipStore):
+        return resolver.local(store.path)
+    if isinstance(store, FsspecStore):
+        return _fsspec_location(store, resolver)
+    if isinstance(store, MemoryStore):
+        return Location("", (), store._store_dict, str(store))
+    from shardedstore._registry import _BUILTINS, _plugins
+
+    for store_type in (_BUILTINS["obstore"], *_plugins.values()):
+        if store_type.handles(store):
+            try:
+                spec = {"type": store_type.name, **store_type.to_spec(store)}
+                found = _spec_locations(spec, resolver)
+            except (ConfigError, AttributeError, TypeError, KeyError):
+                break
+            if found:
+                return found[0]
+            break
+    return Location("", (), store, f"{type(store).__name__} {store}")
+
+
+# -------------------------------------------------------------------- members
+
+
+@dataclass(frozen=True, eq=False)
+class Member:
+    """One store (or array-shard template) of a layout, and where the layout names it.
+
+    Attributes
+    ----------
+    where
+        The path of its entry in the layout, as in a config: ``("base",)``,
+        ``("mounts", "people")``, ``("array_shards", "t")`` (the template),
+        ``("array_shards", "t", "shards", "3")`` (an explicit array shard),
+        ``("mounts", "sub", "base")`` (inside a mounted ShardedStore).
+    location
+        Its location, or the pattern of a template's.
+    array
+        The ``where`` of the array-shard entry it belongs to, if any.
+    chunk_index
+        The array shard it is (None: the base, a mount, or every array shard).
+    collapsed
+        For a template whose ``{chunk}`` does not survive normalization: its text.
+    """
+
+    where: tuple[str, ...]
+    location: Location | Pattern
+    array: tuple[str, ...] | None = None
+    chunk_index: str | None = None
+    collapsed: str | None = None
+
+
+def member_name(member: Member) -> str:
+    """A member as people name it: ``base``, ``mount 'people'``, ``base in mount 'sub'``."""
+    where, names, i = member.where, [], 0
+    while i < len(where):
+        if where[i] == "mounts":
+            names.append(f"mount {where[i + 1]!r}")
+            i += 2
+        elif where[i] == "array_shards":
+            path, i = where[i + 1], i + 2
+            if where[i : i + 1] == ("shards",):
+                names.append(f"array shard {path!r} chunk {where[i + 1]}")
+                i += 2
+            elif member.chunk_index is not None and i == len(where):
+                names.append(f"array shard {path!r} chunk {member.chunk_index}")
+            else:
+                names.append(f"array shards of {path!r}")
+        else:
+            names.append(where[i])
+            i += 1
+    return " in ".join(reversed(names))
+
+
+def _sample_indices(dims: int) -> tuple[str, str]:
+    """Two distinct chunk indices of ``dims`` parts: ``0``/``1``, ``0.0``/``1.1``."""
+    return ".".join("0" * dims), ".".join("1" * dims)
+
+
+@functools.cache
+def _sharded_store_type() -> type[ShardedStore]:
+    from shardedstore._store import ShardedStore  # imports this module
+
+    return ShardedStore
+
+
+def _store_members(
+    store: Store,
+    where: tuple[str, ...],
+    resolver: _Resolver,
+    array: tuple[str, ...] | None = None,
+    chunk_index: str | None = None,
+) -> Iterator[Member]:
+    if isinstance(store, _sharded_store_type()):
+        # A mounted layout contributes every one of its own locations.
+        base, mounts = store._given
+        yield from _layout_members(base, mounts, store._arrays, where, resolver)
+    else:
+        yield Member(where, store_location(store, resolver), array, chunk_index)
+
+
+def _template_members(
+    template: Mapping[str, Any], dims: int, where: tuple[str, ...], resolver: _Resolver
+) -> Iterator[Member]:
+    try:
+        store_type = get_store_type(str(template.get("type")), ("type",))
+    except ConfigError:  # raised again, naming the field, when a shard is made
+        return
+    values = [
+        template[name] for name in store_type.path_fields if isinstance(template.get(name), str)
+    ]
+    kind = store_type.path_kind
+    with_placeholder = [value for value in values if CHUNK_PLACEHOLDER in value]
+    for value in with_placeholder:
+        found = pattern_location(value, kind, dims, resolver)
+        collapsed = None if isinstance(found, Pattern) else value
+        yield Member(where, found, where, None, collapsed)
+    if values and not with_placeholder:  # lost on the way, e.g. by resolving '..'
+        yield Member(where, value_location(values[0], kind, resolver), where, None, values[0])
+
+
+def _factory_members(
+    factory: object, dims: int, where: tuple[str, ...], resolver: _Resolver
+) -> Iterator[Member]:
+    from shardedstore._transforms import ArrayShardStoresFactory
+
+    if isinstance(factory, ArrayShardDirectoryFactory):
+        prefix = os.fspath(factory.prefix)
+        pattern = Pattern(LOCAL, resolver.local(prefix).parts, (f"{CHUNK_PLACEHOLDER}.zarr",), dims)
+        yield Member(where, pattern, where)
+    elif isinstance(factory, ArrayShardTemplateFactory):
+        if factory.template is not None:
+            yield from _template_members(factory.template, dims, where, resolver)
+        for index, spec in factory.shards.items():
+            for found in _spec_locations(spec, resolver):
+                yield Member((*where, "shards", index), found, where, index)
+    elif isinstance(factory, ArrayShardStoresFactory):
+        for index, store in factory.stores.items():
+            yield from _store_members(store, (*where, "shards", index), resolver, where, index)
+        if factory.fallback is not None:
+            yield from _factory_members(factory.fallback, dims, where, resolver)
+    elif callable(factory):
+        # Any other callable: what it makes for two distinct chunk indices.
+        for index in _sample_indices(dims):
+            try:
+                store = factory(index)
+            except Exception:  # an index it does not serve fails again when it is used
+                continue
+            if isinstance(store, Store):
+                yield from _store_members(store, where, resolver, where, index)
+
+
+def _layout_members(
+    base: Store,
+    mounts: Mapping[str, Store],
+    arrays: Mapping[str, tuple[int, object]],
+    prefix: tuple[str, ...],
+    resolver: _Resolver,
+) -> Iterator[Member]:
+    yield from _store_members(base, (*prefix, "base"), resolver)
+    for path, store in mounts.items():
+        yield from _store_members(store, (*prefix, "mounts", path), resolver)
+    for path, (dims, factory) in arrays.items():
+        yield from _factory_members(factory, dims, (*prefix, "array_shards", path), resolver)
+
+
+def layout_members(
+    base: Store, mounts: Mapping[str, Store], arrays: Mapping[str, tuple[int, object]]
+) -> list[Member]:
+    """Every store of a layout (mounted layouts included) with its location."""
+    return list(_layout_members(base, mounts, arrays, (), _Resolver()))
+
+
+# -------------------------------------------------------------------- overlap
+
+
+class LocationOverlapError(LayoutError):
+    """Two stores of one layout share a location, or one lies inside the other.
+
+    Attributes
+    ----------
+    first, second
+        The two members; ``second`` is None when one array-shard template maps
+        different chunk indices to one location.
+    relation
+        How ``first`` relates to ``second`` (``"is the same location as"``).
+    """
+
+    def __init__(self, first: Member, second: Member | None, relation: str) -> None:
+        self.first = first
+        self.second = second
+        self.relation = relation
+        super().__init__(self.explain(member_name))
+
+    def explain(self, name: Callable[[Member], str], *, subject: bool = True) -> str:
+        """The message, naming members with ``name``; without the subject's name if not."""
+        head = (
+            f"{name(self.first)} ({self.first.location})" if subject else str(self.first.location)
+        )
+        if self.second is None:
+            return f"{head} {self.relation}; {_COLLAPSE_FIX}"
+        return f"{head} {self.relation} {name(self.second)} ({self.second.location}); {_FIX}"
+
+    def __reduce__(self) -> tuple[type[LayoutError], tuple[str]]:
+        # The members hold stores; a plain LayoutError with the message pickles.
+        return (LayoutError, (str(self),))
+
+
+def _same_shard(a: Member, b: Member) -> bool:
+    """Whether ``a`` and ``b`` are one array shard described twice (an override)."""
+    if a.array is None or a.array != b.array:
+        return False
+    if a.chunk_index is not None and b.chunk_index is not None:
+        return a.chunk_index == b.chunk_index
+    pattern, other = (a, b) if isinstance(a.location, Pattern) else (b, a)
+    if (
+        isinstance(pattern.location, Pattern)
+        and isinstance(other.location, Location)
+        and other.chunk_index is not None
+    ):
+        return pattern.location.render(other.chunk_index).key == other.location.key
+    return False
+
+
+@functools.lru_cache(maxsize=256)
+def _part_regex(part: str, dims: int) -> re.Pattern[str]:
+    index = _INDEX_PART + rf"(?:\.{_INDEX_PART}){{{dims - 1}}}"
+    pieces = part.split(CHUNK_PLACEHOLDER)
+    # Every {chunk} in a part is replaced by the same chunk index.
+    regex = re.escape(pieces[0]) + f"(?P<index>{index})"
+    regex += "".join(f"{re.escape(piece)}(?P=index)" for piece in pieces[1:-1])
+    return re.compile(regex + re.escape(pieces[-1]))
+
+
+Edges = list[list[tuple[frozenset[str] | None, int]]]
+
+
+@functools.lru_cache(maxsize=256)
+def _automaton(part: str, dims: int) -> tuple[Edges, int]:
+    """A part's names as an automaton (edges; None is an empty move) and its end state."""
+    edges: Edges = [[]]
+
+    def new() -> int:
+        edges.append([])
+        return len(edges) - 1
+
+    current = 0
+    pieces = part.split(CHUNK_PLACEHOLDER)
+    for number, piece in enumerate(pieces):
+        for char in piece:
+            state = new()
+            edges[current].append((frozenset(char), state))
+            current = state
+        if number == len(pieces) - 1:
+            break
+        for dim in range(dims):  # a chunk index: dims numbers joined by '.'
+            zero, digits, end = new(), new(), new()
+            edges[current] += [(frozenset("0"), zero), (_NONZERO, digits)]
+            edges[digits].append((_DIGITS, digits))
+            edges[zero].append((None, end))
+            edges[digits].append((None, end))
+            current = end
+            if dim < dims - 1:
+                current = new()
+                edges[end].append((frozenset("."), current))
+    return edges, current
+
+
+def _closure(edges: Edges, states: set[int]) -> frozenset[int]:
+    todo, seen = list(states), set(states)
+    while todo:
+        for label, target in edges[todo.pop()]:
+            if label is None and target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return frozenset(seen)
+
+
+def _patterns_meet(a: str, a_dims: int, b: str, b_dims: int) -> bool:
+    """Whether two template parts can name the same file or directory."""
+    (edges_a, end_a), (edges_b, end_b) = _automaton(a, a_dims), _automaton(b, b_dims)
+    alphabet = {c for edges in (edges_a, edges_b) for out in edges for s, _ in out if s for c in s}
+    start = (_closure(edges_a, {0}), _closure(edges_b, {0}))
+    todo, seen = [start], {start}
+    while todo:
+        states_a, states_b = todo.pop()
+        if end_a in states_a and end_b in states_b:
+            return True
+        for char in alphabet:
+            next_a = {t for s in states_a for label, t in edges_a[s] if label and char in label}
+            next_b = {t for s in states_b for label, t in edges_b[s] if label and char in label}
+            if next_a and next_b:
+                pair = (_closure(edges_a, next_a), _closure(edges_b, next_b))
+                if pair not in seen:
+                    seen.add(pair)
+                    todo.append(pair)
+    return False
+
+
+def _parts(found: Location | Pattern) -> list[tuple[str, int]]:
+    """Path parts with the dims of those holding ``{chunk}`` (0: a plain name)."""
+    if isinstance(found, Location):
+        return [(part, 0) for part in found.parts]
+    rest = [(part, found.dims if CHUNK_PLACEHOLDER in part else 0) for part in found.rest]
+    return [(part, 0) for part in found.fixed] + rest
+
+
+def _parts_meet(a: tuple[str, int], b: tuple[str, int]) -> bool:
+    (text_a, dims_a), (text_b, dims_b) = a, b
+    if not dims_a and not dims_b:
+        return text_a == text_b
+    if not dims_a:
+        return _part_regex(text_b, dims_b).fullmatch(text_a) is not None
+    if not dims_b:
+        return _part_regex(text_a, dims_a).fullmatch(text_b) is not None
+    return _patterns_meet(text_a, dims_a, text_b, dims_b)
+
+
+def _rendered_index(pattern: Pattern, location: Location) -> str | None:
+    """The chunk index ``pattern`` matches ``location`` (or its parent) with, if any."""
+    for part, name in zip(pattern.rest, location.parts[len(pattern.fixed) :], strict=False):
+        if CHUNK_PLACEHOLDER in part:
+            match = _part_regex(part, pattern.dims).fullmatch(name)
+            return None if match is None else match["index"]
+    return None
+
+
+def _against_pattern(member: Member, pattern_member: Member) -> str:
+    """How a location under a template's fixed part relates to the template."""
+    location, pattern = member.location, pattern_member.location
+    assert isinstance(location, Location)
+    assert isinstance(pattern, Pattern)
+    index = _rendered_index(pattern, location)
+    size = len(pattern.fixed) + len(pattern.rest)
+    if len(location.parts) == size:
+        return f"is where chunk index {index} goes in"
+    if len(location.parts) > size:
+        return f"lies inside the store of chunk index {index} of"
+    return f"contains the store of chunk index {index} of"
+
+
+def _rendered_by_own_template(
+    member: Member, templates: Mapping[tuple[str, ...] | None, Location | Pattern]
+) -> bool:
+    pattern = templates.get(member.array) if member.chunk_index is not None else None
+    return (
+        isinstance(pattern, Pattern)
+        and isinstance(member.location, Location)
+        and pattern.render(cast("str", member.chunk_index)).key == member.location.key
+    )
+
+
+def find_overlap(members: Sequence[Member]) -> LocationOverlapError | None:
+    """The first two members whose locations are the same or nested (None: none do)."""
+    concrete = [m for m in members if isinstance(m.location, Location)]
+    patterns = [m for m in members if isinstance(m.location, Pattern)]
+    for member in members:
+        if member.collapsed is not None:
+            return LocationOverlapError(
+                member,
+                None,
+                f"loses {CHUNK_PLACEHOLDER} in {member.collapsed!r} once '..' is resolved, "
+                "so every chunk index maps to this one store",
+            )
+    # An explicit array shard where its own template would put it adds nothing to check:
+    # whatever overlaps it overlaps the template.
+    templates = {m.array: m.location for m in patterns}
+    concrete = [m for m in concrete if not _rendered_by_own_template(m, templates)]
+    for member in patterns:
+        assert isinstance(member.location, Pattern)
+        first, second = (member.location.render(i) for i in _sample_indices(member.location.dims))
+        if first.parts[: len(second.parts)] == second.parts[: len(first.parts)]:
+            return LocationOverlapError(
+                member, None, "renders the same or nested stores for two chunk indices"
+            )
+    # Concrete locations: the same, or one inside another (its parent chain).
+    seen: dict[tuple[str, tuple[str, ...], int], Member] = {}
+    for member in concrete:
+        assert isinstance(member.location, Location)
+        earlier = seen.setdefault(member.location.key, member)
+        if earlier is not member and not _same_shard(member, earlier):
+            return LocationOverlapError(member, earlier, "is the same location as")
+    for member in concrete:
+        location = member.location
+        assert isinstance(location, Location)
+        if location.token is not None:
+            continue
+        for size in range(len(location.parts)):
+            outer = seen.get((location.space, location.parts[:size], id(None)))
+            if outer is not None and not _same_shard(member, outer):
+                return LocationOverlapError(member, outer, "lies inside")
+    # Templates against concrete locations: those containing the template's fixed
+    # part, and those below it that a rendering of the template meets.
+    ordered = sorted(
+        (m.location.space, m.location.parts, n)
+        for n, m in enumerate(concrete)
+        if isinstance(m.location, Location) and m.location.token is None
+    )
+    for member in patterns:
+        pattern = member.location
+        assert isinstance(pattern, Pattern)
+        for size in range(len(pattern.fixed) + 1):
+            outer = seen.get((pattern.space, pattern.fixed[:size], id(None)))
+            if outer is not None and not _same_shard(member, outer):
+                return LocationOverlapError(member, outer, "puts its array shards inside")
+        template = _parts(pattern)
+        start = bisect.bisect_left(ordered, (pattern.space, pattern.fixed, -1))
+        for space, parts, n in ordered[start:]:
+            if space != pattern.space or parts[: len(pattern.fixed)] != pattern.fixed:
+                break
+            other = concrete[n]
+            if len(parts) > len(pattern.fixed) and not _same_shard(member, other):
+                names = [(part, 0) for part in parts]
+                if all(_parts_meet(a, b) for a, b in zip(names, template, strict=False)):
+                    return LocationOverlapError(other, member, _against_pattern(other, member))
+    # Templates against each other.
+    for number, member in enumerate(patterns):
+        for other in patterns[number + 1 :]:
+            a, b = member.location, other.location
+            if member.array == other.array or a.space != b.space:
+                continue
+            if all(_parts_meet(x, y) for x, y in zip(_parts(a), _parts(b), strict=False)):
+                return LocationOverlapError(
+                    other, member, "can render the same location as (or one nested with)"
+                )
+    return None
+
+
+def check_layout(
+    base: Store, mounts: Mapping[str, Store], arrays: Mapping[str, tuple[int, object]]
+) -> None:
+    """Refuse a layout two of whose stores are the same or nested.
+
+    Raises
+    ------
+    LocationOverlapError
+        Naming both stores and their locations.
+    """
+    error = find_overlap(layout_members(base, mounts, arrays))
+    if error is not None:
+        raise error

@@ -1,0 +1,542 @@
+"""A zip store that never modifies a zip in place: copy-on-write with an atomic rename.
+
+zarr's ``ZipStore`` in mode ``"a"`` appends to the zip itself: while it is open other
+readers see a file without a valid central directory, a crash before ``close()``
+leaves it unreadable for good, and every rewrite of a key adds a duplicate entry.
+:class:`CopyOnWriteZipStore` keeps the zip on disk as it was until ``close()``:
+
+- The first write takes an OS lock on the zip (one writer per zip, enforced: a second
+  process or store object gets :class:`ConcurrentWriteError` at once) and opens a
+  staging directory beside it; writes and deletes go there.
+- Reads see the staged state (this store reads its own writes); everyone else keeps
+  reading the old zip, which stays complete and valid.
+- ``close()`` writes the new zip (old entries not replaced or deleted, then the
+  staged ones: each name once) to a temporary file beside it, fsyncs it and renames
+  it over the old one. A crash at any point leaves the old zip as it was; the next
+  writer removes the dead writer's staging leftovers.
+- A new zip appears under its final name only when complete.
+- A store dropped or left open at interpreter exit is committed as ``close()``
+  would (as :class:`zipfile.ZipFile` does); a killed process commits nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import tempfile
+import threading
+import time
+import uuid
+import weakref
+import zipfile
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from zarr.abc.store import (
+    ByteRequest,
+    OffsetByteRequest,
+    RangeByteRequest,
+    SuffixByteRequest,
+)
+from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
+from zarr.storage import ZipStore
+
+from shardedstore._errors import LayoutError
+from shardedstore._filelock import FileLock, acquire
+
+__all__ = ["CopyOnWriteZipStore", "leftover_names"]
+
+_STAGING = ".staging-"
+_PARTIAL = ".partial-"
+_ZIP64_LIMIT = 1 << 31
+
+
+def leftover_names(zip_name: str) -> tuple[str, str, str]:
+    """Name prefixes of the lock file, staging directories and partial zips of a zip."""
+    return f".{zip_name}.lock", f".{zip_name}{_STAGING}", f".{zip_name}{_PARTIAL}"
+
+
+def _read_range(f: IO[bytes], size: int, byte_range: ByteRequest | None) -> bytes:
+    if byte_range is None:
+        return f.read()
+    if isinstance(byte_range, RangeByteRequest):
+        f.seek(byte_range.start)
+        return f.read(max(0, byte_range.end - byte_range.start))
+    if isinstance(byte_range, OffsetByteRequest):
+        f.seek(byte_range.offset)
+    elif isinstance(byte_range, SuffixByteRequest):
+        f.seek(max(0, size - byte_range.suffix))
+    else:
+        raise TypeError(f"Unexpected byte_range, got {byte_range}.")
+    return f.read()
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsynced
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class _Pending:
+    """The uncommitted state of one writer: its lock, staging directory and changes.
+
+    Kept apart from the store so that a finalizer can commit it when the store is
+    dropped or the interpreter exits without ``close()``.
+    """
+
+    def __init__(self, path: Path, lock: FileLock, staging: Path) -> None:
+        self.path = path
+        self.lock = lock
+        self.staging = staging
+        self.staged: dict[str, Path] = {}
+        self.deleted: set[str] = set()
+        self.replace_all = False  # mode "w": the old entries are dropped
+        self.count = 0
+
+    def stage(self, key: str, data: bytes) -> None:
+        self.count += 1
+        target = self.staging / str(self.count)
+        target.write_bytes(data)
+        old = self.staged.pop(key, None)
+        if old is not None:
+            old.unlink()
+        self.staged[key] = target
+        self.deleted.discard(key)
+
+    def unstage(self, key: str) -> None:
+        old = self.staged.pop(key, None)
+        if old is not None:
+            old.unlink()
+        self.deleted.add(key)
+
+    def commit(self, names: Iterable[str], compression: int, allow_zip64: bool) -> None:
+        """Write the new zip beside the old one and rename it into place."""
+        partial = self.path.parent / f"{leftover_names(self.path.name)[2]}{uuid.uuid4().hex[:12]}"
+        source: zipfile.ZipFile | None = None
+        try:
+            if not self.replace_all and self.path.exists():
+                source = zipfile.ZipFile(self.path, "r")
+            with zipfile.ZipFile(partial, "w", compression, allowZip64=allow_zip64) as out:
+                now = time.localtime(time.time())[:6]
+                for name in names:
+                    staged = self.staged.get(name)
+                    if staged is not None:
+                        size = staged.stat().st_size
+                        date_time = now
+                    else:
+                        assert source is not None
+                        old = source.getinfo(name)
+                        size, date_time = old.file_size, old.date_time
+                    info = zipfile.ZipInfo(name, date_time=date_time)
+                    info.compress_type = compression
+                    info.external_attr = 0o644 << 16
+                    force_zip64 = allow_zip64 and size >= _ZIP64_LIMIT
+                    with out.open(info, "w", force_zip64=force_zip64) as dst:
+                        if staged is not None:
+                            with staged.open("rb") as src:
+                                shutil.copyfileobj(src, dst, 1 << 20)
+                        else:
+                            assert source is not None
+                            with source.open(name) as src:
+                                shutil.copyfileobj(src, dst, 1 << 20)
+            with contextlib.suppress(FileNotFoundError):  # keep the old zip's permissions
+                os.chmod(partial, stat.S_IMODE(self.path.stat().st_mode))
+            with open(partial, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(partial, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            raise
+        finally:
+            if source is not None:
+                source.close()
+        _fsync_dir(self.path.parent)
+        self.discard()
+
+    def discard(self) -> None:
+        """Drop the staged changes and release the lock."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.lock.release()
+
+
+def _commit_at_exit(
+    pending: _Pending, names: dict[str, None], compression: int, allow_zip64: bool
+) -> None:
+    if pending.lock.held:
+        try:
+            pending.commit(list(names), compression, allow_zip64)
+        except Exception:  # nothing to raise to at exit; the old zip is intact
+            pending.discard()
+
+
+class CopyOnWriteZipStore(ZipStore):
+    """A zarr ``ZipStore`` that never modifies its zip in place.
+
+    Writes and deletes are staged beside the zip and committed by ``close()``: the new
+    zip is written to a temporary file and renamed over the old one, so readers always
+    see a complete zip and a crash leaves the old one intact. One writer per zip is
+    enforced with an OS lock taken on the first write. Deletes are supported. Mode
+    ``"w"`` starts from an empty zip (the old one is replaced on ``close()``);
+    ``"a"`` starts from the zip's current content; ``"r"`` is read-only.
+
+    Parameters
+    ----------
+    path
+        The zip file.
+    mode
+        ``"r"``, ``"a"`` or ``"w"``.
+    read_only
+        Default: ``mode == "r"``.
+    compression
+        Compression of the entries written (``zipfile.ZIP_STORED`` by default: chunks
+        are compressed already).
+    allowZip64
+        Allow ZIP64 extensions (zips over 2 GiB).
+
+    Raises
+    ------
+    ConcurrentWriteError
+        On the first write, if another writer holds the zip.
+    """
+
+    supports_deletes: bool = True
+
+    _zf: zipfile.ZipFile | None  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        mode: Literal["r", "w", "a"] = "r",
+        read_only: bool | None = None,
+        compression: int = zipfile.ZIP_STORED,
+        allowZip64: bool = True,
+    ) -> None:
+        super().__init__(
+            Path(path),
+            mode=mode,
+            read_only=read_only,
+            compression=compression,
+            allowZip64=allowZip64,
+        )
+        self._zf = None
+        self._names: dict[str, None] = {}
+        self._pending: _Pending | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._refusal: str | None = None
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------- lifecycle
+
+    def _sync_open(self) -> None:
+        if self._is_open:
+            raise ValueError("store is already open")
+        self._zf = None
+        if self.read_only or self._zmode != "w":
+            try:
+                self._zf = zipfile.ZipFile(self.path, "r")
+            except FileNotFoundError:
+                if self.read_only:
+                    raise
+        self._names = dict.fromkeys(self._zf.namelist()) if self._zf is not None else {}
+        self._is_open = True
+
+    async def _open(self) -> None:
+        self._sync_open()
+
+    def _open_now(self) -> None:
+        if not self._is_open:
+            with self._lock:
+                if not self._is_open:
+                    self._sync_open()
+
+    def refuse_writes(self, reason: str) -> None:
+        """Make every later write raise ``LayoutError(reason)`` (reads still work)."""
+        self._refusal = reason
+
+    def _writer(self) -> _Pending:
+        """The staging state, taking the lock and re-reading the zip on first use."""
+        self._check_can_write()
+        if self._pending is not None:
+            return self._pending
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # A symlinked zip is replaced where it really is, and locked there.
+        real = Path(os.path.realpath(self.path))
+        directory = real.parent
+        lock_name, staging_prefix, partial_prefix = leftover_names(real.name)
+        lock = acquire(
+            directory / lock_name,
+            f"zip shard {os.fspath(self.path)!r}",
+            "write from one process (and one store object) per zip and close() it, or "
+            "write to directory shards and convert to zips afterwards "
+            "(shardedstore convert LAYOUT --to zip)",
+        )
+        try:
+            # Holding the lock, anything staged or partial for this zip is a dead
+            # writer's leftover.
+            for entry in directory.iterdir():
+                if entry.name.startswith((staging_prefix, partial_prefix)):
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=staging_prefix, dir=directory))
+        except BaseException:
+            lock.release()
+            raise
+        pending = _Pending(real, lock, staging)
+        # Another writer may have committed since this store opened: start from now.
+        if self._zf is not None:
+            self._zf.close()
+            self._zf = None
+        if self._zmode == "w":
+            pending.replace_all = True
+            self._names = {}
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self._zf = zipfile.ZipFile(self.path, "r")
+            self._names = dict.fromkeys(self._zf.namelist()) if self._zf is not None else {}
+        self._pending = pending
+        self._finalizer = weakref.finalize(
+            self, _commit_at_exit, pending, self._names, self.compression, self.allowZip64
+        )
+        return pending
+
+    def close(self) -> None:
+        # docstring inherited
+        with self._lock:
+            pending = self._pending
+            if pending is not None:
+                # Raises (old zip intact, changes still staged) if the new zip cannot
+                # be written, e.g. on a full disk; close() may then be called again.
+                pending.commit(list(self._names), self.compression, self.allowZip64)
+                self._pending = None
+                if self._finalizer is not None:
+                    self._finalizer.detach()
+            if self._zf is not None:
+                self._zf.close()
+                self._zf = None
+            self._is_open = False
+
+    def discard(self) -> None:
+        """Drop the uncommitted changes and close; the zip stays as it was."""
+        with self._lock:
+            if self._pending is not None:
+                self._pending.discard()
+                self._pending = None
+                if self._finalizer is not None:
+                    self._finalizer.detach()
+            if self._zf is not None:
+                self._zf.close()
+                self._zf = None
+            self._is_open = False
+
+    def with_read_only(self, read_only: bool = False) -> CopyOnWriteZipStore:
+        # docstring inherited
+        mode: Literal["r", "a"] = "r" if read_only else "a"
+        return type(self)(
+            self.path,
+            mode=mode,
+            read_only=read_only,
+            compression=self.compression,
+            allowZip64=self.allowZip64,
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "mode": self._zmode,
+            "read_only": self.read_only,
+            "compression": self.compression,
+            "allowZip64": self.allowZip64,
+            "refusal": self._refusal,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A copy never reopens in mode "w" on arrival: it opens lazily, on first use.
+        self.__init__(  # type: ignore[misc]
+            state["path"],
+            mode=state["mode"],
+            read_only=state["read_only"],
+            compression=state["compression"],
+            allowZip64=state["allowZip64"],
+        )
+        self._refusal = state["refusal"]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ZipStore) and Path(self.path) == Path(other.path)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # ------------------------------------------------------------------ reads
+
+    def _get(
+        self,
+        key: str,
+        prototype: BufferPrototype,
+        byte_range: ByteRequest | None = None,
+    ) -> Buffer | None:
+        self._open_now()
+        pending = self._pending
+        if pending is not None:
+            staged = pending.staged.get(key)
+            if staged is not None:
+                with staged.open("rb") as f:
+                    data = _read_range(f, staged.stat().st_size, byte_range)
+                return prototype.buffer.from_bytes(data)
+        if key not in self._names or self._zf is None:
+            return None
+        info = self._zf.getinfo(key)
+        with self._zf.open(info) as f:
+            data = _read_range(f, info.file_size, byte_range)
+        return prototype.buffer.from_bytes(data)
+
+    async def get(
+        self,
+        key: str,
+        prototype: BufferPrototype,
+        byte_range: ByteRequest | None = None,
+    ) -> Buffer | None:
+        # docstring inherited
+        with self._lock:
+            return self._get(key, prototype, byte_range)
+
+    def get_sync(
+        self,
+        key: str,
+        *,
+        prototype: BufferPrototype | None = None,
+        byte_range: ByteRequest | None = None,
+    ) -> Buffer | None:
+        """Synchronous :meth:`get` (zarr's ``SupportsGetSync``)."""
+        with self._lock:
+            return self._get(key, prototype or default_buffer_prototype(), byte_range)
+
+    async def get_partial_values(
+        self,
+        prototype: BufferPrototype,
+        key_ranges: Iterable[tuple[str, ByteRequest | None]],
+    ) -> list[Buffer | None]:
+        # docstring inherited
+        with self._lock:
+            return [self._get(key, prototype, byte_range) for key, byte_range in key_ranges]
+
+    async def exists(self, key: str) -> bool:
+        # docstring inherited
+        self._open_now()
+        return key in self._names
+
+    async def getsize(self, key: str) -> int:
+        # docstring inherited
+        with self._lock:
+            self._open_now()
+            if key not in self._names:
+                raise FileNotFoundError(key)
+            pending = self._pending
+            if pending is not None and key in pending.staged:
+                return pending.staged[key].stat().st_size
+            assert self._zf is not None
+            return self._zf.getinfo(key).file_size
+
+    def _keys(self) -> list[str]:
+        with self._lock:
+            self._open_now()
+            return list(self._names)
+
+    async def list(self) -> AsyncIterator[str]:
+        # docstring inherited
+        for key in self._keys():
+            yield key
+
+    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+        # docstring inherited
+        for key in self._keys():
+            if key.startswith(prefix):
+                yield key
+
+    async def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        # docstring inherited
+        prefix = prefix.rstrip("/")
+        start = f"{prefix}/" if prefix else ""
+        seen: set[str] = set()
+        for key in self._keys():
+            if key.startswith(start) and key != start:
+                name = key[len(start) :].split("/", 1)[0]
+                if name and name not in seen:
+                    seen.add(name)
+                    yield name
+
+    # ----------------------------------------------------------------- writes
+
+    def _set(self, key: str, value: Buffer) -> None:
+        with self._lock:
+            self._writer().stage(key, value.to_bytes())
+            self._names[key] = None
+
+    async def set(self, key: str, value: Buffer) -> None:
+        # docstring inherited
+        if not isinstance(value, Buffer):
+            raise TypeError(
+                "CopyOnWriteZipStore.set(): `value` must be a Buffer instance. "
+                f"Got an instance of {type(value)} instead."
+            )
+        self._set(key, value)
+
+    def set_sync(self, key: str, value: Buffer) -> None:
+        """Synchronous :meth:`set` (zarr's ``SupportsSetSync``)."""
+        self._set(key, value)
+
+    def _check_can_write(self) -> None:
+        self._check_writable()
+        if self._refusal is not None:
+            raise LayoutError(self._refusal)
+        self._open_now()
+
+    async def set_if_not_exists(self, key: str, value: Buffer) -> None:
+        # docstring inherited
+        with self._lock:
+            self._check_can_write()
+            if key not in self._names:
+                self._set(key, value)
+
+    def delete_sync(self, key: str) -> None:
+        """Synchronous :meth:`delete` (zarr's ``SupportsDeleteSync``)."""
+        with self._lock:
+            self._check_can_write()
+            if key in self._names:  # deleting what is not there writes nothing
+                self._writer().unstage(key)
+                del self._names[key]
+
+    async def delete(self, key: str) -> None:
+        # docstring inherited
+        self.delete_sync(key)
+
+    async def delete_dir(self, prefix: str) -> None:
+        # docstring inherited
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        with self._lock:
+            self._check_can_write()
+            for key in [key for key in self._names if key.startswith(prefix)]:
+                self._writer().unstage(key)
+                del self._names[key]
+
+    async def clear(self) -> None:
+        # docstring inherited
+        await self.delete_dir("")
+
+    async def move(self, path: Path | str) -> None:
+        """Commit, then move the zip to ``path``."""
+        self.close()
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(self.path, target)
+        self.path = target
+        await self._open()

@@ -1,0 +1,470 @@
+"""Stores of one layout never overlap; a config opened for writing stays in its folder.
+
+Issue 8, "What was seen" 3 (a)-(d) and 5: each repro is a test below that failed
+before the fix (the layout was accepted, or the write reached outside the folder).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from zarr.abc.store import Store
+from zarr.storage import FsspecStore, LocalStore, LoggingStore, MemoryStore, ZipStore
+
+import shardedstore
+from shardedstore import (
+    ArrayShardStoresFactory,
+    ConfigError,
+    LayoutError,
+    ShardedStore,
+    array_shard_directory_store,
+    array_shard_template_store,
+)
+from shardedstore._locations import (
+    LOCAL,
+    Pattern,
+    _part_regex,
+    _patterns_meet,
+    pattern_location,
+    placeholder_survives,
+    value_location,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore:Object at .* is not recognized")
+
+OVERLAP = "give every store of a layout its own location"
+
+
+def _config(**layout: Any) -> dict[str, Any]:
+    return {"format": "shardedstore", "version": 1, **layout}
+
+
+def _write(path: Path, config: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config))
+    return path
+
+
+def _sentinel(folder: Path) -> dict[str, bytes]:
+    """A folder holding something that must survive; returns what it holds."""
+    (folder / "keep").mkdir(parents=True)
+    (folder / "keep" / "thesis.txt").write_bytes(b"years of work")
+    (folder / "zarr.json").write_bytes(b'{"zarr_format": 3, "node_type": "group"}')
+    return _contents(folder)
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def _dataset(n: int = 4) -> xr.Dataset:
+    return xr.Dataset(
+        {"t2m": (("time", "x"), np.arange(n * 3, dtype="f8").reshape(n, 3))},
+        coords={"time": np.arange(n)},
+    ).chunk({"time": 1})
+
+
+# ------------------------------------------------- issue 8, item 3: the repros
+
+
+def test_repro_a_template_whose_dotdot_swallows_the_placeholder(tmp_path: Path) -> None:
+    # Every array shard would be one store: rows 1, 2, 3 read back as 3, 3, 3.
+    template = {"type": "local", "root": f"{tmp_path}/t/{{chunk}}/../../alias.zarr"}
+    with pytest.raises(LayoutError, match=r"array shards of 't'.*loses \{chunk\}"):
+        ShardedStore(
+            LocalStore(tmp_path / "base"), {}, {"t": (1, array_shard_template_store(template))}
+        )
+    config = _config(
+        base={"type": "local", "root": "base.zarr"},
+        array_shards={
+            "t": {"dims": 1, "store": {"type": "local", "root": "t/{chunk}/../../alias.zarr"}}
+        },
+    )
+    path = _write(tmp_path / "ds" / "layout.json", config)
+    for mode in ("r", "r+"):
+        with pytest.raises(ConfigError, match=r"^array_shards\.t\.store\.root: .*loses \{chunk\}"):
+            shardedstore.open(path, mode)  # type: ignore[arg-type]
+    assert not (tmp_path / "ds" / "alias.zarr").exists()
+
+
+def test_repro_b_two_arrays_with_one_template(tmp_path: Path) -> None:
+    # Writing u10 overwrote t2m.
+    template = {"type": "local", "root": f"{tmp_path}/shards/{{chunk}}.zarr"}
+    with pytest.raises(LayoutError, match=r"array shards of 'u10'.*array shards of 't2m'"):
+        ShardedStore(
+            LocalStore(tmp_path / "base"),
+            {},
+            {
+                "t2m": (1, array_shard_template_store(template)),
+                "u10": (1, array_shard_template_store(template)),
+            },
+        )
+    store = {"type": "local", "root": "shards/{chunk}.zarr"}
+    config = _config(
+        base={"type": "local", "root": "base.zarr"},
+        array_shards={"t2m": {"dims": 1, "store": store}, "u10": {"dims": 1, "store": store}},
+    )
+    with pytest.raises(
+        ConfigError, match=r"^array_shards\.u10\.store\.root: .*array_shards\.t2m\.store\.root"
+    ):
+        ShardedStore.from_config(config, base_path=tmp_path)
+
+
+@pytest.mark.parametrize("spelling", ["same", "dotdot", "symlink", "file-url"])
+def test_repro_c_base_and_a_mount_on_one_directory(tmp_path: Path, spelling: str) -> None:
+    # Root attributes were overwritten.
+    (tmp_path / "data").mkdir()
+    os.symlink(tmp_path / "data", tmp_path / "link")
+    mount: Store = {
+        "same": LocalStore(tmp_path / "data"),
+        "dotdot": LocalStore(f"{tmp_path}/other/../data"),
+        "symlink": LocalStore(tmp_path / "link"),
+        "file-url": FsspecStore.from_url(f"file://{tmp_path}/data"),
+    }[spelling]
+    with pytest.raises(LayoutError, match=r"mount 'people' .* is the same location as base"):
+        ShardedStore(LocalStore(tmp_path / "data"), {"people": mount})
+    config = _config(
+        base={"type": "local", "root": "data"},
+        mounts={"people": {"type": "local", "root": "link" if spelling == "symlink" else "data"}},
+    )
+    path = _write(tmp_path / "layout.json", config)
+    with pytest.raises(
+        ConfigError, match=r"^mounts\.people\.root: .* is the same location as base\.root"
+    ):
+        shardedstore.open(path)
+
+
+def test_repro_d_base_directory_holding_the_array_shards(tmp_path: Path) -> None:
+    # Shard files appeared as keys of the hierarchy.
+    with pytest.raises(LayoutError, match=r"array shards of 't'.*inside base"):
+        ShardedStore(
+            LocalStore(tmp_path), {}, {"t": (1, array_shard_directory_store(tmp_path / "shards"))}
+        )
+    config = _config(
+        base={"type": "local", "root": "."},
+        array_shards={"t": {"dims": 1, "store": {"type": "local", "root": "shards/{chunk}.zarr"}}},
+    )
+    path = _write(tmp_path / "layout.json", config)
+    with pytest.raises(ConfigError, match=r"^array_shards\.t\.store\.root: .*inside base\.root"):
+        shardedstore.open(path)
+
+
+def test_validate_reports_a_config_written_by_others(tmp_path: Path) -> None:
+    # ``validate`` called these layouts valid; now it names both fields and exits 1.
+    config = _config(
+        base={"type": "local", "root": "base.zarr"},
+        mounts={"people": {"type": "local", "root": "./base.zarr"}},
+    )
+    path = _write(tmp_path / "theirs" / "layout.json", config)
+    zarr.open_group(LocalStore(path.parent / "base.zarr"), mode="w", attributes={"a": 1})
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "shardedstore"), "validate", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1, result
+    assert "valid (every shard reachable" not in result.stdout
+    assert "mounts.people.root:" in result.stderr
+    assert "is the same location as base.root" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------ overlap: what counts
+
+
+def test_a_mount_where_a_template_puts_a_shard(tmp_path: Path) -> None:
+    shards = array_shard_directory_store(tmp_path / "shards")
+    base = LocalStore(tmp_path / "base")
+    with pytest.raises(LayoutError, match=r"mount 'm' .* is where chunk index 3 goes in"):
+        ShardedStore(base, {"m": LocalStore(tmp_path / "shards" / "3.zarr")}, {"t": (1, shards)})
+    with pytest.raises(LayoutError, match=r"lies inside the store of chunk index 3"):
+        ShardedStore(base, {"m": LocalStore(tmp_path / "shards/3.zarr/x")}, {"t": (1, shards)})
+    with pytest.raises(LayoutError, match=r"mount 'm' .* lies inside base"):
+        ShardedStore(base, {"m": ZipStore(tmp_path / "base" / "m.zip")})
+    # Next to the shards, under another name, is fine.
+    ShardedStore(base, {"m": LocalStore(tmp_path / "shards" / "people.zarr")}, {"t": (1, shards)})
+
+
+def test_templates_compare_as_patterns(tmp_path: Path) -> None:
+    def layout(**templates: tuple[int, str]) -> ShardedStore:
+        arrays = {
+            name: (dims, array_shard_template_store({"type": "zip", "path": f"{tmp_path}/{path}"}))
+            for name, (dims, path) in templates.items()
+        }
+        return ShardedStore(LocalStore(tmp_path / "base"), {}, arrays)
+
+    layout(t=(1, "s/t-{chunk}.zip"), u=(1, "s/u-{chunk}.zip"))
+    layout(t=(1, "s/{chunk}.zip"), u=(1, "s/{chunk}.zarr.zip"))
+    layout(t=(1, "s/a{chunk}.zip"), u=(1, "s/{chunk}.zip"))
+    with pytest.raises(LayoutError):  # "1.0.zip" is t's chunk 1.0 and u's chunk 1
+        layout(t=(2, "s/{chunk}.zip"), u=(1, "s/{chunk}.0.zip"))
+    with pytest.raises(LayoutError):  # "11.zip" is t's chunk 11 and u's chunk 1
+        layout(t=(1, "s/{chunk}.zip"), u=(1, "s/1{chunk}.zip"))
+    with pytest.raises(LayoutError):  # u's shards lie inside t's
+        layout(t=(1, "s/{chunk}"), u=(1, "s/{chunk}/u.zip"))
+
+
+def test_stores_without_a_path_overlap_by_identity(tmp_path: Path) -> None:
+    memory = MemoryStore()
+    with pytest.raises(LayoutError, match=r"mount 'b' .* is the same location as mount 'a'"):
+        ShardedStore(MemoryStore(), {"a": memory, "b": memory})
+    with pytest.raises(LayoutError, match=r"is the same location as base"):
+        ShardedStore(memory, {"a": LoggingStore(memory.with_read_only(True))})
+    ShardedStore(MemoryStore(), {"a": MemoryStore(), "b": MemoryStore()})
+
+
+def test_urls_are_normalized(tmp_path: Path) -> None:
+    base = FsspecStore.from_url("memory://ds/base")
+    with pytest.raises(LayoutError, match=r"lies inside base"):
+        ShardedStore(base, {"m": FsspecStore.from_url("memory:///ds/other/../base/m")})
+    ShardedStore(base, {"m": FsspecStore.from_url("memory://ds/base-m")})
+    assert (
+        value_location("s3a://b/x/./y/../z", "url").key == value_location("s3://b/x/z", "url").key
+    )
+    assert (
+        value_location(f"file://{tmp_path}/a", "url").key
+        == value_location(str(tmp_path / "a"), "local").key
+    )
+    assert str(value_location("HTTP://Host.org/a/b?x=1", "url")) == "https://host.org/a/b"
+
+
+def test_a_mounted_sharded_store_contributes_its_own_stores(tmp_path: Path) -> None:
+    inner = ShardedStore(
+        LocalStore(tmp_path / "inner"),
+        {"x": LocalStore(tmp_path / "base" / "x")},
+    )
+    with pytest.raises(LayoutError, match=r"mount 'x' in mount 'sub' .* lies inside base"):
+        ShardedStore(LocalStore(tmp_path / "base"), {"sub": inner})
+    with pytest.raises(LayoutError, match=r"base in mount 'b' .* is the same location as"):
+        ShardedStore(LocalStore(tmp_path / "other"), {"a": inner, "b": inner})
+    ShardedStore(LocalStore(tmp_path / "other"), {"sub": inner})
+
+
+def test_plain_callables_are_checked_by_calling_them_twice(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def nested(index: str) -> Store:
+        calls.append(index)
+        return LocalStore(tmp_path / "base" / index)
+
+    with pytest.raises(LayoutError, match=r"array shard 't' chunk 0\.0 .* lies inside base"):
+        ShardedStore(LocalStore(tmp_path / "base"), {}, {"t": (2, nested)})
+    assert calls == ["0.0", "1.1"]  # two indices, never every index of the array
+    one = MemoryStore()
+    with pytest.raises(LayoutError, match=r"chunk 1 .* is the same location as .* chunk 0"):
+        ShardedStore(MemoryStore(), {}, {"t": (1, lambda index: one)})
+
+    def only_zero(index: str) -> Store:
+        if index != "0":
+            raise KeyError(index)
+        return LocalStore(tmp_path / "zero")
+
+    ShardedStore(LocalStore(tmp_path / "base"), {}, {"t": (1, only_zero)})
+
+
+def test_explicit_array_shards(tmp_path: Path) -> None:
+    template = {"type": "zip", "path": f"{tmp_path}/t/{{chunk}}.zip"}
+    base = LocalStore(tmp_path / "base")
+    # An override where the template would put that very shard is that shard.
+    same = {"3": {"type": "zip", "path": f"{tmp_path}/t/3.zip"}}
+    ShardedStore(base, {}, {"t": (1, array_shard_template_store(template, shards=same))})
+    stores = {"3": ZipStore(tmp_path / "t" / "3.zip")}
+    fallback = array_shard_template_store(template)
+    ShardedStore(base, {}, {"t": (1, ArrayShardStoresFactory(stores, fallback))})
+    # Where the template puts another shard, it is not.
+    other = {"3": {"type": "zip", "path": f"{tmp_path}/t/4.zip"}}
+    with pytest.raises(LayoutError, match=r"array shard 't' chunk 3 .* chunk index 4 goes in"):
+        ShardedStore(base, {}, {"t": (1, array_shard_template_store(template, shards=other))})
+    two = {"3": {"type": "local", "root": "x"}, "4": {"type": "local", "root": "x/y"}}
+    with pytest.raises(LayoutError, match=r"chunk 4 .* lies inside array shard 't' chunk 3"):
+        ShardedStore(base, {}, {"t": (1, array_shard_template_store(template, shards=two))})
+
+
+def test_overlap_in_a_nested_config_names_the_nested_field(tmp_path: Path) -> None:
+    config = _config(
+        base={"type": "local", "root": "b"},
+        mounts={
+            "s": {
+                "type": "sharded",
+                "base": {"type": "local", "root": "nb"},
+                "mounts": {"q": {"type": "zip", "path": "b/q.zip"}},
+            }
+        },
+    )
+    with pytest.raises(
+        ConfigError, match=r"^mounts\.s\.mounts\.q\.path: .* lies inside base\.root"
+    ):
+        ShardedStore.from_config(config, base_path=tmp_path)
+
+
+def test_the_overlap_error_pickles(tmp_path: Path) -> None:
+    with pytest.raises(LayoutError) as caught:
+        ShardedStore(LocalStore(tmp_path), {"m": LocalStore(tmp_path)})
+    back = pickle.loads(pickle.dumps(caught.value))
+    assert isinstance(back, LayoutError)
+    assert str(back) == str(caught.value)
+
+
+def test_pattern_locations(tmp_path: Path) -> None:
+    found = pattern_location("s3://b/x/{chunk}/../y{chunk}.zarr", "url", 1)
+    assert isinstance(found, Pattern)
+    assert (found.space, found.fixed, found.rest) == ("s3", ("b", "x"), ("y{chunk}.zarr",))
+    assert str(found.render("7")) == "s3://b/x/y7.zarr"
+    assert not isinstance(pattern_location("t/{chunk}/..", "local", 1), Pattern)
+    assert placeholder_survives("t/{chunk}/../u/{chunk}", "local")
+    assert not placeholder_survives("t/{chunk}/../../alias.zarr", "local")
+    found = pattern_location(f"{tmp_path}/a/../{{chunk}}", "local", 1)
+    assert isinstance(found, Pattern)
+    assert found.space == LOCAL
+    assert str(found) == f"{os.path.realpath(tmp_path)}/{{chunk}}"
+
+
+_template_part = st.lists(
+    st.sampled_from(["{chunk}", "0", "1", "2", ".", "a", "-", "zip"]), min_size=1, max_size=4
+).map("".join)
+
+
+def _indices(dims: int) -> list[str]:
+    numbers = [str(n) for n in range(13)]
+    indices = numbers
+    for _ in range(dims - 1):
+        indices = [f"{a}.{b}" for a in indices for b in numbers[:4]]
+    return indices
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=_template_part, b=_template_part, a_dims=st.integers(1, 2), b_dims=st.integers(1, 2))
+def test_template_parts_never_miss_a_shared_name(a: str, b: str, a_dims: int, b_dims: int) -> None:
+    names_a = {a.replace("{chunk}", index) for index in _indices(a_dims)}
+    names_b = {b.replace("{chunk}", index) for index in _indices(b_dims)}
+    if "{chunk}" in a:
+        assert all(_part_regex(a, a_dims).fullmatch(name) for name in names_a)
+    if "{chunk}" in a and "{chunk}" in b and names_a & names_b:
+        # Two templates that can name one file or directory are always caught.
+        assert _patterns_meet(a, a_dims, b, b_dims)
+        assert _patterns_meet(b, b_dims, a, a_dims)
+
+
+# ---------------------------------------- issue 8, item 5: configs stay inside
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A folder next to the dataset's folder, holding data that must survive."""
+    return tmp_path / "elsewhere"
+
+
+@pytest.mark.parametrize("root", ["absolute", "../../elsewhere", "template", "symlink"])
+def test_repro_5_a_config_cannot_send_writes_outside_its_folder(
+    tmp_path: Path, outside: Path, root: str
+) -> None:
+    before = _sentinel(outside)
+    folder = tmp_path / "shared" / "ds"
+    folder.mkdir(parents=True)
+    os.symlink(outside, folder / "inside-looking")
+    config: dict[str, Any] = _config(base={"type": "local", "root": "base.zarr"})
+    if root == "absolute":
+        config["base"]["root"] = str(outside)  # "/some/where"
+        field = "base.root"
+    elif root == "../../elsewhere":
+        config["base"]["root"] = "../../elsewhere"
+        field = "base.root"
+    elif root == "symlink":
+        config["mounts"] = {"people": {"type": "local", "root": "inside-looking"}}
+        field = "mounts.people.root"
+    else:
+        store = {"type": "local", "root": "../../elsewhere/{chunk}"}
+        config["array_shards"] = {"t2m": {"dims": 1, "store": store}}
+        field = "array_shards.t2m.store.root"
+    path = _write(folder / "layout.json", config)
+    for mode in ("r+", "a"):
+        with pytest.raises(ConfigError, match=rf"^{field}: .*allow_outside=True") as caught:
+            shardedstore.open(path, mode)  # type: ignore[arg-type]
+        assert str(outside.resolve()) in str(caught.value)
+    with pytest.raises(ConfigError, match=r"not inside the config's folder"):
+        ShardedStore.from_config(config, base_path=folder)
+    assert _contents(outside) == before
+    # Reading needs no opt-in: it cannot destroy anything.
+    shardedstore.open(path).close()
+    assert _contents(outside) == before
+
+
+def test_writing_through_an_opted_in_config_works_as_before(tmp_path: Path, outside: Path) -> None:
+    _sentinel(outside)
+    folder = tmp_path / "ds"
+    config = _config(
+        base={"type": "local", "root": str(outside)},
+        array_shards={"t2m": {"dims": 1, "store": {"type": "local", "root": "t2m/{chunk}.zarr"}}},
+    )
+    path = _write(folder / "layout.json", config)
+    store = shardedstore.open(path, "r+", allow_outside=True)
+    ds = _dataset()
+    ds.to_zarr(store, mode="w", consolidated=False)
+    xr.testing.assert_identical(
+        xr.open_zarr(shardedstore.open(path), consolidated=False).load(), ds.load()
+    )
+    assert (outside / "zarr.json").is_file()  # the base is where the config said
+    assert (folder / "t2m" / "3.zarr").is_dir()
+    same = ShardedStore.from_config(config, base_path=folder, allow_outside=True)
+    assert same == store
+
+
+def test_inside_the_folder_opens_for_writing(tmp_path: Path) -> None:
+    folder = tmp_path / "ds"
+    store = ShardedStore(
+        LocalStore(folder / "base.zarr"),
+        {"people": ZipStore(folder / "people.zip", mode="a")},
+        {"t2m": (1, array_shard_directory_store(folder / "t2m"))},
+    )
+    store.save_config(folder / "layout.json")
+    reopened = shardedstore.open(folder / "layout.json", "r+")
+    assert reopened == store
+    ds = _dataset()
+    ds.to_zarr(reopened, mode="w", consolidated=False)
+    xr.testing.assert_identical(xr.open_zarr(reopened, consolidated=False).load(), ds.load())
+
+
+def test_the_folder_itself_is_not_inside(tmp_path: Path) -> None:
+    # A store at the folder itself would hold the config, and mode="w" would delete it.
+    config = _config(base={"type": "local", "root": "."})
+    path = _write(tmp_path / "ds" / "layout.json", config)
+    with pytest.raises(ConfigError, match=r"^base\.root: '\.' resolves to"):
+        shardedstore.open(path, "r+")
+    shardedstore.open(path).close()
+    shardedstore.open(path, "r+", allow_outside=True).close()
+    assert path.is_file()
+
+
+def test_urls_stay_below_the_config_url() -> None:
+    config = _config(
+        base={"type": "fsspec", "url": "base.zarr"},
+        mounts={"m": {"type": "fsspec", "url": "memory://other/m.zarr"}},
+    )
+    with pytest.raises(ConfigError, match=r"^mounts\.m\.url: .*memory://other/m\.zarr"):
+        ShardedStore.from_config(config, base_path="memory://data/ds")
+    config["mounts"]["m"]["url"] = "memory://data/ds/sub/../m.zarr"
+    ShardedStore.from_config(config, base_path="memory://data/ds")
+    config["mounts"]["m"]["url"] = "memory://data/ds-evil/m.zarr"
+    with pytest.raises(ConfigError, match=r"allow_outside"):
+        ShardedStore.from_config(config, base_path="memory://data/ds")
+
+
+def test_without_a_folder_nothing_is_outside(tmp_path: Path) -> None:
+    # A config given as a dict with no base_path has no folder: paths are the caller's.
+    config = _config(base={"type": "local", "root": str(tmp_path / "anywhere")})
+    ShardedStore.from_config(config)
