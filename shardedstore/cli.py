@@ -1,7 +1,8 @@
 """The ``shardedstore`` command line: a thin shell over the library.
 
 ``shardedstore info|tree|validate|convert|demo``; plain text for people, ``--json``
-for scripts; exit 0 on success, 1 on failure with a one-line error (no traceback).
+for scripts; exit 0 on success, 1 on failure with a one-line error (no traceback),
+2 on a usage error, 130 when interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -156,63 +157,105 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def _cmd_convert(args: argparse.Namespace) -> int:
-    from concurrent.futures import Executor, ThreadPoolExecutor
+class _UsageError(ValueError):
+    """A command line that cannot run as given (exit code 2, as argparse's own errors)."""
 
-    from shardedstore._inspect import checksums
+
+def _convert_func(args: argparse.Namespace, options: dict[str, Any]) -> tuple[Any, str]:
+    """The built-in transform for ``--to``/``--out`` and the new config's path.
+
+    ``--out`` is checked and normalized before anything is read or written.
+    """
+    from shardedstore._prefixes import OutputPrefixError, check_path_prefix, check_url_prefix
     from shardedstore._transforms import (
         to_directory_store_with_prefix,
         to_url_with_prefix,
         to_zip_store_with_prefix,
     )
 
-    options = _options(args.storage_option)
-    source = _open(args.config)
-    func: Any
-    if args.to == "zip":
-        func = to_zip_store_with_prefix(args.out, compression=args.compression)
-        config_path = f"{args.out}.json"
-    elif args.to == "directory":
-        func = to_directory_store_with_prefix(args.out)
-        config_path = f"{args.out}.json"
-    else:
-        func = to_url_with_prefix(args.out, storage_options=options)
-        config_path = f"{args.out.rstrip('/')}.json"
-    client = None
-    executor: Executor
-    if args.scheduler:
-        from distributed import Client
-
-        client = Client(args.scheduler)  # type: ignore[no-untyped-call]
-        executor = client.get_executor()  # type: ignore[no-untyped-call]
-    else:
-        executor = ThreadPoolExecutor(max_workers=args.jobs)
-    start = time.perf_counter()
     try:
-        converted = source.map_shards(
-            func, executor=executor, progress=None if not args.quiet else False
+        if args.to == "url":
+            url = check_url_prefix(args.out, "--out")
+            func: Any = to_url_with_prefix(
+                url, storage_options=options, include_stray=args.include_stray
+            )
+            return func, f"{url}.json"
+        if "://" in args.out or "::" in args.out:
+            raise _UsageError(
+                f"--out {args.out!r} is a URL, but --to {args.to} writes local files: "
+                "use --to url for URLs"
+            )
+        out = check_path_prefix(args.out, "--out")
+    except OutputPrefixError as error:
+        raise _UsageError(str(error)) from None
+    if args.to == "zip":
+        func = to_zip_store_with_prefix(
+            out, compression=args.compression, include_stray=args.include_stray
         )
-    finally:
-        if client is not None:
-            client.close()  # type: ignore[no-untyped-call]
+    else:
+        func = to_directory_store_with_prefix(out, include_stray=args.include_stray)
+    return func, f"{out}.json"
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    import warnings
+    from concurrent.futures import Executor, ThreadPoolExecutor
+
+    from shardedstore._transforms import StrayKeysWarning, map_shards
+    from shardedstore._verify import verify_conversion
+
+    options = _options(args.storage_option)
+    func, config_path = _convert_func(args, options)
+    # One conversion per output: held from before the source is read until the new
+    # config is written and verified.
+    with func.lock_output():
+        source = _open(args.config)
+        client = None
+        executor: Executor
+        if args.scheduler:
+            from distributed import Client
+
+            client = Client(args.scheduler)  # type: ignore[no-untyped-call]
+            executor = client.get_executor()  # type: ignore[no-untyped-call]
         else:
-            executor.shutdown()
-    elapsed = time.perf_counter() - start
-    converted.save_config(config_path, storage_options=options or None)
-    summary = f"converted {args.config} -> {config_path} in {elapsed:.1f} s"
-    if not args.no_verify:
-        reopened = _open(config_path, options or None)
-        before, after = checksums(source), checksums(reopened)
-        if before != after:
-            differing = sorted(
-                set(before) ^ set(after) | {k for k in before if after.get(k) != before[k]}
+            executor = ThreadPoolExecutor(max_workers=args.jobs)
+        start = time.perf_counter()
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", StrayKeysWarning)
+                converted = map_shards(
+                    source,
+                    func,
+                    executor=executor,
+                    progress=None if not args.quiet else False,
+                    output_locked=True,
+                )
+        finally:
+            if client is not None:
+                client.close()  # type: ignore[no-untyped-call]
+            else:
+                executor.shutdown(wait=True, cancel_futures=True)
+        for warning in caught:
+            if isinstance(warning.message, StrayKeysWarning):
+                print(
+                    f"shardedstore convert: warning: not copied, as no reader of the layout "
+                    f"reaches them (validate lists them, --include-stray copies them): "
+                    f"{'; '.join(warning.message.notes)}",
+                    file=sys.stderr,
+                )
+            else:
+                warnings.showwarning(
+                    warning.message, warning.category, warning.filename, warning.lineno
+                )
+        elapsed = time.perf_counter() - start
+        converted.save_config(config_path, storage_options=options or None)
+        summary = f"converted {args.config} -> {config_path} in {elapsed:.1f} s"
+        if not args.no_verify:
+            reopened = _open(config_path, options or None)
+            verified = verify_conversion(source, reopened, include_stray=args.include_stray)
+            summary += (
+                f"; verified {verified.keys} keys, {_size(verified.bytes)}, identical (crc32)"
             )
-            raise RuntimeError(
-                f"verification failed: {len(differing)} key(s) differ after conversion, "
-                f"e.g. {differing[:3]}"
-            )
-        total = sum(size for size, _ in before.values())
-        summary += f"; verified {len(before)} keys, {_size(total)}, identical (crc32)"
     print(summary)
     return 0
 
@@ -283,9 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
         "convert",
         "copy every shard to zips, directories or a URL and write the new config",
         "Copy every shard of CONFIG (base, mounts, array shards) to a zip file, a "
-        "directory or below an fsspec URL, with a progress bar, in parallel. The new "
-        "config is written next to the output (PREFIX.json), then every key is verified "
-        "against the source (crc32). Re-running after a failure skips finished shards.",
+        "directory or below an fsspec URL, with a progress bar, in parallel. Only each "
+        "shard's own keys are copied (stray keys are reported; --include-stray copies "
+        "them); shards are never read through a symlink. The output is locked for the "
+        "run (PREFIX.lock). The new config is written next to the output (PREFIX.json), "
+        "then every key is verified against the source (crc32). Re-running after a "
+        "failure or Ctrl-C skips outputs with the same content and finishes the job.",
     )
     convert.add_argument("config", metavar="CONFIG", help="layout config file to convert")
     convert.add_argument(
@@ -295,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         required=True,
         metavar="PREFIX",
-        help="output prefix (a path, or a URL for --to url)",
+        help="output prefix, ending in a name: a path such as archive/ds, or a URL for "
+        "--to url such as s3://bucket/ds",
     )
     convert.add_argument(
         "-j", "--jobs", type=int, default=4, metavar="N", help="parallel workers (default 4)"
@@ -315,6 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="fsspec option for --to url outputs (repeatable), e.g. endpoint_url=http://...",
     )
+    convert.add_argument(
+        "--include-stray",
+        action="store_true",
+        help="also copy stray keys and array shards outside the array's shape, which no "
+        "reader of the layout reaches (by default they are reported and left out)",
+    )
     convert.add_argument("--no-verify", action="store_true", help="skip the checksum comparison")
     convert.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     convert.set_defaults(func=_cmd_convert)
@@ -322,9 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = command(
         "demo",
         "write a small demo dataset sharded, save its config, reopen it and compare",
-        "Build a small DataTree, write it through a ShardedStore under DIR (replacing "
-        "DIR), print where each node landed, save DIR/layout.json, reopen the dataset "
-        "from it and compare.",
+        "Build a small DataTree, write it through a ShardedStore under DIR, print where "
+        "each node landed, save DIR/layout.json, reopen the dataset from it and compare. "
+        "DIR must be new, empty, or an earlier demo's output (marked by DIR/.shardedstore-demo), "
+        "whose entries are replaced; nothing else in DIR is touched.",
     )
     demo.add_argument("dir", nargs="?", default="demo-output", help="output directory")
     demo.set_defaults(func=_cmd_demo)
@@ -340,8 +394,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:
-        print(f"shardedstore {args.command}: interrupted", file=sys.stderr)
+        hint = ""
+        if args.command == "convert":
+            hint = "; finished shards are complete: run the same command again to finish"
+        print(f"shardedstore {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
+    except _UsageError as err:
+        print(f"shardedstore {args.command}: error: {err}", file=sys.stderr)
+        return 2
     except Exception as err:  # one line for people, never a traceback
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"shardedstore {args.command}: error: {message}", file=sys.stderr)

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
@@ -288,6 +289,12 @@ class _FailOn:
         self.chunk_index = chunk_index
         self.crash = crash
 
+    def __getattr__(self, name: str) -> Any:
+        # The built-in's protocol (lock_output, remove_leftovers, ...), as the real run has.
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
     def __call__(self, store: Store, shard_path: str, chunk_index: str | None) -> Store:
         if chunk_index == self.chunk_index:
             store = _FailingSource(store, after=2, crash=self.crash)
@@ -351,7 +358,8 @@ def test_an_existing_different_output_is_refused(source: ShardedStore, tmp_path:
         zf.writestr("zarr.json", b"{}")
     with pytest.raises(
         MapShardsError,
-        match=r"chunk 3 failed: FileExistsError: .*3\.zarr\.zip exists but does not hold",
+        match=r"chunk 3 failed: FileExistsError: .*3\.zarr\.zip exists and differs from array "
+        r"shard 'simulation/fine/temperature' chunk 3: 'c/0/0' is missing from it; .*remove it",
     ):
         source.map_shards(to_zip_store_with_prefix(prefix), progress=False)
 
@@ -511,3 +519,306 @@ def test_two_sharded_dims_name_shards_by_both_indices(tmp_path: Path) -> None:
     assert (tmp_path / "z" / "a" / "x" / "2.1.zarr.zip").is_file()
     assert zarr.open_array(zipped, path="a/x", mode="r")[...].tolist() == array[...].tolist()
     assert _physical(zipped) == _physical(store)
+
+
+# ------------------------------------------------- only the shard's own keys (issue 9)
+
+SECRET = b"-----BEGIN OPENSSH PRIVATE KEY----- not a real key"
+
+
+def _outputs_holding(root: Path, needle: bytes) -> list[Path]:
+    """Files below ``root`` whose name or bytes contain ``needle``."""
+    return [
+        path
+        for path in root.rglob("*")
+        if path.is_file() and (needle in path.read_bytes() or needle.decode() in str(path))
+    ]
+
+
+def _home_with_a_private_key(root: Path) -> Path:
+    home = root / "home" / "user"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_rsa").write_bytes(SECRET)
+    return home
+
+
+def _builtins(tmp_path: Path, name: str) -> list[Any]:
+    return [
+        to_zip_store_with_prefix(tmp_path / "out" / f"{name}-zip"),
+        to_directory_store_with_prefix(tmp_path / "out" / f"{name}-dir"),
+        to_url_with_prefix(f"file://{tmp_path}/out/{name}-url"),
+    ]
+
+
+def test_a_shard_directory_symlinked_to_a_home_folder_is_refused(tmp_path: Path) -> None:
+    # The repro of issue 9: array shard 6 is a symlink to a home folder that holds the
+    # shard's keys and .ssh/id_rsa. Validate flags a stray key; convert must refuse.
+    source = _source(tmp_path / "src")
+    shard = tmp_path / "src" / "t" / "6.zarr"
+    home = _home_with_a_private_key(tmp_path)
+    shutil.copytree(shard, home, dirs_exist_ok=True)
+    shutil.rmtree(shard)
+    shard.symlink_to(home, target_is_directory=True)
+    for func in _builtins(tmp_path, "t"):
+        with pytest.raises(
+            MapShardsError,
+            match=r"array shard 'simulation/fine/temperature' chunk 6 failed: LayoutError: "
+            r".*6\.zarr is a symbolic link",
+        ):
+            source.map_shards(func, executor=ThreadPoolExecutor(1), progress=False)
+    assert _outputs_holding(tmp_path / "out", SECRET) == []
+    assert _outputs_holding(tmp_path / "out", b"id_rsa") == []
+
+
+def test_a_symlink_inside_a_shard_is_refused(tmp_path: Path) -> None:
+    source = _source(tmp_path / "src")
+    home = _home_with_a_private_key(tmp_path)
+    chunk = tmp_path / "src" / "people.zarr" / "heights" / "c" / "0"
+    chunk.unlink()
+    chunk.symlink_to(home / ".ssh" / "id_rsa")
+    for func in _builtins(tmp_path, "m"):
+        with pytest.raises(
+            MapShardsError,
+            match=r"mount 'people' failed: LayoutError: .*'heights/c/0' .*symbolic link",
+        ):
+            source.map_shards(func, progress=False)
+    # A symlinked directory inside a shard too (zarr's LocalStore would not list it).
+    chunk.unlink()
+    (home / "c").mkdir()
+    (home / "c" / "0").write_bytes(SECRET)
+    shutil.rmtree(tmp_path / "src" / "coarse.zarr" / "temperature" / "c")
+    (tmp_path / "src" / "coarse.zarr" / "temperature" / "c").symlink_to(home / "c")
+    with pytest.raises(MapShardsError, match=r"mount 'simulation/coarse' failed: .*symbolic"):
+        source.map_shards(to_zip_store_with_prefix(tmp_path / "out" / "d"), progress=False)
+    assert _outputs_holding(tmp_path / "out", SECRET) == []
+
+
+def _add_strays(src: Path) -> None:
+    """Keys no reader of the demo layout can reach, and a shard outside the shape."""
+    (src / "t" / "3.zarr" / "junk").write_text("x")  # not a key of the shard at all
+    (src / "t" / "3.zarr" / "c" / "5").mkdir()
+    (src / "t" / "3.zarr" / "c" / "5" / "0").write_bytes(b"beyond")  # outside the grid
+    (src / "base.zarr" / "people").mkdir()
+    (src / "base.zarr" / "people" / "zarr.json").write_text("{}")  # hidden by the mount
+    hidden = src / "base.zarr" / "simulation" / "fine" / "temperature" / "c" / "0" / "0"
+    hidden.mkdir(parents=True)
+    (hidden / "0").write_bytes(b"hidden")  # a chunk held by the array shards instead
+    shutil.copytree(src / "t" / "11.zarr", src / "t" / "12.zarr")  # shape is 12 along time
+
+
+def test_stray_keys_and_shards_outside_the_shape_are_reported_not_copied(
+    tmp_path: Path,
+) -> None:
+    from shardedstore._transforms import StrayKeysWarning
+
+    source = _source(tmp_path / "src")
+    _add_strays(tmp_path / "src")
+    out = tmp_path / "out"
+    with pytest.warns(StrayKeysWarning) as record:
+        zipped = source.map_shards(to_zip_store_with_prefix(out / "z"), progress=False)
+    [warning] = [w for w in record if w.category is StrayKeysWarning]
+    message = str(warning.message)
+    assert "not copied" in message
+    assert "base: 2 stray key(s)" in message
+    assert "'people/zarr.json'" in message
+    assert "array shard 'simulation/fine/temperature' chunk 3: 2 stray key(s)" in message
+    assert "'c/5/0'" in message
+    assert "'junk'" in message
+    assert "chunk 12: outside the array's shape" in message
+    assert "include_stray=True" in message
+    assert not (out / "z" / TEMPERATURE / "12.zarr.zip").exists()
+    with zipfile.ZipFile(out / "z" / TEMPERATURE / "3.zarr.zip") as zf:
+        assert "junk" not in zf.namelist()
+        assert "c/5/0" not in zf.namelist()
+        assert "c/1/1" in zf.namelist()
+    with zipfile.ZipFile(out / "z.zarr.zip") as zf:
+        assert not [n for n in zf.namelist() if n.startswith(("people/", f"{TEMPERATURE}/c/"))]
+    with xr.open_datatree(zipped, engine="zarr", consolidated=False) as back:
+        assert back.identical(build_demo_tree())  # a reader sees exactly what it saw
+    # Asked for explicitly, everything is copied.
+    everything = source.map_shards(
+        to_zip_store_with_prefix(out / "all", include_stray=True), progress=False
+    )
+    assert _physical(everything) == _physical(source)
+    with zipfile.ZipFile(out / "all" / TEMPERATURE / "3.zarr.zip") as zf:
+        assert {"junk", "c/5/0"} <= set(zf.namelist())
+
+
+# ------------------------------------------------------------ output prefixes (issue 9)
+
+
+@pytest.mark.parametrize("prefix", ["", "/", "//", ".", "..", "a/..", "./"])
+def test_prefixes_that_name_no_output_are_refused(prefix: str) -> None:
+    for make in (to_zip_store_with_prefix, to_directory_store_with_prefix):
+        with pytest.raises(ValueError, match="prefix"):
+            make(prefix)
+    with pytest.raises(ValueError, match="prefix"):
+        to_url_with_prefix(f"file://{prefix}")
+
+
+@pytest.mark.parametrize(
+    "url", ["", "s3://", "s3://bucket", "s3://bucket/", "s3://bucket/..", "memory://", "file:///"]
+)
+def test_url_prefixes_that_name_no_output_are_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="prefix"):
+        to_url_with_prefix(url)
+
+
+def test_prefixes_are_normalized(source: ShardedStore, tmp_path: Path) -> None:
+    assert to_zip_store_with_prefix("out/").prefix == "out"
+    assert to_directory_store_with_prefix("a//b/./c/").prefix == "a/b/c"
+    assert to_url_with_prefix("s3://bucket//ds/").url == "s3://bucket/ds"
+    assert to_url_with_prefix(f"file://{tmp_path}//u/").url == f"file://{tmp_path}/u"
+    with pytest.raises(ValueError, match="is a URL"):
+        to_zip_store_with_prefix("s3://bucket/ds")
+    zipped = source.map_shards(to_zip_store_with_prefix(f"{tmp_path}/z/"), progress=False)
+    assert (tmp_path / "z.zarr.zip").is_file()
+    assert not (tmp_path / "z" / ".zarr.zip").exists()
+    assert "//" not in json.dumps(zipped.get_config())
+
+
+# ------------------------------------------- complete means same content (issue 9)
+
+
+def _fix_a_value(src: Path) -> None:
+    """Change bytes but not sizes: a unit fixed from degC to degF, and one chunk."""
+    changed = 0
+    for meta in src.rglob("zarr.json"):
+        text = meta.read_text()
+        if "degC" in text:
+            meta.write_text(text.replace("degC", "degF"))
+            changed += 1
+    assert changed
+    chunk = src / "t" / "4.zarr" / "c" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[-1] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("kind", ["zip", "directory", "file-url", "s3"])
+def test_an_output_with_other_bytes_of_the_same_size_is_not_kept(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
+    source = _source(tmp_path / "src")
+    func: Any
+    if kind == "zip":
+        func = to_zip_store_with_prefix(tmp_path / "out")
+    elif kind == "directory":
+        func = to_directory_store_with_prefix(tmp_path / "out")
+    elif kind == "file-url":
+        func = to_url_with_prefix(f"file://{tmp_path}/out")
+    else:
+        server: S3Server = request.getfixturevalue("s3_server")
+        func = to_url_with_prefix(
+            f"s3://{server.new_bucket()}/out", storage_options=server.storage_options
+        )
+    source.map_shards(func, progress=False)
+    _fix_a_value(tmp_path / "src")
+    with pytest.raises(MapShardsError, match=r"exists and differs .*remove it") as info:
+        source.map_shards(func, executor=ThreadPoolExecutor(1), progress=False)
+    assert "same size" in str(info.value)
+    # Into a new output, the fixed values convert.
+    fresh = source.map_shards(to_zip_store_with_prefix(tmp_path / "fresh"), progress=False)
+    assert zarr.open_array(fresh, path=TEMPERATURE, mode="r").attrs["units"] == "degF"
+    assert _physical(fresh) == _physical(source)
+
+
+# -------------------------------------- leftovers of a killed URL conversion (issue 9)
+
+_CRASH_URL_SCRIPT = """
+import json, sys, shardedstore, shardedstore._transforms
+from concurrent.futures import ThreadPoolExecutor
+from tests.test_transforms import _FailOn
+shardedstore._transforms._BATCH = 1  # so that the crash comes after a key was written
+store = shardedstore.open(sys.argv[1])
+func = shardedstore.to_url_with_prefix(
+    sys.argv[2], storage_options=json.loads(sys.argv[3]), lease_seconds=1.0
+)
+store.map_shards(_FailOn(func, "5", crash=True), executor=ThreadPoolExecutor(1), progress=False)
+"""
+
+
+@pytest.mark.parametrize("target", ["file", "s3"])
+def test_partials_of_a_killed_url_conversion_are_removed_by_the_next_run(
+    tmp_path: Path, target: str, request: pytest.FixtureRequest
+) -> None:
+    from fsspec.core import url_to_fs
+
+    from shardedstore.cli import main
+
+    _source(tmp_path / "src").save_config(tmp_path / "src.json")
+    options: dict[str, object] = {}
+    if target == "file":
+        url = f"file://{tmp_path}/u/ds"
+    else:
+        server: S3Server = request.getfixturevalue("s3_server")
+        url = f"s3://{server.new_bucket()}/ds"
+        options = dict(server.storage_options)
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _CRASH_URL_SCRIPT,
+            str(tmp_path / "src.json"),
+            url,
+            json.dumps(options),
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 17, result.stderr  # died mid-shard, no cleanup ran
+    fs, path = url_to_fs(url, **options)
+    parent = path.rsplit("/", 1)[0]
+
+    def partials() -> list[str]:
+        fs.invalidate_cache()
+        return [p for p in fs.find(parent, withdirs=True) if ".partial-" in p]
+
+    assert partials()
+    assert fs.exists(f"{path}.lock")  # the dead run's lock file, or its lease on S3
+    time.sleep(1.2)  # the dead run's lease (1 s) expires; on local disk its lock died with it
+    argv = ["convert", str(tmp_path / "src.json"), "--to", "url", "--out", url, "-q"]
+    if options:
+        argv += ["--storage-option", f"endpoint_url={options['endpoint_url']}"]
+    assert main(argv) == 0
+    assert partials() == []
+    assert not fs.exists(f"{path}.lock")
+
+
+# ------------------------------------------------------ one run per output (issue 9)
+
+
+def test_a_locked_output_is_refused_at_once(source: ShardedStore, tmp_path: Path) -> None:
+    from shardedstore import ConcurrentWriteError
+
+    func = to_zip_store_with_prefix(tmp_path / "z")
+    with func.lock_output():  # another conversion holds the output
+        with pytest.raises(ConcurrentWriteError, match=r"z\.lock"):
+            source.map_shards(func, progress=False)
+        assert not list(tmp_path.rglob("*.zip"))
+    assert _physical(source.map_shards(func, progress=False)) == _physical(source)
+
+
+def test_only_leftovers_of_this_kind_of_run_are_removed(
+    source: ShardedStore, tmp_path: Path
+) -> None:
+    shards = tmp_path / "z" / TEMPERATURE
+    shards.mkdir(parents=True)
+    dead = [
+        shards / "3.zarr.zip.partial-0123456789ab",
+        tmp_path / "z.zarr.zip.partial-0123456789ab",
+        tmp_path / "z" / "people.zarr.zip.partial-0123456789ab",
+    ]
+    others = [
+        shards / ".3.zarr.zip.partial-0123456789ab",  # a copy-on-write zip's commit
+        shards / "notes.txt.partial-0123456789ab",
+        tmp_path / "z" / "unrelated.zarr.zip.partial-0123456789ab",
+    ]
+    for path in dead + others:
+        path.write_bytes(b"x")
+    source.map_shards(to_zip_store_with_prefix(tmp_path / "z"), progress=False)
+    assert [p for p in dead if p.exists()] == []
+    assert [p for p in others if not p.exists()] == []

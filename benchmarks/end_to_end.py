@@ -1,0 +1,308 @@
+"""End to end: write and read one array through zarr, against the stores users compare us with.
+
+Rows, run side by side and interleaved in one run (medians of ``--rounds``):
+
+- ``raw``: the chunks' bytes written and read with plain Python files, one per chunk;
+- ``zarr3``: zarr-python 3's own ``LocalStore``;
+- ``sharded``: our ``ShardedStore``, one array shard (a ``LocalStore``) per leading index;
+- ``peer``: shardedstore 0.3.1 on zarr 2.18 (``DirectoryStore`` shards), run in its own
+  virtualenv, made on first use under ``~/.cache/shardedstore-bench`` (the row is
+  skipped with a message when it cannot be built). 0.3.1 crashes on uncompressed
+  arrays, so its row is always compressed (Blosc/LZ4 for the "none" workload), and it
+  reads back through the store object that wrote (a new one sees no array shards).
+
+Workloads: (8, 1024, 1024) float32 in chunks (1, 128, 128) uncompressed (512 chunks),
+the same with zstd, and chunks (1, 512, 512). Page cache warm (each read follows its
+write). Then the slow-storage check: a ``LocalStore`` that sleeps 2 ms in every read,
+plain against inside a ``ShardedStore``: the inline fast path must not serialize
+requests that zarr wants concurrent.
+
+Targets (ratios of medians): read sharded/peer <= 1.0, sharded/zarr3 <= 0.6; write
+sharded/zarr3 <= 0.7; slow storage sharded/plain <= 1.05.
+
+Usage: python benchmarks/end_to_end.py [--rounds N] [--no-peer]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.abc.store import ByteRequest, Store
+from zarr.codecs import ZstdCodec
+from zarr.core.buffer import Buffer, BufferPrototype
+from zarr.storage import LocalStore
+
+from shardedstore import ShardedStore, array_shard_directory_store
+
+SHAPE = (8, 1024, 1024)
+WORKLOADS: dict[str, tuple[tuple[int, int, int], str]] = {
+    "128x128 none": ((1, 128, 128), "none"),
+    "128x128 zstd": ((1, 128, 128), "zstd"),
+    "512x512 none": ((1, 512, 512), "none"),
+}
+PEER_DIR = Path.home() / ".cache" / "shardedstore-bench" / "peer-venv"
+PEER_PACKAGES = [
+    "shardedstore==0.3.1",
+    "zarr==2.18.3",
+    "numcodecs==0.13.1",
+    "xarray==2024.9.0",
+    "xarray-datatree==0.0.14",
+    "numpy<2.1",
+]
+DELAY = 0.002
+
+PEER_SCRIPT = """
+import json, shutil, sys, tempfile, time
+from pathlib import Path
+import numpy as np, zarr, numcodecs, shardedstore
+from zarr.storage import DirectoryStore
+shape, chunks, codec = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
+compressor = numcodecs.Zstd(3) if codec == "zstd" else numcodecs.Blosc("lz4", 5)
+data = np.random.default_rng(0).random(shape, dtype="f4")
+root = Path(tempfile.mkdtemp(prefix="shardedstore-peer-"))
+try:
+    store = shardedstore.ShardedStore(
+        DirectoryStore(str(root / "base")), {},
+        {"a": (1, shardedstore.array_shard_directory_store(str(root / "shards")))},
+    )
+    start = time.perf_counter()
+    arr = zarr.create(shape, chunks=chunks, dtype="f4", store=store, path="a",
+                      compressor=compressor)
+    arr[:] = data
+    write = time.perf_counter() - start
+    # 0.3.1 finds its array shards only through the store object that wrote them (a new
+    # one reads every chunk as fill value), so the peer reads back through the same one.
+    start = time.perf_counter()
+    back = zarr.open_array(store, path="a", mode="r")[:]
+    read = time.perf_counter() - start
+    assert (back == data).all()
+    print(json.dumps({"write": write, "read": read}))
+finally:
+    shutil.rmtree(root)
+"""
+
+
+def peer_python() -> Path | None:
+    """The peer's interpreter, building its virtualenv on first use (None: unavailable)."""
+    python = PEER_DIR / "bin" / "python"
+    marker = PEER_DIR / ".complete"
+    if marker.exists():
+        return python
+    print(f"building the peer virtualenv in {PEER_DIR} (once) ...", flush=True)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(PEER_DIR)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", *PEER_PACKAGES],
+            check=True,
+            timeout=900,
+        )
+    except (subprocess.SubprocessError, OSError) as error:
+        print(f"peer row skipped: could not build shardedstore 0.3.1 on zarr 2: {error}")
+        return None
+    marker.touch()
+    return python
+
+
+def _compressors(codec: str) -> Any:
+    return None if codec == "none" else ZstdCodec(level=3)
+
+
+def zarr_row(make: Callable[[Path], Store]) -> Callable[[np.ndarray, tuple[int, ...], str], Any]:
+    def run(data: np.ndarray, chunks: tuple[int, ...], codec: str) -> tuple[float, float]:
+        root = Path(tempfile.mkdtemp(prefix="shardedstore-bench-"))
+        try:
+            start = time.perf_counter()
+            arr = zarr.create_array(
+                make(root),
+                name="a",
+                shape=data.shape,
+                chunks=chunks,
+                dtype=data.dtype,
+                compressors=_compressors(codec),
+            )
+            arr[:] = data
+            write = time.perf_counter() - start
+            start = time.perf_counter()
+            back = zarr.open_array(make(root), path="a", mode="r")[:]
+            read = time.perf_counter() - start
+            assert np.array_equal(back, data)
+            return write, read
+        finally:
+            shutil.rmtree(root)
+
+    return run
+
+
+def raw_row(data: np.ndarray, chunks: tuple[int, ...], codec: str) -> tuple[float, float]:
+    root = Path(tempfile.mkdtemp(prefix="shardedstore-bench-"))
+    try:
+        n0, n1, n2 = (s // c for s, c in zip(data.shape, chunks, strict=True))
+        blocks = [
+            (
+                f"{i}.{j}.{k}",
+                data[i, j * chunks[1] : (j + 1) * chunks[1], k * chunks[2] :][:, : chunks[2]],
+            )
+            for i in range(n0)
+            for j in range(n1)
+            for k in range(n2)
+        ]
+        start = time.perf_counter()
+        for name, block in blocks:
+            with open(root / name, "wb") as f:
+                f.write(block.tobytes())
+        write = time.perf_counter() - start
+        start = time.perf_counter()
+        for name, _ in blocks:
+            with open(root / name, "rb") as f:
+                f.read()
+        read = time.perf_counter() - start
+        return write, read
+    finally:
+        shutil.rmtree(root)
+
+
+def peer_row(python: Path) -> Callable[[np.ndarray, tuple[int, ...], str], Any]:
+    def run(data: np.ndarray, chunks: tuple[int, ...], codec: str) -> tuple[float, float]:
+        result = subprocess.run(
+            # -I: never import this checkout's shardedstore from the working directory.
+            [
+                str(python),
+                "-I",
+                "-c",
+                PEER_SCRIPT,
+                json.dumps(data.shape),
+                json.dumps(chunks),
+                codec,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        times = json.loads(result.stdout.strip().splitlines()[-1])
+        return times["write"], times["read"]
+
+    return run
+
+
+def plain(root: Path) -> Store:
+    return LocalStore(root / "plain")
+
+
+def sharded(root: Path) -> Store:
+    return ShardedStore(
+        LocalStore(root / "base"), {}, {"a": (1, array_shard_directory_store(root / "shards"))}
+    )
+
+
+class SlowLocalStore(LocalStore):
+    """A LocalStore whose every read takes ``DELAY`` seconds longer, in both of its paths."""
+
+    def get_sync(
+        self,
+        key: str,
+        *,
+        prototype: BufferPrototype | None = None,
+        byte_range: ByteRequest | None = None,
+    ) -> Buffer | None:
+        time.sleep(DELAY)
+        return super().get_sync(key, prototype=prototype, byte_range=byte_range)
+
+    async def get(
+        self,
+        key: str,
+        prototype: BufferPrototype | None = None,
+        byte_range: ByteRequest | None = None,
+    ) -> Buffer | None:
+        if not self._is_open:
+            await self._open()
+        return await asyncio.to_thread(
+            self.get_sync, key, prototype=prototype, byte_range=byte_range
+        )
+
+
+def slow_read(wrap: bool, data: np.ndarray) -> float:
+    root = Path(tempfile.mkdtemp(prefix="shardedstore-bench-"))
+    try:
+        chunks = (1, 128, 128)
+        arr = zarr.create_array(
+            LocalStore(root / "plain"), name="a", shape=data.shape, chunks=chunks, dtype="f4"
+        )
+        arr[:] = data
+        store: Store = SlowLocalStore(root / "plain", read_only=True)
+        if wrap:
+            store = ShardedStore(store, read_only=True)
+        start = time.perf_counter()
+        back = zarr.open_array(store, path="a", mode="r")[:]
+        elapsed = time.perf_counter() - start
+        assert np.array_equal(back, data)
+        return elapsed
+    finally:
+        shutil.rmtree(root)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--no-peer", action="store_true")
+    args = parser.parse_args()
+    data = np.random.default_rng(0).random(SHAPE, dtype="f4")
+    rows: dict[str, Callable[..., tuple[float, float]]] = {
+        "raw": raw_row,
+        "zarr3": zarr_row(plain),
+        "sharded": zarr_row(sharded),
+    }
+    python = None if args.no_peer else peer_python()
+    if python is not None:
+        rows["peer"] = peer_row(python)
+    print(f"zarr {zarr.__version__}, {args.rounds} rounds, medians in seconds")
+    verdicts = []
+    for workload, (chunks, codec) in WORKLOADS.items():
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in rows}
+        for run in rows.values():  # warm-up
+            run(data, chunks, codec)
+        for _ in range(args.rounds):
+            for name, run in rows.items():
+                times[name].append(run(data, chunks, codec))
+        write = {name: statistics.median(w for w, _ in t) for name, t in times.items()}
+        read = {name: statistics.median(r for _, r in t) for name, t in times.items()}
+        print(f"\n{workload}:")
+        print(f"  {'row':8} {'write s':>9} {'read s':>9}")
+        for name in rows:
+            print(f"  {name:8} {write[name]:9.4f} {read[name]:9.4f}")
+        r_zarr3 = read["sharded"] / read["zarr3"]
+        w_zarr3 = write["sharded"] / write["zarr3"]
+        print(f"  read  sharded/zarr3 = {r_zarr3:.2f} (target <= 0.60)")
+        print(f"  write sharded/zarr3 = {w_zarr3:.2f} (target <= 0.70)")
+        verdicts += [r_zarr3 <= 0.6, w_zarr3 <= 0.7]
+        if "peer" in rows:
+            r_peer = read["sharded"] / read["peer"]
+            print(f"  read  sharded/peer  = {r_peer:.2f} (target <= 1.00)")
+            print(f"  write sharded/peer  = {write['sharded'] / write['peer']:.2f} (reported)")
+            verdicts.append(r_peer <= 1.0)
+    slow: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(args.rounds):
+        for wrap in (False, True):
+            slow[wrap].append(slow_read(wrap, data))
+    plain_s, sharded_s = statistics.median(slow[False]), statistics.median(slow[True])
+    ratio = sharded_s / plain_s
+    print(f"\nslow storage ({DELAY * 1000:.0f} ms per read), read of 512 chunks:")
+    print(f"  plain {plain_s:.3f} s, sharded {sharded_s:.3f} s, ratio {ratio:.2f} (target <= 1.05)")
+    verdicts.append(ratio <= 1.05)
+    print("\nall targets met" if all(verdicts) else "\nSOME TARGETS MISSED")
+
+
+if __name__ == "__main__":
+    main()
