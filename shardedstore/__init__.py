@@ -23,9 +23,11 @@ from shardedstore._factories import (
 from shardedstore._mapping import StoreMapping
 from shardedstore._registry import StoreType
 from shardedstore._store import ShardedStore
+from shardedstore._timeouts import RemoteTimeoutError
 from shardedstore._transforms import (
     ArrayShardStoresFactory,
     MapShardsError,
+    StrayKeysWarning,
     to_directory_store_with_prefix,
     to_url_with_prefix,
     to_zip_store_with_prefix,
@@ -43,9 +45,11 @@ __all__ = [
     "KeyValidationError",
     "LayoutError",
     "MapShardsError",
+    "RemoteTimeoutError",
     "ShardedStore",
     "StoreMapping",
     "StoreType",
+    "StrayKeysWarning",
     "__version__",
     "array_shard_directory_store",
     "array_shard_template_store",

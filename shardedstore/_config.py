@@ -41,7 +41,6 @@ from shardedstore._factories import (
     ArrayShardDirectoryFactory,
     ArrayShardTemplateFactory,
     _template_type,
-    is_chunk_index,
 )
 from shardedstore._locations import (
     Location,
@@ -49,16 +48,17 @@ from shardedstore._locations import (
     Member,
     escapes_folder,
     folder_location,
+    new_resolver,
     placeholder_survives,
 )
-from shardedstore._registry import SHARDED, get_store_type, store_type_for
+from shardedstore._registry import SHARDED, StoreType, get_store_type, store_type_for
 from shardedstore._routing import validate_node_path
+from shardedstore._strictjson import parse_config_json
+from shardedstore._timeouts import fsspec_call
 from shardedstore._transforms import ArrayShardStoresFactory
+from shardedstore._validation import check_schema, describe
 
 if TYPE_CHECKING:
-    from jsonschema.exceptions import ValidationError
-    from jsonschema.protocols import Validator
-
     from shardedstore._store import ArrayShardSpec, ShardedStore
 
 __all__ = [
@@ -92,10 +92,35 @@ def _join_url(base: str, relative: str) -> str:
     return f"{scheme}://{posixpath.normpath(posixpath.join(rest, relative))}"
 
 
-def _resolve(value: str, kind: Literal["local", "url"], base: str | None, at: Path_) -> str:
-    """A path field's value with a relative path resolved against ``base``."""
+def _below(prefix: str, value: str) -> str:
+    """``os.path.normpath(prefix + value)`` for a normalized ``prefix`` ending in '/'.
+
+    Skips ``normpath`` where it would change nothing: it runs once per array shard.
+    """
+    joined = prefix + value
+    if not value or value[0] in "./" or "/." in value or "//" in value or value[-1] == "/":
+        return os.path.normpath(joined)
+    return joined
+
+
+def _resolve(
+    value: str,
+    kind: Literal["local", "url"],
+    base: str | None,
+    at: Path_,
+    *,
+    local_prefix: str | None = None,
+) -> str:
+    """A path field's value with a relative path resolved against ``base``.
+
+    ``local_prefix``: ``base`` normalized and ending in '/', if it is an absolute local
+    directory (to resolve many values faster).
+    """
     if (kind == "url" and _has_scheme(value)) or os.path.isabs(value) or base is None:
         return value
+    if local_prefix is not None:
+        resolved = _below(local_prefix, value)
+        return f"file://{Path(resolved).as_posix()}" if kind == "url" else resolved
     if _has_scheme(base):
         if kind == "local":
             raise ConfigError(
@@ -234,12 +259,13 @@ def save_config(
     """Write the config of ``store`` to ``path`` (see :meth:`ShardedStore.save_config`)."""
     target = os.fspath(path)
     if _has_scheme(target) and not target.startswith("file://"):
-        import fsspec
+        from fsspec.core import url_to_fs
 
         directory = target.rstrip("/").rpartition("/")[0]
         text = dump_config(layout_config(store, relative_to=directory if relative else None))
-        with fsspec.open(target, "w", **dict(storage_options or {})) as f:
-            f.write(text)
+        fs, fs_path = url_to_fs(target, **dict(storage_options or {}))
+        data = text.encode("utf-8")
+        fsspec_call(fs, "pipe_file", fs_path, data, what="writing the config", url=target)
         return
     if target.startswith("file://"):
         target = target[len("file://") :]
@@ -261,46 +287,6 @@ def config_schema() -> dict[str, Any]:
     text = (resources.files("shardedstore") / "schema" / "config-v1.json").read_text("utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
-
-
-@functools.cache
-def _validator() -> Validator:
-    from jsonschema import Draft202012Validator
-
-    return Draft202012Validator(config_schema())
-
-
-def _describe(error: ValidationError) -> str:
-    instance: Any = error.instance
-    expected: Any = error.validator_value
-    schema: Any = error.schema
-    if error.validator == "required":
-        missing = [name for name in expected if name not in instance]
-        return f"missing required field {', '.join(map(repr, missing))}"
-    if error.validator == "additionalProperties":
-        allowed = sorted(schema.get("properties", {}))
-        extra = sorted(set(instance) - set(allowed))
-        return f"unknown field {', '.join(map(repr, extra))}; allowed: {', '.join(allowed)}"
-    if error.validator == "type":
-        shown = json.dumps(instance)
-        shown = shown if len(shown) <= 60 else shown[:57] + "..."
-        return f"expected {expected}, got {type(instance).__name__} {shown}"
-    if error.validator in ("enum", "const"):
-        allowed = expected if error.validator == "enum" else [expected]
-        return f"{instance!r} is not allowed; expected {' or '.join(map(repr, allowed))}"
-    if error.validator == "anyOf" and isinstance(instance, dict) and "dims" in instance:
-        return "give 'store' (a store template with {chunk} in its path) and/or 'shards'"
-    if error.validator == "propertyNames":
-        return f"invalid name: {error.message}"
-    return str(error.message)
-
-
-def _check_schema(config: Mapping[str, Any]) -> None:
-    from jsonschema.exceptions import best_match
-
-    error = best_match(_validator().iter_errors(config))
-    if error is not None:
-        raise ConfigError(tuple(error.absolute_path), _describe(error))
 
 
 def _check_version(config: Mapping[str, Any]) -> None:
@@ -365,16 +351,32 @@ class _Loader:
         self.base = base
         self.read_only = read_only
         self.folder = folder
+        # An absolute local base as a prefix, to resolve 10^6 array shards faster.
+        self.local_prefix: str | None = None
+        if base is not None and os.sep == "/" and base.startswith("/"):
+            self.local_prefix = os.path.normpath(base).rstrip("/") + "/"
+        self.resolver = new_resolver()  # shared: a config may name 10^6 array shards
 
     def resolved(
-        self, spec: Mapping[str, Any], at: Path_, *, template: bool = False
+        self,
+        spec: Mapping[str, Any],
+        at: Path_,
+        *,
+        template: bool = False,
+        store_type: StoreType | None = None,
     ) -> dict[str, Any]:
-        store_type = get_store_type(str(spec["type"]), (*at, "type"))
+        """``spec`` with its path fields resolved (and checked to lie inside the folder)."""
+        if store_type is None:
+            store_type = get_store_type(str(spec["type"]), (*at, "type"))
         resolved = dict(spec)
         for name in store_type.path_fields:
             if isinstance(resolved.get(name), str):
                 resolved[name] = _resolve(
-                    resolved[name], store_type.path_kind, self.base, (*at, name)
+                    resolved[name],
+                    store_type.path_kind,
+                    self.base,
+                    (*at, name),
+                    local_prefix=self.local_prefix,
                 )
                 is_template = template and CHUNK_PLACEHOLDER in spec[name]
                 if is_template and not placeholder_survives(resolved[name], store_type.path_kind):
@@ -400,7 +402,9 @@ class _Loader:
         """Refuse a location outside the config's folder (when opened for writing)."""
         if self.folder is None:
             return
-        outside = escapes_folder(self.folder, resolved, kind, template=template)
+        outside = escapes_folder(
+            self.folder, resolved, kind, template=template, resolver=self.resolver
+        )
         if outside is not None:
             raise ConfigError(
                 at,
@@ -422,7 +426,7 @@ class _Loader:
 
             error = best_match(Draft202012Validator(schema).iter_errors(dict(spec)))
             if error is not None:
-                raise ConfigError((*at, *error.absolute_path), _describe(error))
+                raise ConfigError((*at, *error.absolute_path), describe(error))
         resolved = self.resolved(spec, at)
         try:
             return store_type.from_spec(resolved, read_only=self.read_only)
@@ -435,14 +439,16 @@ class _Loader:
         dims = spec["dims"]
         template = spec.get("store")
         shards = spec.get("shards", {})
-        for index in shards:
-            if not is_chunk_index(index) or index.count(".") != dims - 1:
+        dots = dims - 1
+        for index, shard in shards.items():
+            # The schema checked that each name is a chunk index; this, how many parts.
+            if index.count(".") != dots:
                 raise ConfigError(
                     (*at, "shards", index),
                     f"expected a chunk index with {dims} part(s) such as "
                     f"{'.'.join(['3'] * dims)!r}",
                 )
-            if shards[index]["type"] == SHARDED:
+            if shard["type"] == SHARDED:
                 raise ConfigError(
                     (*at, "shards", index, "type"), "an array shard cannot be sharded"
                 )
@@ -457,10 +463,40 @@ class _Loader:
                 match = _DIRECTORY_TEMPLATE.match(template["root"])
                 if match is not None and CHUNK_PLACEHOLDER not in match["prefix"]:
                     return ArrayShardDirectoryFactory(str(Path(match["prefix"])))
-        overrides = {
-            index: self.resolved(shard, (*at, "shards", index)) for index, shard in shards.items()
-        }
-        return ArrayShardTemplateFactory(template, overrides)
+        return ArrayShardTemplateFactory(template, self.explicit_shards(shards, at))
+
+    def explicit_shards(
+        self, shards: Mapping[str, Mapping[str, Any]], at: Path_
+    ) -> dict[str, dict[str, Any]]:
+        """The resolved specs of an array's explicit shards (there may be 10^6).
+
+        The same as :meth:`resolved` for each, with what does not depend on the shard
+        done once: reading a local config for reading, each costs a dict copy and a
+        string join.
+        """
+        types: dict[object, StoreType] = {}
+        resolved = {}
+        prefix = self.local_prefix if self.folder is None else None
+        for index, shard in shards.items():
+            kind = shard["type"]
+            store_type = types.get(kind)
+            if store_type is None:
+                store_type = get_store_type(str(kind), (*at, "shards", index, "type"))
+                types[kind] = store_type
+            if prefix is None:
+                resolved[index] = self.resolved(
+                    shard, (*at, "shards", index), store_type=store_type
+                )
+                continue
+            spec = resolved[index] = dict(shard)
+            url = store_type.path_kind == "url"
+            for name in store_type.path_fields:
+                value = spec.get(name)
+                if type(value) is not str or value[:1] == "/" or (url and _has_scheme(value)):
+                    continue  # not a path, or an absolute one: as _resolve
+                local = _below(prefix, value)
+                spec[name] = f"file://{local}" if url else local
+        return resolved
 
     def layout(self, spec: Mapping[str, Any], at: Path_) -> ShardedStore:
         from shardedstore._store import ShardedStore
@@ -510,13 +546,25 @@ def load_config(
             )
         config, read_only = translate_legacy_config(config), True
     _check_version(config)
-    _check_schema(config)
+    check_schema(config)
     base = None if base_path is None else os.fspath(base_path)
     # Writing stays inside the config's folder unless the caller opts out; reading
     # cannot destroy anything, so it may reach anywhere (docs/config.md, "Writing
     # stays inside the config's folder").
     folder = None if base is None or read_only or allow_outside else folder_location(base)
-    return _Loader(base, bool(read_only), folder).layout(config, ())
+    store = _Loader(base, bool(read_only), folder).layout(config, ())
+    if folder is not None and "://" not in base.removeprefix("file://"):  # type: ignore[union-attr]
+        # Array shards are checked again when first written: a shard of the template
+        # may itself be a symlink out of the folder.
+        store._confined_to = os.path.realpath(base.removeprefix("file://"))  # type: ignore[union-attr]
+    return store
+
+
+def _decoded(data: bytes, location: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError((), f"{location} is not UTF-8 text: {error}") from None
 
 
 def open_config(
@@ -525,6 +573,7 @@ def open_config(
     *,
     storage_options: Mapping[str, Any] | None = None,
     allow_outside: bool = False,
+    timeout: float | None = None,
 ) -> ShardedStore:
     """Open the dataset described by a layout config file.
 
@@ -541,6 +590,9 @@ def open_config(
         With ``"r+"`` or ``"a"``, let the config name locations outside its own
         folder (absolute paths, ``..``, symlinks out, other URLs). Off by default, so
         that writing through someone else's config cannot touch data elsewhere.
+    timeout
+        Seconds to wait for the config file at a URL. Default: the environment
+        variable ``SHARDEDSTORE_TIMEOUT``, else 30; ``math.inf`` waits forever.
 
     Returns
     -------
@@ -555,15 +607,25 @@ def open_config(
         folder without ``allow_outside=True``.
     FileNotFoundError
         If there is no such file.
+    RemoteTimeoutError
+        A ``TimeoutError``: the server holding the config did not answer in time.
     """
     if mode not in ("r", "r+", "a"):
         raise ValueError(f"mode must be 'r' (read-only), 'r+' or 'a' (read/write), got {mode!r}")
     location = os.fspath(path_or_url)
     if _has_scheme(location) and not location.startswith("file://"):
-        import fsspec
+        from fsspec.core import url_to_fs
 
-        with fsspec.open(location, "r", encoding="utf-8", **dict(storage_options or {})) as f:
-            text = f.read()
+        fs, fs_path = url_to_fs(location, **dict(storage_options or {}))
+        data = fsspec_call(
+            fs,
+            "cat_file",
+            fs_path,
+            what="fetching the config",
+            url=location,
+            timeout=timeout,
+        )
+        text = _decoded(data, location)
         base = location.rstrip("/").rpartition("/")[0]
     else:
         if location.startswith("file://"):
@@ -571,8 +633,5 @@ def open_config(
         with open(location, encoding="utf-8") as f:
             text = f.read()
         base = os.path.dirname(os.path.abspath(location))
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ConfigError((), f"{location} is not valid JSON: {error}") from None
+    config = parse_config_json(text, location)
     return load_config(config, base_path=base, read_only=mode == "r", allow_outside=allow_outside)

@@ -208,12 +208,11 @@ class ArrayShardTemplateFactory:
     @property
     def supports_sync(self) -> bool:
         """Whether every store this factory makes supports zarr's sync protocols."""
-        specs = [*self.shards.values(), *([self.template] if self.template else [])]
-        return (
-            bool(specs)
-            and self.template is not None
-            and all(get_store_type(str(spec["type"]), ("type",)).supports_sync for spec in specs)
-        )
+        if self.template is None:
+            return False
+        # One look-up per store type: a layout may list 10^6 explicit shards.
+        kinds = {str(self.template["type"])} | {str(spec["type"]) for spec in self.shards.values()}
+        return all(get_store_type(kind, ("type",)).supports_sync for kind in kinds)
 
     def existing_chunk_indices(self) -> list[str] | None:
         """The explicit shards plus those found where the template points (None: unknown).

@@ -1,15 +1,17 @@
-"""Look at a layout without loading chunk data: shard sizes, the hierarchy, problems.
+"""Look at a layout without loading chunk data: shard sizes and the hierarchy.
 
-Used by the ``info``, ``tree`` and ``validate`` commands; each function returns plain
-data (dicts and lists) that the command line prints as text or JSON.
+Used by the ``info`` and ``tree`` commands (``validate``: :mod:`shardedstore._layoutcheck`);
+each function returns plain data that the command line prints as text or JSON. A shard
+that is missing, unreachable or corrupt is marked, never a reason to stop: every other
+shard is still looked at.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
+import math
 import warnings
 import zlib
+from collections.abc import Coroutine
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +20,16 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from shardedstore._errors import LayoutError
-from shardedstore._routing import CHUNK, outer_chunk_key
-from shardedstore._transforms import _Unit, _units, _units_async
+from shardedstore._probe import array_shard_handle, error_text, reach, store_url
+from shardedstore._routing import ARRAY_METADATA, BASE, MOUNT, validate_key
+from shardedstore._shardsource import (
+    ArrayShardKeys,
+    BaseKeys,
+    MountKeys,
+    OwnKeys,
+    describe_shard,
+    is_metadata_document,
+)
 
 if TYPE_CHECKING:
     from shardedstore._store import ShardedStore
@@ -29,65 +39,212 @@ __all__ = [
     "checksums",
     "factory_text",
     "hierarchy",
+    "holder_text",
     "node_holder",
+    "node_holder_info",
     "shard_summaries",
-    "validate_layout",
 ]
 
 
 @dataclass(frozen=True)
 class ShardSummary:
-    """One shard: where it is and what it holds."""
+    """One shard: where it is and what it holds.
 
-    kind: str  # "base", "mount" or "array shard"
+    Attributes
+    ----------
+    kind
+        ``"base"``, ``"mount"`` or ``"array shard"``.
+    path
+        The mount or array path (``""`` for the base).
+    chunk_index
+        The array shard's chunk index (None for the base and mounts).
+    backend
+        Where the shard is, as a URL.
+    exists
+        Whether the store is there (False: missing, or an empty object-store prefix;
+        None: it could not be told, see ``error``).
+    error
+        Why the shard could not be read (a corrupt zip, an unreachable endpoint), or None.
+    keys
+        Every key the shard holds: ``metadata_keys + chunk_keys + stray_keys``.
+    metadata_keys
+        Metadata documents (``zarr.json``, ``.zarray``, ...) a reader reaches.
+    chunk_keys
+        Chunks a reader reaches.
+    stray_keys
+        Keys no reader of the layout reaches (``validate`` lists them).
+    bytes
+        Bytes of all ``keys``.
+    """
+
+    kind: str
     path: str
     chunk_index: str | None
     backend: str
-    exists: bool
+    exists: bool | None
+    error: str | None
     keys: int
+    metadata_keys: int
+    chunk_keys: int
+    stray_keys: int
     bytes: int
+
+    @property
+    def name(self) -> str:
+        """The shard as messages name it: ``base``, ``mount 'a'``, ``array shard 'x' chunk 3``."""
+        if self.kind == "array shard" and self.chunk_index is None:
+            return f"array {self.path!r}"  # its shards could not be listed
+        return describe_shard(self.path, self.chunk_index)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def empty(
+        cls, kind: str, path: str, index: str | None, backend: str, error: str | None
+    ) -> ShardSummary:
+        """A shard that is missing (``error`` None) or cannot be read (its ``error``)."""
+        exists = False if error is None else None
+        return cls(kind, path, index, backend, exists, error, 0, 0, 0, 0, 0)
 
-def _kind(unit: _Unit) -> str:
-    if unit.chunk_index is not None:
-        return "array shard"
-    return "mount" if unit.shard_path else "base"
+
+def _owned(keys: OwnKeys | None, key: str) -> bool:
+    if keys is None:
+        return False
+    try:
+        validate_key(key)
+    except ValueError:
+        return False
+    return keys.owns(key)
 
 
-async def _summary(unit: _Unit) -> ShardSummary:
-    from shardedstore._store import _gather_bounded, _opened
+async def _summary(
+    kind: str,
+    path: str,
+    index: str | None,
+    store: Store,
+    keys: OwnKeys | None,
+    timeout: float | None,
+) -> ShardSummary:
+    """What one shard holds; ``keys`` says which keys are its own (None: none are)."""
+    from shardedstore._store import _gather_bounded
 
-    store = unit.source
-    if not await _opened(store):
-        return ShardSummary(_kind(unit), unit.shard_path, unit.chunk_index, str(store), False, 0, 0)
-    keys = [key async for key in store.list()]
-    sizes = await _gather_bounded(store.getsize(key) for key in keys)
+    url = store_url(store)
+    found = await reach(store, timeout)
+    if found.state != "ok":
+        return ShardSummary.empty(kind, path, index, url, found.error)
+    try:
+        listed = [key async for key in store.list()]
+        sizes = await _gather_bounded(store.getsize(key) for key in listed)
+    except Exception as error:  # listed or sized halfway: the shard is broken, say so
+        return ShardSummary.empty(kind, path, index, url, error_text(error))
+    own = [key for key in listed if _owned(keys, key)]
+    documents = sum(is_metadata_document(key) for key in own)
     return ShardSummary(
-        _kind(unit), unit.shard_path, unit.chunk_index, str(store), True, len(keys), sum(sizes)
+        kind,
+        path,
+        index,
+        url,
+        True,
+        None,
+        len(listed),
+        documents,
+        len(own) - documents,
+        len(listed) - len(own),
+        sum(sizes),
     )
 
 
-def shard_summaries(store: ShardedStore) -> list[ShardSummary]:
-    """Every shard of ``store`` (base, mounts, existing array shards) with its size."""
-    from shardedstore._store import _gather_bounded
+async def _array_shard_summary(
+    path: str, index: str, factory: Any, keys: OwnKeys | None, timeout: float | None
+) -> ShardSummary | None:
+    """An array shard's summary; None for a shard that is not there and not named."""
+    try:
+        store = array_shard_handle(factory, index)
+    except Exception as error:  # the factory itself failed for this index
+        return ShardSummary.empty("array shard", path, index, "?", error_text(error))
+    try:
+        summary = await _summary("array shard", path, index, store, keys, timeout)
+    finally:
+        store.close()
+    named = index in (getattr(factory, "shards", None) or {})
+    if summary.exists is False and not named:
+        return None  # a candidate index of a factory that cannot list its shards
+    return summary
 
-    units = _units(store)
-    return list(sync(_gather_bounded(_summary(unit) for unit in units)))
+
+def _within(index: str, shape: tuple[int, ...]) -> bool:
+    parts = [int(part) for part in index.split(".")]
+    return all(p < n for p, n in zip(parts, shape, strict=False))
 
 
-def node_holder(store: ShardedStore, path: str) -> str:
-    """Which store holds the node at ``path``, for people to read."""
-    for mount, sub in store.mounts.items():
-        if path == mount or path.startswith(mount + "/"):
-            return f"mount {mount!r}: {sub}"
-    if path in store.array_shards:
-        dims, factory = store.array_shards[path]
-        indices = sync(store._existing_chunk_indices(path, probe=False))
-        return f"base + {len(indices)} array shard(s) on {dims} dim(s): {factory_text(factory)}"
-    return f"base: {store.base}"
+def _index_key(index: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in index.split("."))
+
+
+async def _summaries(store: ShardedStore, timeout: float | None) -> list[ShardSummary]:
+    from shardedstore._store import _gather_bounded, _read_only_view
+
+    router = store._router
+    array_dims = tuple(sorted(router.array_dims.items()))
+    base_keys = BaseKeys(router.mount_paths, array_dims)
+    jobs: list[Coroutine[Any, Any, ShardSummary | None]] = [
+        _summary("base", "", None, _read_only_view(store.base), base_keys, timeout)
+    ]
+    jobs += [
+        _summary("mount", path, None, _read_only_view(mount), MountKeys(), timeout)
+        for path, mount in sorted(store.mounts.items())
+    ]
+    listing_errors: list[ShardSummary] = []
+    for path, (dims, factory) in sorted(store.array_shards.items()):
+        shard_keys: OwnKeys | None = None  # no usable metadata in base: no reader reaches them
+        layout = None
+        try:
+            layout = await store._layout(path)
+        except LayoutError:
+            pass  # metadata in base that cannot be sharded
+        except Exception:  # base cannot be read: which keys are stray cannot be told
+            shard_keys = MountKeys()
+        if layout is not None:
+            shard_keys = ArrayShardKeys.of(layout)
+        try:
+            indices = await store._existing_chunk_indices(path)
+        except Exception as error:  # the template's directory or prefix cannot be listed
+            error_line = f"array shards cannot be listed: {error_text(error)}"
+            listing_errors.append(
+                ShardSummary.empty("array shard", path, None, factory_text(factory), error_line)
+            )
+            continue
+        for index in sorted(indices, key=_index_key):
+            keys = shard_keys
+            if layout is not None and not _within(index, layout.shape[:dims]):
+                keys = None  # beyond the array's shape: no reader reaches any of it
+            jobs.append(_array_shard_summary(path, index, factory, keys, timeout))
+    found = await _gather_bounded(jobs)
+    return [summary for summary in found if summary is not None] + listing_errors
+
+
+def shard_summaries(store: ShardedStore, *, timeout: float | None = None) -> list[ShardSummary]:
+    """Every shard of ``store`` (base, mounts, existing array shards) with what it holds.
+
+    A shard that is missing is listed with ``exists`` False, one that cannot be read
+    (unreachable, corrupt) with its ``error``; the others are still summarized.
+
+    Parameters
+    ----------
+    store
+        The layout.
+    timeout
+        Seconds each shard may take to open and list its first key (None: the
+        ``SHARDEDSTORE_TIMEOUT`` environment variable, else 30 s; ``math.inf``: no limit).
+    """
+    from shardedstore._timeouts import resolve_timeout
+
+    limit = resolve_timeout(timeout)  # a bad setting fails here, not as a shard's error
+    return list(sync(_summaries(store, math.inf if limit is None else limit)))
+
+
+# ------------------------------------------------------------------ the tree
 
 
 def factory_text(factory: object) -> str:
@@ -102,128 +259,96 @@ def factory_text(factory: object) -> str:
     return type(factory).__name__
 
 
+def node_holder_info(store: ShardedStore, path: str) -> dict[str, Any]:
+    """Which store holds the node at ``path``, as data.
+
+    ``{"kind": "base", "store": URL}``, ``{"kind": "mount", "path": MOUNT, "store": URL}``
+    or, for an array-sharded array (metadata in base, chunks in its array shards),
+    ``{"kind": "array shards", "path": ARRAY, "store": BASE URL, "dims": N,
+    "shards": COUNT, "template": WHERE}``.
+    """
+    kind, node = (BASE, "") if not path else store._router.route(f"{path}/zarr.json")[:2]
+    if kind == MOUNT:
+        return {"kind": "mount", "path": node, "store": store_url(store.mounts[node])}
+    base = store_url(store.base)
+    if kind == ARRAY_METADATA:
+        dims, factory = store.array_shards[node]
+        indices = sync(store._existing_chunk_indices(node, probe=False))
+        return {
+            "kind": "array shards",
+            "path": node,
+            "store": base,
+            "dims": dims,
+            "shards": len(indices),
+            "template": factory_text(factory),
+        }
+    return {"kind": "base", "store": base}
+
+
+def holder_text(holder: dict[str, Any]) -> str:
+    """A holder from :func:`node_holder_info`, for people to read."""
+    if holder["kind"] == "mount":
+        return f"mount {holder['path']!r}: {holder['store']}"
+    if holder["kind"] == "array shards":
+        return (
+            f"base + {holder['shards']} array shard(s) on {holder['dims']} dim(s): "
+            f"{holder['template']}"
+        )
+    return f"base: {holder['store']}"
+
+
+def node_holder(store: ShardedStore, path: str) -> str:
+    """Which store holds the node at ``path``, for people to read."""
+    return holder_text(node_holder_info(store, path))
+
+
+async def _first_unreadable(store: ShardedStore) -> str | None:
+    """``base: cannot be read (URL): ...`` for the first of base and mounts that fails."""
+    from shardedstore._store import _gather_bounded, _read_only_view
+
+    subs = [("base", store.base)]
+    subs += [(f"mount {path!r}", mount) for path, mount in sorted(store.mounts.items())]
+    views = [_read_only_view(sub) for _, sub in subs]
+    found = await _gather_bounded(reach(view) for view in views)
+    for (name, _), view, outcome in zip(subs, views, found, strict=True):
+        if outcome.state == "unreadable":
+            return f"{name}: cannot be read ({store_url(view)}): {outcome.error}"
+    return None
+
+
 def hierarchy(store: ShardedStore) -> list[dict[str, Any]]:
     """Every group and array (path, kind, shape, dtype, holder), from metadata only."""
     import zarr
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Object at .* is not recognized")
-        root = zarr.open_group(store, mode="r")
-        members = sorted(root.members(max_depth=None), key=lambda member: member[0])
-    nodes: list[dict[str, Any]] = [{"path": "", "kind": "group", "holder": node_holder(store, "")}]
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Object at .* is not recognized")
+            root = zarr.open_group(store, mode="r")
+            members = sorted(root.members(max_depth=None), key=lambda member: member[0])
+    except Exception as error:
+        broken = sync(_first_unreadable(store))
+        if broken is None:
+            raise
+        raise LayoutError(
+            f"{broken}; the tree needs the base and every mount (shardedstore validate "
+            "lists every problem)"
+        ) from error
+    nodes: list[dict[str, Any]] = [
+        {"path": "", "kind": "group", "holder": node_holder_info(store, "")}
+    ]
     for path, node in members:
-        entry: dict[str, Any] = {"path": path, "kind": "group", "holder": node_holder(store, path)}
+        entry: dict[str, Any] = {
+            "path": path,
+            "kind": "group",
+            "holder": node_holder_info(store, path),
+        }
         if isinstance(node, zarr.Array):
             entry.update(kind="array", shape=list(node.shape), dtype=str(node.dtype))
         nodes.append(entry)
     return nodes
 
 
-async def _documents(store: Store, names: list[str]) -> dict[str, Any]:
-    prototype = default_buffer_prototype()
-    values = await asyncio.gather(*(store.get(name, prototype) for name in names))
-    found = {}
-    for name, value in zip(names, values, strict=True):
-        if value is not None:
-            try:
-                found[name] = json.loads(value.to_bytes())
-            except ValueError:
-                found[name] = value.to_bytes()
-    return found
-
-
-async def _check_array(store: ShardedStore, path: str, problems: list[str]) -> None:
-    from shardedstore._store import _opened
-
-    dims = store._router.array_dims[path]
-    indices = sorted(await store._existing_chunk_indices(path, probe=False))
-    try:
-        layout = await store._layout(path)
-    except LayoutError as error:
-        problems.append(f"array {path!r}: metadata in base cannot be sharded: {error}")
-        return
-    if layout is None:
-        if indices:
-            problems.append(
-                f"array {path!r}: {len(indices)} array shard(s) exist but base has no "
-                "metadata for the array"
-            )
-        return
-    expected = {name: json.loads(doc) for name, doc in layout.shard_documents.items()}
-    for index in indices:
-        where = f"array shard {path!r} chunk {index}"
-        parts = [int(p) for p in index.split(".")]
-        if any(p >= n for p, n in zip(parts, layout.shape[:dims], strict=False)):
-            problems.append(
-                f"{where}: outside the array's shape {list(layout.shape[:dims])} along the "
-                "sharded dimension(s)"
-            )
-        shard = store._shard_reader(path, index)
-        if not await _opened(shard):
-            problems.append(f"{where}: listed but does not exist ({shard})")
-            continue
-        names = ["zarr.json", ".zarray", ".zattrs", ".zgroup"]
-        found = await _documents(shard, names)
-        for name, doc in expected.items():
-            if found.get(name) != doc:
-                state = "missing" if name not in found else "differs from what base implies"
-                problems.append(f"{where}: {name} {state}")
-        stray = []
-        async for inner in shard.list():
-            if inner in expected:
-                continue
-            if outer_chunk_key(index, inner, layout.key_format) is None:
-                stray.append(inner)
-        if stray:
-            problems.append(f"{where}: {len(stray)} stray key(s), e.g. {sorted(stray)[:3]}")
-
-
-async def _validate(store: ShardedStore) -> list[str]:
-    from shardedstore._store import _opened
-
-    problems: list[str] = []
-    units = await _units_async(store)
-    # Every shard reachable.
-    for unit in units:
-        try:
-            exists = await _opened(unit.source)
-        except Exception as error:  # any backend error: report, keep checking the rest
-            problems.append(f"{_kind(unit)} {unit.shard_path!r}: unreachable: {error}")
-            continue
-        if not exists:
-            what = f"{_kind(unit)} {unit.shard_path!r}".replace("base ''", "base")
-            if unit.chunk_index is not None:
-                what += f" chunk {unit.chunk_index}"
-            problems.append(f"{what}: does not exist ({unit.source})")
-    base = store.base
-    if not await _opened(base):
-        return problems
-    # Keys in base that no reader can reach: under a mount, or chunks of sharded arrays.
-    for mount in store.mounts:
-        hidden = [key async for key in base.list_prefix(mount + "/")]
-        if hidden:
-            problems.append(
-                f"base: {len(hidden)} stray key(s) under mount {mount!r}, hidden by it, "
-                f"e.g. {sorted(hidden)[:3]}"
-            )
-    for path in store.array_shards:
-        hidden = [
-            key
-            async for key in base.list_prefix(path + "/")
-            if store._router.route(key)[0] == CHUNK
-        ]
-        if hidden:
-            problems.append(
-                f"base: {len(hidden)} stray chunk key(s) of array-sharded {path!r}, hidden by "
-                f"its array shards, e.g. {sorted(hidden)[:3]}"
-            )
-        await _check_array(store, path, problems)
-    return problems
-
-
-def validate_layout(store: ShardedStore) -> list[str]:
-    """Problems with a layout: unreachable shards, inconsistent metadata, stray keys."""
-    return list(sync(_validate(store)))
+# ---------------------------------------------------------------- checksums
 
 
 async def _checksums(store: Store) -> dict[str, tuple[int, int]]:

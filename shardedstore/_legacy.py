@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shardedstore._errors import ConfigError
+from shardedstore._validation import MAX_SHARDED_DEPTH, too_deep
 
 __all__ = ["is_legacy_config", "translate_legacy_config"]
 
@@ -68,11 +69,13 @@ def _arguments(config: Mapping[str, Any], at: Path_) -> tuple[list[Any], dict[st
     return args, kwargs
 
 
-def _store(value: object, at: Path_) -> dict[str, Any]:
+def _store(value: object, at: Path_, depth: int) -> dict[str, Any]:
     config: dict[str, Any] = _expect(value, dict, at, "a store object with name, module and config")
     kind = _class_of(config, at)
     if kind == "sharded":
-        return {"type": "sharded", **_layout(config, at)}
+        if depth + 1 > MAX_SHARDED_DEPTH:
+            raise too_deep(at)
+        return {"type": "sharded", **_layout(config, at, depth + 1)}
     args, kwargs = _arguments(config, at)
     unknown = sorted(set(kwargs) - {"path"} - _HARMLESS_OPTIONS[kind])
     if unknown:
@@ -108,16 +111,17 @@ def _chunk_index(prefix: str, at: Path_) -> str:
     return ".".join(str(int(part)) for part in re.split(r"[./]", prefix))
 
 
-def _layout(config: Mapping[str, Any], at: Path_) -> dict[str, Any]:
+def _layout(config: Mapping[str, Any], at: Path_, depth: int) -> dict[str, Any]:
+    """The format-1 layout of a 0.3.x ShardedStore nested ``depth`` deep (0: the top)."""
     args, kwargs = _arguments(config, at)
     if not args:
         raise ConfigError((*at, "config", "args"), "missing the base store")
-    layout: dict[str, Any] = {"base": _store(args[0], (*at, "config", "args", 0))}
+    layout: dict[str, Any] = {"base": _store(args[0], (*at, "config", "args", 0), depth)}
     kw_at = (*at, "config", "kwargs")
     shards = _expect(kwargs.get("shards") or {}, dict, (*kw_at, "shards"), "an object")
     if shards:
         layout["mounts"] = {
-            path: _store(shard, (*kw_at, "shards", path)) for path, shard in shards.items()
+            path: _store(shard, (*kw_at, "shards", path), depth) for path, shard in shards.items()
         }
     dims_of = _expect(
         kwargs.get("array_shard_dims") or {}, dict, (*kw_at, "array_shard_dims"), "an object"
@@ -128,7 +132,7 @@ def _layout(config: Mapping[str, Any], at: Path_) -> dict[str, Any]:
         entry_at = (*kw_at, "array_shards", path)
         per_shard = _expect(per_shard, dict, entry_at, "an object of chunk prefix -> store")
         stores = {
-            _chunk_index(prefix, (*entry_at, prefix)): _store(shard, (*entry_at, prefix))
+            _chunk_index(prefix, (*entry_at, prefix)): _store(shard, (*entry_at, prefix), depth)
             for prefix, shard in per_shard.items()
         }
         dims = dims_of.get(path)
@@ -153,4 +157,4 @@ def _layout(config: Mapping[str, Any], at: Path_) -> dict[str, Any]:
 def translate_legacy_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The format-1 equivalent of a shardedstore 0.3.x config (to be opened read-only)."""
     _class_of(config, ())
-    return {"format": "shardedstore", "version": 1, **_layout(config, ())}
+    return {"format": "shardedstore", "version": 1, **_layout(config, (), 0)}

@@ -18,12 +18,13 @@ Everything here is pure apart from ``os.path.realpath`` (and one ``lstat`` per s
 
 from __future__ import annotations
 
-import bisect
 import functools
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from zarr.abc.store import Store
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from shardedstore._store import ShardedStore
 
 __all__ = [
+    "ExplicitShards",
     "Location",
     "LocationOverlapError",
     "Member",
@@ -49,8 +51,10 @@ __all__ = [
     "escapes_folder",
     "find_overlap",
     "folder_location",
+    "layout_checked",
     "layout_members",
     "member_name",
+    "new_resolver",
     "placeholder_survives",
 ]
 
@@ -61,6 +65,7 @@ _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://(.*)$", re.DOTALL)
 # Protocol names that address the same namespace.
 _ALIASES = {"local": LOCAL, "s3a": "s3", "gcs": "gs", "http": "https"}
 _INDEX_PART = "(?:0|[1-9][0-9]*)"
+_POSIX = os.sep == "/" and os.altsep is None
 _DIGITS = frozenset("0123456789")
 _NONZERO = frozenset("123456789")
 
@@ -77,9 +82,9 @@ _COLLAPSE_FIX = (
 # ------------------------------------------------------------------ locations
 
 
-@dataclass(frozen=True, eq=False, slots=True)
+@dataclass(eq=False, slots=True)
 class Location:
-    """Where one store keeps its keys.
+    """Where one store keeps its keys (never changed once made).
 
     Attributes
     ----------
@@ -165,21 +170,59 @@ class _Resolver:
     """``os.path.realpath`` for many paths, resolving each parent directory once.
 
     Array shards share a few parent directories: each path then costs one ``lstat``
-    (is its last part a symlink) instead of one per path component.
+    (is its last part a symlink) instead of one per path component, and a parent
+    holding many of them is listed once instead (``os.scandir`` tells which entries
+    are symlinks without a system call per entry).
     """
+
+    _LIST_AFTER = 16
+    """Paths looked up in one parent, one ``lstat`` each, before listing that parent."""
 
     def __init__(self) -> None:
         self._parents: dict[str, tuple[str, ...]] = {}
+        self._lookups: dict[str, int] = {}
+        self._links: dict[str, frozenset[str] | None] = {}  # None: cannot list it
+
+    def _is_link(self, text: str, parent: str, name: str) -> bool:
+        if parent in self._links:
+            links = self._links[parent]
+        else:
+            count = self._lookups[parent] = self._lookups.get(parent, 0) + 1
+            if count < self._LIST_AFTER:
+                return os.path.islink(text)
+            try:
+                with os.scandir(parent) as entries:
+                    links = frozenset(entry.name for entry in entries if entry.is_symlink())
+            except (FileNotFoundError, NotADirectoryError):
+                links = frozenset()  # nothing exists in it, no symlink either
+            except OSError:  # e.g. a directory we may traverse but not list
+                links = None
+            self._links[parent] = links
+        return os.path.islink(text) if links is None else name in links
 
     def local(self, path: str | os.PathLike[str]) -> Location:
+        return Location(LOCAL, self.local_parts(path))
+
+    def local_parts(self, path: str | os.PathLike[str]) -> tuple[str, ...]:
+        """The parts of :meth:`local`'s location, without making a Location."""
         text = os.fspath(path)
-        parent, name = os.path.split(text)
-        if parent and name not in ("", ".", "..") and not os.path.islink(text):
+        if _POSIX:  # os.path.split, without its cost (it runs once per array shard)
+            parent, _, name = text.rpartition("/")
+            if not parent and text.startswith("/"):
+                parent = "/"
+        else:  # pragma: no cover - Windows
+            parent, name = os.path.split(text)
+        if parent and name not in ("", ".", "..") and not self._is_link(text, parent, name):
             parts = self._parents.get(parent)
             if parts is None:
                 parts = self._parents[parent] = _real_parts(parent)
-            return Location(LOCAL, (*parts, name))
-        return Location(LOCAL, _real_parts(text))
+            return (*parts, name)
+        return _real_parts(text)
+
+
+def new_resolver() -> _Resolver:
+    """A cache of resolved directories, for resolving many locations in one go."""
+    return _Resolver()
 
 
 def _split(value: str, kind: Literal["local", "url"]) -> tuple[str, str]:
@@ -246,18 +289,24 @@ def folder_location(path_or_url: str) -> Location:
 
 
 def escapes_folder(
-    folder: Location, value: str, kind: Literal["local", "url"], *, template: bool
+    folder: Location,
+    value: str,
+    kind: Literal["local", "url"],
+    *,
+    template: bool,
+    resolver: _Resolver | None = None,
 ) -> Location | Pattern | None:
     """Where a path field's value points, if that is not inside ``folder`` (else None).
 
     A store must lie strictly inside the folder: the folder itself holds the config.
-    A template counts by its fixed part (its array shards lie below that).
+    A template counts by its fixed part (its array shards lie below that). Checking
+    many values, pass one ``resolver`` (see :func:`new_resolver`).
     """
     where: Location | Pattern
     if template and CHUNK_PLACEHOLDER in value:
-        where = pattern_location(value, kind, 1)
+        where = pattern_location(value, kind, 1, resolver)
     else:
-        where = value_location(value, kind)
+        where = value_location(value, kind, resolver)
     if where.space != folder.space:
         return where
     size = len(folder.parts)
@@ -323,7 +372,9 @@ def store_location(store: Store, resolver: _Resolver | None = None) -> Location:
 # -------------------------------------------------------------------- members
 
 
-@dataclass(frozen=True, eq=False)
+# Not frozen, like Location: a layout with 10^6 explicit array shards makes 10^6 of
+# each, and a frozen dataclass takes several times longer to make. Never changed.
+@dataclass(eq=False, slots=True)
 class Member:
     """One store (or array-shard template) of a layout, and where the layout names it.
 
@@ -391,7 +442,7 @@ def _store_members(
     resolver: _Resolver,
     array: tuple[str, ...] | None = None,
     chunk_index: str | None = None,
-) -> Iterator[Member]:
+) -> Iterator[Member | ExplicitShards]:
     if isinstance(store, _sharded_store_type()):
         # A mounted layout contributes every one of its own locations.
         base, mounts = store._given
@@ -420,9 +471,97 @@ def _template_members(
         yield Member(where, value_location(values[0], kind, resolver), where, None, values[0])
 
 
+@dataclass(eq=False, slots=True)
+class ExplicitShards:
+    """Explicit array shards of one array located by path, kept compact.
+
+    A layout may list 10^6 explicit array shards (``map_shards`` output): they are kept
+    as lists of strings and tuples, which the garbage collector stops tracking, and a
+    :class:`Member` is made only for a shard an error names.
+
+    Attributes
+    ----------
+    array
+        The ``where`` of the array-shard entry (``("array_shards", "t")``).
+    indices, spaces, parts
+        The chunk index and the location's space and parts of each shard, in order.
+    """
+
+    array: tuple[str, ...]
+    indices: list[str] = field(default_factory=list)
+    spaces: list[str] = field(default_factory=list)
+    parts: list[tuple[str, ...]] = field(default_factory=list)
+
+    def add(self, index: str, space: str, parts: tuple[str, ...]) -> None:
+        self.indices.append(index)
+        self.spaces.append(space)
+        self.parts.append(parts)
+
+    def member(self, number: int) -> Member:
+        """The shard ``number`` as a Member."""
+        index = self.indices[number]
+        location = Location(self.spaces[number], self.parts[number])
+        return Member((*self.array, "shards", index), location, self.array, index)
+
+
+def _explicit_members(
+    shards: Mapping[str, Mapping[str, Any]], where: tuple[str, ...], resolver: _Resolver
+) -> Iterator[ExplicitShards]:
+    """The explicit array shards of a template factory (as ``_spec_locations`` finds them).
+
+    The store type is looked up once per type, not once per shard.
+    """
+    fields: dict[object, tuple[tuple[str, ...], Literal["local", "url"]]] = {}
+    group = ExplicitShards(where)
+    for index, spec in shards.items():
+        kind = spec.get("type")
+        found = fields.get(kind)
+        if found is None:
+            try:
+                store_type = get_store_type(str(kind), ("type",))
+            except ConfigError:  # raised again, naming the field, when the store is made
+                found = fields[kind] = ((), "local")
+            else:
+                found = fields[kind] = (store_type.path_fields, store_type.path_kind)
+        names, path_kind = found
+        for name in names:
+            value = spec.get(name)
+            if isinstance(value, str):
+                if path_kind == "local":
+                    group.add(index, LOCAL, resolver.local_parts(value or "."))
+                else:
+                    location = value_location(value, path_kind, resolver)
+                    group.add(index, location.space, location.parts)
+    if group.indices:
+        yield group
+
+
+def _stores_members(
+    stores: Mapping[str, Store], where: tuple[str, ...], resolver: _Resolver
+) -> Iterator[Member | ExplicitShards]:
+    """The array shards a transform returned, in order; those with a path kept compact."""
+    group = ExplicitShards(where)
+    for index, store in stores.items():
+        location = None
+        if not isinstance(store, _sharded_store_type()):
+            location = store_location(store, resolver)
+            if location.token is None:
+                group.add(index, location.space, location.parts)
+                continue
+        if group.indices:
+            yield group
+            group = ExplicitShards(where)
+        if location is not None:
+            yield Member((*where, "shards", index), location, where, index)
+        else:
+            yield from _store_members(store, (*where, "shards", index), resolver, where, index)
+    if group.indices:
+        yield group
+
+
 def _factory_members(
     factory: object, dims: int, where: tuple[str, ...], resolver: _Resolver
-) -> Iterator[Member]:
+) -> Iterator[Member | ExplicitShards]:
     from shardedstore._transforms import ArrayShardStoresFactory
 
     if isinstance(factory, ArrayShardDirectoryFactory):
@@ -432,12 +571,9 @@ def _factory_members(
     elif isinstance(factory, ArrayShardTemplateFactory):
         if factory.template is not None:
             yield from _template_members(factory.template, dims, where, resolver)
-        for index, spec in factory.shards.items():
-            for found in _spec_locations(spec, resolver):
-                yield Member((*where, "shards", index), found, where, index)
+        yield from _explicit_members(factory.shards, where, resolver)
     elif isinstance(factory, ArrayShardStoresFactory):
-        for index, store in factory.stores.items():
-            yield from _store_members(store, (*where, "shards", index), resolver, where, index)
+        yield from _stores_members(factory.stores, where, resolver)
         if factory.fallback is not None:
             yield from _factory_members(factory.fallback, dims, where, resolver)
     elif callable(factory):
@@ -457,7 +593,7 @@ def _layout_members(
     arrays: Mapping[str, tuple[int, object]],
     prefix: tuple[str, ...],
     resolver: _Resolver,
-) -> Iterator[Member]:
+) -> Iterator[Member | ExplicitShards]:
     yield from _store_members(base, (*prefix, "base"), resolver)
     for path, store in mounts.items():
         yield from _store_members(store, (*prefix, "mounts", path), resolver)
@@ -467,8 +603,11 @@ def _layout_members(
 
 def layout_members(
     base: Store, mounts: Mapping[str, Store], arrays: Mapping[str, tuple[int, object]]
-) -> list[Member]:
-    """Every store of a layout (mounted layouts included) with its location."""
+) -> list[Member | ExplicitShards]:
+    """Every store of a layout (mounted layouts included) with its location, in order.
+
+    Explicit array shards located by path come in compact groups.
+    """
     return list(_layout_members(base, mounts, arrays, (), _Resolver()))
 
 
@@ -505,22 +644,6 @@ class LocationOverlapError(LayoutError):
     def __reduce__(self) -> tuple[type[LayoutError], tuple[str]]:
         # The members hold stores; a plain LayoutError with the message pickles.
         return (LayoutError, (str(self),))
-
-
-def _same_shard(a: Member, b: Member) -> bool:
-    """Whether ``a`` and ``b`` are one array shard described twice (an override)."""
-    if a.array is None or a.array != b.array:
-        return False
-    if a.chunk_index is not None and b.chunk_index is not None:
-        return a.chunk_index == b.chunk_index
-    pattern, other = (a, b) if isinstance(a.location, Pattern) else (b, a)
-    if (
-        isinstance(pattern.location, Pattern)
-        and isinstance(other.location, Location)
-        and other.chunk_index is not None
-    ):
-        return pattern.location.render(other.chunk_index).key == other.location.key
-    return False
 
 
 @functools.lru_cache(maxsize=256)
@@ -640,22 +763,147 @@ def _against_pattern(member: Member, pattern_member: Member) -> str:
     return f"contains the store of chunk index {index} of"
 
 
-def _rendered_by_own_template(
-    member: Member, templates: Mapping[tuple[str, ...] | None, Location | Pattern]
-) -> bool:
-    pattern = templates.get(member.array) if member.chunk_index is not None else None
-    return (
-        isinstance(pattern, Pattern)
-        and isinstance(member.location, Location)
-        and pattern.render(cast("str", member.chunk_index)).key == member.location.key
-    )
+Place = tuple[str, tuple[str, ...]]  # (space, parts) of a path location
+_PATH = id(None)  # the token id of every location that is a path
 
 
-def find_overlap(members: Sequence[Member]) -> LocationOverlapError | None:
-    """The first two members whose locations are the same or nested (None: none do)."""
-    concrete = [m for m in members if isinstance(m.location, Location)]
-    patterns = [m for m in members if isinstance(m.location, Pattern)]
-    for member in members:
+class _Concrete:
+    """The concrete locations of a layout, numbered in layout order, in flat lists.
+
+    Members and compact groups of explicit array shards alike; :meth:`member` makes
+    the Member an error names.
+    """
+
+    def __init__(self) -> None:
+        self.spaces: list[str] = []
+        self.parts: list[tuple[str, ...]] = []
+        self.tokens: list[int] = []
+        self.arrays: list[tuple[str, ...] | None] = []
+        self.indices: list[str | None] = []
+        self._owners: list[Member | ExplicitShards] = []
+        self._numbers: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    def add(self, member: Member) -> None:
+        location = cast("Location", member.location)
+        self.spaces.append(location.space)
+        self.parts.append(location.parts)
+        self.tokens.append(id(location.token))
+        self.arrays.append(member.array)
+        self.indices.append(member.chunk_index)
+        self._owners.append(member)
+        self._numbers.append(0)
+
+    def add_group(self, group: ExplicitShards, template: Pattern | None) -> None:
+        """The shards of ``group``, but those where ``template`` would put them.
+
+        Such a shard adds nothing to check: whatever overlaps it overlaps the template.
+        """
+        indices, spaces, parts = group.indices, group.spaces, group.parts
+        kept: Sequence[int] = range(len(indices))
+        if template is not None:
+            kept = [
+                number
+                for number in kept
+                if not _rendered_at(template, indices[number], spaces[number], parts[number])
+            ]
+        if len(kept) < len(indices):
+            indices = [indices[number] for number in kept]
+            spaces = [spaces[number] for number in kept]
+            parts = [parts[number] for number in kept]
+        # In bulk: a group may hold 10^6 shards.
+        count = len(kept)
+        self.spaces += spaces
+        self.parts += parts
+        self.tokens += [_PATH] * count
+        self.arrays += [group.array] * count
+        self.indices += indices
+        self._owners += [group] * count
+        self._numbers += kept
+
+    def member(self, number: int) -> Member:
+        owner = self._owners[number]
+        return owner if isinstance(owner, Member) else owner.member(self._numbers[number])
+
+    def same_shard(self, a: int, b: int) -> bool:
+        """Whether ``a`` and ``b`` are one array shard described twice (an override)."""
+        array, index, other = self.arrays[a], self.indices[a], self.indices[b]
+        return (
+            array is not None and array == self.arrays[b] and index is not None and index == other
+        )
+
+    def rendered_by(self, member: Member, number: int) -> bool:
+        """Whether ``number`` is where the template ``member`` puts that shard."""
+        index = self.indices[number]
+        return (
+            member.array is not None
+            and member.array == self.arrays[number]
+            and index is not None
+            and _rendered_at(
+                cast("Pattern", member.location), index, self.spaces[number], self.parts[number]
+            )
+        )
+
+
+def _rendered_at(pattern: Pattern, index: str, space: str, parts: tuple[str, ...]) -> bool:
+    """Whether ``pattern`` puts the shard of chunk ``index`` at (space, parts)."""
+    # Cheap tests first: most explicit shards lie elsewhere (a zip for a directory).
+    if len(parts) != len(pattern.fixed) + len(pattern.rest) or parts[-1] != pattern.rest[
+        -1
+    ].replace(CHUNK_PLACEHOLDER, index):
+        return False
+    rendered = pattern.render(index)
+    return rendered.space == space and rendered.parts == parts
+
+
+class _Nesting:
+    """Which locations contain a place: O(1) per lookup once its parent was seen.
+
+    Array shards share a few parent directories, so the locations at or above a
+    parent are worked out once per parent, not once per shard and path component.
+    """
+
+    def __init__(self, seen: Mapping[str, Mapping[tuple[str, ...], int]]) -> None:
+        self._seen = seen  # space -> parts -> number of the first location there
+        self._chains: dict[Place, tuple[int, ...]] = {}
+
+    def at_or_above(self, space: str, parts: tuple[str, ...]) -> tuple[int, ...]:
+        """Numbers of the locations at ``parts`` or at a prefix of it, the shortest first."""
+        chain = self._chains.get((space, parts))
+        if chain is not None:
+            return chain
+        size, missing = len(parts), []
+        while size >= 0 and (space, parts[:size]) not in self._chains:
+            missing.append(size)
+            size -= 1
+        chain = self._chains[(space, parts[:size])] if size >= 0 else ()
+        seen = self._seen.get(space, {})
+        for size in reversed(missing):
+            here = seen.get(parts[:size])
+            if here is not None:
+                chain = (*chain, here)
+            self._chains[(space, parts[:size])] = chain
+        return chain
+
+
+def _pattern_candidates(pattern: Pattern, below: Mapping[Place, list[int]]) -> Iterator[int]:
+    """Numbers of the concrete locations lying strictly below a template's fixed part."""
+    size = len(pattern.fixed)
+    for (space, parent), numbers in below.items():
+        if space == pattern.space and len(parent) >= size and parent[:size] == pattern.fixed:
+            yield from numbers
+
+
+def find_overlap(members: Sequence[Member | ExplicitShards]) -> LocationOverlapError | None:
+    """The first two members whose locations are the same or nested (None: none do).
+
+    O(members): locations are grouped by parent directory, never compared pairwise.
+    """
+    singles = [m for m in members if isinstance(m, Member)]
+    patterns = [m for m in singles if isinstance(m.location, Pattern)]
+    for member in singles:
         if member.collapsed is not None:
             return LocationOverlapError(
                 member,
@@ -663,68 +911,116 @@ def find_overlap(members: Sequence[Member]) -> LocationOverlapError | None:
                 f"loses {CHUNK_PLACEHOLDER} in {member.collapsed!r} once '..' is resolved, "
                 "so every chunk index maps to this one store",
             )
-    # An explicit array shard where its own template would put it adds nothing to check:
-    # whatever overlaps it overlaps the template.
-    templates = {m.array: m.location for m in patterns}
-    concrete = [m for m in concrete if not _rendered_by_own_template(m, templates)]
+    templates = {m.array: cast("Pattern", m.location) for m in patterns}
+    concrete = _Concrete()
+    for item in members:
+        if isinstance(item, ExplicitShards):
+            concrete.add_group(item, templates.get(item.array))
+        elif isinstance(item.location, Location):
+            pattern, index, location = templates.get(item.array), item.chunk_index, item.location
+            if (
+                pattern is None
+                or index is None
+                or not _rendered_at(pattern, index, location.space, location.parts)
+                or location.token is not None
+            ):
+                concrete.add(item)
     for member in patterns:
-        assert isinstance(member.location, Pattern)
-        first, second = (member.location.render(i) for i in _sample_indices(member.location.dims))
+        pattern = cast("Pattern", member.location)
+        first, second = (pattern.render(i) for i in _sample_indices(pattern.dims))
         if first.parts[: len(second.parts)] == second.parts[: len(first.parts)]:
             return LocationOverlapError(
                 member, None, "renders the same or nested stores for two chunk indices"
             )
     # Concrete locations: the same, or one inside another (its parent chain).
-    seen: dict[tuple[str, tuple[str, ...], int], Member] = {}
-    for member in concrete:
-        assert isinstance(member.location, Location)
-        earlier = seen.setdefault(member.location.key, member)
-        if earlier is not member and not _same_shard(member, earlier):
-            return LocationOverlapError(member, earlier, "is the same location as")
-    for member in concrete:
-        location = member.location
-        assert isinstance(location, Location)
-        if location.token is not None:
-            continue
-        for size in range(len(location.parts)):
-            outer = seen.get((location.space, location.parts[:size], id(None)))
-            if outer is not None and not _same_shard(member, outer):
-                return LocationOverlapError(member, outer, "lies inside")
-    # Templates against concrete locations: those containing the template's fixed
-    # part, and those below it that a rendering of the template meets.
-    ordered = sorted(
-        (m.location.space, m.location.parts, n)
-        for n, m in enumerate(concrete)
-        if isinstance(m.location, Location) and m.location.token is None
-    )
-    for member in patterns:
-        pattern = member.location
-        assert isinstance(pattern, Pattern)
-        for size in range(len(pattern.fixed) + 1):
-            outer = seen.get((pattern.space, pattern.fixed[:size], id(None)))
-            if outer is not None and not _same_shard(member, outer):
-                return LocationOverlapError(member, outer, "puts its array shards inside")
-        template = _parts(pattern)
-        start = bisect.bisect_left(ordered, (pattern.space, pattern.fixed, -1))
-        for space, parts, n in ordered[start:]:
-            if space != pattern.space or parts[: len(pattern.fixed)] != pattern.fixed:
+    all_parts = concrete.parts
+    seen: dict[str, dict[tuple[str, ...], int]] = {}  # paths: space -> parts -> number
+    identities: dict[int, int] = {}  # stores located by identity: token id -> number
+    below: dict[Place, list[int]] = {}  # parent place -> numbers of the paths in it
+    for number, (space, parts, token) in enumerate(
+        zip(concrete.spaces, all_parts, concrete.tokens, strict=True)
+    ):
+        if token == _PATH:
+            paths = seen.get(space)
+            if paths is None:
+                paths = seen[space] = {}
+            earlier = paths.setdefault(parts, number)
+            if parts:
+                below.setdefault((space, parts[:-1]), []).append(number)
+        else:
+            earlier = identities.setdefault(token, number)
+        if earlier != number and not concrete.same_shard(number, earlier):
+            return LocationOverlapError(
+                concrete.member(number), concrete.member(earlier), "is the same location as"
+            )
+    # Inside another: per parent directory, the first location (in layout order) inside
+    # a location that is not the same array shard.
+    nesting = _Nesting(seen)
+    inside: tuple[int, int] | None = None
+    for (space, parent), numbers in below.items():
+        outers = nesting.at_or_above(space, parent)
+        for number in numbers if outers else ():
+            if inside is not None and number > inside[0]:
                 break
-            other = concrete[n]
-            if len(parts) > len(pattern.fixed) and not _same_shard(member, other):
-                names = [(part, 0) for part in parts]
-                if all(_parts_meet(a, b) for a, b in zip(names, template, strict=False)):
-                    return LocationOverlapError(other, member, _against_pattern(other, member))
+            outer = next((o for o in outers if not concrete.same_shard(number, o)), None)
+            if outer is not None:
+                inside = (number, outer)
+                break
+    if inside is not None:
+        number, outer = inside
+        return LocationOverlapError(concrete.member(number), concrete.member(outer), "lies inside")
+    # Templates against concrete locations: those containing the template's fixed
+    # part, and those below it that a rendering of the template meets (the first in
+    # path order is reported).
+    for member in patterns:
+        pattern = cast("Pattern", member.location)
+        for outer in nesting.at_or_above(pattern.space, pattern.fixed):
+            if not concrete.rendered_by(member, outer):
+                return LocationOverlapError(
+                    member, concrete.member(outer), "puts its array shards inside"
+                )
+        size = len(pattern.fixed)
+        rest = _parts(pattern)[size:]
+        met: tuple[tuple[str, ...], int] | None = None
+        for number in _pattern_candidates(pattern, below):
+            parts = all_parts[number]
+            if (met is None or (parts, number) < met) and not concrete.rendered_by(member, number):
+                names = [(part, 0) for part in parts[size:]]
+                if all(_parts_meet(a, b) for a, b in zip(names, rest, strict=False)):
+                    met = (parts, number)
+        if met is not None:
+            other = concrete.member(met[1])
+            return LocationOverlapError(other, member, _against_pattern(other, member))
     # Templates against each other.
     for number, member in enumerate(patterns):
-        for other in patterns[number + 1 :]:
-            a, b = member.location, other.location
-            if member.array == other.array or a.space != b.space:
+        for other_member in patterns[number + 1 :]:
+            a, b = member.location, other_member.location
+            if member.array == other_member.array or a.space != b.space:
                 continue
             if all(_parts_meet(x, y) for x, y in zip(_parts(a), _parts(b), strict=False)):
                 return LocationOverlapError(
-                    other, member, "can render the same location as (or one nested with)"
+                    other_member, member, "can render the same location as (or one nested with)"
                 )
     return None
+
+
+_CHECKED: ContextVar[bool] = ContextVar("shardedstore_layout_checked", default=False)
+
+
+@contextmanager
+def layout_checked() -> Iterator[None]:
+    """Within this block, :func:`check_layout` trusts the layouts it is given.
+
+    For a layout checked already: a read-only view of a store, a store unpickled from
+    one that was built (and checked) where it was pickled. The check costs O(stores),
+    about 10 s for 10^6 explicit array shards, and xarray asks for a read-only view on
+    every open.
+    """
+    token = _CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _CHECKED.reset(token)
 
 
 def check_layout(
@@ -732,11 +1028,15 @@ def check_layout(
 ) -> None:
     """Refuse a layout two of whose stores are the same or nested.
 
+    Does nothing within :func:`layout_checked`.
+
     Raises
     ------
     LocationOverlapError
         Naming both stores and their locations.
     """
+    if _CHECKED.get():
+        return
     error = find_overlap(layout_members(base, mounts, arrays))
     if error is not None:
         raise error

@@ -23,6 +23,7 @@ from zarr.abc.store import Store
 from zarr.storage import FsspecStore, LocalStore, MemoryStore, ZipStore
 
 from shardedstore._errors import ConfigError
+from shardedstore._timeouts import call_within, fsspec_call
 from shardedstore._zip import enable_deflate64
 from shardedstore._zipstore import CopyOnWriteZipStore
 
@@ -140,10 +141,13 @@ class _ZipType:
 
     def from_spec(self, spec: Mapping[str, Any], *, read_only: bool) -> Store:
         enable_deflate64()
-        mode: Literal["r", "a"] = "r" if read_only or spec.get("mode") == "r" else "a"
+        # The mode is the config's; opening a layout read-only makes the store read-only
+        # without changing it, so that its config (to_spec) says what it said.
+        mode: Literal["r", "a"] = "r" if spec.get("mode") == "r" else "a"
         return CopyOnWriteZipStore(
             spec["path"],
             mode=mode,
+            read_only=read_only or mode == "r",
             compression=spec.get("compression", zipfile.ZIP_STORED),
             allowZip64=spec.get("allowZip64", True),
         )
@@ -206,9 +210,10 @@ class _FsspecType:
     def list_names(self, spec: Mapping[str, Any], field: str) -> list[str] | None:
         from fsspec.core import url_to_fs
 
-        fs, path = url_to_fs(spec[field], **spec.get("storage_options", {}))
+        url = spec[field]
+        fs, path = url_to_fs(url, **spec.get("storage_options", {}))
         try:
-            entries = fs.ls(path, detail=False)
+            entries = fsspec_call(fs, "ls", path, detail=False, what="listing", url=url)
         except (FileNotFoundError, NotADirectoryError):
             return []
         return [str(entry).rstrip("/").rsplit("/", 1)[-1] for entry in entries]
@@ -291,7 +296,7 @@ class _ObstoreType:
         if "://" not in url or url.startswith("file://"):
             return _local_names(url[len("file://") :] if url.startswith("file://") else url)
         store = self.from_spec(spec, read_only=True).store  # type: ignore[attr-defined]
-        result = store.list_with_delimiter()
+        result = call_within(store.list_with_delimiter, "listing", url)
         names = [p.rstrip("/").rsplit("/", 1)[-1] for p in result["common_prefixes"]]
         names += [o["path"].rsplit("/", 1)[-1] for o in result["objects"]]
         return names

@@ -47,6 +47,7 @@ __all__ = [
     "OwnKeys",
     "ShardSource",
     "describe_shard",
+    "is_metadata_document",
     "shard_sources",
 ]
 
@@ -56,6 +57,15 @@ def describe_shard(shard_path: str, chunk_index: str | None) -> str:
     if chunk_index is not None:
         return f"array shard {shard_path!r} chunk {chunk_index}"
     return f"mount {shard_path!r}" if shard_path else "base"
+
+
+METADATA_DOCUMENTS = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
+"""Names of Zarr metadata documents (v3, v2, consolidated v2); every other key is a chunk."""
+
+
+def is_metadata_document(key: str) -> bool:
+    """Whether ``key`` names a metadata document (``a/b/zarr.json``) rather than a chunk."""
+    return key.rpartition("/")[2] in METADATA_DOCUMENTS
 
 
 def _valid(key: str) -> bool:

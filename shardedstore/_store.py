@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import os
 from collections.abc import (
@@ -11,10 +12,11 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Coroutine,
     Iterable,
     Mapping,
 )
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 from zarr.abc.store import ByteRequest, Store, SupportsSyncStore
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
@@ -24,7 +26,7 @@ from zarr.storage import ZipStore
 from shardedstore._errors import KeyValidationError, LayoutError
 from shardedstore._factories import ArrayShardFactory, factory_supports_sync
 from shardedstore._inline import Latency, inline_capable
-from shardedstore._locations import check_layout
+from shardedstore._locations import check_layout, layout_checked
 from shardedstore._metadata import (
     JSON,
     ShardedArrayLayout,
@@ -94,6 +96,40 @@ def _check_buffer(value: object) -> None:
 
 
 _INLINE_TYPES: dict[type, bool] = {}
+
+P = ParamSpec("P")
+R = TypeVar("R")
+S = TypeVar("S", bound="ShardedStore")
+
+
+def _marks_failure(
+    method: Callable[Concatenate[S, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
+    """A write method that records its failure (see ``ShardedStore._write_failed``)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(self, *args, **kwargs)
+        except BaseException:
+            self._write_failed()
+            raise
+
+    return wrapper
+
+
+def _marks_failure_sync(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P], R]:
+    """:func:`_marks_failure` for the sync protocol methods."""
+
+    @functools.wraps(method)
+    def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            self._write_failed()
+            raise
+
+    return wrapper
 
 
 def _inline_capable(store: Store) -> bool:
@@ -165,12 +201,13 @@ def _rebuild(
     arrays: dict[str, ArrayShardSpec],
     read_only: bool,
 ) -> ShardedStore:
-    store = ShardedStore(
-        ZipReference.store(base),
-        {path: ZipReference.store(mount) for path, mount in mounts.items()},
-        arrays,
-        read_only=read_only,
-    )
+    with layout_checked():  # where it was pickled
+        store = ShardedStore(
+            ZipReference.store(base),
+            {path: ZipReference.store(mount) for path, mount in mounts.items()},
+            arrays,
+            read_only=read_only,
+        )
     store._refuse_zip_writes()
     return store
 
@@ -289,6 +326,14 @@ class ShardedStore(Store):
         self._array_layouts: dict[str, ShardedArrayLayout | None] = {}
         # Set in a copy unpickled in another process (a dask worker): see below.
         self._zip_refusal: str | None = None
+        self._pid = os.getpid()
+        # A write failed: zips are not committed at exit (close() still commits).
+        self._failed = False
+        # The store this one is a with_read_only view of, if any.
+        self._origin: ShardedStore | None = None
+        # Set for layouts opened from a config for writing: no array shard may be
+        # written outside this folder (after symlinks), see _check_confined.
+        self._confined_to: str | None = None
         # Per-call time of each group of sub-stores: inline or threaded I/O.
         self._latencies: dict[str, Latency] = {}
 
@@ -352,7 +397,13 @@ class ShardedStore(Store):
 
     def with_read_only(self, read_only: bool = False) -> ShardedStore:
         # docstring inherited
-        return ShardedStore(*self._given, self._arrays, read_only=read_only)
+        with layout_checked():  # the same layout as self, checked when self was made
+            view = ShardedStore(*self._given, self._arrays, read_only=read_only)
+        # A view reads this store's own writes (array shards it has written, zips not
+        # committed yet) and never closes, so never commits, the stores it shares.
+        view._origin = self._origin or self
+        view._confined_to = self._confined_to
+        return view
 
     # ------------------------------------------------------------------ config
 
@@ -533,26 +584,78 @@ class ShardedStore(Store):
 
     def close(self) -> None:
         # docstring inherited
-        stores = itertools.chain(
-            (self._base,),
-            self._mounts.values(),
-            self._shard_stores.values(),
-            self._shard_readers.values(),
+        # Data before metadata: array shards and mounts commit first, the base (the
+        # arrays' shapes) last, and only if all of them did, so that a crash or a full
+        # disk in between never leaves metadata pointing at chunks that are not there.
+        # A view never closes what it shares with the store it views.
+        shared: set[int] = set()
+        if self._origin is not None:
+            origin = self._origin
+            shared = {
+                id(store)
+                for store in itertools.chain(
+                    (origin._base,),
+                    origin._mounts.values(),
+                    origin._shard_stores.values(),
+                    origin._shard_readers.values(),
+                )
+            }
+        data = itertools.chain(
+            self._shard_stores.values(), self._shard_readers.values(), self._mounts.values()
         )
-        # Every store is closed (zips commit here) even if one fails; the first
-        # failure is raised after.
         failure: BaseException | None = None
-        for store in stores:
-            if store._is_open:
+        for store in data:
+            if store._is_open and id(store) not in shared:
                 try:
                     store.close()
                 except Exception as error:
                     failure = failure or error
-        super().close()
         if failure is not None:
+            self._write_failed()  # the base keeps its changes staged; close() again
             raise failure
+        if self._base._is_open and id(self._base) not in shared:
+            self._base.close()
+        super().close()
+
+    def _write_failed(self) -> None:
+        """A write failed: no zip of this layout is committed at exit, only by close()."""
+        self._failed = True
+        for store in itertools.chain(
+            (self._base,), self._mounts.values(), self._shard_stores.values()
+        ):
+            if isinstance(store, CopyOnWriteZipStore):
+                store.mark_failed()
+
+    def _check_confined(self, path: str, index: str, store: Store) -> None:
+        """Refuse writing an array shard whose real location leaves the config's folder."""
+        location = getattr(store, "root", None) or getattr(store, "path", None)
+        if self._confined_to is None or not isinstance(location, str | os.PathLike):
+            return
+        real = os.path.realpath(location)
+        folder = self._confined_to
+        if os.path.commonpath([real, folder]) != folder or real == folder:
+            raise LayoutError(
+                f"array shard {path!r} chunk {index}: {os.fspath(location)!r} resolves to "
+                f"{real!r}, outside the config's folder {folder!r} (a symlink?); shardedstore "
+                "does not write outside the folder of a config opened for writing. Replace the "
+                "link with the data itself, or open with allow_outside=True"
+            )
 
     # ------------------------------------------------------------ array shards
+
+    def _zip_write_refusal(self) -> str | None:
+        """Why zips cannot be written from this copy of the store (None: they can)."""
+        if self._zip_refusal is not None:
+            return self._zip_refusal
+        if os.getpid() != self._pid:
+            return (
+                "this ShardedStore was inherited by a forked process (a process pool or "
+                "multiprocessing worker); zip shards are committed by close() in the process "
+                "that writes them, so they cannot be written from a fork. Write to directory "
+                "shards and convert them to zips afterwards (shardedstore convert LAYOUT --to "
+                "zip), or write from the process that opened the store"
+            )
+        return None
 
     def _refuse_zip_writes(self) -> None:
         """Refuse writes to zip shards: this is a copy sent to another process.
@@ -584,8 +687,14 @@ class ShardedStore(Store):
                     f"index {index!r}; it must return a zarr store"
                 )
             store = copy_on_write(store)
-            if self._zip_refusal is not None and isinstance(store, CopyOnWriteZipStore):
-                store.refuse_writes(f"zip {os.fspath(store.path)!r}: {self._zip_refusal}")
+            if not self.read_only:
+                self._check_confined(path, index, store)
+            if isinstance(store, CopyOnWriteZipStore):
+                refusal = self._zip_write_refusal()
+                if refusal is not None:
+                    store.refuse_writes(f"zip {os.fspath(store.path)!r}: {refusal}")
+                if self._failed:
+                    store.mark_failed()
             if self.read_only:
                 store = _read_only_view(store)
             self._shard_stores[key] = store
@@ -594,6 +703,9 @@ class ShardedStore(Store):
     def _shard_reader(self, path: str, index: str) -> Store:
         """A store to read one array shard through, which never creates the shard."""
         key = (path, index)
+        origin = self._origin
+        if origin is not None and key in origin._written:
+            return origin._shard_stores[key]  # what the store this one views wrote
         store = self._shard_readers.get(key)
         if store is None:
             store = self._shard_store(path, index)
@@ -874,6 +986,7 @@ class ShardedStore(Store):
             raise FileNotFoundError(key)
         return await store.getsize(inner)
 
+    @_marks_failure
     async def set(self, key: str, value: Buffer) -> None:
         # docstring inherited
         self._check_writable()
@@ -900,6 +1013,7 @@ class ShardedStore(Store):
             node = ""
         await self._set_in(store, node, inner, value)
 
+    @_marks_failure
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:
         # docstring inherited
         self._check_writable()
@@ -917,6 +1031,7 @@ class ShardedStore(Store):
         await _opened(store)
         await store.set_if_not_exists(inner, value)
 
+    @_marks_failure
     async def delete(self, key: str) -> None:
         # docstring inherited
         self._check_writable()
@@ -1075,6 +1190,7 @@ class ShardedStore(Store):
                 return False
         return True
 
+    @_marks_failure
     async def delete_dir(self, prefix: str) -> None:
         # docstring inherited
         self._check_writable()
@@ -1089,13 +1205,17 @@ class ShardedStore(Store):
             await _opened(store)
             await store.delete_dir(inner)
             return
-        jobs: list[Awaitable[None]] = [self._delete_base_dir(prefix)]
-        jobs.extend(self._clear_mount(path) for path in plan.mounts)
+        # Chunks before metadata: if clearing an array shard fails (a shard that may
+        # not be written, say), the base and the mounts are still untouched.
+        arrays: list[Awaitable[None]] = []
         for array in plan.arrays:
             if (array + "/").startswith(prefix):
-                jobs.append(self._clear_array(array))
+                arrays.append(self._clear_array(array))
             else:
-                jobs.append(self._delete_array_keys(array, prefix))
+                arrays.append(self._delete_array_keys(array, prefix))
+        await _gather_bounded(arrays)
+        jobs: list[Awaitable[None]] = [self._delete_base_dir(prefix)]
+        jobs.extend(self._clear_mount(path) for path in plan.mounts)
         await _gather_bounded(jobs)
 
     async def _delete_base_dir(self, prefix: str) -> None:
@@ -1104,19 +1224,23 @@ class ShardedStore(Store):
 
     async def _clear_mount(self, path: str) -> None:
         store = self._mounts[path]
+        if not store._is_open and await self._mount_is_empty(path):
+            return  # opening it for writing would create it only to empty it
         await _opened(store)
         await store.delete_dir("")
 
     async def _clear_array(self, path: str) -> None:
         """Remove every array shard of ``path`` (its metadata in base goes separately)."""
         indices = await self._existing_chunk_indices(path)
+        # Every shard's store first: one that may not be written raises before any is
+        # cleared.
+        stores = [self._shard_store(path, index) for index in sorted(indices)]
 
-        async def clear(index: str) -> None:
-            store = self._shard_store(path, index)
+        async def clear(store: Store) -> None:
             await _opened(store)
             await store.delete_dir("")
 
-        await _gather_bounded(clear(index) for index in sorted(indices))
+        await _gather_bounded(clear(store) for store in stores)
         for index in indices:
             self._written.discard((path, index))
             self._shard_readers.pop((path, index), None)
@@ -1151,6 +1275,7 @@ class _SyncShardedStore(ShardedStore):
         except FileNotFoundError:  # a read-only view of a shard not written yet
             return None
 
+    @_marks_failure_sync
     def set_sync(self, key: str, value: Buffer) -> None:
         self._check_writable()
         _check_buffer(value)
@@ -1169,6 +1294,7 @@ class _SyncShardedStore(ShardedStore):
             store = self._base
         cast("SupportsSyncStore", store).set_sync(inner, value)
 
+    @_marks_failure_sync
     def delete_sync(self, key: str) -> None:
         self._check_writable()
         kind, node, index, inner = self._router.route(key)

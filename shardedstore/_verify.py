@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING
 
 from zarr.core.buffer import default_buffer_prototype
 
-from shardedstore._shardsource import ShardSource, describe_shard, shard_sources
+from shardedstore._shardsource import (
+    ShardSource,
+    describe_shard,
+    is_metadata_document,
+    shard_sources,
+)
 from shardedstore._sync import interruptible_sync
 
 if TYPE_CHECKING:
@@ -30,11 +35,17 @@ class VerificationError(ValueError):
 
 
 class Verified:
-    """What a verification compared: ``keys`` own keys holding ``bytes`` bytes."""
+    """What a verification compared: ``keys`` own keys holding ``bytes`` bytes.
 
-    def __init__(self, keys: int, nbytes: int) -> None:
+    ``keys`` is ``documents`` (metadata documents: ``zarr.json``, ``.zarray``, ...,
+    one per node and one per array shard) plus ``chunks``.
+    """
+
+    def __init__(self, keys: int, nbytes: int, documents: int = 0) -> None:
         self.keys = keys
         self.bytes = nbytes
+        self.documents = documents
+        self.chunks = keys - documents
 
 
 async def _shard_digests(source: ShardSource) -> dict[str, tuple[int, int]]:
@@ -98,4 +109,5 @@ def verify_conversion(
     return Verified(
         sum(len(keys) for keys in before.values()),
         sum(size for keys in before.values() for size, _ in keys.values()),
+        sum(is_metadata_document(key) for keys in before.values() for key in keys),
     )

@@ -25,7 +25,7 @@ import contextlib
 import os
 import shutil
 import stat
-import tempfile
+import sys
 import threading
 import time
 import uuid
@@ -33,6 +33,7 @@ import weakref
 import zipfile
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from types import TracebackType
 from typing import IO, Any, Literal
 
 from zarr.abc.store import (
@@ -54,9 +55,55 @@ _PARTIAL = ".partial-"
 _ZIP64_LIMIT = 1 << 31
 
 
+_MARKER = ".shardedstore-staging"
+"""A file in every staging directory: only directories holding it are ever removed."""
+
+
 def leftover_names(zip_name: str) -> tuple[str, str, str]:
     """Name prefixes of the lock file, staging directories and partial zips of a zip."""
     return f".{zip_name}.lock", f".{zip_name}{_STAGING}", f".{zip_name}{_PARTIAL}"
+
+
+def _is_leftover(entry: Path, zip_name: str) -> bool:
+    """Whether ``entry`` is a staging directory or partial zip this module made for it."""
+    _, staging, partial = leftover_names(zip_name)
+    suffix = entry.name[len(staging) :] if entry.name.startswith(staging) else None
+    if suffix is not None:
+        return (
+            len(suffix) == 12
+            and all(c in "0123456789abcdef" for c in suffix)
+            and entry.is_dir()
+            and not entry.is_symlink()
+            and (entry / _MARKER).is_file()
+        )
+    suffix = entry.name[len(partial) :] if entry.name.startswith(partial) else None
+    return (
+        suffix is not None
+        and len(suffix) == 12
+        and all(c in "0123456789abcdef" for c in suffix)
+        and entry.is_file()
+        and not entry.is_symlink()
+    )
+
+
+_uncaught = False
+_hook_installed = False
+
+
+def _note_uncaught_exceptions() -> None:
+    """Remember an uncaught exception (Ctrl-C included), so exit commits nothing."""
+    global _hook_installed
+    if _hook_installed:
+        return
+    _hook_installed = True
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        global _uncaught
+        _uncaught = True
+        previous(kind, value, tb)
+
+    sys.excepthook = hook
 
 
 def _read_range(f: IO[bytes], size: int, byte_range: ByteRequest | None) -> bytes:
@@ -98,6 +145,8 @@ class _Pending:
         self.deleted: set[str] = set()
         self.replace_all = False  # mode "w": the old entries are dropped
         self.count = 0
+        self.pid = os.getpid()  # a forked child must never commit or discard this
+        self.failed = False  # a write of the layout failed: commit only on close()
 
     def stage(self, key: str, data: bytes) -> None:
         self.count += 1
@@ -116,7 +165,18 @@ class _Pending:
         self.deleted.add(key)
 
     def commit(self, names: Iterable[str], compression: int, allow_zip64: bool) -> None:
-        """Write the new zip beside the old one and rename it into place."""
+        """Write the new zip beside the old one and rename it into place.
+
+        A zip left with no entries is removed instead, as a directory shard emptied by
+        ``delete_dir`` is.
+        """
+        names = list(names)
+        if not names:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            _fsync_dir(self.path.parent)
+            self.discard()
+            return
         partial = self.path.parent / f"{leftover_names(self.path.name)[2]}{uuid.uuid4().hex[:12]}"
         source: zipfile.ZipFile | None = None
         try:
@@ -162,6 +222,8 @@ class _Pending:
 
     def discard(self) -> None:
         """Drop the staged changes and release the lock."""
+        if os.getpid() != self.pid:
+            return  # inherited by fork: the parent's to keep
         shutil.rmtree(self.staging, ignore_errors=True)
         self.lock.release()
 
@@ -169,11 +231,20 @@ class _Pending:
 def _commit_at_exit(
     pending: _Pending, names: dict[str, None], compression: int, allow_zip64: bool
 ) -> None:
-    if pending.lock.held:
-        try:
-            pending.commit(list(names), compression, allow_zip64)
-        except Exception:  # nothing to raise to at exit; the old zip is intact
-            pending.discard()
+    """Commit a writer left open when it is dropped or the interpreter exits.
+
+    Only if nothing went wrong: after a failed write of the layout or an uncaught
+    exception (Ctrl-C included) the zip stays as it was. Never in a forked child.
+    """
+    if os.getpid() != pending.pid or not pending.lock.held:
+        return
+    if pending.failed or _uncaught:
+        pending.discard()
+        return
+    try:
+        pending.commit(list(names), compression, allow_zip64)
+    except Exception:  # nothing to raise to at exit; the old zip is intact
+        pending.discard()
 
 
 class CopyOnWriteZipStore(ZipStore):
@@ -231,6 +302,8 @@ class CopyOnWriteZipStore(ZipStore):
         self._pending: _Pending | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._refusal: str | None = None
+        self._failed = False
+        self._pid = os.getpid()
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------- lifecycle
@@ -261,6 +334,16 @@ class CopyOnWriteZipStore(ZipStore):
         """Make every later write raise ``LayoutError(reason)`` (reads still work)."""
         self._refusal = reason
 
+    def mark_failed(self) -> None:
+        """A write of the layout this zip belongs to failed: do not commit at exit.
+
+        ``close()`` still commits what was written; dropping the store or leaving the
+        interpreter without ``close()`` then leaves the zip as it was.
+        """
+        self._failed = True
+        if self._pending is not None:
+            self._pending.failed = True
+
     def _writer(self) -> _Pending:
         """The staging state, taking the lock and re-reading the zip on first use."""
         self._check_can_write()
@@ -270,7 +353,7 @@ class CopyOnWriteZipStore(ZipStore):
         # A symlinked zip is replaced where it really is, and locked there.
         real = Path(os.path.realpath(self.path))
         directory = real.parent
-        lock_name, staging_prefix, partial_prefix = leftover_names(real.name)
+        lock_name, staging_prefix, _ = leftover_names(real.name)
         lock = acquire(
             directory / lock_name,
             f"zip shard {os.fspath(self.path)!r}",
@@ -282,16 +365,20 @@ class CopyOnWriteZipStore(ZipStore):
             # Holding the lock, anything staged or partial for this zip is a dead
             # writer's leftover.
             for entry in directory.iterdir():
-                if entry.name.startswith((staging_prefix, partial_prefix)):
-                    if entry.is_dir() and not entry.is_symlink():
+                if _is_leftover(entry, real.name):
+                    if entry.is_dir():
                         shutil.rmtree(entry, ignore_errors=True)
                     else:
                         entry.unlink(missing_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=staging_prefix, dir=directory))
+            staging = directory / f"{staging_prefix}{uuid.uuid4().hex[:12]}"
+            staging.mkdir()
+            (staging / _MARKER).write_text("shardedstore copy-on-write zip staging\n")
         except BaseException:
             lock.release()
             raise
         pending = _Pending(real, lock, staging)
+        pending.failed = self._failed
+        _note_uncaught_exceptions()
         # Another writer may have committed since this store opened: start from now.
         if self._zf is not None:
             self._zf.close()
@@ -360,7 +447,8 @@ class CopyOnWriteZipStore(ZipStore):
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # A copy never reopens in mode "w" on arrival: it opens lazily, on first use.
+        # A copy never reopens in mode "w" on arrival: it opens lazily, on first use,
+        # and refuses writes: nothing in another process would commit them in time.
         self.__init__(  # type: ignore[misc]
             state["path"],
             mode=state["mode"],
@@ -368,7 +456,11 @@ class CopyOnWriteZipStore(ZipStore):
             compression=state["compression"],
             allowZip64=state["allowZip64"],
         )
-        self._refusal = state["refusal"]
+        self._refusal = state["refusal"] or (
+            f"zip {os.fspath(state['path'])!r}: this is a copy sent to another process; zips "
+            "are committed by close() in the process that writes them. Write from the process "
+            "that made the store, or open the zip there yourself and close() it"
+        )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ZipStore) and Path(self.path) == Path(other.path)
@@ -497,6 +589,14 @@ class CopyOnWriteZipStore(ZipStore):
         self._check_writable()
         if self._refusal is not None:
             raise LayoutError(self._refusal)
+        if os.getpid() != self._pid:
+            raise LayoutError(
+                f"zip {os.fspath(self.path)!r}: this store was inherited by a forked process "
+                "(a process pool or multiprocessing worker); zips are committed by close() in "
+                "the process that writes them, so they cannot be written from a fork. Write to "
+                "directory shards and convert them to zips afterwards (shardedstore convert "
+                "LAYOUT --to zip), or write from the process that opened the store"
+            )
         self._open_now()
 
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -45,79 +46,139 @@ def _options(pairs: list[str] | None) -> dict[str, Any]:
     return options
 
 
+def _emit(text: str) -> None:
+    """Print ``text`` (all of a command's output), quietly if the reader has gone.
+
+    ``shardedstore info --json | head`` closes the pipe early: as Python's docs on
+    SIGPIPE advise, stdout is then pointed at devnull so that nothing more is written
+    (not even the flush at exit), and the command's own exit code stands.
+    """
+    try:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _table(rows: list[tuple[str, ...]], right: int) -> str:
+    """Rows as columns; the last ``right`` columns right-aligned (numbers)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    left = len(widths) - right
+    lines = []
+    for row in rows:
+        cells = [
+            f"{cell:<{width}}" if i < left else f"{cell:>{width}}"
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------ commands
 
 
+_SHOWN_ERRORS = 10
+"""Unreadable shards ``info`` names on stderr before summing up the rest."""
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
-    from shardedstore._inspect import shard_summaries
+    from shardedstore._inspect import ShardSummary, factory_text, shard_summaries
 
     store = _open(args.config, _options(args.storage_option))
     summaries = shard_summaries(store)
-    if args.json:
+    unreadable = [s for s in summaries if s.error is not None]
+    for s in unreadable[:_SHOWN_ERRORS]:
         print(
-            json.dumps(
-                {
-                    "config": args.config,
-                    "shards": [s.as_dict() for s in summaries],
-                    "total": {
-                        "shards": len(summaries),
-                        "keys": sum(s.keys for s in summaries),
-                        "bytes": sum(s.bytes for s in summaries),
-                    },
-                },
-                indent=2,
-            )
+            f"shardedstore info: warning: {s.name}: cannot be read ({s.backend}): {s.error}",
+            file=sys.stderr,
         )
-        return 0
-    rows: list[tuple[str, str, str, str]] = []
+    if len(unreadable) > _SHOWN_ERRORS:
+        print(
+            f"shardedstore info: warning: and {len(unreadable) - _SHOWN_ERRORS} more shard(s) "
+            "that cannot be read (shardedstore validate lists them all)",
+            file=sys.stderr,
+        )
+
+    def counts(group: list[ShardSummary]) -> dict[str, int]:
+        return {
+            name: sum(getattr(s, name) for s in group)
+            for name in ("keys", "metadata_keys", "chunk_keys", "stray_keys", "bytes")
+        }
+
+    total = counts(summaries)
+    if args.json:
+        missing = sum(s.exists is False for s in summaries)
+        document = {
+            "config": args.config,
+            "shards": [s.as_dict() for s in summaries],
+            "total": {
+                "shards": len(summaries),
+                **total,
+                "missing": missing,
+                "unreadable": len(unreadable),
+            },
+        }
+        _emit(json.dumps(document, indent=2))
+        return 1 if unreadable else 0
+
+    def row(name: str, backend: str, group: list[ShardSummary]) -> tuple[str, ...]:
+        c = counts(group)
+        return (
+            name,
+            backend,
+            str(c["keys"]),
+            str(c["metadata_keys"]),
+            str(c["chunk_keys"]),
+            _size(c["bytes"]),
+        )
+
+    def state(s: ShardSummary) -> str:
+        if s.error is not None:
+            return " (cannot be read: see stderr)"
+        return "" if s.exists else " (missing)"
+
+    rows: list[tuple[str, ...]] = [("shard", "backend", "keys", "metadata", "chunks", "bytes")]
     for s in summaries:
         if s.kind != "array shard":
             name = "base" if s.kind == "base" else f"mount {s.path}"
-            rows.append(
-                (name, s.backend + ("" if s.exists else " (missing)"), str(s.keys), _size(s.bytes))
-            )
+            rows.append(row(name, s.backend + state(s), [s]))
     for path, (dims, factory) in sorted(store.array_shards.items()):
         shards = [s for s in summaries if s.kind == "array shard" and s.path == path]
-        from shardedstore._inspect import factory_text
-
-        rows.append(
-            (
-                f"array {path}",
-                f"{len(shards)} shard(s) on {dims} dim(s): {factory_text(factory)}",
-                str(sum(s.keys for s in shards)),
-                _size(sum(s.bytes for s in shards)),
-            )
+        broken = sum(s.error is not None for s in shards)
+        found = sum(s.chunk_index is not None for s in shards)
+        where = f"{found} shard(s) on {dims} dim(s): {factory_text(factory)}"
+        if broken:
+            where += f", {broken} unreadable"
+        rows.append(row(f"array {path}", where, shards))
+    rows.append(row("total", f"{len(summaries)} store(s)", summaries))
+    lines = [_table(rows, right=4)]
+    lines.append("keys: metadata documents (zarr.json, .zarray, ...) + chunks")
+    if total["stray_keys"]:
+        lines[-1] += (
+            f" + {total['stray_keys']} stray key(s) that no reader of the layout reaches "
+            "(shardedstore validate lists them)"
         )
-    rows.append(
-        (
-            "total",
-            f"{len(summaries)} store(s)",
-            str(sum(s.keys for s in summaries)),
-            _size(sum(s.bytes for s in summaries)),
-        )
-    )
-    table = [("shard", "backend", "keys", "bytes"), *rows]
-    widths = [max(len(row[i]) for row in table) for i in range(4)]
-    for name, backend, keys, size in table:
-        print(
-            f"{name:<{widths[0]}}  {backend:<{widths[1]}}  {keys:>{widths[2]}}  {size:>{widths[3]}}"
-        )
-    return 0
+    _emit("\n".join(lines))
+    return 1 if unreadable else 0
 
 
 def _cmd_tree(args: argparse.Namespace) -> int:
-    from shardedstore._inspect import hierarchy
+    from shardedstore._inspect import hierarchy, holder_text
 
     store = _open(args.config, _options(args.storage_option))
     nodes = hierarchy(store)
     if args.json:
-        print(json.dumps(nodes, indent=2))
+        _emit(json.dumps(nodes, indent=2))
         return 0
     paths = [node["path"] for node in nodes]
+    lines = []
     for node in nodes:
         path = node["path"]
+        holder = holder_text(node["holder"])
         if not path:
-            print(f"/  [{node['holder']}]")
+            lines.append(f"/  [{holder}]")
             continue
         parent, _, name = path.rpartition("/")
         depth = path.count("/")
@@ -133,28 +194,33 @@ def _cmd_tree(args: argparse.Namespace) -> int:
         detail = ""
         if node["kind"] == "array":
             detail = f" {tuple(node['shape'])} {node['dtype']}"
-        print(f"{indent}{branch}{name}{detail}  [{node['holder']}]")
+        lines.append(f"{indent}{branch}{name}{detail}  [{holder}]")
+    _emit("\n".join(lines))
     return 0
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from shardedstore._inspect import validate_layout
+    from shardedstore._layoutcheck import validate_layout
 
     store = _open(args.config, _options(args.storage_option))
-    problems = validate_layout(store)
+    validation = validate_layout(store)
+    code = 0 if validation.valid else 1
     if args.json:
-        print(
-            json.dumps(
-                {"config": args.config, "valid": not problems, "problems": problems}, indent=2
-            )
-        )
-    elif problems:
-        print(f"{args.config}: {len(problems)} problem(s):")
-        for problem in problems:
-            print(f"  - {problem}")
+        _emit(json.dumps({"config": args.config, **validation.as_dict()}, indent=2))
+        return code
+    problems, warnings = validation.problems, validation.warnings
+    if problems:
+        lines = [f"{args.config}: {len(problems)} problem(s):"]
+        lines += [f"  - {finding.message}" for finding in problems]
     else:
-        print(f"{args.config}: valid (every shard reachable, metadata consistent, no stray keys)")
-    return 1 if problems else 0
+        lines = [
+            f"{args.config}: valid (every shard reachable, metadata consistent, no stray keys)"
+        ]
+    if warnings:
+        lines.append(f"{len(warnings)} warning(s):")
+        lines += [f"  - {finding.message}" for finding in warnings]
+    _emit("\n".join(lines))
+    return code
 
 
 class _UsageError(ValueError):
@@ -254,9 +320,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             reopened = _open(config_path, options or None)
             verified = verify_conversion(source, reopened, include_stray=args.include_stray)
             summary += (
-                f"; verified {verified.keys} keys, {_size(verified.bytes)}, identical (crc32)"
+                f"; verified {verified.keys} keys ({verified.documents} metadata documents + "
+                f"{verified.chunks} chunks), {_size(verified.bytes)}, identical (crc32)"
             )
-    print(summary)
+    _emit(summary)
     return 0
 
 
@@ -296,9 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = command(
         "info",
-        "summarize a layout: each shard, its backend, key count and bytes",
-        "List the base, every mount and every array shard with its backend, number of "
-        "keys and bytes (array shards summed per array; --json lists each).",
+        "summarize a layout: each shard, its store, its keys and bytes",
+        "List the base, every mount and every array shard with its store (a URL), its "
+        "keys (metadata documents + chunks, and stray keys if any) and bytes (array "
+        "shards summed per array; --json lists each). A shard that cannot be read is "
+        "marked and named on stderr, and the exit code is 1.",
     )
     config_args(info, "print JSON with every shard")
     info.set_defaults(func=_cmd_info)
@@ -316,8 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
         "validate",
         "check that every shard is reachable, consistent and free of stray keys",
         "Check that every shard is reachable, that each array shard's metadata matches "
-        "the array's metadata in base, and that no store holds keys nobody can read. "
-        "Exit 1 with the list of problems otherwise.",
+        "the array's metadata in base, and that no store holds keys nobody can read; "
+        "every problem is reported, whatever fails first. Exit 1 with the list of "
+        "problems otherwise. Warnings (array shards missing between others, array shards "
+        "beyond the array's shape, zips being written or left by a dead writer) do not "
+        "make a layout invalid.",
     )
     config_args(validate, "print the result as JSON")
     validate.set_defaults(func=_cmd_validate)

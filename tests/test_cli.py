@@ -199,7 +199,8 @@ def test_tree(demo_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "temperature (12, 16, 32) float32  [base + 12 array shard(s) on 1 dim(s)" in text
     assert main(["tree", str(demo_config), "--json"]) == 0
     nodes = {node["path"]: node for node in json.loads(capsys.readouterr().out)}
-    assert nodes["simulation/coarse/temperature"]["holder"].startswith("mount 'simulation/coarse'")
+    holder = nodes["simulation/coarse/temperature"]["holder"]
+    assert (holder["kind"], holder["path"]) == ("mount", "simulation/coarse")
     assert nodes["simulation/fine"]["kind"] == "group"
 
 
@@ -652,3 +653,19 @@ def test_a_second_convert_into_the_same_url_fails_at_once(
         assert f"{url} is being written by process {os.getpid()}" in err
         assert f"{url}.lock" in err
     assert main(argv) == 0
+
+
+def test_info_into_a_closed_pipe_exits_quietly(many_shards: Path) -> None:
+    # `shardedstore info --json CONFIG | head`: head leaves after a few lines.
+    process = subprocess.Popen(
+        [CLI, "info", "--json", str(many_shards)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    assert process.stdout.read(200).startswith(b"{")
+    process.stdout.close()  # more than a pipe's buffer is still to come
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 0, stderr
+    assert stderr == ""

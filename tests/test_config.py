@@ -666,3 +666,274 @@ def test_template_factory_pickles_and_compares(tmp_path: Path) -> None:
     assert not array_shard_template_store(
         {"type": "fsspec", "url": "memory://t/{chunk}"}
     ).supports_sync
+
+
+# ------------------------------------------- issue 9, item 10: smaller config points
+
+
+def test_saving_a_read_only_open_writes_the_config_it_was_opened_from(tmp_path: Path) -> None:
+    # The read-only open wrote "mode": "r" on the base zip but not on the template.
+    config = {
+        "format": "shardedstore",
+        "version": 1,
+        "base": {"type": "zip", "path": "base.zarr.zip"},
+        "mounts": {
+            "coarse": {"type": "local", "root": "coarse.zarr"},
+            "people": {"type": "zip", "path": "people.zarr.zip", "mode": "r"},
+        },
+        "array_shards": {
+            "t": {
+                "dims": 1,
+                "store": {"type": "zip", "path": "t/{chunk}.zarr.zip"},
+                "shards": {"7": {"type": "zip", "path": "archive/t7.zarr.zip"}},
+            }
+        },
+    }
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    (folder / "layout.json").write_text(json.dumps(config))
+    for mode in ("r", "r+"):
+        store = shardedstore.open(folder / "layout.json", mode)  # type: ignore[arg-type]
+        assert store.read_only == (mode == "r")
+        assert store.base.read_only == (mode == "r")
+        store.save_config(folder / f"saved-{mode}.json")
+        assert json.loads((folder / f"saved-{mode}.json").read_text()) == config
+    # The open mode is the reader's: the saved config opens for writing like the original.
+    saved = shardedstore.open(folder / "saved-r.json", "r+")
+    assert not saved.base.read_only
+    assert saved.mounts["people"].read_only  # declared read-only in the config itself
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "layout.json",
+        "saved-r+.json",
+        "saved-r.json",
+    ]  # nothing created by opening
+
+
+def _nested_config(depth: int) -> dict[str, Any]:
+    store: dict[str, Any] = {"type": "local", "root": "leaf"}
+    for level in range(depth):
+        store = {
+            "type": "sharded",
+            "base": {"type": "local", "root": f"b{level}"},
+            "mounts": {"m": store},
+        }
+    return {
+        "format": "shardedstore",
+        "version": 1,
+        "base": {"type": "local", "root": "top"},
+        "mounts": {"m": store},
+    }
+
+
+def test_nested_sharded_stores_have_a_depth_limit(tmp_path: Path) -> None:
+    # 200 nested sharded stores gave a RecursionError.
+    path = tmp_path / "deep.json"
+    path.write_text(json.dumps(_nested_config(200)))
+    limit = r"^mounts\.m(\.mounts\.m){32}: sharded stores nest more than 32 deep here"
+    with pytest.raises(ConfigError, match=limit):
+        shardedstore.open(path)
+    with pytest.raises(ConfigError, match=limit):
+        ShardedStore.from_config(_nested_config(33), base_path=tmp_path)
+    store = ShardedStore.from_config(_nested_config(32), base_path=tmp_path)
+    assert isinstance(store.mounts["m"], ShardedStore)
+
+
+def test_json_nested_too_deeply_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text('{"a":' * 5000 + "1" + "}" * 5000)
+    with pytest.raises(ConfigError, match=r"deep\.json: JSON nested too deeply"):
+        shardedstore.open(path)
+
+
+DUPLICATES = {
+    "store field": (
+        '{"format": "shardedstore", "version": 1,'
+        ' "base": {"type": "local", "root": "a", "root": "b"}}',
+        r"^base\.root: the key 'root' appears twice in one JSON object",
+    ),
+    "top level": (
+        '{"format": "shardedstore", "version": 1, "version": 1,'
+        ' "base": {"type": "local", "root": "a"}}',
+        r"^version: the key 'version' appears twice in one JSON object",
+    ),
+    "mount": (
+        '{"format": "shardedstore", "version": 1, "base": {"type": "local", "root": "a"},'
+        ' "mounts": {"p": {"type": "local", "root": "p"}, "p": {"type": "local", "root": "q"}}}',
+        r"^mounts\.p: the key 'p' appears twice in one JSON object",
+    ),
+    "array shard": (
+        '{"format": "shardedstore", "version": 1, "base": {"type": "local", "root": "a"},'
+        ' "array_shards": {"t": {"dims": 1, "shards": {"3": {"type": "local", "root": "x"},'
+        ' "3": {"type": "local", "root": "y"}}}}}',
+        r"^array_shards\.t\.shards\.3: the key '3' appears twice in one JSON object",
+    ),
+    "legacy": (
+        '{"name": "ShardedStore", "module": "shardedstore", "module": "os", "config": {}}',
+        r"^module: the key 'module' appears twice in one JSON object",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(DUPLICATES))
+def test_duplicate_keys_are_refused(name: str, tmp_path: Path) -> None:
+    # The last value silently won.
+    text, message = DUPLICATES[name]
+    (tmp_path / "layout.json").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        shardedstore.open(tmp_path / "layout.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["layout.json"]
+
+
+def test_duplicate_keys_are_refused_in_a_config_read_from_a_url(
+    s3_server: Any, s3_bucket: str
+) -> None:
+    import boto3
+
+    text, message = DUPLICATES["store field"]
+    client = boto3.client("s3", endpoint_url=s3_server.endpoint, region_name="us-east-1")
+    client.put_object(Bucket=s3_bucket, Key="ds/layout.json", Body=text.encode())
+    with pytest.raises(ConfigError, match=message):
+        shardedstore.open(
+            f"s3://{s3_bucket}/ds/layout.json", storage_options=s3_server.storage_options
+        )
+
+
+# ------------------------------------- issue 9, item 9: many explicit array shards
+
+
+def _explicit(shards: dict[str, Any], dims: int = 1) -> dict[str, Any]:
+    return {
+        "format": "shardedstore",
+        "version": 1,
+        "base": {"type": "local", "root": "base.zarr"},
+        "array_shards": {
+            "t": {
+                "dims": dims,
+                "store": {"type": "local", "root": "t/{chunk}.zarr"},
+                "shards": shards,
+            }
+        },
+    }
+
+
+def _full_validator_error(config: dict[str, Any]) -> tuple[tuple[Any, ...], str] | None:
+    """What validating the whole config entry by entry reports (the reference)."""
+    from jsonschema.exceptions import best_match
+
+    from shardedstore._validation import describe
+
+    validator = jsonschema.Draft202012Validator(shardedstore.config_schema())
+    error = best_match(validator.iter_errors(config))
+    return None if error is None else (tuple(error.absolute_path), describe(error))
+
+
+def _fast_error(config: dict[str, Any]) -> tuple[tuple[Any, ...], str] | None:
+    from shardedstore._validation import check_schema
+
+    try:
+        check_schema(config)
+    except ConfigError as error:
+        return error.path, error.problem
+    return None
+
+
+def test_repeated_shard_entries_are_validated_once_per_shape() -> None:
+    from shardedstore._validation import schema_skeleton
+
+    shards: dict[str, Any] = {
+        str(i): {"type": "zip", "path": f"z/t-{i}.zarr.zip", "mode": "r"} for i in range(10_000)
+    }
+    shards.update({str(i): {"type": "local", "root": f"d/{i}"} for i in range(10_000, 10_100)})
+    config = _explicit(shards)
+    skeleton = schema_skeleton(config)
+    assert len(skeleton["array_shards"]["t"]["shards"]) == 2  # one per shape of entry
+    assert _fast_error(config) is None
+    assert len(config["array_shards"]["t"]["shards"]) == 10_100  # the config is untouched
+
+
+def test_a_bad_entry_among_many_is_named(tmp_path: Path) -> None:
+    shards: dict[str, Any] = {
+        str(i): {"type": "zip", "path": f"z/t-{i}.zarr.zip"} for i in range(2_000)
+    }
+    shards["1000"] = {"type": "zip", "path": "z/t-1000.zarr.zip", "mode": "w"}
+    shards["1500"] = {"type": "zip", "path": ""}
+    shards["01"] = {"type": "zip", "path": "z/01.zip"}
+    config = _explicit(shards)
+    # As the full validator ranks them: the shallowest error, then the greatest key.
+    for bad, message in [
+        ("01", r"^array_shards\.t\.shards: '01' does not match"),
+        ("1500", r"^array_shards\.t\.shards\.1500\.path: '' should be non-empty"),
+        ("1000", r"^array_shards\.t\.shards\.1000\.mode: 'w' is not allowed"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            ShardedStore.from_config(config, base_path=tmp_path)
+        assert _fast_error(config) == _full_validator_error(config)
+        del shards[bad]
+    ShardedStore.from_config(config, base_path=tmp_path)
+
+
+_bad_entries = st.sampled_from(
+    [
+        {"type": "local", "root": ""},
+        {"type": "local", "root": 7},
+        {"type": "local"},
+        {"type": "local", "root": "x", "module": "os"},
+        {"type": "zip", "path": "x.zip", "mode": "w"},
+        {"type": "zip", "path": "x.zip", "compression": 3},
+        {"type": "zip", "path": "x.zip", "allowZip64": "yes"},
+        {"type": "fsspec", "url": "s3://b/x", "storage_options": "anon"},
+        {"type": "obstore", "url": "s3://b/x", "config": {"region": ["a"]}},
+        {"type": 3, "root": "x"},
+        {"type": ""},
+        {"root": "x"},
+        "local",
+        ["x"],
+        None,
+        {"type": "sharded", "base": {"type": "local", "root": ""}},
+        {"type": "sharded"},
+    ]
+)
+_good_entries = st.sampled_from(
+    [
+        {"type": "local", "root": "{i}"},
+        {"type": "zip", "path": "z/{i}.zip", "mode": "r"},
+        {"type": "zip", "path": "z/{i}.zip", "compression": 8, "allowZip64": False},
+        {"type": "fsspec", "url": "s3://b/{i}", "storage_options": {"anon": True}},
+        {"type": "obstore", "url": "s3://b/{i}", "config": {"region": "x"}},
+        {"type": "plugin-type", "anything": "{i}"},
+        {"type": "sharded", "base": {"type": "local", "root": "{i}"}},
+    ]
+)
+
+
+def _render(entry: Any, i: int) -> Any:
+    if isinstance(entry, dict):
+        return {key: _render(value, i) for key, value in entry.items()}
+    return entry.replace("{i}", str(i)) if isinstance(entry, str) else entry
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    entries=st.lists(
+        st.tuples(
+            st.sampled_from(["0", "1", "2", "10", "9", "3.1", "01", "x", ""]),
+            st.one_of(_good_entries, _bad_entries),
+        ),
+        max_size=12,
+    ),
+    dims=st.integers(1, 2),
+)
+def test_fast_validation_reports_what_the_full_validator_reports(
+    entries: list[tuple[str, Any]], dims: int
+) -> None:
+    shards = {f"{key}{n}" if key else key: _render(e, n) for n, (key, e) in enumerate(entries)}
+    config = _explicit(shards, dims)
+    assert _fast_error(config) == _full_validator_error(config)
+
+
+@given(value=st.text(alphabet="ab./", min_size=1, max_size=12))
+def test_resolving_many_shards_resolves_as_normpath(value: str) -> None:
+    # The shortcut taken for each of 10^6 explicit shards gives os.path.normpath's answer.
+    from shardedstore._config import _below
+
+    assert _below("/data/ds/", value) == os.path.normpath("/data/ds/" + value)

@@ -172,3 +172,51 @@ def test_broken_legacy_configs(change: Any, message: str, fixtures: Path) -> Non
     change(config)
     with pytest.raises(ConfigError, match=message):
         ShardedStore.from_config(config, base_path=fixtures)
+
+
+def _legacy_nested(depth: int) -> dict[str, Any]:
+    """0.3.x ShardedStores nested ``depth`` deep, each mounted at 'm' of the one above."""
+    store: dict[str, Any] = _legacy_store("DirectoryStore", ["leaf"])
+    for level in range(depth + 1):
+        store = {
+            "name": "ShardedStore",
+            "module": "shardedstore",
+            "config": {
+                "args": [_legacy_store("DirectoryStore", [f"b{level}"])],
+                "kwargs": {"shards": {"m": store}},
+            },
+        }
+    return store
+
+
+def test_legacy_nesting_has_the_depth_limit(tmp_path: Path) -> None:
+    # 200 nested sharded stores gave a RecursionError.
+    limit = r"^config\.kwargs\.shards\.m(\.config\.kwargs\.shards\.m){32}: sharded stores nest"
+    for depth in (33, 200):
+        with pytest.raises(ConfigError, match=limit):
+            ShardedStore.from_config(_legacy_nested(depth), base_path=tmp_path)
+    store = ShardedStore.from_config(_legacy_nested(32), base_path=tmp_path)
+    assert isinstance(store.mounts["m"], ShardedStore)
+
+
+def test_many_legacy_array_shards(tmp_path: Path) -> None:
+    # A 0.3.x config lists every array shard; 20,000 of them opened in 8.7 s.
+    shards = {str(i): _legacy_store("DirectoryStore", [f"t/{i}.zarr"]) for i in range(5000)}
+    config = {
+        "name": "ShardedStore",
+        "module": "shardedstore",
+        "config": {
+            "args": [_legacy_store("DirectoryStore", ["base.zarr"])],
+            "kwargs": {"array_shard_dims": {"t": 1}, "array_shards": {"t": shards}},
+        },
+    }
+    store = ShardedStore.from_config(config, base_path=tmp_path)
+    factory = store.array_shards["t"][1]
+    assert factory("4999") == LocalStore(tmp_path / "t" / "4999.zarr")
+    shards["17"] = _legacy_store("DirectoryStore", ["t/3.zarr"])
+    with pytest.raises(
+        ConfigError,
+        match=r"^array_shards\.t\.shards\.17\.root: .* is the same location as "
+        r"array_shards\.t\.shards\.3\.root",
+    ):
+        ShardedStore.from_config(config, base_path=tmp_path)

@@ -11,6 +11,7 @@ import os
 import pickle
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -468,3 +469,64 @@ def test_without_a_folder_nothing_is_outside(tmp_path: Path) -> None:
     # A config given as a dict with no base_path has no folder: paths are the caller's.
     config = _config(base={"type": "local", "root": str(tmp_path / "anywhere")})
     ShardedStore.from_config(config)
+
+
+# ------------------------------------- issue 9, item 9: many shards, checked once
+
+
+@dataclass(frozen=True)
+class _LoggingFactory:
+    """A picklable plain array-shard factory that notes every call in a file."""
+
+    log: Path
+    root: Path
+
+    def __call__(self, chunk_index: str) -> Store:
+        with self.log.open("a") as f:
+            f.write(chunk_index + "\n")
+        return LocalStore(self.root / chunk_index)
+
+    def calls(self) -> list[str]:
+        return self.log.read_text().split() if self.log.exists() else []
+
+
+def test_a_checked_layout_is_not_checked_again(tmp_path: Path) -> None:
+    # The overlap check ran again on every with_read_only and unpickling: ~1 s each
+    # for 10^5 explicit array shards, and xarray asks for a read-only view on open.
+    factory = _LoggingFactory(tmp_path / "calls", tmp_path / "shards")
+    store = ShardedStore(LocalStore(tmp_path / "base"), {}, {"t": (1, factory)})
+    assert factory.calls() == ["0", "1"]  # the check calls a plain factory twice
+    view = store.with_read_only(True)
+    assert view.read_only
+    assert view.with_read_only(False) == store
+    back = pickle.loads(pickle.dumps(view))
+    assert back == store
+    assert back.read_only
+    assert factory.calls() == ["0", "1"]
+    # A new layout, even of the same stores, is checked.
+    ShardedStore(LocalStore(tmp_path / "base"), {}, {"t": (1, factory)})
+    assert factory.calls() == ["0", "1", "0", "1"]
+    with pytest.raises(LayoutError, match="lies inside base"):
+        ShardedStore(LocalStore(tmp_path / "shards"), {}, {"t": (1, factory)})
+
+
+def test_overlaps_among_many_explicit_array_shards(tmp_path: Path) -> None:
+    template = {"type": "local", "root": f"{tmp_path}/t/{{chunk}}.zarr"}
+    shards = {str(i): {"type": "zip", "path": f"{tmp_path}/z/{i}.zip"} for i in range(10_000)}
+    base = LocalStore(tmp_path / "base")
+
+    def layout(changed: dict[str, Any], **mounts: Store) -> ShardedStore:
+        factory = array_shard_template_store(template, shards={**shards, **changed})
+        return ShardedStore(base, mounts, {"t": (1, factory)})
+
+    layout({"9999": {"type": "local", "root": f"{tmp_path}/t/9999.zarr"}})  # its own place
+    with pytest.raises(LayoutError, match=r"chunk 9999 .* lies inside array shard 't' chunk 17"):
+        layout({"9999": {"type": "local", "root": f"{tmp_path}/z/17.zip/inner"}})
+    with pytest.raises(LayoutError, match=r"chunk 9998 .* is the same location as .* chunk 17 "):
+        layout({"9998": {"type": "zip", "path": f"{tmp_path}/z/../z/17.zip"}})
+    with pytest.raises(LayoutError, match=r"array shard 't' chunk 5 .* chunk index 6 goes in"):
+        layout({"5": {"type": "local", "root": f"{tmp_path}/t/6.zarr"}})
+    with pytest.raises(LayoutError, match=r"array shard 't' chunk 0 .* lies inside mount 'm'"):
+        layout({}, m=LocalStore(tmp_path / "z"))
+    with pytest.raises(LayoutError, match=r"mount 'm' .* lies inside array shard 't' chunk 42"):
+        layout({}, m=LocalStore(tmp_path / "z" / "42.zip" / "x"))

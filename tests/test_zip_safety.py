@@ -343,3 +343,207 @@ def test_lock_is_released_when_its_holder_is_killed(tmp_path: Path) -> None:
     assert not path.with_name(".held.zip.lock").exists()
     with zipfile.ZipFile(path) as zf:
         assert zf.read("k") == b"mine"
+
+
+# ------------------------------------------------- found by review (issue 8)
+
+_FORK_STORE: ShardedStore | None = None
+
+
+def _write_in_fork() -> str:
+    assert _FORK_STORE is not None
+    try:
+        _FORK_STORE.as_mapping()["notes/readme.txt"] = b"child bytes"
+    except shardedstore.LayoutError as error:
+        return str(error)
+    return "written"
+
+
+def test_a_forked_process_cannot_write_the_parents_zips(zipped: Path) -> None:
+    """A store inherited by fork shared the parent's staging: the base zip got corrupted."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import zarr
+
+    global _FORK_STORE
+    _FORK_STORE = shardedstore.open(zipped, mode="r+")
+    try:
+        group = zarr.open_group(_FORK_STORE, mode="a")
+        group.attrs["p1"] = 1
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+            outcome = pool.submit(_write_in_fork).result()
+            group.attrs["p2"] = 2
+        assert "inherited by a forked process" in outcome
+        _FORK_STORE.close()
+    finally:
+        _FORK_STORE = None
+    _assert_clean_zips(zipped)
+    back = zarr.open_group(shardedstore.open(zipped), mode="r")
+    assert (back.attrs["p1"], back.attrs["p2"]) == (1, 2)
+    assert "notes" not in back
+    assert _read(zipped).t2m.identical(_dataset(range(2)).t2m.compute())
+
+
+def test_the_writer_reads_its_own_appends_through_xarray(zipped: Path) -> None:
+    """A read-only view of a writer saw the new shape but read the new steps as NaN,
+    and closing it committed the writer's base zip early."""
+    base = zipped.parent / "ds.zarr.zip"
+    before = _digest(base)
+    store = shardedstore.open(zipped, mode="r+")
+    _dataset(range(2, 4)).to_zarr(store, append_dim="time", consolidated=False)
+    with xr.open_zarr(store, consolidated=False) as seen:
+        assert seen.compute().identical(_dataset(range(4)).compute())
+    assert _digest(base) == before  # closing the view committed nothing
+    assert _read(zipped).identical(_dataset(range(2)).compute())
+    store.close()
+    assert _read(zipped).identical(_dataset(range(4)).compute())
+
+
+FAIL_AFTER_APPEND = textwrap.dedent(
+    """
+    import sys
+    import numpy as np, xarray as xr, shardedstore
+    config, how = sys.argv[1], sys.argv[2]
+    t = np.arange(2, 4)
+    ds = xr.Dataset(
+        {"t2m": (("time", "x"), np.ones((2, __NX__)), {"units": "degC"})},
+        coords={"time": t, "x": np.arange(__NX__)},
+    ).chunk({"time": 1})
+    store = shardedstore.open(config, mode="r+")
+    ds.to_zarr(store, append_dim="time", consolidated=False)
+    if how == "uncaught":
+        raise RuntimeError("the job fails after writing, before close()")
+    from zarr.core.buffer import default_buffer_prototype
+    try:  # a write the store refuses
+        store.set_sync("bad/../key", default_buffer_prototype().buffer.from_bytes(b"x"))
+    except ValueError:
+        pass
+    """
+).replace("__NX__", str(NX))
+
+
+@pytest.mark.parametrize("how", ["uncaught", "failed write"])
+def test_nothing_commits_at_exit_after_a_failure(zipped: Path, how: str) -> None:
+    """After an uncaught exception or a failed write, exit leaves the zips as they were."""
+    before = {path: _digest(path) for path in _all_zips(zipped)}
+    result = subprocess.run(
+        [sys.executable, "-c", FAIL_AFTER_APPEND, str(zipped), how],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (result.returncode != 0) == (how == "uncaught"), result.stderr
+    assert {path: _digest(path) for path in _all_zips(zipped)} == before
+    assert _read(zipped).identical(_dataset(range(2)).compute())
+
+
+SHARD_DISK_FULL = textwrap.dedent(
+    """
+    import resource, signal, sys
+    import numpy as np, xarray as xr, shardedstore
+    config, limit = sys.argv[1], int(sys.argv[2])
+    store = shardedstore.open(config, mode="r+")
+    t = np.arange(2, 3)
+    # One big time step: its shard zip exceeds the limit, the base zip does not.
+    ds = xr.Dataset(
+        {"t2m": (("time", "x"), np.random.default_rng(0).random((1, __NX__)))},
+        coords={"time": t, "x": np.arange(__NX__)},
+    )
+    ds.to_zarr(store, append_dim="time", consolidated=False)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    try:
+        store.close()
+    except OSError:
+        sys.exit(3)
+    """
+)
+
+
+def test_metadata_never_commits_ahead_of_its_chunks(tmp_path: Path) -> None:
+    """close() committed the base (new shape) before the shards: a failure in between
+    left time steps reading as NaN."""
+    nx = 200_000
+    src = tmp_path / "src"
+    store = ShardedStore(
+        LocalStore(src / "base.zarr"), {}, {"t2m": (1, array_shard_directory_store(src / "t2m"))}
+    )
+    first = xr.Dataset(
+        {"t2m": (("time", "x"), np.zeros((2, nx)))}, coords={"time": [0, 1], "x": np.arange(nx)}
+    )
+    first.to_zarr(store, consolidated=False, zarr_format=3)
+    store.save_config(src / "layout.json")
+    out = tmp_path / "arch" / "ds"
+    assert main(["convert", str(src / "layout.json"), "--to", "zip", "--out", str(out)]) == 0
+    config = tmp_path / "arch" / "ds.json"
+    base = tmp_path / "arch" / "ds.zarr.zip"
+    before = _digest(base)
+    limit = 4 * base.stat().st_size + 100_000  # room for the base, not for a 1.6 MB shard
+    result = subprocess.run(
+        [sys.executable, "-c", SHARD_DISK_FULL.replace("__NX__", str(nx)), str(config), str(limit)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 3, result.stderr
+    assert _digest(base) == before
+    back = xr.open_zarr(shardedstore.open(config), consolidated=False)
+    assert back.sizes["time"] == 2
+
+
+def test_symlinked_shard_zip_out_of_the_folder_is_not_written(zipped: Path) -> None:
+    """A shard zip linked to a file outside the dataset folder was emptied by mode='w'."""
+    shards = zipped.parent / "ds" / "t2m"
+    precious = zipped.parent.parent / "precious.zip"
+    (shards / "1.zarr.zip").rename(precious)
+    (shards / "1.zarr.zip").symlink_to(precious)
+    before = _digest(precious)
+    store = shardedstore.open(zipped, mode="r+")
+    with pytest.raises(shardedstore.LayoutError, match="outside the config's folder"):
+        _dataset(range(2)).to_zarr(store, mode="w", consolidated=False)
+    store.close()
+    assert _digest(precious) == before
+    # Reading through the link is fine.
+    assert _read(zipped).identical(_dataset(range(2)).compute())
+
+
+def test_emptied_zip_shards_are_removed(zipped: Path) -> None:
+    """Deleting an array of a zipped layout left zips with no entries, which validate
+    then reported; a directory layout removes the shard directories."""
+    import zarr
+
+    store = shardedstore.open(zipped, mode="r+")
+    del zarr.open_group(store, mode="r+")["t2m"]
+    store.close()
+    assert not list((zipped.parent / "ds" / "t2m").glob("*.zip"))
+    assert "t2m" not in zarr.open_group(shardedstore.open(zipped), mode="r")
+    _assert_clean_zips(zipped)
+
+
+def test_leftover_cleanup_removes_only_its_own_staging(tmp_path: Path) -> None:
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    lookalike = tmp_path / ".z.zip.staging-0123456789ab"
+    lookalike.mkdir()
+    (lookalike / "thesis.tex").write_text("years of work")
+    store = shardedstore.CopyOnWriteZipStore(tmp_path / "z.zip", mode="a")
+    sync(store.set("k", default_buffer_prototype().buffer.from_bytes(b"v")))
+    store.close()
+    assert (lookalike / "thesis.tex").read_text() == "years of work"
+
+
+def test_an_unpickled_zip_store_refuses_writes(tmp_path: Path) -> None:
+    import pickle
+
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    store = shardedstore.CopyOnWriteZipStore(tmp_path / "z.zip", mode="a")
+    copy = pickle.loads(pickle.dumps(store))
+    with pytest.raises(shardedstore.LayoutError, match="copy sent to another process"):
+        sync(copy.set("k", default_buffer_prototype().buffer.from_bytes(b"v")))
+    assert not (tmp_path / "z.zip").exists()

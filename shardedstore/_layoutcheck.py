@@ -1,0 +1,600 @@
+"""Check a layout and report every problem it can reach: ``shardedstore validate``.
+
+Problems make a layout invalid; warnings describe a state that legitimate operations
+leave and readers cope with. Every shard is looked at whatever happened to the others:
+a missing mount, an unreachable endpoint or a truncated zip is one finding, never the
+end of the check.
+
+Problems (``check``):
+
+- ``missing``: a store the layout names is not there (an empty object-store prefix
+  counts: object stores have no directories).
+- ``unreadable``: a store that cannot be opened or read (a corrupt zip, a bucket that
+  does not exist, a refused connection, no answer within the time limit).
+- ``stray-keys``: keys that no reader of the layout reaches (``convert`` leaves them out).
+- ``metadata``: array metadata that cannot be sharded, array shards without metadata in
+  base, array-shard metadata that differs from what base implies.
+
+Warnings:
+
+- ``gaps``: array shards missing between existing ones (a deleted time step); those
+  chunks read as the fill value.
+- ``beyond-shape``: array shards beyond the array's shape along the sharded dimensions,
+  as a resize that shrinks the array leaves them; no reader reaches them and they can
+  be removed (``convert`` leaves them out).
+- ``zip-writer``: a zip shard being written; readers see it as it was until the writer
+  closes it.
+- ``zip-leftovers``: a lock file, staging directory or partial zip of a writer that
+  stopped without closing; the zip is as it was before that writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import math
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from zarr.abc.store import Store
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+from zarr.storage import ZipStore
+
+from shardedstore._errors import LayoutError
+from shardedstore._metadata import ShardedArrayLayout
+from shardedstore._probe import array_shard_handle, error_text, reach, store_url
+from shardedstore._routing import CHUNK, MOUNT
+from shardedstore._shardsource import ArrayShardKeys, is_metadata_document
+from shardedstore._zipstore import leftover_names
+from shardedstore._zipwriters import ZipWriter, zip_writers
+
+if TYPE_CHECKING:
+    from shardedstore._store import ShardedStore
+
+__all__ = ["ArrayReport", "Finding", "ShardRef", "Validation", "validate_layout"]
+
+GAP_EXAMPLES = 1000
+"""Most gap chunk indices listed in an :class:`ArrayReport` (the count is exact)."""
+
+_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class ShardRef:
+    """What a finding is about: a shard, or an array as a whole.
+
+    Attributes
+    ----------
+    kind
+        ``"base"``, ``"mount"``, ``"array shard"`` or ``"array"``.
+    path
+        The mount or array path (``""`` for the base).
+    chunk_index
+        The array shard's chunk index, for ``"array shard"``.
+    """
+
+    kind: Literal["base", "mount", "array shard", "array"]
+    path: str = ""
+    chunk_index: str | None = None
+
+    def __str__(self) -> str:
+        if self.kind == "base":
+            return "base"
+        if self.kind == "array shard":
+            return f"array shard {self.path!r} chunk {self.chunk_index}"
+        return f"{self.kind} {self.path!r}"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem or warning: about what, which check, and the full message."""
+
+    shard: ShardRef
+    check: str
+    detail: str
+
+    @property
+    def message(self) -> str:
+        return f"{self.shard}: {self.detail}"
+
+    def as_dict(self) -> dict[str, Any]:
+        shard = {
+            "kind": self.shard.kind,
+            "path": self.shard.path,
+            "chunk_index": self.shard.chunk_index,
+        }
+        return {"shard": shard, "check": self.check, "message": self.message}
+
+
+@dataclass
+class ArrayReport:
+    """The array shards of one array-sharded array.
+
+    Attributes
+    ----------
+    dims
+        Number of sharded dimensions.
+    shape
+        The array's shape along the sharded dimensions (None: no usable metadata).
+    shards
+        Array shards that exist within that shape (readable or not).
+    gaps
+        Number of array shards missing between existing ones: indices within the
+        bounding box of the existing shards (from index 0) that have no shard.
+    gap_indices
+        The first :data:`GAP_EXAMPLES` of them.
+    beyond_shape
+        Chunk indices of the array shards beyond the shape, all of them.
+    holding_chunks
+        How many of those still hold chunks (they would read again if the array grew).
+    """
+
+    dims: int
+    shape: list[int] | None = None
+    shards: int = 0
+    gaps: int = 0
+    gap_indices: list[str] = field(default_factory=list)
+    beyond_shape: list[str] = field(default_factory=list)
+    holding_chunks: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dims": self.dims,
+            "shape": self.shape,
+            "shards": self.shards,
+            "gaps": {"count": self.gaps, "chunk_indices": self.gap_indices},
+            "beyond_shape": {
+                "count": len(self.beyond_shape),
+                "chunk_indices": self.beyond_shape,
+                "holding_chunks": self.holding_chunks,
+            },
+        }
+
+
+@dataclass
+class Validation:
+    """What ``validate`` found: problems (invalid), warnings, and each sharded array."""
+
+    problems: list[Finding] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
+    arrays: dict[str, ArrayReport] = field(default_factory=dict)
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+    def problem(self, shard: ShardRef, check: str, detail: str) -> None:
+        self.problems.append(Finding(shard, check, detail))
+
+    def warning(self, shard: ShardRef, check: str, detail: str) -> None:
+        self.warnings.append(Finding(shard, check, detail))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "valid": self.valid,
+            "problems": [finding.as_dict() for finding in self.problems],
+            "warnings": [finding.as_dict() for finding in self.warnings],
+            "arrays": {path: report.as_dict() for path, report in sorted(self.arrays.items())},
+        }
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def _index_key(index: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in index.split("."))
+
+
+def _chunks_text(indices: list[str]) -> str:
+    """``chunk 5`` or ``chunks 8, 9, 10, 11`` or ``chunks 1, 2, 3, 4, 5 and 7 more``."""
+    shown = ", ".join(indices[:_SHOWN])
+    more = f" and {len(indices) - _SHOWN} more" if len(indices) > _SHOWN else ""
+    return f"{'chunk' if len(indices) == 1 else 'chunks'} {shown}{more}"
+
+
+def _gaps(existing: Iterable[tuple[int, ...]], dims: int) -> tuple[int, list[str]]:
+    """Indices missing in the box ``[0, max]`` per dimension around ``existing``.
+
+    The count is arithmetic; listing the first few walks the box in order and stops
+    after :data:`GAP_EXAMPLES`, so it costs O(existing + examples), not O(box).
+    """
+    present = set(existing)
+    if not present:
+        return 0, []
+    upper = [max(index[d] for index in present) + 1 for d in range(dims)]
+    count = math.prod(upper) - len(present)
+    examples: list[str] = []
+    if count:
+        for index in itertools.product(*(range(n) for n in upper)):
+            if index not in present:
+                examples.append(".".join(map(str, index)))
+                if len(examples) == GAP_EXAMPLES or len(examples) == count:
+                    break
+    return count, examples
+
+
+async def _documents(store: Store, names: Iterable[str]) -> dict[str, Any]:
+    names = list(names)
+    prototype = default_buffer_prototype()
+    values = await asyncio.gather(*(store.get(name, prototype) for name in names))
+    found: dict[str, Any] = {}
+    for name, value in zip(names, values, strict=True):
+        if value is not None:
+            try:
+                found[name] = json.loads(value.to_bytes())
+            except ValueError:
+                found[name] = value.to_bytes()
+    return found
+
+
+def _unreachable(
+    validation: Validation, shard: ShardRef, url: str, state: str, error: str | None
+) -> None:
+    if state == "missing":
+        validation.problem(shard, "missing", f"does not exist ({url})")
+    else:
+        validation.problem(shard, "unreadable", f"cannot be read ({url}): {error}")
+
+
+# ------------------------------------------------------------ array shards
+
+
+@dataclass
+class _ShardOutcome:
+    index: str
+    state: Literal["ok", "missing", "unreadable"]
+    findings: list[Finding] = field(default_factory=list)
+    holds_chunks: bool = False
+
+
+async def _check_array_shard(
+    path: str,
+    index: str,
+    factory: Any,
+    layout: ShardedArrayLayout | None,
+    beyond: bool,
+    timeout: float | None,
+) -> _ShardOutcome:
+    """One array shard: there and readable, its metadata, its stray keys."""
+    ref = ShardRef("array shard", path, index)
+    try:
+        store = array_shard_handle(factory, index)
+    except Exception as error:  # the factory failed for this index
+        return _ShardOutcome(
+            index,
+            "unreadable",
+            [Finding(ref, "unreadable", f"cannot be made: {error_text(error)}")],
+        )
+    url = store_url(store)
+    try:
+        found = await reach(store, timeout)
+        if found.state != "ok":
+            outcome = _ShardOutcome(index, found.state)
+            if found.state == "unreadable":
+                detail = f"cannot be read ({url}): {found.error}"
+                outcome.findings.append(Finding(ref, "unreadable", detail))
+            return outcome
+        outcome = _ShardOutcome(index, "ok")
+        if layout is None:
+            return outcome
+        keys = ArrayShardKeys.of(layout)
+        listed = [key async for key in store.list()]
+        if beyond:
+            outcome.holds_chunks = any(
+                keys.owns(key) and not is_metadata_document(key) for key in listed
+            )
+            return outcome
+        expected = {name: json.loads(doc) for name, doc in layout.shard_documents.items()}
+        found_docs = await _documents(store, expected)
+        for name, doc in expected.items():
+            if found_docs.get(name) != doc:
+                state = "missing" if name not in found_docs else "differs from what base implies"
+                outcome.findings.append(Finding(ref, "metadata", f"{name} {state}"))
+        stray = sorted(key for key in listed if not keys.owns(key))
+        if stray:
+            outcome.findings.append(
+                Finding(ref, "stray-keys", f"{len(stray)} stray key(s), e.g. {stray[:3]}")
+            )
+        return outcome
+    except Exception as error:  # opened, then failed halfway: the shard is broken
+        detail = f"cannot be read ({url}): {error_text(error)}"
+        return _ShardOutcome(index, "unreadable", [Finding(ref, "unreadable", detail)])
+    finally:
+        store.close()
+
+
+async def _check_array(
+    store: ShardedStore, path: str, validation: Validation, base_ok: bool, timeout: float | None
+) -> list[str]:
+    """Check the array shards of ``path``; returns the chunk indices of those that exist."""
+    from shardedstore._store import _gather_bounded
+
+    dims, factory = store.array_shards[path]
+    report = validation.arrays[path] = ArrayReport(dims)
+    array = ShardRef("array", path)
+    layout: ShardedArrayLayout | None = None
+    if base_ok:
+        try:
+            layout = await store._layout(path)
+        except LayoutError as error:
+            validation.problem(array, "metadata", f"metadata in base cannot be sharded: {error}")
+        except Exception as error:  # base answered its probe, then failed
+            validation.problem(
+                array, "unreadable", f"metadata in base cannot be read: {error_text(error)}"
+            )
+    try:
+        indices = sorted(await store._existing_chunk_indices(path), key=_index_key)
+    except Exception as error:  # the template's directory or prefix cannot be listed
+        validation.problem(
+            array, "unreadable", f"its array shards cannot be listed: {error_text(error)}"
+        )
+        return []
+    shape = None if layout is None else list(layout.shape[:dims])
+    report.shape = shape
+
+    def beyond(index: str) -> bool:
+        return shape is not None and any(
+            i >= n for i, n in zip(_index_key(index), shape, strict=False)
+        )
+
+    outcomes = await _gather_bounded(
+        _check_array_shard(path, index, factory, layout, beyond(index), timeout)
+        for index in indices
+    )
+    named = set(getattr(factory, "shards", None) or {})
+    existing: list[str] = []
+    for outcome in outcomes:
+        validation.problems.extend(outcome.findings)
+        if outcome.state == "missing":
+            if outcome.index in named:  # the config names this shard's store
+                shard = ShardRef("array shard", path, outcome.index)
+                url = store_url(factory(outcome.index))
+                validation.problem(shard, "missing", f"does not exist ({url})")
+            continue  # otherwise: no shard at this index (a factory that cannot list)
+        if beyond(outcome.index):
+            report.beyond_shape.append(outcome.index)
+            report.holding_chunks += outcome.holds_chunks
+        else:
+            existing.append(outcome.index)
+    report.shards = len(existing)
+    if layout is None:
+        if existing and base_ok and not any(p.shard == array for p in validation.problems):
+            validation.problem(
+                array,
+                "metadata",
+                f"{len(existing)} array shard(s) exist but base has no metadata for the array",
+            )
+        return existing
+    report.gaps, report.gap_indices = _gaps((_index_key(i) for i in existing), dims)
+    if report.gaps:
+        validation.warning(
+            array,
+            "gaps",
+            f"{report.gaps} array shard(s) missing between existing ones, "
+            f"{_chunks_text(report.gap_indices)}: those chunks read as the fill value",
+        )
+    if report.beyond_shape:
+        holding = (
+            f"; {report.holding_chunks} of them still hold chunks, which would read again "
+            "if the array grew back"
+            if report.holding_chunks
+            else ""
+        )
+        validation.warning(
+            array,
+            "beyond-shape",
+            f"{len(report.beyond_shape)} array shard(s) beyond the array's shape {shape} "
+            f"along the sharded dimension(s), {_chunks_text(report.beyond_shape)}, as a "
+            "resize that shrinks the array leaves them: no reader reaches them and they "
+            f"can be removed (convert leaves them out){holding}",
+        )
+    return existing + report.beyond_shape
+
+
+# --------------------------------------------------------------- zip writers
+
+
+_Matcher = tuple[Callable[[str], bool], Callable[[str], ShardRef]]
+"""Which zip names in a directory belong to the layout, and the shard each one is."""
+
+
+def _template_matcher(path: str, leaf: str) -> _Matcher:
+    """Zip names of the array shards of ``path`` from a template's last part."""
+    from shardedstore._factories import CHUNK_PLACEHOLDER, is_chunk_index
+
+    head, _, tail = leaf.partition(CHUNK_PLACEHOLDER)
+
+    def index_of(name: str) -> str | None:
+        if len(name) <= len(head) + len(tail) or not name.startswith(head):
+            return None
+        if not name.endswith(tail):
+            return None
+        index = name[len(head) : len(name) - len(tail)]
+        return index if is_chunk_index(index) else None
+
+    return (
+        lambda name: index_of(name) is not None,
+        lambda name: ShardRef("array shard", path, index_of(name)),
+    )
+
+
+def _exact_matcher(name: str, ref: ShardRef) -> _Matcher:
+    return (lambda found: found == name, lambda _found: ref)
+
+
+def _zip_places(store: ShardedStore, existing: dict[str, list[str]]) -> dict[Path, list[_Matcher]]:
+    """Directories where a layout's zips live (or will), with their matchers.
+
+    A zip template whose last part holds ``{chunk}`` is matched by pattern, which finds
+    new array shards being written too; other zip shards by their own names.
+    """
+    from shardedstore._factories import CHUNK_PLACEHOLDER, ArrayShardTemplateFactory
+
+    places: dict[Path, list[_Matcher]] = {}
+
+    def add_zip(path: str, ref: ShardRef) -> None:
+        real = Path(os.path.realpath(path))  # a writer locks a symlinked zip where it is
+        places.setdefault(real.parent, []).append(_exact_matcher(real.name, ref))
+
+    subs = [(ShardRef("base"), store.base)]
+    subs += [(ShardRef("mount", path), mount) for path, mount in store.mounts.items()]
+    for ref, sub in subs:
+        if isinstance(sub, ZipStore):
+            add_zip(os.fspath(sub.path), ref)
+    for path, (_, factory) in sorted(store.array_shards.items()):
+        by_name = existing.get(path, [])
+        template = getattr(factory, "template", None)
+        if isinstance(factory, ArrayShardTemplateFactory) and template is not None:
+            parent, _, leaf = str(template.get("path", "")).rpartition("/")
+            if template.get("type") == "zip" and parent and CHUNK_PLACEHOLDER not in parent:
+                real = Path(os.path.realpath(parent))
+                places.setdefault(real, []).append(_template_matcher(path, leaf))
+                by_name = list(factory.shards)  # the pattern covers the others
+        for index in by_name:
+            try:
+                shard = factory(index)
+            except Exception:  # reported by the shard's own check
+                continue
+            if isinstance(shard, ZipStore):
+                add_zip(os.fspath(shard.path), ShardRef("array shard", path, index))
+    return places
+
+
+def _zip_writer_findings(
+    store: ShardedStore, existing: dict[str, list[str]], validation: Validation
+) -> None:
+    """A warning for every zip of the layout being written, or left by a dead writer."""
+    seen: set[Path] = set()
+    for directory, matchers in _zip_places(store, existing).items():
+
+        def wanted(name: str, matchers: list[_Matcher] = matchers) -> bool:
+            return any(match(name) for match, _ in matchers)
+
+        for writer in zip_writers(directory, wanted):
+            if writer.zip_path in seen:
+                continue
+            seen.add(writer.zip_path)
+            name = writer.zip_path.name
+            ref = next(ref_of(name) for match, ref_of in matchers if match(name))
+            _zip_writer_finding(writer, ref, validation)
+
+
+def _zip_writer_finding(writer: ZipWriter, ref: ShardRef, validation: Validation) -> None:
+    if writer.live:
+        lock = writer.zip_path.parent / leftover_names(writer.zip_path.name)[0]
+        new = "" if writer.zip_path.exists() else " (a new zip, not there until then)"
+        validation.warning(
+            ref,
+            "zip-writer",
+            f"being written by {writer.holder} (lock file {lock}): readers see "
+            f"{writer.zip_path} as it was until the writer closes it{new}",
+        )
+        return
+    state = (
+        "the zip is as it was before that writer"
+        if writer.zip_path.exists()
+        else "that writer's zip was never written"
+    )
+    shown = ", ".join(writer.entries[:3]) + (" ..." if len(writer.entries) > 3 else "")
+    validation.warning(
+        ref,
+        "zip-leftovers",
+        f"leftovers of a writer that stopped without closing {writer.zip_path.name} "
+        f"({shown} in {writer.zip_path.parent}): {state}; the next writer removes them, "
+        "or remove them by hand",
+    )
+
+
+# ---------------------------------------------------------------- the layout
+
+
+async def _check_base(store: ShardedStore, validation: Validation) -> None:
+    """Keys in base that no reader reaches: under a mount, or chunks of sharded arrays."""
+    hidden: dict[str, list[str]] = {}
+    chunks: dict[str, list[str]] = {}
+    router = store._router
+    async for key in store.base.list():
+        try:
+            kind, node = router.route(key)[:2]
+        except ValueError:
+            hidden.setdefault("", []).append(key)
+            continue
+        if kind == MOUNT:
+            hidden.setdefault(node, []).append(key)
+        elif kind == CHUNK:
+            chunks.setdefault(node, []).append(key)
+    base = ShardRef("base")
+    for mount, keys in sorted(hidden.items()):
+        if not mount:
+            detail = f"{len(keys)} key(s) that are not valid Zarr keys, e.g. {sorted(keys)[:3]}"
+        else:
+            detail = (
+                f"{len(keys)} stray key(s) under mount {mount!r}, hidden by it, "
+                f"e.g. {sorted(keys)[:3]}"
+            )
+        validation.problem(base, "stray-keys", detail)
+    for path, keys in sorted(chunks.items()):
+        validation.problem(
+            base,
+            "stray-keys",
+            f"{len(keys)} stray chunk key(s) of array-sharded {path!r}, hidden by its array "
+            f"shards, e.g. {sorted(keys)[:3]}",
+        )
+
+
+async def _validate(store: ShardedStore, timeout: float | None) -> Validation:
+    from shardedstore._store import _gather_bounded, _read_only_view
+
+    validation = Validation()
+    subs = [(ShardRef("base"), _read_only_view(store.base))]
+    subs += [
+        (ShardRef("mount", path), _read_only_view(m)) for path, m in sorted(store.mounts.items())
+    ]
+    reached = await _gather_bounded(reach(sub, timeout) for _, sub in subs)
+    for (ref, sub), found in zip(subs, reached, strict=True):
+        if found.state != "ok":
+            _unreachable(validation, ref, store_url(sub), found.state, found.error)
+    base_ok = reached[0].state == "ok"
+    if base_ok:
+        try:
+            await _check_base(store, validation)
+        except Exception as error:  # base answered its probe, then failed listing
+            validation.problem(
+                ShardRef("base"),
+                "unreadable",
+                f"cannot be listed ({store_url(store.base)}): {error_text(error)}",
+            )
+            base_ok = False
+    existing = {
+        path: await _check_array(store, path, validation, base_ok, timeout)
+        for path in sorted(store.array_shards)
+    }
+    _zip_writer_findings(store, existing, validation)
+    return validation
+
+
+def validate_layout(store: ShardedStore, *, timeout: float | None = None) -> Validation:
+    """Check every shard of ``store`` and report every problem and warning found.
+
+    Parameters
+    ----------
+    store
+        The layout (opened read-only is enough; nothing is written, no lock is taken).
+    timeout
+        Seconds each store may take to open and list its first key (None: the
+        ``SHARDEDSTORE_TIMEOUT`` environment variable, else 30 s; ``math.inf``: no limit).
+
+    Returns
+    -------
+    Validation
+        ``valid`` when there is no problem; warnings never make a layout invalid.
+    """
+    from shardedstore._timeouts import resolve_timeout
+
+    limit = resolve_timeout(timeout)  # a bad setting fails here, not as a shard's error
+    return sync(_validate(store, math.inf if limit is None else limit))
