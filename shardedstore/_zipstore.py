@@ -398,25 +398,22 @@ class CopyOnWriteZipStore(ZipStore):
 
     def close(self) -> None:
         # docstring inherited
-        with self._lock:
-            pending = self._pending
-            if pending is not None:
-                # Raises (old zip intact, changes still staged) if the new zip cannot
-                # be written, e.g. on a full disk; close() may then be called again.
-                pending.commit(list(self._names), self.compression, self.allowZip64)
-                self._pending = None
-                if self._finalizer is not None:
-                    self._finalizer.detach()
-            if self._zf is not None:
-                self._zf.close()
-                self._zf = None
-            self._is_open = False
+        # Raises (old zip intact, changes still staged) if the new zip cannot be
+        # written, e.g. on a full disk; close() may then be called again.
+        self._finish(commit=True)
 
     def discard(self) -> None:
         """Drop the uncommitted changes and close; the zip stays as it was."""
+        self._finish(commit=False)
+
+    def _finish(self, *, commit: bool) -> None:
         with self._lock:
-            if self._pending is not None:
-                self._pending.discard()
+            pending = self._pending
+            if pending is not None:
+                if commit:
+                    pending.commit(list(self._names), self.compression, self.allowZip64)
+                else:
+                    pending.discard()
                 self._pending = None
                 if self._finalizer is not None:
                     self._finalizer.detach()
