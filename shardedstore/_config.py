@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from zarr.abc.store import Store
 
+from shardedstore._cache import ShardCache
 from shardedstore._errors import ConfigError, LayoutError, json_path
 from shardedstore._factories import (
     CHUNK_PLACEHOLDER,
@@ -241,7 +242,10 @@ def layout_config(
 ) -> dict[str, Any]:
     """The config of ``store`` (see :meth:`ShardedStore.get_config`)."""
     target = None if relative_to is None else os.fspath(relative_to)
-    return {"format": FORMAT, "version": FORMAT_VERSION, **_layout_spec(store, (), target)}
+    config = {"format": FORMAT, "version": FORMAT_VERSION, **_layout_spec(store, (), target)}
+    if store.cache is not None:
+        config["cache"] = store.cache.to_json()
+    return config
 
 
 def dump_config(config: Mapping[str, Any]) -> str:
@@ -347,8 +351,15 @@ class _Loader:
     ``folder``: when set, every location must lie inside it (writing, no opt-in).
     """
 
-    def __init__(self, base: str | None, read_only: bool, folder: Location | None) -> None:
+    def __init__(
+        self,
+        base: str | None,
+        read_only: bool,
+        folder: Location | None,
+        cache: ShardCache | None = None,
+    ) -> None:
         self.base = base
+        self.cache = cache
         self.read_only = read_only
         self.folder = folder
         # An absolute local base as a prefix, to resolve 10^6 array shards faster.
@@ -511,7 +522,7 @@ class _Loader:
             self.node_path(path, "array shard", (*at, "array_shards", path))
             arrays[path] = (array["dims"], self.factory(array, (*at, "array_shards", path)))
         try:
-            return ShardedStore(base, mounts, arrays, read_only=self.read_only)
+            return ShardedStore(base, mounts, arrays, read_only=self.read_only, cache=self.cache)
         except LocationOverlapError as error:
             raise _overlap_error(spec, error, at) from None
         except LayoutError as error:
@@ -552,7 +563,10 @@ def load_config(
     # cannot destroy anything, so it may reach anywhere (docs/config.md, "Writing
     # stays inside the config's folder").
     folder = None if base is None or read_only or allow_outside else folder_location(base)
-    store = _Loader(base, bool(read_only), folder).layout(config, ())
+    cache = None
+    if "cache" in config:
+        cache = ShardCache.from_json(config["cache"], base=base)
+    store = _Loader(base, bool(read_only), folder, cache).layout(config, ())
     if folder is not None and "://" not in base.removeprefix("file://"):  # type: ignore[union-attr]
         # Array shards are checked again when first written: a shard of the template
         # may itself be a symlink out of the folder.

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from zarr.abc.store import Store
 from zarr.storage import LocalStore
 
 from shardedstore._config import open_config
@@ -42,9 +43,11 @@ def build_demo_tree(seed: int = 0) -> xr.DataTree:
         dims=("time", "lat", "lon"),
         coords={"time": time, "lat": np.linspace(-80, 80, 16), "lon": np.arange(32) * 11.25},
         attrs={"units": "degC"},
-    ).chunk({"time": 1, "lat": 8, "lon": 16})
+    )
     fine = xr.Dataset({"temperature": temperature, "station": ("lat", np.arange(16))})
-    coarse = fine.coarsen(lat=4, lon=4).mean().compute()
+    coarse = fine.coarsen(lat=4, lon=4).mean()
+    # One time step per chunk (one array shard each), as an encoding: the demo needs no dask.
+    fine["temperature"].encoding["chunks"] = (1, 8, 16)
     people = xr.Dataset(
         {"heights": ("people", [1.57, 1.82, 1.65])},
         coords={"people": ["alice", "bob", "carol"]},
@@ -163,4 +166,27 @@ def run_demo(out_dir: str | Path = "demo-output", echo: Callable[[str], None] = 
         f"reopened with shardedstore.open({str(config_path)!r}): "
         + ("identical to the original" if same else "DIFFERS from the original")
     )
+    _echo_chunk_rows(reopened, echo)
     return same
+
+
+def _echo_chunk_rows(store: Store, echo: Callable[[str], None], shown: int = 4) -> None:
+    """A few rows of the dataset's chunk table (or how to get pyarrow for it)."""
+    from shardedstore._chunktable import MissingDependencyError, chunk_table
+
+    array = "simulation/fine/temperature"
+    try:
+        table = chunk_table(store, [array], stats="min,max,mean", progress=False)
+    except MissingDependencyError:
+        echo('chunk table: skipped, it needs pyarrow: pip install "shardedstore[table]"')
+        return
+    echo(f"chunk table of {array}: {table.num_rows} chunks, the first {shown}:")
+    rows = table.slice(0, shown).to_pylist()
+    ndim = sum(name.startswith("c") and name[1:].isdigit() for name in table.column_names)
+    for row in rows:
+        index = ",".join(str(row[f"c{i}"]) for i in range(ndim))
+        echo(
+            f"  chunk ({index})  array shard {row['shard_index']:>2}  {row['nbytes']:>5} bytes  "
+            f"min {row['min']:7.2f}  max {row['max']:7.2f}  mean {row['mean']:7.2f}"
+        )
+    echo("  (shardedstore chunks LAYOUT --stats min,max,mean --out DIR writes it as Parquet)")

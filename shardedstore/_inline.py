@@ -9,12 +9,25 @@ ones qualify), as long as its calls are fast: a call that
 blocks the event loop for long would serialize requests that zarr wants concurrent
 (network filesystems such as NFS, Lustre or GPFS, a slow or cold disk).
 
-So each group of sub-stores (the base, one mount, the shards of one array) keeps a
-running estimate of its per-call time, measured around the sync call itself in both
-modes. While the estimate is at most :data:`INLINE_THRESHOLD`, calls run inline; above
-it they go through a thread, where zarr's concurrency hides the latency, and the
-thread-side measurements bring them back inline once the storage is fast again (a
-page cache warmed up, say). The first call of a group is measured inline.
+So each group of sub-stores (the base, one mount, the shards of one array) keeps
+running estimates, measured around the sync call itself in both modes, of the CPU time
+a call uses (the kernel's work for it included) and of the time it waits: wall-clock
+time minus CPU time, counted only when the thread blocked (a voluntary context switch:
+I/O, a lock, a sleep). A thread preempted on a busy machine was not waiting for its
+storage, and a thread would not have run sooner, so that time counts for neither. Their
+sum is the estimate of a call's time. Calls run inline while
+
+- the estimate is at most :data:`INLINE_THRESHOLD`, or
+- most of them (by a running share) do not wait more than :data:`WAIT_THRESHOLD`, and
+  they use at most :data:`BUSY_THRESHOLD` of CPU time: work on the CPU, such as
+  replacing a file in the page cache (100-400 µs of kernel time for a 64 KiB chunk), is
+  no faster in a thread, and the hop costs more than it hides.
+
+Otherwise they go through a thread, where zarr's concurrency hides the wait. The
+thread-side measurements, and an inline probe now and then (see
+:attr:`Latency.inline`), bring them back inline once the storage is fast again (a page
+cache warmed up, say). A group starts inline, and its estimates start from zero, so
+that one slow first call (creating a shard's folders, say) does not decide alone.
 """
 
 from __future__ import annotations
@@ -22,19 +35,48 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from types import ModuleType
 from typing import TypeVar
 
 from zarr.abc.store import Store, SupportsSyncStore
 
-__all__ = ["INLINE_THRESHOLD", "Latency", "inline_capable"]
+_resource: ModuleType | None
+try:
+    import resource as _resource
+except ImportError:  # Windows: no rusage; every off-CPU moment counts as waiting
+    _resource = None
+
+__all__ = ["BUSY_THRESHOLD", "INLINE_THRESHOLD", "WAIT_THRESHOLD", "Latency", "inline_capable"]
 
 INLINE_THRESHOLD = 250e-6
-"""Seconds per call above which a sub-store is called through a thread."""
+"""Seconds per call up to which a sub-store is called inline."""
+
+BUSY_THRESHOLD = 500e-6
+"""CPU seconds per call up to which a sub-store that does not wait is called inline."""
+
+WAIT_THRESHOLD = 200e-6
+"""Seconds of waiting above which a call counts as one that waited."""
+
+PROBE_FIRST = 128
+"""Calls through threads before the first inline probe."""
+
+PROBE_LAST = 1024
+"""The longest run of calls through threads between two inline probes."""
 
 _WEIGHT = 0.2
 """Weight of the newest sample in the running estimate."""
 
 T = TypeVar("T")
+
+
+def _blocked() -> int:
+    """How often the calling thread has blocked (voluntary context switches)."""
+    if _resource is None:
+        return 0
+    return int(_resource.getrusage(_RUSAGE_THREAD).ru_nvcsw)
+
+
+_RUSAGE_THREAD: int = getattr(_resource, "RUSAGE_THREAD", getattr(_resource, "RUSAGE_SELF", 0))
 
 
 def _owner(cls: type, name: str) -> type | None:
@@ -62,35 +104,108 @@ def inline_capable(store: Store) -> bool:
 class Latency:
     """The running per-call time of one group of sub-stores, and what it implies."""
 
-    __slots__ = ("estimate", "samples")
+    __slots__ = (
+        "_decisive",
+        "_since_probe",
+        "cpu",
+        "estimate",
+        "probe_every",
+        "samples",
+        "waiting",
+    )
 
     def __init__(self) -> None:
         self.estimate = 0.0
+        self.cpu = 0.0
+        self.waiting = 0.0
         self.samples = 0
+        self._decisive = False  # one slow first call (creating folders) is not enough
+        self.probe_every = PROBE_FIRST
+        self._since_probe = 0
+
+    @property
+    def fast(self) -> bool:
+        """Whether the estimates say that calls should run inline."""
+        return self.estimate <= INLINE_THRESHOLD or (
+            self.cpu <= BUSY_THRESHOLD and self.waiting < 0.5
+        )
 
     @property
     def inline(self) -> bool:
-        """Whether the next call should run inline."""
-        return self.estimate <= INLINE_THRESHOLD
+        """Whether the next call should run inline; if not, use :meth:`run_off_loop`."""
+        if self.fast:
+            self.probe_every = PROBE_FIRST
+            self._since_probe = 0
+            return True
+        return False
 
-    def record(self, seconds: float) -> None:
-        """Add one measured call."""
-        if self.samples == 0:
-            self.estimate = seconds
+    async def run_off_loop(self, call: Callable[[], T]) -> T:
+        """Run the blocking ``call`` in a thread, or as an inline probe now and then.
+
+        Measured in a thread, a call also waits for the GIL whenever other threads
+        hold it, so a fast store sent to threads once (by a slow start, a busy
+        moment) would look slow there for good. So every :attr:`probe_every` calls
+        one call runs inline and its measurement replaces the estimates: fast,
+        and the group is back inline; slow, and the next probe comes twice as late
+        (up to :data:`PROBE_LAST` calls), so that slow storage blocks the loop ever
+        more rarely.
+        """
+        self._since_probe += 1
+        if self._since_probe >= self.probe_every:  # a probe
+            self._since_probe = 0
+            self.probe_every = min(2 * self.probe_every, PROBE_LAST)
+            self.samples, self._decisive = 0, True  # the probe's measurement stands alone
+            return self.timed(call)
+        return await asyncio.to_thread(self.timed, call, True)
+
+    def record(
+        self,
+        seconds: float,
+        waited: float | None = None,
+        cpu: float = 0.0,
+        *,
+        threaded: bool = False,
+    ) -> None:
+        """Add one measured call: its time, the part of it spent waiting, its CPU time.
+
+        Without ``waited``, the whole call counts as waiting. A call measured in a
+        thread (``threaded``) does not count towards the share of calls that wait: in
+        a thread, waiting for the GIL looks like waiting for storage.
+        """
+        if waited is None:
+            waited = seconds
+        # Storage that makes calls wait does so on most calls; a lone wait (another
+        # thread holding the GIL, say) moves this share of waiting calls only a little.
+        waits = 1.0 if waited > WAIT_THRESHOLD else 0.0
+        if self.samples == 0 and self._decisive:
+            self.estimate, self.waiting, self.cpu = seconds, waits, cpu
         else:
             self.estimate += _WEIGHT * (seconds - self.estimate)
+            if not threaded:
+                self.waiting += _WEIGHT * (waits - self.waiting)
+            self.cpu += _WEIGHT * (cpu - self.cpu)
         self.samples += 1
 
-    def timed(self, call: Callable[[], T]) -> T:
-        """Run ``call`` (blocking) and record how long it took."""
-        start = time.perf_counter()
+    def timed(self, call: Callable[[], T], threaded: bool = False) -> T:
+        """Run ``call`` (blocking) and record its CPU time and how long it waited.
+
+        ``threaded``: the call runs in a worker thread, not in the event loop.
+        """
+        blocked = _blocked()
+        start, cpu = time.perf_counter(), time.thread_time()
         try:
             return call()
         finally:
-            self.record(time.perf_counter() - start)
+            wall = time.perf_counter() - start
+            used = time.thread_time() - cpu
+            waited = 0.0
+            if _resource is None or _blocked() > blocked:
+                waited = max(0.0, wall - used)
+            # Time the thread was preempted (a busy machine) is not the storage's.
+            self.record(used + waited, waited, used, threaded=threaded)
 
     async def run(self, call: Callable[[], T]) -> T:
         """Run the blocking ``call`` inline or in a thread, whichever this group needs."""
         if self.inline:
             return self.timed(call)
-        return await asyncio.to_thread(self.timed, call)
+        return await self.run_off_loop(call)

@@ -20,18 +20,16 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from shardedstore._errors import LayoutError
-from shardedstore._probe import array_shard_handle, error_text, reach, store_url
+from shardedstore._probe import error_text, reach, store_url
 from shardedstore._routing import ARRAY_METADATA, BASE, MOUNT, validate_key
 from shardedstore._shardsource import (
-    ArrayShardKeys,
-    BaseKeys,
-    MountKeys,
     OwnKeys,
     describe_shard,
     is_metadata_document,
 )
 
 if TYPE_CHECKING:
+    from shardedstore._shards import Shard
     from shardedstore._store import ShardedStore
 
 __all__ = [
@@ -156,72 +154,47 @@ async def _summary(
 
 
 async def _array_shard_summary(
-    path: str, index: str, factory: Any, keys: OwnKeys | None, timeout: float | None
+    shard: Shard, named: bool, timeout: float | None
 ) -> ShardSummary | None:
     """An array shard's summary; None for a shard that is not there and not named."""
     try:
-        store = array_shard_handle(factory, index)
-    except Exception as error:  # the factory itself failed for this index
-        return ShardSummary.empty("array shard", path, index, "?", error_text(error))
-    try:
-        summary = await _summary("array shard", path, index, store, keys, timeout)
+        summary = await _summary(
+            "array shard", shard.path, shard.chunk_index, shard.store, shard.own_keys, timeout
+        )
     finally:
-        store.close()
-    named = index in (getattr(factory, "shards", None) or {})
+        shard.store.close()  # a handle of its own: 10^5 zips must not stay open
     if summary.exists is False and not named:
         return None  # a candidate index of a factory that cannot list its shards
     return summary
 
 
-def _within(index: str, shape: tuple[int, ...]) -> bool:
-    parts = [int(part) for part in index.split(".")]
-    return all(p < n for p, n in zip(parts, shape, strict=False))
-
-
-def _index_key(index: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in index.split("."))
-
-
 async def _summaries(store: ShardedStore, timeout: float | None) -> list[ShardSummary]:
-    from shardedstore._store import _gather_bounded, _read_only_view
+    from shardedstore._shards import list_shards
+    from shardedstore._store import _gather_bounded
 
-    router = store._router
-    array_dims = tuple(sorted(router.array_dims.items()))
-    base_keys = BaseKeys(router.mount_paths, array_dims)
-    jobs: list[Coroutine[Any, Any, ShardSummary | None]] = [
-        _summary("base", "", None, _read_only_view(store.base), base_keys, timeout)
+    listing = await list_shards(store, strict=False)
+    jobs: list[Coroutine[Any, Any, ShardSummary | None]] = []
+    for shard in listing.shards:
+        if shard.kind == "array shard":
+            factory = store.array_shards[shard.path][1]
+            named = shard.chunk_index in (getattr(factory, "shards", None) or {})
+            jobs.append(_array_shard_summary(shard, named, timeout))
+        else:
+            kind, path = shard.kind, shard.path
+            jobs.append(_summary(kind, path, None, shard.store, shard.own_keys, timeout))
+    failed = [
+        ShardSummary.empty("array shard", path, index, "?", error_text(error))
+        for path, index, error in listing.unmade  # the factory itself failed for this index
     ]
-    jobs += [
-        _summary("mount", path, None, _read_only_view(mount), MountKeys(), timeout)
-        for path, mount in sorted(store.mounts.items())
-    ]
-    listing_errors: list[ShardSummary] = []
-    for path, (dims, factory) in sorted(store.array_shards.items()):
-        shard_keys: OwnKeys | None = None  # no usable metadata in base: no reader reaches them
-        layout = None
-        try:
-            layout = await store._layout(path)
-        except LayoutError:
-            pass  # metadata in base that cannot be sharded
-        except Exception:  # base cannot be read: which keys are stray cannot be told
-            shard_keys = MountKeys()
-        if layout is not None:
-            shard_keys = ArrayShardKeys.of(layout)
-        try:
-            indices = await store._existing_chunk_indices(path)
-        except Exception as error:  # the template's directory or prefix cannot be listed
-            error_line = f"array shards cannot be listed: {error_text(error)}"
-            listing_errors.append(
+    for path, array in listing.arrays.items():
+        if array.listing_error is not None:  # the template's directory cannot be listed
+            error_line = f"array shards cannot be listed: {error_text(array.listing_error)}"
+            factory = store.array_shards[path][1]
+            failed.append(
                 ShardSummary.empty("array shard", path, None, factory_text(factory), error_line)
             )
-            continue
-        for index in sorted(indices, key=_index_key):
-            keys = shard_keys
-            if layout is not None and not _within(index, layout.shape[:dims]):
-                keys = None  # beyond the array's shape: no reader reaches any of it
-            jobs.append(_array_shard_summary(path, index, factory, keys, timeout))
     found = await _gather_bounded(jobs)
-    return [summary for summary in found if summary is not None] + listing_errors
+    return [summary for summary in found if summary is not None] + failed
 
 
 def shard_summaries(store: ShardedStore, *, timeout: float | None = None) -> list[ShardSummary]:

@@ -47,13 +47,14 @@ from zarr.storage import ZipStore
 
 from shardedstore._errors import LayoutError
 from shardedstore._metadata import ShardedArrayLayout
-from shardedstore._probe import array_shard_handle, error_text, reach, store_url
+from shardedstore._probe import error_text, reach, store_url
 from shardedstore._routing import CHUNK, MOUNT
 from shardedstore._shardsource import ArrayShardKeys, is_metadata_document
 from shardedstore._zipstore import leftover_names
 from shardedstore._zipwriters import ZipWriter, zip_writers
 
 if TYPE_CHECKING:
+    from shardedstore._shards import Shard, ShardListing
     from shardedstore._store import ShardedStore
 
 __all__ = ["ArrayReport", "Finding", "ShardRef", "Validation", "validate_layout"]
@@ -253,23 +254,12 @@ class _ShardOutcome:
 
 
 async def _check_array_shard(
-    path: str,
-    index: str,
-    factory: Any,
-    layout: ShardedArrayLayout | None,
-    beyond: bool,
-    timeout: float | None,
+    shard: Shard, layout: ShardedArrayLayout | None, beyond: bool, timeout: float | None
 ) -> _ShardOutcome:
     """One array shard: there and readable, its metadata, its stray keys."""
-    ref = ShardRef("array shard", path, index)
-    try:
-        store = array_shard_handle(factory, index)
-    except Exception as error:  # the factory failed for this index
-        return _ShardOutcome(
-            index,
-            "unreadable",
-            [Finding(ref, "unreadable", f"cannot be made: {error_text(error)}")],
-        )
+    index = shard.chunk_index or ""
+    ref = ShardRef("array shard", shard.path, index)
+    store = shard.store
     url = store_url(store)
     try:
         found = await reach(store, timeout)
@@ -305,11 +295,16 @@ async def _check_array_shard(
         detail = f"cannot be read ({url}): {error_text(error)}"
         return _ShardOutcome(index, "unreadable", [Finding(ref, "unreadable", detail)])
     finally:
-        store.close()
+        store.close()  # a handle of its own: 10^5 zips must not stay open
 
 
 async def _check_array(
-    store: ShardedStore, path: str, validation: Validation, base_ok: bool, timeout: float | None
+    store: ShardedStore,
+    listing: ShardListing,
+    path: str,
+    validation: Validation,
+    base_ok: bool,
+    timeout: float | None,
 ) -> list[str]:
     """Check the array shards of ``path``; returns the chunk indices of those that exist."""
     from shardedstore._store import _gather_bounded
@@ -317,21 +312,22 @@ async def _check_array(
     dims, factory = store.array_shards[path]
     report = validation.arrays[path] = ArrayReport(dims)
     array = ShardRef("array", path)
+    listed = listing.arrays[path]
     layout: ShardedArrayLayout | None = None
     if base_ok:
-        try:
-            layout = await store._layout(path)
-        except LayoutError as error:
+        error = listed.layout_error
+        if isinstance(error, LayoutError):
             validation.problem(array, "metadata", f"metadata in base cannot be sharded: {error}")
-        except Exception as error:  # base answered its probe, then failed
+        elif error is not None:  # base answered its probe, then failed
             validation.problem(
                 array, "unreadable", f"metadata in base cannot be read: {error_text(error)}"
             )
-    try:
-        indices = sorted(await store._existing_chunk_indices(path), key=_index_key)
-    except Exception as error:  # the template's directory or prefix cannot be listed
+        layout = listed.layout
+    if listed.listing_error is not None:  # the template's directory or prefix cannot be listed
         validation.problem(
-            array, "unreadable", f"its array shards cannot be listed: {error_text(error)}"
+            array,
+            "unreadable",
+            f"its array shards cannot be listed: {error_text(listed.listing_error)}",
         )
         return []
     shape = None if layout is None else list(layout.shape[:dims])
@@ -342,10 +338,20 @@ async def _check_array(
             i >= n for i, n in zip(_index_key(index), shape, strict=False)
         )
 
+    shards = [shard for shard in listing.shards if shard.kind == "array shard"]
     outcomes = await _gather_bounded(
-        _check_array_shard(path, index, factory, layout, beyond(index), timeout)
-        for index in indices
+        _check_array_shard(shard, layout, beyond(shard.chunk_index or ""), timeout)
+        for shard in shards
+        if shard.path == path
     )
+    for failed_path, index, error in listing.unmade:  # the factory failed for this index
+        if failed_path == path:
+            detail = f"cannot be made: {error_text(error)}"
+            ref = ShardRef("array shard", path, index)
+            outcomes.append(
+                _ShardOutcome(index, "unreadable", [Finding(ref, "unreadable", detail)])
+            )
+    outcomes.sort(key=lambda outcome: _index_key(outcome.index))
     named = set(getattr(factory, "shards", None) or {})
     existing: list[str] = []
     for outcome in outcomes:
@@ -548,13 +554,11 @@ async def _check_base(store: ShardedStore, validation: Validation) -> None:
 
 
 async def _validate(store: ShardedStore, timeout: float | None) -> Validation:
-    from shardedstore._store import _gather_bounded, _read_only_view
+    from shardedstore._shards import base_and_mounts, list_shards
+    from shardedstore._store import _gather_bounded
 
     validation = Validation()
-    subs = [(ShardRef("base"), _read_only_view(store.base))]
-    subs += [
-        (ShardRef("mount", path), _read_only_view(m)) for path, m in sorted(store.mounts.items())
-    ]
+    subs = [(ShardRef(shard.kind, shard.path), shard.store) for shard in base_and_mounts(store)]
     reached = await _gather_bounded(reach(sub, timeout) for _, sub in subs)
     for (ref, sub), found in zip(subs, reached, strict=True):
         if found.state != "ok":
@@ -570,8 +574,10 @@ async def _validate(store: ShardedStore, timeout: float | None) -> Validation:
                 f"cannot be listed ({store_url(store.base)}): {error_text(error)}",
             )
             base_ok = False
+    # Array metadata is read from base only when base answered.
+    listing = await list_shards(store, strict=False, metadata=base_ok)
     existing = {
-        path: await _check_array(store, path, validation, base_ok, timeout)
+        path: await _check_array(store, listing, path, validation, base_ok, timeout)
         for path in sorted(store.array_shards)
     }
     _zip_writer_findings(store, existing, validation)

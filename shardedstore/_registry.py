@@ -23,7 +23,7 @@ from zarr.abc.store import Store
 from zarr.storage import FsspecStore, LocalStore, MemoryStore, ZipStore
 
 from shardedstore._errors import ConfigError
-from shardedstore._timeouts import call_within, fsspec_call
+from shardedstore._timeouts import call_within, fsspec_call, fsspec_defaults, obstore_defaults
 from shardedstore._zip import enable_deflate64
 from shardedstore._zipstore import CopyOnWriteZipStore
 
@@ -177,6 +177,17 @@ def _json_options(kind: str, options: Mapping[str, Any]) -> dict[str, Any]:
     return dict(options)
 
 
+_ADDED = "_shardedstore_defaults"
+"""Attribute of a store made from a config: the options added as defaults (_timeouts),
+left out when the store is written back to a config."""
+
+
+def _without_added(store: object, options: Mapping[str, Any]) -> dict[str, Any]:
+    # By name: the clients change the dicts they are given (botocore renames retries).
+    added: Mapping[str, Any] = getattr(store, _ADDED, {})
+    return {k: v for k, v in options.items() if k not in added}
+
+
 class _FsspecType:
     name = "fsspec"
     path_fields: tuple[str, ...] = ("url",)
@@ -197,15 +208,20 @@ class _FsspecType:
                 "copy it to a persistent store first",
             )
         options = {k: v for k, v in fs.storage_options.items() if k != "asynchronous"}
+        options = _without_added(store, options)
         spec: Spec = {"url": fs.unstrip_protocol(store.path)}
         if options:
             spec["storage_options"] = _json_options("storage_options", options)
         return spec
 
     def from_spec(self, spec: Mapping[str, Any], *, read_only: bool) -> Store:
-        return FsspecStore.from_url(
-            spec["url"], storage_options=dict(spec.get("storage_options", {})), read_only=read_only
+        options = dict(spec.get("storage_options", {}))
+        added = fsspec_defaults(spec["url"], options)
+        store = FsspecStore.from_url(
+            spec["url"], storage_options={**options, **added}, read_only=read_only
         )
+        setattr(store, _ADDED, added)
+        return store
 
     def list_names(self, spec: Mapping[str, Any], field: str) -> list[str] | None:
         from fsspec.core import url_to_fs
@@ -263,10 +279,14 @@ class _ObstoreType:
                 f"obstore {kind} cannot be written to a config; supported: LocalStore, "
                 "S3Store, GCSStore, AzureStore, HTTPStore",
             )
-        if inner.client_options:
-            spec["client_options"] = _json_options("client_options", inner.client_options)
-        if inner.retry_config:
-            spec["retry_config"] = _json_options("retry_config", inner.retry_config)
+        given = _without_added(
+            store,
+            {"client_options": inner.client_options, "retry_config": inner.retry_config},
+        )
+        if given.get("client_options"):
+            spec["client_options"] = _json_options("client_options", given["client_options"])
+        if given.get("retry_config"):
+            spec["retry_config"] = _json_options("retry_config", given["retry_config"])
         return spec
 
     def from_spec(self, spec: Mapping[str, Any], *, read_only: bool) -> Store:
@@ -279,6 +299,7 @@ class _ObstoreType:
             ) from error
         url = spec["url"]
         inner: Any
+        added: dict[str, Any] = {}
         if "://" not in url or url.startswith("file://"):
             path = url[len("file://") :] if url.startswith("file://") else url
             inner = obstore.store.LocalStore(path, mkdir=spec.get("mkdir", False))
@@ -288,8 +309,11 @@ class _ObstoreType:
                 for key in ("config", "client_options", "retry_config")
                 if key in spec
             }
-            inner = obstore.store.from_url(url, **options)
-        return ObjectStore(inner, read_only=read_only)
+            added = obstore_defaults(options)
+            inner = obstore.store.from_url(url, **options, **added)
+        store = ObjectStore(inner, read_only=read_only)
+        setattr(store, _ADDED, added)
+        return store
 
     def list_names(self, spec: Mapping[str, Any], field: str) -> list[str] | None:
         url = spec[field]
@@ -302,8 +326,47 @@ class _ObstoreType:
         return names
 
 
+class _ZipUrlType:
+    """A zip file at a URL, read whole into the layout's cache (``_remotezip``)."""
+
+    name = "zip_url"
+    path_fields: tuple[str, ...] = ("url",)
+    path_kind: Literal["local", "url"] = "url"
+    supports_sync = False
+
+    def handles(self, store: Store) -> bool:
+        from shardedstore._remotezip import RemoteZipStore
+
+        return isinstance(store, RemoteZipStore)
+
+    def to_spec(self, store: Store) -> Spec:
+        from shardedstore._remotezip import RemoteZipStore
+
+        assert isinstance(store, RemoteZipStore)
+        spec: Spec = {"url": store.url}
+        options = _without_added(store, store.storage_options)
+        if options:
+            spec["storage_options"] = _json_options("storage_options", options)
+        return spec
+
+    def from_spec(self, spec: Mapping[str, Any], *, read_only: bool) -> Store:
+        from shardedstore._remotezip import RemoteZipStore
+
+        url = spec["url"]
+        if url.startswith("file://") and not url[len("file://") :].startswith("/"):
+            raise ConfigError(("url",), f"expected an absolute file:// URL, got {url!r}")
+        options = dict(spec.get("storage_options", {}))
+        added = fsspec_defaults(url, options)
+        store = RemoteZipStore(url, {**options, **added})
+        setattr(store, _ADDED, added)
+        return store
+
+    def list_names(self, spec: Mapping[str, Any], field: str) -> list[str] | None:
+        return _FsspecType().list_names(spec, field)
+
+
 _BUILTINS: dict[str, StoreType] = {
-    t.name: t for t in (_LocalType(), _ZipType(), _FsspecType(), _ObstoreType())
+    t.name: t for t in (_LocalType(), _ZipType(), _FsspecType(), _ObstoreType(), _ZipUrlType())
 }
 _plugins: dict[str, StoreType] = {}
 

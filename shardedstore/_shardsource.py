@@ -434,10 +434,6 @@ class ShardPlan:
     left_out: list[str] = field(default_factory=list)
 
 
-def _index_key(index: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in index.split("."))
-
-
 def _left_out(path: str, indices: list[str], why: str) -> str:
     shown = ", ".join(indices[:5])
     more = f" and {len(indices) - 5} more" if len(indices) > 5 else ""
@@ -448,6 +444,10 @@ def _left_out(path: str, indices: list[str], why: str) -> str:
 async def shard_sources(store: ShardedStore, *, include_stray: bool = False) -> ShardPlan:
     """The shards of ``store`` as :class:`ShardSource` views, for a transform.
 
+    The shards are those of :meth:`ShardedStore.shards`; an array shard no reader
+    reaches (beyond the array's shape, or of an array without metadata in base) is
+    left out, and reported, unless ``include_stray``.
+
     Parameters
     ----------
     store
@@ -455,47 +455,25 @@ async def shard_sources(store: ShardedStore, *, include_stray: bool = False) -> 
     include_stray
         List every key of every shard, and array shards outside the shape too.
     """
-    from shardedstore._store import _read_only_view
+    from shardedstore._shards import list_shards
 
-    def view(source: Store, path: str, index: str | None, keys: OwnKeys | None) -> ShardSource:
-        if isinstance(source, ZipStore):
-            from shardedstore._zip import read_only_zip
-
-            handle: Store = read_only_zip(source, fresh=True)  # safe to pickle
-        else:
-            handle = _read_only_view(source)
-        return ShardSource(handle, describe_shard(path, index), None if include_stray else keys)
-
-    base, mounts = store._given
+    listing = await list_shards(store)
     plan = ShardPlan()
-    array_dims = tuple(sorted(store._router.array_dims.items()))
-    plan.sources.append(
-        ("", None, view(base, "", None, BaseKeys(store._router.mount_paths, array_dims)))
-    )
-    for path, mount in sorted(mounts.items()):
-        plan.sources.append((path, None, view(mount, path, None, MountKeys())))
-    for path, (dims, factory) in sorted(store.array_shards.items()):
-        indices = sorted(await store._existing_chunk_indices(path), key=_index_key)
-        layout = await store._layout(path)
-        keys: OwnKeys | None = None
-        if layout is not None:
-            keys = ArrayShardKeys.of(layout)
-            outside = [
-                index
-                for index in indices
-                if any(i >= n for i, n in zip(_index_key(index), layout.shape[:dims], strict=False))
-            ]
-            why = (
-                f"outside the array's shape {list(layout.shape[:dims])} along the sharded "
-                "dimension(s)"
-            )
+    unreached: dict[str, list[str]] = {}
+    for shard in listing.shards:
+        if shard.chunk_index is not None and not shard.reachable and not include_stray:
+            unreached.setdefault(shard.path, []).append(shard.chunk_index)
+            continue
+        keys = None if include_stray else shard.own_keys
+        plan.sources.append(
+            (shard.path, shard.chunk_index, ShardSource(shard.store, shard.name, keys))
+        )
+    for path, indices in unreached.items():
+        array = listing.arrays[path]
+        if array.layout is not None:
+            shape = list(array.layout.shape[: array.dims])
+            why = f"outside the array's shape {shape} along the sharded dimension(s)"
         else:
-            outside = list(indices)
             why = "the array has no metadata in base, so no reader reaches its shards"
-        if outside and not include_stray:
-            plan.left_out.append(_left_out(path, outside, why))
-            skipped = set(outside)
-            indices = [index for index in indices if index not in skipped]
-        for index in indices:
-            plan.sources.append((path, index, view(factory(index), path, index, keys)))
+        plan.left_out.append(_left_out(path, indices, why))
     return plan

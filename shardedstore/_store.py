@@ -23,6 +23,7 @@ from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import ZipStore
 
+from shardedstore._cache import ShardCache, wrap
 from shardedstore._errors import KeyValidationError, LayoutError
 from shardedstore._factories import ArrayShardFactory, factory_supports_sync
 from shardedstore._inline import Latency, inline_capable
@@ -33,6 +34,7 @@ from shardedstore._metadata import (
     parse_metadata_document,
     sharded_array_layout,
 )
+from shardedstore._readahead import ReadAhead
 from shardedstore._registry import same_store
 from shardedstore._routing import (
     ARRAY_METADATA,
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     from concurrent.futures import Executor
 
     from shardedstore._mapping import StoreMapping
+    from shardedstore._shards import Shard
 
 __all__ = ["ShardedStore"]
 
@@ -200,6 +203,7 @@ def _rebuild(
     mounts: dict[str, Store | ZipReference],
     arrays: dict[str, ArrayShardSpec],
     read_only: bool,
+    cache: ShardCache | None = None,
 ) -> ShardedStore:
     with layout_checked():  # where it was pickled
         store = ShardedStore(
@@ -207,6 +211,7 @@ def _rebuild(
             {path: ZipReference.store(mount) for path, mount in mounts.items()},
             arrays,
             read_only=read_only,
+            cache=cache,
         )
     store._refuse_zip_writes()
     return store
@@ -233,6 +238,10 @@ class ShardedStore(Store):
         Shards are created lazily, on the first chunk written to them.
     read_only
         Refuse writes. Sub-stores are used through read-only views.
+    cache
+        Cache remote shards (zips at a URL whole, remote directories chunk by chunk)
+        and read array shards ahead; see :class:`ShardCache`. Local stores are read
+        directly.
 
     Raises
     ------
@@ -264,6 +273,7 @@ class ShardedStore(Store):
         array_shard_funcs: Mapping[str, ArrayShardSpec] | None = None,
         *,
         read_only: bool = False,
+        cache: ShardCache | None = None,
     ) -> ShardedStore:
         # Offer zarr's sync protocols exactly when every sub-store supports them.
         if cls is ShardedStore and _supports_sync(base, shards or {}, array_shard_funcs or {}):
@@ -277,6 +287,7 @@ class ShardedStore(Store):
         array_shard_funcs: Mapping[str, ArrayShardSpec] | None = None,
         *,
         read_only: bool = False,
+        cache: ShardCache | None = None,
     ) -> None:
         super().__init__(read_only=read_only)
         if not isinstance(base, Store):
@@ -311,6 +322,14 @@ class ShardedStore(Store):
         if read_only:
             base = _read_only_view(base)
             mounts = {path: _read_only_view(store) for path, store in mounts.items()}
+        # Remote shards read through the cache, and ahead along the sharded dims.
+        self._cache = cache
+        self._read_ahead: ReadAhead | None = None
+        if cache is not None:
+            base = wrap(base, cache)
+            mounts = {path: wrap(store, cache) for path, store in mounts.items()}
+            if cache.read_ahead:
+                self._read_ahead = ReadAhead(cache.read_ahead, self._shard_reader)
         self._base = base
         self._mounts = mounts
         self._arrays = arrays
@@ -345,6 +364,11 @@ class ShardedStore(Store):
         return self._base
 
     @property
+    def cache(self) -> ShardCache | None:
+        """How remote shards are cached and read ahead (None: they are not)."""
+        return self._cache
+
+    @property
     def mounts(self) -> Mapping[str, Store]:
         """Node path -> mounted store."""
         return dict(self._mounts)
@@ -371,6 +395,7 @@ class ShardedStore(Store):
                 {path: ZipReference.of(mount) for path, mount in mounts.items()},
                 self._arrays,
                 self.read_only,
+                self._cache,
             ),
         )
 
@@ -398,7 +423,7 @@ class ShardedStore(Store):
     def with_read_only(self, read_only: bool = False) -> ShardedStore:
         # docstring inherited
         with layout_checked():  # the same layout as self, checked when self was made
-            view = ShardedStore(*self._given, self._arrays, read_only=read_only)
+            view = ShardedStore(*self._given, self._arrays, read_only=read_only, cache=self._cache)
         # A view reads this store's own writes (array shards it has written, zips not
         # committed yet) and never closes, so never commits, the stores it shares.
         view._origin = self._origin or self
@@ -572,6 +597,36 @@ class ShardedStore(Store):
 
         return map_shards(self, func, executor=executor, progress=progress)
 
+    def shards(self) -> list[Shard]:
+        """Every shard of the layout: the base, each mount, each existing array shard.
+
+        The one enumeration ``map_shards``, ``info``, ``validate`` and
+        :func:`chunk_table` use. Only the arrays' metadata in base is read and the
+        array shards' locations listed; no shard is read.
+
+        Returns
+        -------
+        list of Shard
+            The base first, then the mounts by path, then each array's shards by array
+            path and chunk index, each with a read-only store (see :class:`Shard`).
+            An array shard beyond the array's shape is included, marked
+            ``beyond_shape``.
+
+        Raises
+        ------
+        LayoutError
+            If an array's metadata in base cannot be sharded, or a factory does not
+            return a store.
+
+        Examples
+        --------
+        >>> [shard.name for shard in store.shards()]  # doctest: +SKIP
+        ['base', "mount 'people'", "array shard 'simulation/fine/foo' chunk 0"]
+        """
+        from shardedstore._shards import list_shards
+
+        return list(sync(list_shards(self)).shards)
+
     def as_mapping(self) -> StoreMapping:
         """A synchronous ``MutableMapping[str, bytes]`` view of the whole hierarchy.
 
@@ -613,6 +668,8 @@ class ShardedStore(Store):
         if failure is not None:
             self._write_failed()  # the base keeps its changes staged; close() again
             raise failure
+        if self._read_ahead is not None:
+            self._read_ahead.close()
         if self._base._is_open and id(self._base) not in shared:
             self._base.close()
         super().close()
@@ -695,6 +752,8 @@ class ShardedStore(Store):
                     store.refuse_writes(f"zip {os.fspath(store.path)!r}: {refusal}")
                 if self._failed:
                     store.mark_failed()
+            if self._cache is not None:
+                store = wrap(store, self._cache)
             if self.read_only:
                 store = _read_only_view(store)
             self._shard_stores[key] = store
@@ -886,6 +945,8 @@ class ShardedStore(Store):
         if kind == MOUNT:
             return self._mounts[node], inner, node
         if kind == CHUNK:
+            if self._read_ahead is not None:
+                self._read_ahead.shard_read(node, cast("str", index))
             return self._shard_reader(node, cast("str", index)), inner, node
         return self._base, key, ""
 
@@ -905,7 +966,7 @@ class ShardedStore(Store):
             if latency.inline:
                 latency.timed(lambda: sync_store.set_sync(key, value))
             else:
-                await asyncio.to_thread(latency.timed, lambda: sync_store.set_sync(key, value))
+                await latency.run_off_loop(lambda: sync_store.set_sync(key, value))
             return
         await store.set(key, value)
 
@@ -930,7 +991,7 @@ class ShardedStore(Store):
 
             if latency.inline:
                 return latency.timed(call)
-            return await asyncio.to_thread(latency.timed, call)
+            return await latency.run_off_loop(call)
         return await store.get(inner, prototype, byte_range)
 
     async def get_partial_values(

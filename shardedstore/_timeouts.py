@@ -10,6 +10,10 @@ The limit, in seconds: the ``timeout=`` keyword where a function takes one
 30 s, the per-request limit obstore's clients use by default. ``inf`` (or
 ``SHARDEDSTORE_TIMEOUT=none``) waits forever. Reads of chunk data go through the
 stores themselves (fsspec, obstore), whose own client options set their limits.
+
+Remote stores made from a config get the same limit per request, and
+``SHARDEDSTORE_RETRIES`` (default 3) retries of a failed request, unless the store's
+own options in the config already say (:func:`fsspec_defaults`, :func:`obstore_defaults`).
 """
 
 from __future__ import annotations
@@ -18,16 +22,22 @@ import asyncio
 import math
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 __all__ = [
+    "DEFAULT_RETRIES",
     "DEFAULT_TIMEOUT",
     "ENV_VAR",
+    "RETRIES_ENV_VAR",
     "RemoteTimeoutError",
     "call_within",
     "fsspec_call",
+    "fsspec_defaults",
+    "obstore_defaults",
+    "resolve_retries",
     "resolve_timeout",
+    "retrying",
     "within",
 ]
 
@@ -38,6 +48,12 @@ ENV_VAR = "SHARDEDSTORE_TIMEOUT"
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds a remote call may take when neither a keyword nor the environment says."""
+
+RETRIES_ENV_VAR = "SHARDEDSTORE_RETRIES"
+"""Environment variable holding how many times a failed remote request is retried."""
+
+DEFAULT_RETRIES = 3
+"""Retries of a failed remote request when neither the store's options nor the environment say."""
 
 _NO_LIMIT = frozenset({"none", "inf", "infinity", "off"})
 
@@ -203,3 +219,85 @@ def fsspec_call(
     if not ok:
         raise value
     return value
+
+
+def resolve_retries(retries: int | None = None) -> int:
+    """How many times a failed remote request is retried.
+
+    Parameters
+    ----------
+    retries
+        The caller's number; None takes ``SHARDEDSTORE_RETRIES`` from the environment,
+        else :data:`DEFAULT_RETRIES`.
+
+    Raises
+    ------
+    ValueError
+        If it is not a whole number >= 0.
+    """
+    if retries is None:
+        text = os.environ.get(RETRIES_ENV_VAR, "").strip()
+        if not text:
+            return DEFAULT_RETRIES
+        try:
+            retries = int(text)
+        except ValueError:
+            raise ValueError(
+                f"{RETRIES_ENV_VAR}={text!r}: expected a whole number of retries >= 0"
+            ) from None
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be a whole number >= 0, got {retries!r}")
+    return retries
+
+
+_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+async def retrying(call: Callable[[], Awaitable[T]], what: str, retries: int | None = None) -> T:
+    """``await call()``, again after a transient failure (a timeout, a dropped connection).
+
+    A missing object or a refused permission is not retried. Waits 0.1 s, 0.2 s, 0.4 s
+    ... (at most 2 s) between attempts; the last failure is raised.
+    """
+    attempts = resolve_retries(retries) + 1
+    for attempt in range(attempts):
+        try:
+            return await call()
+        except _PERMANENT:
+            raise
+        except (TimeoutError, ConnectionError, OSError):
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def fsspec_defaults(url: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """fsspec options adding a per-request time limit and retries where not given.
+
+    For S3 (s3fs) these are botocore's ``connect_timeout``, ``read_timeout`` and
+    ``retries``, set in ``config_kwargs`` unless the options already have it; other
+    protocols keep their own defaults. Returns only what was added.
+    """
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme not in ("s3", "s3a") or "config_kwargs" in options:
+        return {}
+    retries = {"max_attempts": resolve_retries() + 1, "mode": "standard"}
+    config: dict[str, Any] = {"retries": retries}
+    limit = resolve_timeout()
+    if limit is not None:
+        config["connect_timeout"] = limit
+        config["read_timeout"] = limit
+    return {"config_kwargs": config}
+
+
+def obstore_defaults(options: Mapping[str, Any]) -> dict[str, Any]:
+    """obstore ``client_options`` / ``retry_config`` adding the same time limit and
+    retries where the config does not set them. Returns only what was added."""
+    added: dict[str, Any] = {}
+    limit = resolve_timeout()
+    if "client_options" not in options and limit is not None:
+        added["client_options"] = {"timeout": f"{limit:g}s"}
+    if "retry_config" not in options:
+        added["retry_config"] = {"max_retries": resolve_retries()}
+    return added

@@ -1,8 +1,9 @@
 """Transform every shard of a layout: ``map_shards`` and the built-in copies.
 
 ``map_shards(func)`` calls ``func(store, shard_path, chunk_index)`` for the base, every
-mount and every existing array shard, on any ``concurrent.futures.Executor``, and
-returns a new ShardedStore over the returned stores. Each ``store`` is a read-only
+mount and every existing array shard (as :meth:`ShardedStore.shards` enumerates them),
+on any ``concurrent.futures.Executor``, and returns a new ShardedStore over the
+returned stores. Each ``store`` is a read-only
 view of the shard's own keys (see :mod:`shardedstore._shardsource`): stray keys and
 array shards outside the array's shape are reported, not copied, and a shard is never
 read through a symlink. The built-ins copy each shard to a zip file, a directory or
@@ -41,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
-from zarr.storage import FsspecStore, LocalStore, MemoryStore, ZipStore
+from zarr.storage import FsspecStore, LocalStore, MemoryStore
 
 from shardedstore._factories import (
     ArrayShardDirectoryFactory,
@@ -61,7 +62,7 @@ from shardedstore._registry import same_store
 from shardedstore._routing import validate_key
 from shardedstore._shardsource import ShardSource, describe_shard, shard_sources
 from shardedstore._sync import interruptible_sync
-from shardedstore._zip import ZipReference, read_only_zip
+from shardedstore._zip import ZipReference
 from shardedstore._zipstore import CopyOnWriteZipStore
 
 if TYPE_CHECKING:
@@ -169,18 +170,6 @@ def _cancel_check() -> Callable[[], bool]:
 
 
 # ------------------------------------------------------------------- copying
-
-
-def _source_view(store: Store) -> Store:
-    """A read-only store to copy from that is safe to pickle into another process."""
-    if isinstance(store, ZipStore):
-        return read_only_zip(store, fresh=True)
-    if store.read_only:
-        return store
-    try:
-        return store.with_read_only(True)
-    except NotImplementedError:
-        return store
 
 
 async def _list_source(store: Store) -> list[str] | None:
@@ -747,37 +736,6 @@ class ArrayShardStoresFactory:
 
 
 # ----------------------------------------------------------------- map_shards
-
-
-@dataclass(frozen=True)
-class _Unit:
-    shard_path: str
-    chunk_index: str | None
-    source: Store
-
-
-def _index_key(index: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in index.split("."))
-
-
-async def _units_async(store: ShardedStore) -> list[_Unit]:
-    """The base, every mount and every existing array shard, as read-only sources.
-
-    Every key of every shard, as ``info`` and ``validate`` look at them; ``map_shards``
-    reads through :func:`shardedstore._shardsource.shard_sources` instead.
-    """
-    base, mounts = store._given
-    units = [_Unit("", None, _source_view(base))]
-    units += [_Unit(path, None, _source_view(mount)) for path, mount in sorted(mounts.items())]
-    for path, (_, factory) in sorted(store.array_shards.items()):
-        indices = await store._existing_chunk_indices(path)
-        for index in sorted(indices, key=_index_key):
-            units.append(_Unit(path, index, _source_view(factory(index))))
-    return units
-
-
-def _units(store: ShardedStore) -> list[_Unit]:
-    return list(sync(_units_async(store)))
 
 
 _Outcome = tuple["Store | ZipReference", int, list[str]]

@@ -2,7 +2,7 @@
 
 - Every zip a layout uses goes through :class:`CopyOnWriteZipStore` (``_zipstore``),
   never zarr's ZipStore, which modifies the zip in place.
-- Deflate64 zips (common from Windows tools) read once ``zipfile-deflate64`` is loaded.
+- Deflate64 zips (common from Windows tools) read through ``inflate64`` (``_deflate64``).
 - A read-only view is a separate handle in mode "r" (or the same handle while it is
   open, so that it sees this writer's uncommitted changes).
 - zarr reopens a ZipStore when it is unpickled, in its original mode, so a copy of one
@@ -33,8 +33,9 @@ def enable_deflate64() -> None:
     global _deflate64_enabled
     with _lock:
         if not _deflate64_enabled:
-            import zipfile_deflate64  # noqa: F401  (patches zipfile on import)
+            from shardedstore import _deflate64
 
+            _deflate64.enable()
             _deflate64_enabled = True
 
 

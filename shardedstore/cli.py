@@ -1,6 +1,6 @@
 """The ``shardedstore`` command line: a thin shell over the library.
 
-``shardedstore info|tree|validate|convert|demo``; plain text for people, ``--json``
+``shardedstore info|tree|validate|convert|chunks|init|demo``; plain text for people, ``--json``
 for scripts; exit 0 on success, 1 on failure with a one-line error (no traceback),
 2 on a usage error, 130 when interrupted (Ctrl-C).
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -263,6 +264,16 @@ def _convert_func(args: argparse.Namespace, options: dict[str, Any]) -> tuple[An
     return func, f"{out}.json"
 
 
+def _require_distributed() -> None:
+    """Fail in one line, before anything runs, when ``--scheduler`` has no dask.distributed."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise _UsageError(
+            '--scheduler needs dask.distributed: pip install "shardedstore[dask]"'
+        ) from None
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     import warnings
     from concurrent.futures import Executor, ThreadPoolExecutor
@@ -270,6 +281,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from shardedstore._transforms import StrayKeysWarning, map_shards
     from shardedstore._verify import verify_conversion
 
+    if args.scheduler:
+        _require_distributed()
     options = _options(args.storage_option)
     func, config_path = _convert_func(args, options)
     # One conversion per output: held from before the source is read until the new
@@ -325,6 +338,176 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             )
     _emit(summary)
     return 0
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from shardedstore._initcmd import InitArgumentError, init_layout, layout_rows
+
+    try:
+        config = init_layout(
+            args.config,
+            args.base,
+            args.mount or (),
+            args.array_shards or (),
+            force=args.force,
+            allow_outside=args.allow_outside,
+            storage_options=_options(args.storage_option) or None,
+        )
+    except InitArgumentError as err:
+        raise _UsageError(str(err)) from None
+    if args.json:
+        _emit(json.dumps({"config": args.config, "layout": config}, indent=2))
+        return 0
+    opener = f"shardedstore.open({args.config!r}, mode='r+'"
+    opener += ", allow_outside=True)" if args.allow_outside else ")"
+    rows = [("store", "type", "location (paths relative to the config's folder)")]
+    lines = [f"wrote {args.config}", _table([*rows, *layout_rows(config)], right=0)]
+    lines.append(f"writers open it with {opener}; stores are created on first write")
+    _emit("\n".join(lines))
+    return 0
+
+
+def _open_source(source: str, options: dict[str, Any]) -> Any:
+    """A layout config (``.json``) as its layout, else the zarr store at a path or URL."""
+    if source.endswith(".json"):
+        return _open(source, options or None)
+    if "://" in source or "::" in source:
+        from zarr.storage import FsspecStore
+
+        return FsspecStore.from_url(source, read_only=True, storage_options=options or None)
+    if not os.path.exists(source):
+        raise FileNotFoundError(
+            f"{source} does not exist; give a layout config (.json), a directory, a zip or a URL"
+        )
+    if os.path.isfile(source):
+        from zarr.storage import ZipStore
+
+        return ZipStore(source, mode="r", read_only=True)
+    from zarr.storage import LocalStore
+
+    return LocalStore(source, read_only=True)
+
+
+def _cmd_chunks(args: argparse.Namespace) -> int:
+    from concurrent.futures import Executor, ThreadPoolExecutor
+
+    from shardedstore._chunkparquet import write_chunk_table
+    from shardedstore._chunktable import chunk_table, require_pyarrow
+
+    require_pyarrow()
+    if args.sql:
+        try:
+            import duckdb
+        except ImportError:
+            raise _UsageError('--sql needs DuckDB: pip install "shardedstore[duckdb]"') from None
+    if args.scheduler:
+        _require_distributed()
+    histogram = None
+    if args.histogram:
+        histogram = tuple(part.strip() for part in args.histogram.split(","))
+    options = _options(args.storage_option)
+    store = _open_source(args.source, options)
+    client = None
+    executor: Executor
+    if args.scheduler:
+        from distributed import Client
+
+        client = Client(args.scheduler)  # type: ignore[no-untyped-call]
+        executor = client.get_executor()  # type: ignore[no-untyped-call]
+    else:
+        executor = ThreadPoolExecutor(max_workers=args.jobs)
+    common: dict[str, Any] = {
+        "stats": args.stats,
+        "histogram": histogram,
+        "missing": args.missing,
+        "executor": executor,
+        "progress": None if not args.quiet else False,
+    }
+    start = time.perf_counter()
+    try:
+        if args.out:
+            written = write_chunk_table(store, args.out, args.array, **common)
+        else:
+            table = chunk_table(store, args.array, **common)
+    finally:
+        if client is not None:
+            client.close()  # type: ignore[no-untyped-call]
+        else:
+            executor.shutdown(wait=True, cancel_futures=True)
+    elapsed = time.perf_counter() - start
+    if args.sql:
+        connection = duckdb.connect()
+        if args.out:
+            pattern = os.path.join(args.out, "**", "*.parquet").replace("'", "''")
+            connection.execute(
+                "CREATE VIEW chunks AS SELECT * FROM read_parquet("
+                f"'{pattern}', hive_partitioning = true, union_by_name = true)"
+            )
+        else:
+            connection.register("chunks", table)
+        relation: Any = connection.sql(args.sql)  # None for a statement without rows
+        if relation is None:
+            return 0  # a statement without a result
+        names = list(relation.columns)
+        found = relation.fetchall()
+        if args.json:
+            rows = [dict(zip(names, row, strict=True)) for row in found]
+            _emit(_json_rows(rows))
+        else:
+            shown = [tuple(names), *(tuple(_cell(v) for v in row) for row in found)]
+            _emit(_table(shown, right=0) + f"\n({len(found)} row(s))")
+        return 0
+    if args.out:
+        summary = {
+            "out": args.out,
+            "written": list(written.written),
+            "unchanged": list(written.unchanged),
+            "removed": list(written.removed),
+            "rows": written.rows,
+            "seconds": round(elapsed, 3),
+        }
+        if args.json:
+            _emit(json.dumps(summary, indent=2))
+        else:
+            _emit(
+                f"wrote {len(written.written)} file(s) ({written.rows} rows), kept "
+                f"{len(written.unchanged)} unchanged, removed {len(written.removed)}: "
+                f"{args.out} in {elapsed:.1f} s (query: SELECT * FROM "
+                f"read_parquet('{args.out}/**/*.parquet', hive_partitioning = true))"
+            )
+        return 0
+    if args.json:
+        _emit(_json_rows(table.to_pylist()))
+        return 0
+    names = [name for name in table.column_names if table.column(name).null_count < len(table)]
+    shown = [tuple(names)]
+    shown += [tuple(_cell(row[name]) for name in names) for row in table.to_pylist()]
+    _emit(_table(shown, right=0) + f"\n({table.num_rows} chunk(s))")
+    return 0
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as None: JSON has no literal for them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    return value
+
+
+def _json_rows(rows: list[dict[str, Any]]) -> str:
+    """Rows of a table as strict JSON (NaN and infinities as null)."""
+    return json.dumps(_json_safe(rows), indent=2, default=str, allow_nan=False)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -443,6 +626,102 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--no-verify", action="store_true", help="skip the checksum comparison")
     convert.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     convert.set_defaults(func=_cmd_convert)
+
+    init = command(
+        "init",
+        "write a layout config (base, mounts, array shards) for writers to start from",
+        "Write a layout config to CONFIG, a path or URL (refused if it exists, unless "
+        "--force), checked as shardedstore.open(CONFIG, mode='r+') checks it: stores that "
+        "overlap, or lie outside CONFIG's folder without --allow-outside, are refused. "
+        "STORE is local:PATH, zip:PATH, fsspec:URL, obstore:URL, a URL (fsspec), a path "
+        "(.zip: a zip, else a directory) or a store's config as JSON. Relative paths are "
+        "relative to the working directory and written relative to CONFIG's folder. Only "
+        "the config is written: stores are created by the first write to them.",
+    )
+    init.add_argument("config", metavar="CONFIG", help="config file to write (path or URL)")
+    init.add_argument("--base", required=True, metavar="STORE", help="the base store")
+    init.add_argument(
+        "--mount",
+        action="append",
+        metavar="PATH=STORE",
+        help="put the group or array at PATH in STORE (repeatable)",
+    )
+    init.add_argument(
+        "--array-shards",
+        action="append",
+        metavar="PATH=DIMS:TEMPLATE",
+        help="one store per chunk index along the first DIMS dimensions of the array at "
+        "PATH; TEMPLATE is a STORE with {chunk} in its path, e.g. "
+        "temperature=1:zip:temperature/{chunk}.zarr.zip (repeatable)",
+    )
+    init.add_argument("--force", action="store_true", help="replace CONFIG if it exists")
+    init.add_argument(
+        "--allow-outside",
+        action="store_true",
+        help="accept stores outside CONFIG's folder (writers need allow_outside=True)",
+    )
+    init.add_argument("--json", action="store_true", help="print the config written as JSON")
+    init.add_argument(
+        "--storage-option",
+        metavar="KEY=VALUE",
+        action="append",
+        help="fsspec option for writing CONFIG to a URL (repeatable)",
+    )
+    init.set_defaults(func=_cmd_init)
+
+    chunks = command(
+        "chunks",
+        "one row per stored chunk (array, shard, indices, key, bytes, statistics)",
+        "Build the chunk table of SOURCE (a layout config .json, or any zarr store: a "
+        "directory, a zip or a URL): one row per stored chunk with its array, shard, "
+        "chunk indices, region, key and stored bytes, and with --stats value statistics "
+        "of the decoded chunk. Shards are read in parallel (-j threads, or a dask cluster "
+        "with --scheduler). With --out, write a Parquet dataset (one file per shard, "
+        "hive-partitioned by array) that a re-run updates incrementally: only shards "
+        "whose chunks changed are read again. --sql queries the result with DuckDB as "
+        "the table chunks.",
+    )
+    chunks.add_argument(
+        "source", metavar="SOURCE", help="layout config (.json), or a zarr directory, zip or URL"
+    )
+    chunks.add_argument(
+        "--array", action="append", metavar="PATH", help="only this array (repeatable)"
+    )
+    chunks.add_argument(
+        "--stats",
+        default="",
+        metavar="LIST",
+        help="comma-separated statistics: min,max,mean,std,count,nan_count,fill_count or all",
+    )
+    chunks.add_argument(
+        "--histogram", metavar="LO,HI,BINS", help="add counts in BINS fixed bins over [LO, HI]"
+    )
+    chunks.add_argument(
+        "--missing",
+        action="store_true",
+        help="also list chunks that are not stored (they read as the fill value)",
+    )
+    chunks.add_argument(
+        "--out", metavar="DIR", help="write a Parquet dataset to DIR (updated incrementally)"
+    )
+    chunks.add_argument(
+        "-j", "--jobs", type=int, default=4, metavar="N", help="parallel workers (default 4)"
+    )
+    chunks.add_argument(
+        "--scheduler", metavar="ADDRESS", help="run on this dask.distributed scheduler instead"
+    )
+    chunks.add_argument(
+        "--sql", metavar="QUERY", help="run QUERY with DuckDB on the table, named chunks"
+    )
+    chunks.add_argument("--json", action="store_true", help="print JSON")
+    chunks.add_argument(
+        "--storage-option",
+        metavar="KEY=VALUE",
+        action="append",
+        help="fsspec option for a SOURCE given as a URL (repeatable)",
+    )
+    chunks.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    chunks.set_defaults(func=_cmd_chunks)
 
     demo = command(
         "demo",

@@ -284,10 +284,10 @@ def test_zip_array_shards_are_written_lazily_as_zips(tmp_path: Path) -> None:
     ]
 
 
-def test_deflate64_zip_reads_through_zipfile_deflate64(tmp_path: Path) -> None:
+def test_deflate64_zip_reads_through_inflate64(tmp_path: Path) -> None:
     with zipfile.ZipFile(DEFLATE64) as zf:  # made by 7-Zip: 7z a -tzip -mm=Deflate64
         assert {info.compress_type for info in zf.infolist() if not info.is_dir()} == {9}
-    # Python's zipfile alone cannot read it; shardedstore enables zipfile-deflate64.
+    # Python's zipfile alone cannot read it; shardedstore reads it through inflate64.
     plain = subprocess.run(
         [
             sys.executable,

@@ -12,22 +12,79 @@ import pytest
 import zarr
 from zarr.abc.store import ByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype
-from zarr.storage import LocalStore
+from zarr.storage import LocalStore, MemoryStore
 
 from shardedstore import ShardedStore, array_shard_directory_store
-from shardedstore._inline import INLINE_THRESHOLD, Latency
+from shardedstore._inline import BUSY_THRESHOLD, INLINE_THRESHOLD, Latency
 
 
 def test_latency_decides_by_its_running_estimate() -> None:
     latency = Latency()
     assert latency.inline  # nothing measured yet: try inline
     latency.record(10 * INLINE_THRESHOLD)
-    assert not latency.inline  # the first sample decides at once
+    assert latency.inline  # one slow first call (creating folders, say) is not enough
+    for _ in range(3):
+        latency.record(10 * INLINE_THRESHOLD)
+    assert not latency.inline  # a few are
     for _ in range(30):
         latency.record(INLINE_THRESHOLD / 10)
     assert latency.inline  # fast again: back inline
     latency.record(2 * INLINE_THRESHOLD)
     assert latency.inline  # one outlier does not flip a fast store
+
+
+BUSY_CALL = (INLINE_THRESHOLD + BUSY_THRESHOLD) / 2
+"""A call slower than the inline threshold that still runs inline if it does not wait."""
+
+
+def _busy(seconds: float) -> None:
+    """Keep the CPU busy for ``seconds`` without blocking, as page-cache writes do."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def test_latency_keeps_busy_calls_inline_and_sends_waiting_ones_to_threads() -> None:
+    from shardedstore._inline import WAIT_THRESHOLD
+
+    busy = Latency()
+    for _ in range(10):
+        busy.timed(lambda: _busy(BUSY_CALL))
+    assert busy.estimate > INLINE_THRESHOLD
+    assert busy.inline  # slow but working, not waiting: a thread would not help
+    waiting = Latency()
+    for _ in range(4):
+        waiting.timed(lambda: time.sleep(4 * INLINE_THRESHOLD))
+    assert waiting.waiting > 0.5
+    assert not waiting.inline  # slow storage keeps zarr's concurrency
+    too_long = Latency()
+    for _ in range(10):
+        too_long.record(2 * BUSY_THRESHOLD, waited=0.0, cpu=2 * BUSY_THRESHOLD)
+    assert not too_long.inline  # even busy calls never hold the loop for long
+    short_wait = Latency()
+    short_wait.record(INLINE_THRESHOLD / 2, waited=INLINE_THRESHOLD / 2)
+    assert short_wait.inline  # short calls stay inline whatever they are made of
+    # A lone long wait (another thread held the GIL) does not flip a busy group;
+    # storage that waits on every call does, within a few calls.
+    mixed = Latency()
+    busy_call = BUSY_CALL
+    for i in range(40):
+        waited = 20 * busy_call if i % 5 == 4 else 0.0
+        mixed.record(busy_call + waited, waited=waited, cpu=busy_call)
+        assert mixed.inline
+    flips = next(n for n in range(1, 10) if not _after_waits(mixed, n))
+    assert flips <= 4
+    assert WAIT_THRESHOLD < INLINE_THRESHOLD
+
+
+def _after_waits(latency: Latency, count: int) -> bool:
+    """Whether ``latency`` stays inline after ``count`` more calls that wait 2 ms."""
+    import copy
+
+    probe = copy.copy(latency)
+    for _ in range(count):
+        probe.record(0.002, waited=0.002, cpu=0.0)
+    return probe.inline
 
 
 class RecordingStore(LocalStore):
@@ -134,3 +191,98 @@ def test_a_subclass_overriding_get_is_called_through_get(tmp_path: Path) -> None
     assert inline_capable(RecordingStore(tmp_path))
     assert not inline_capable(Counting(tmp_path))
     assert not inline_capable(ShardedStore(LocalStore(tmp_path)))
+
+
+class TimedWriteStore(MemoryStore):
+    """A MemoryStore whose writes take ~0.4 ms, busy or asleep, recording their thread.
+
+    In memory, so that a busy machine's disk cannot make the busy writes wait.
+    """
+
+    sleep = False
+
+    def __init__(self, store_dict: dict[str, Buffer] | None = None, *, read_only: bool = False):
+        super().__init__(store_dict, read_only=read_only)
+        self.threads: list[int] = []
+
+    def set_sync(self, key: str, value: Buffer) -> None:
+        self.threads.append(threading.get_ident())
+        if self.sleep:
+            time.sleep(BUSY_CALL)
+        else:
+            _busy(BUSY_CALL)
+        super().set_sync(key, value)
+
+    async def set(self, key: str, value: Buffer, byte_range: tuple[int, int] | None = None) -> None:
+        await asyncio.to_thread(self.set_sync, key, value)
+
+    def with_read_only(self, read_only: bool = False) -> TimedWriteStore:
+        store = type(self)(self._store_dict, read_only=read_only)
+        store.threads, store.sleep = self.threads, self.sleep
+        return store
+
+
+@pytest.mark.parametrize("sleep", [False, True])
+def test_busy_writes_stay_inline_and_waiting_ones_go_to_threads(
+    tmp_path: Path, sleep: bool
+) -> None:
+    from shardedstore._inline import inline_capable
+
+    mount = TimedWriteStore()
+    mount.sleep = sleep
+    assert inline_capable(mount)
+    store = ShardedStore(LocalStore(tmp_path / "base"), {"g": mount})
+    data = np.random.default_rng(2).random((48, 8)).astype("f4")
+    zarr.create_array(store, name="g/x", shape=data.shape, chunks=(1, 8), dtype="f4")[:] = data
+    loop = _loop_thread()
+    on_loop = sum(ident == loop for ident in mount.threads[-48:])
+    if sleep:
+        assert on_loop <= 3  # measured once inline, then threads
+    else:
+        assert on_loop >= 24  # CPU work: a thread hop would only add to it
+    np.testing.assert_array_equal(zarr.open_array(mount, path="x", mode="r")[:], data)
+
+
+async def test_a_probe_brings_back_a_store_that_only_looks_slow_in_threads() -> None:
+    """In threads a fast call can wait for the GIL; an inline probe now and then sees it."""
+    from shardedstore._inline import PROBE_FIRST
+
+    loop_thread = threading.get_ident()
+
+    def fast_inline_slow_in_threads() -> None:
+        if threading.get_ident() != loop_thread:
+            time.sleep(0.001)  # as if waiting for the GIL
+
+    latency = Latency()
+    for _ in range(4):
+        latency.record(0.002, waited=0.002)  # a slow start sends the group to threads
+    assert not latency.inline
+    for _ in range(PROBE_FIRST - 1):
+        await latency.run_off_loop(fast_inline_slow_in_threads)
+        assert not latency.inline
+    await latency.run_off_loop(fast_inline_slow_in_threads)  # the probe
+    assert latency.inline
+
+
+async def test_probes_of_slow_storage_grow_rarer() -> None:
+    from shardedstore._inline import PROBE_FIRST, PROBE_LAST
+
+    latency = Latency()
+    for _ in range(4):
+        latency.record(0.002, waited=0.002)
+    on_loop = 0
+    loop_thread = threading.get_ident()
+
+    def slow() -> None:
+        nonlocal on_loop
+        on_loop += threading.get_ident() == loop_thread
+        time.sleep(0.0003)
+
+    calls = PROBE_FIRST * 7  # probes after 1, 2 and 4 times PROBE_FIRST calls
+    for _ in range(calls):
+        if latency.inline:
+            latency.timed(slow)
+        else:
+            await latency.run_off_loop(slow)
+    assert on_loop == 3
+    assert latency.probe_every == min(8 * PROBE_FIRST, PROBE_LAST)

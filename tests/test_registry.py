@@ -120,7 +120,8 @@ def test_plugin_schema_is_enforced(plugin: object) -> None:
 def test_unknown_type_lists_installed_plugins(plugin: object) -> None:
     config = {"format": "shardedstore", "version": 1, "base": {"type": "nope", "root": "b"}}
     with pytest.raises(
-        ConfigError, match=r"known: local, zip, fsspec, obstore, sharded, broken, snapshot$"
+        ConfigError,
+        match=r"known: local, zip, fsspec, obstore, zip_url, sharded, broken, snapshot$",
     ):
         ShardedStore.from_config(config)
 

@@ -77,9 +77,7 @@ def _tree_digest(root: Path) -> dict[str, tuple[str, int]]:
 
 def _physical(store: ShardedStore) -> dict[tuple[str, str | None], dict[str, tuple[int, int]]]:
     """Per shard (path, chunk index): key -> (size, crc32), as stored physically."""
-    from shardedstore._transforms import _units
-
-    return {(u.shard_path, u.chunk_index): checksums(u.source) for u in _units(store)}
+    return {(s.path, s.chunk_index): checksums(s.store) for s in store.shards()}
 
 
 def _unzip_test(path: Path) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,30 @@ def test_readme_example_runs_verbatim(tmp_path: Path, monkeypatch: pytest.Monkey
     assert json.loads((tmp_path / "layout.json").read_text())["base"]["root"] == "base.zarr"
 
 
+@pytest.mark.parametrize("page", ["README.md", "docs/user-guide.md"])
+def test_readme_examples_print_nothing(page: str, tmp_path: Path) -> None:
+    """Run as a user would, in a fresh interpreter: no warning, no unused import.
+
+    The README's examples in one session; the user guide's quick start (its first block).
+    """
+    blocks = re.findall(r"```python\n(.*?)```", (README.parent / page).read_text(), flags=re.S)
+    script = tmp_path / "example.py"
+    script.write_text("\n".join(blocks if page == "README.md" else blocks[:1]))
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout == ""
+    lint = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--isolated", "--select", "F", str(script)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert lint.returncode == 0, lint.stdout
+
+
 def _base_keys(path: Path) -> list[str]:
     return sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
 
@@ -50,11 +76,10 @@ def test_readme_example_each_format(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     code = readme_example()
-    code = code.replace("dt.to_zarr(store)", f"dt.to_zarr(store, zarr_format={zarr_format})")
-    code = code.replace(
-        'dt.to_zarr(LocalStore("single.zarr"))',
-        f'dt.to_zarr(LocalStore("single.zarr"), zarr_format={zarr_format})',
-    )
+    for target in ("store", 'LocalStore("single.zarr")'):
+        written = f"dt.to_zarr({target}, consolidated=False)"
+        assert written in code
+        code = code.replace(written, f"{written[:-1]}, zarr_format={zarr_format})")
     namespace: dict[str, Any] = {}
     exec(compile(code, str(README), "exec"), namespace)
     ds = namespace["ds"]

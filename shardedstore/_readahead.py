@@ -1,0 +1,128 @@
+"""Read-ahead along the sharded dimension: fetch shard t+1 while shard t is read.
+
+A layout knows which store holds the next time step. When a chunk of array shard
+``t`` is read right after one of ``t - 1`` (same remaining indices, first index one
+up), :class:`ReadAhead` asks the stores of shards ``t + 1 ... t + depth`` to fetch
+themselves into the layout's cache (``prefetch()``: a zip shard in one GET, a
+directory shard object by object). Random access never triggers it. At most ``depth``
+shards are fetched at once, what was fetched lives in the bounded cache, and
+:meth:`ReadAhead.close` cancels what is still running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
+
+from zarr.abc.store import Store
+
+__all__ = ["ReadAhead"]
+
+logger = logging.getLogger(__name__)
+
+_REMEMBERED = 4
+"""Shards already fetched ahead are remembered for this many times ``depth`` requests."""
+
+
+def _parts(index: str) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(part) for part in index.split("."))
+    except ValueError:
+        return None
+
+
+class ReadAhead:
+    """Fetches the next array shards of a layout in the background.
+
+    Parameters
+    ----------
+    depth
+        How many shards ahead (``k``); also the most shards fetched at once.
+    open_shard
+        ``open_shard(array_path, chunk_index)``: the store to read that array shard
+        through (no I/O). Stores without a ``prefetch()`` coroutine are skipped.
+    """
+
+    def __init__(self, depth: int, open_shard: Callable[[str, str], Store]) -> None:
+        self.depth = depth
+        self._open_shard = open_shard
+        self._last: dict[str, str] = {}
+        self._asked: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._closed = False
+        self.fetched = 0
+        """Shards fetched ahead so far (for tests and benchmarks)."""
+
+    def shard_read(self, array: str, index: str) -> None:
+        """Array shard ``index`` of ``array`` is being read: look ahead if sequential."""
+        last = self._last.get(array)
+        if last == index:
+            return  # the common case: another chunk of the same shard
+        self._last[array] = index
+        if last is None or self._closed:
+            return
+        now, before = _parts(index), _parts(last)
+        if now is None or before is None or now[1:] != before[1:] or now[0] != before[0] + 1:
+            return
+        rest = ".".join(str(part) for part in now[1:])
+        ahead = [
+            f"{now[0] + step}{'.' + rest if rest else ''}" for step in range(1, self.depth + 1)
+        ]
+        self.hint(array, ahead)
+
+    def hint(self, array: str, indices: Iterable[str]) -> None:
+        """Fetch these array shards ahead, in order, as far as ``depth`` allows."""
+        if self._closed:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # a synchronous caller: nothing to run the fetches on
+        for index in indices:
+            key = (array, index)
+            if key in self._asked:
+                continue
+            if len(self._running) >= self.depth:
+                break
+            store = self._open_shard(array, index)
+            prefetch: Callable[[], Coroutine[Any, Any, None]] | None = getattr(
+                store, "prefetch", None
+            )
+            self._remember(key)
+            if prefetch is None:
+                continue
+            task = loop.create_task(self._run(key, prefetch))
+            self._running[key] = task
+
+    def _remember(self, key: tuple[str, str]) -> None:
+        self._asked[key] = None
+        while len(self._asked) > _REMEMBERED * max(self.depth, 1):
+            self._asked.popitem(last=False)
+
+    async def _run(
+        self, key: tuple[str, str], prefetch: Callable[[], Coroutine[Any, Any, None]]
+    ) -> None:
+        try:
+            await prefetch()
+            self.fetched += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # the read itself will report it
+            logger.debug("read-ahead of array shard %s %s failed: %r", *key, error)
+            self._asked.pop(key, None)
+        finally:
+            self._running.pop(key, None)
+
+    def close(self) -> None:
+        """Cancel the fetches still running; look no further ahead."""
+        self._closed = True
+        for task in list(self._running.values()):
+            task.get_loop().call_soon_threadsafe(task.cancel)
+
+    @property
+    def in_flight(self) -> int:
+        """Shards being fetched ahead right now."""
+        return len(self._running)
