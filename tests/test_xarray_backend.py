@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from xarray.backends.plugins import guess_engine
 from zarr.errors import GroupNotFoundError
 from zarr.storage import FsspecStore, LocalStore
 
@@ -213,8 +214,13 @@ def test_engine_is_guessed_for_layout_configs(layout: Path) -> None:
     with xr.open_dataset(layout, group="people") as people:
         assert people.identical(_tree()["people"].to_dataset())
     # Directory stores keep going to engine="zarr".
-    with xr.open_datatree(layout.parent / "base.zarr") as base:
-        assert "simulation" in base.children
+    base_path = layout.parent / "base.zarr"
+    assert guess_engine(base_path) == "zarr"
+    if xr.backends.list_engines()["zarr"].supports_groups:
+        # xarray 2025.9 marks its zarr backend as not supporting groups, so
+        # open_datatree cannot guess any engine there, ours or zarr's.
+        with xr.open_datatree(base_path) as base:
+            assert "simulation" in base.children
 
 
 @pytest.fixture
