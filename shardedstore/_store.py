@@ -258,8 +258,8 @@ class ShardedStore(Store):
     >>> import zarr
     >>> group = zarr.open_group(store, mode="w")
     >>> _ = group.create_array("people/heights", shape=(2,), dtype="f8")
-    >>> sorted(store.mounts["people"]._store_dict)
-    ['heights/zarr.json']
+    >>> sorted(store.mounts["people"]._store_dict)  # the group "people" and its array
+    ['heights/zarr.json', 'zarr.json']
     """
 
     supports_writes: bool = True
@@ -339,6 +339,8 @@ class ShardedStore(Store):
         self._shard_stores: dict[tuple[str, str], Store] = {}
         self._shard_readers: dict[tuple[str, str], Store] = {}
         self._written: set[tuple[str, str]] = set()
+        # Shards whose metadata is being written: concurrent first writes wait for one.
+        self._creating: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._created: dict[str, set[str]] = {path: set() for path in arrays}
         # Parsed metadata of array-sharded arrays, as read from or written to base.
         self._array_docs: dict[str, dict[str, JSON]] = {}
@@ -777,8 +779,23 @@ class ShardedStore(Store):
         """The store of one array shard, creating it (with its metadata) on first write."""
         store = self._shard_store(path, index)
         if (path, index) not in self._written:
-            await self._create_shard(path, index, store)
+            await self._shard_created(path, index, store)
         return store
+
+    def _shard_created(self, path: str, index: str, store: Store) -> Awaitable[None]:
+        """Wait for an array shard's metadata, written by the first writer only.
+
+        zarr writes a shard's chunks concurrently; each would otherwise see the shard
+        as new and write its metadata again.
+        """
+        key = (path, index)
+        creating = self._creating.get(key)
+        if creating is None:
+            creating = asyncio.ensure_future(self._create_shard(path, index, store))
+            self._creating[key] = creating
+            creating.add_done_callback(lambda _: self._creating.pop(key, None))
+        # Shielded: one cancelled writer must not cancel the others' shard.
+        return asyncio.shield(creating)
 
     async def _create_shard(self, path: str, index: str, store: Store) -> None:
         """Write an array shard's own metadata, once per shard and store instance."""
@@ -788,9 +805,12 @@ class ShardedStore(Store):
             layout = await self._layout(path)
             await _opened(store)
             if layout is not None:
+                # Through the same inline-or-thread path as the shard's chunks.
                 await asyncio.gather(
                     *(
-                        store.set(name, default_buffer_prototype().buffer.from_bytes(doc))
+                        self._set_in(
+                            store, path, name, default_buffer_prototype().buffer.from_bytes(doc)
+                        )
                         for name, doc in layout.shard_documents.items()
                     )
                 )
@@ -1061,7 +1081,7 @@ class ShardedStore(Store):
                 # A new shard: its metadata and first chunk are written concurrently.
                 store = self._shard_store(*shard)
                 await asyncio.gather(
-                    self._create_shard(*shard, store), self._set_in(store, node, inner, value)
+                    self._shard_created(*shard, store), self._set_in(store, node, inner, value)
                 )
                 return
         elif kind == MOUNT:

@@ -286,3 +286,66 @@ async def test_probes_of_slow_storage_grow_rarer() -> None:
             await latency.run_off_loop(slow)
     assert on_loop == 3
     assert latency.probe_every == min(8 * PROBE_FIRST, PROBE_LAST)
+
+
+class RecordingMemoryStore(MemoryStore):
+    """A MemoryStore that records the keys written to it, in any thread."""
+
+    def __init__(self, store_dict: dict[str, Buffer] | None = None, *, read_only: bool = False):
+        super().__init__(store_dict, read_only=read_only)
+        self.written: list[str] = []
+        self.fail_metadata = False
+
+    def set_sync(self, key: str, value: Buffer) -> None:
+        if self.fail_metadata and key == "zarr.json":
+            raise OSError("metadata write refused")
+        self.written.append(key)
+        super().set_sync(key, value)
+
+    async def set(self, key: str, value: Buffer, byte_range: tuple[int, int] | None = None) -> None:
+        self.set_sync(key, value)
+
+    def with_read_only(self, read_only: bool = False) -> RecordingMemoryStore:
+        store = type(self)(self._store_dict, read_only=read_only)
+        store.written, store.fail_metadata = self.written, self.fail_metadata
+        return store
+
+
+def test_a_new_shards_metadata_is_written_once_by_concurrent_chunk_writes(
+    tmp_path: Path,
+) -> None:
+    """zarr writes a new shard's chunks concurrently; only the first writes its metadata."""
+    shards: dict[str, RecordingMemoryStore] = {}
+
+    def factory(index: str) -> RecordingMemoryStore:
+        return shards.setdefault(index, RecordingMemoryStore())
+
+    store = ShardedStore(LocalStore(tmp_path / "base"), {}, {"a": (1, factory)})
+    data = np.random.default_rng(3).random((4, 64, 64)).astype("f4")
+    zarr.create_array(store, name="a", shape=data.shape, chunks=(1, 16, 16), dtype="f4")[:] = data
+    assert sorted(shards) == ["0", "1", "2", "3"]
+    for shard in shards.values():
+        assert shard.written.count("zarr.json") == 1
+        assert len(shard.written) == 1 + 16
+    np.testing.assert_array_equal(zarr.open_array(store, path="a", mode="r")[:], data)
+
+
+def test_a_failed_shard_metadata_write_fails_every_chunk_write_and_is_retried(
+    tmp_path: Path,
+) -> None:
+    shards: dict[str, RecordingMemoryStore] = {}
+
+    def factory(index: str) -> RecordingMemoryStore:
+        return shards.setdefault(index, RecordingMemoryStore())
+
+    shard = factory("0")
+    shard.fail_metadata = True
+    store = ShardedStore(LocalStore(tmp_path / "base"), {}, {"a": (1, factory)})
+    arr = zarr.create_array(store, name="a", shape=(1, 64), chunks=(1, 16), dtype="f4")
+    with pytest.raises(OSError, match="metadata write refused"):
+        arr[:] = 1.0
+    assert "zarr.json" not in shard.written
+    shard.fail_metadata = False
+    arr[:] = 2.0
+    assert shard.written.count("zarr.json") == 1
+    np.testing.assert_array_equal(zarr.open_array(store, path="a", mode="r")[:], 2.0)
