@@ -36,6 +36,7 @@ from zarr.storage import FsspecStore, LocalStore, ObjectStore, ZipStore
 
 from shardedstore._chunkstats import StatsOptions, chunk_stats, table_schema
 from shardedstore._errors import LayoutError
+from shardedstore._routing import parse_chunk_key
 from shardedstore._shardsource import OwnKeys, ShardSource, describe_shard
 
 if TYPE_CHECKING:
@@ -82,23 +83,7 @@ class KeyFormat:
         return joined if coords else "0"
 
     def parse(self, key: str, ndim: int) -> tuple[int, ...] | None:
-        if self.prefix:
-            if key == self.prefix:
-                parts: list[str] = []
-            elif key.startswith(self.prefix + self.separator):
-                parts = key[len(self.prefix) + 1 :].split(self.separator)
-            else:
-                return None
-        elif ndim == 0:
-            return () if key == "0" else None
-        else:
-            parts = key.split(self.separator)
-        if len(parts) != ndim:
-            return None
-        for part in parts:
-            if not (part.isascii() and part.isdigit() and (part[0] != "0" or len(part) == 1)):
-                return None
-        return tuple(int(part) for part in parts)
+        return parse_chunk_key(key, self.prefix, self.separator, ndim)
 
 
 def key_format(metadata: Any) -> KeyFormat:

@@ -139,6 +139,38 @@ class ChunkKeyFormat:
     remaining_ndim: int
 
 
+def parse_chunk_key(key: str, prefix: str, separator: str, ndim: int) -> tuple[int, ...] | None:
+    """The chunk coordinates ``key`` names in an ``ndim``-dimensional array, or None.
+
+    ``prefix`` and ``separator`` spell the array's keys as its metadata says (see
+    :class:`ChunkKeyFormat`); only canonical indices count (``"07"`` is not one).
+
+    Examples
+    --------
+    >>> parse_chunk_key("c/1/20", "c", "/", 2)
+    (1, 20)
+    >>> parse_chunk_key("0", "", ".", 0)
+    ()
+    >>> parse_chunk_key("1.07", "", ".", 2) is None
+    True
+    """
+    parts: list[str]
+    if prefix:
+        if key == prefix:
+            parts = []
+        elif key.startswith(prefix + separator):
+            parts = key[len(prefix) + 1 :].split(separator)
+        else:
+            return None
+    elif ndim == 0:
+        return () if key == "0" else None  # a zarr v2 0-d array keeps its chunk under "0"
+    else:
+        parts = key.split(separator)
+    if len(parts) != ndim or not all(_is_index(part) for part in parts):
+        return None
+    return tuple(int(part) for part in parts)
+
+
 def split_chunk_key(rest: str, dims: int) -> tuple[str, str] | None:
     """Split an array-relative chunk key into ``(chunk_index, inner_key)``.
 

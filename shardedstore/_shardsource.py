@@ -35,7 +35,14 @@ from zarr.storage import FsspecStore, LocalStore, WrapperStore, ZipStore
 
 from shardedstore._errors import KeyValidationError, LayoutError
 from shardedstore._metadata import ShardedArrayLayout
-from shardedstore._routing import ARRAY_METADATA, BASE, ChunkKeyFormat, Router, validate_key
+from shardedstore._routing import (
+    ARRAY_METADATA,
+    BASE,
+    ChunkKeyFormat,
+    Router,
+    parse_chunk_key,
+    validate_key,
+)
 
 if TYPE_CHECKING:
     from shardedstore._store import ShardedStore
@@ -134,25 +141,12 @@ class ArrayShardKeys:
         if key in self.documents:
             return True
         fmt = self.key_format
-        if fmt.prefix:
-            if key == fmt.prefix:
-                parts: list[str] = []
-            elif key.startswith(fmt.prefix + fmt.separator):
-                parts = key[len(fmt.prefix) + 1 :].split(fmt.separator)
-            else:
-                return False
-        elif fmt.remaining_ndim == 0:
-            return key == "0"  # a zarr v2 0-d (sub-)array keeps its chunk under "0"
-        else:
-            parts = key.split(fmt.separator)
-        if len(parts) != fmt.remaining_ndim:
+        coords = parse_chunk_key(key, fmt.prefix, fmt.separator, fmt.remaining_ndim)
+        if coords is None:
             return False
-        for position, part in enumerate(parts):
-            if not (part.isdigit() and part.isascii() and (part[0] != "0" or len(part) == 1)):
-                return False
-            if self.grid is not None and int(part) >= self.grid[position]:
-                return False
-        return True
+        return self.grid is None or all(
+            coord < size for coord, size in zip(coords, self.grid, strict=False)
+        )
 
 
 def _grid(layout: ShardedArrayLayout) -> tuple[int, ...] | None:

@@ -8,13 +8,17 @@ for scripts; exit 0 on success, 1 on failure with a one-line error (no traceback
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
 
 __all__ = ["build_parser", "main"]
 
@@ -274,9 +278,29 @@ def _require_distributed() -> None:
         ) from None
 
 
+@contextlib.contextmanager
+def _executor(args: argparse.Namespace) -> Iterator[Executor]:
+    """The executor ``--scheduler`` (a dask.distributed cluster) or ``-j`` asks for."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if args.scheduler:
+        from distributed import Client
+
+        client = Client(args.scheduler)  # type: ignore[no-untyped-call]
+        try:
+            yield client.get_executor()  # type: ignore[no-untyped-call]
+        finally:
+            client.close()  # type: ignore[no-untyped-call]
+        return
+    executor = ThreadPoolExecutor(max_workers=args.jobs)
+    try:
+        yield executor
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     import warnings
-    from concurrent.futures import Executor, ThreadPoolExecutor
 
     from shardedstore._transforms import StrayKeysWarning, map_shards
     from shardedstore._verify import verify_conversion
@@ -289,31 +313,16 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     # config is written and verified.
     with func.lock_output():
         source = _open(args.config)
-        client = None
-        executor: Executor
-        if args.scheduler:
-            from distributed import Client
-
-            client = Client(args.scheduler)  # type: ignore[no-untyped-call]
-            executor = client.get_executor()  # type: ignore[no-untyped-call]
-        else:
-            executor = ThreadPoolExecutor(max_workers=args.jobs)
         start = time.perf_counter()
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", StrayKeysWarning)
-                converted = map_shards(
-                    source,
-                    func,
-                    executor=executor,
-                    progress=None if not args.quiet else False,
-                    output_locked=True,
-                )
-        finally:
-            if client is not None:
-                client.close()  # type: ignore[no-untyped-call]
-            else:
-                executor.shutdown(wait=True, cancel_futures=True)
+        with _executor(args) as executor, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", StrayKeysWarning)
+            converted = map_shards(
+                source,
+                func,
+                executor=executor,
+                progress=None if not args.quiet else False,
+                output_locked=True,
+            )
         for warning in caught:
             if isinstance(warning.message, StrayKeysWarning):
                 print(
@@ -389,8 +398,6 @@ def _open_source(source: str, options: dict[str, Any]) -> Any:
 
 
 def _cmd_chunks(args: argparse.Namespace) -> int:
-    from concurrent.futures import Executor, ThreadPoolExecutor
-
     from shardedstore._chunkparquet import write_chunk_table
     from shardedstore._chunktable import chunk_table, require_pyarrow
 
@@ -407,33 +414,19 @@ def _cmd_chunks(args: argparse.Namespace) -> int:
         histogram = tuple(part.strip() for part in args.histogram.split(","))
     options = _options(args.storage_option)
     store = _open_source(args.source, options)
-    client = None
-    executor: Executor
-    if args.scheduler:
-        from distributed import Client
-
-        client = Client(args.scheduler)  # type: ignore[no-untyped-call]
-        executor = client.get_executor()  # type: ignore[no-untyped-call]
-    else:
-        executor = ThreadPoolExecutor(max_workers=args.jobs)
-    common: dict[str, Any] = {
-        "stats": args.stats,
-        "histogram": histogram,
-        "missing": args.missing,
-        "executor": executor,
-        "progress": None if not args.quiet else False,
-    }
     start = time.perf_counter()
-    try:
+    with _executor(args) as executor:
+        common: dict[str, Any] = {
+            "stats": args.stats,
+            "histogram": histogram,
+            "missing": args.missing,
+            "executor": executor,
+            "progress": None if not args.quiet else False,
+        }
         if args.out:
             written = write_chunk_table(store, args.out, args.array, **common)
         else:
             table = chunk_table(store, args.array, **common)
-    finally:
-        if client is not None:
-            client.close()  # type: ignore[no-untyped-call]
-        else:
-            executor.shutdown(wait=True, cancel_futures=True)
     elapsed = time.perf_counter() - start
     if args.sql:
         connection = duckdb.connect()

@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+
+from tests.conftest import S3Server, fake_aws_credentials
 
 
 @dataclass
@@ -84,23 +85,11 @@ class _Counting:
                     requests.slow_in_flight -= 1
 
 
-@dataclass
-class CountedS3:
-    endpoint: str
+@dataclass(frozen=True)
+class CountedS3(S3Server):
+    """moto's S3 server behind a layer that counts the requests it serves."""
+
     requests: Requests
-
-    @property
-    def storage_options(self) -> dict[str, Any]:
-        return {"endpoint_url": self.endpoint}
-
-    def new_bucket(self) -> str:
-        import boto3
-
-        name = f"bucket-{uuid.uuid4().hex[:12]}"
-        boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1").create_bucket(
-            Bucket=name
-        )
-        return name
 
 
 @pytest.fixture(scope="module")
@@ -108,12 +97,7 @@ def counted_s3() -> Iterator[CountedS3]:
     from moto.server import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        os.environ.setdefault(name, value)
+    fake_aws_credentials()
     requests = Requests()
     app = _Counting(DomainDispatcherApplication(create_backend_app), requests)
     server = make_server("127.0.0.1", 0, app, threaded=True)
