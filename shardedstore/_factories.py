@@ -316,7 +316,7 @@ def array_shard_template_store(
     --------
     >>> factory = array_shard_template_store({"type": "zip", "path": "t/{chunk}.zarr.zip"})
     >>> factory("3")
-    ZipStore('file://t/3.zarr.zip')
+    ZipStore('...t/3.zarr.zip')
     """
     template = dict(template)
     _template_type(template, ())

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import doctest
+import importlib
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import shardedstore
 
@@ -31,3 +35,21 @@ def test_site_builds_strict_with_every_public_name(tmp_path: Path) -> None:
     assert not re.search(r":(class|func|meth|mod|data):", api)  # Sphinx roles made code spans
     for page in ("user-guide", "config", "cli", "benchmarks"):
         assert (site / page / "index.html").is_file()
+
+
+def test_docstring_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every ``>>>`` example in the package's docstrings gives the output it shows."""
+    monkeypatch.chdir(tmp_path)  # any example that touches files stays in here
+    package = ROOT / "shardedstore"
+    failed: list[str] = []
+    attempted = 0
+    for path in sorted(package.glob("*.py")):
+        if ">>> " not in path.read_text():
+            continue
+        module = importlib.import_module(f"shardedstore.{path.stem}")
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, report=False)
+        attempted += result.attempted
+        if result.failed:
+            failed.append(f"{path.name}: {result.failed} of {result.attempted}")
+    assert not failed, failed
+    assert attempted >= 20
