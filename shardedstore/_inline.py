@@ -26,8 +26,9 @@ sum is the estimate of a call's time. Calls run inline while
 Otherwise they go through a thread, where zarr's concurrency hides the wait. The
 thread-side measurements, and an inline probe now and then (see
 :attr:`Latency.inline`), bring them back inline once the storage is fast again (a page
-cache warmed up, say). A group starts inline, and its estimates start from zero, so
-that one slow first call (creating a shard's folders, say) does not decide alone.
+cache warmed up, say). A group starts inline, and its estimates start from zero with
+a first sample that counts for less than the next ones, so that one slow first call
+(creating a shard's folders, say) does not decide alone, but two do.
 """
 
 from __future__ import annotations
@@ -64,7 +65,10 @@ PROBE_LAST = 1024
 """The longest run of calls through threads between two inline probes."""
 
 _WEIGHT = 0.2
-"""Weight of the newest sample in the running estimate."""
+"""Weight of the newest sample in the running estimate, once it has a few."""
+
+_FIRST_WEIGHT = 0.4
+"""Weight of a group's first sample: one slow call is not enough to leave the loop, two are."""
 
 T = TypeVar("T")
 
@@ -180,10 +184,14 @@ class Latency:
         if self.samples == 0 and self._decisive:
             self.estimate, self.waiting, self.cpu = seconds, waits, cpu
         else:
-            self.estimate += _WEIGHT * (seconds - self.estimate)
+            # The first samples weigh more (a running mean, after a first sample that
+            # counts less than fully): storage that makes every call wait leaves the
+            # loop after its second call instead of blocking it for several more.
+            weight = max(_WEIGHT, _FIRST_WEIGHT if self.samples == 0 else 1 / (self.samples + 2))
+            self.estimate += weight * (seconds - self.estimate)
             if not threaded:
-                self.waiting += _WEIGHT * (waits - self.waiting)
-            self.cpu += _WEIGHT * (cpu - self.cpu)
+                self.waiting += weight * (waits - self.waiting)
+            self.cpu += weight * (cpu - self.cpu)
         self.samples += 1
 
     def timed(self, call: Callable[[], T], threaded: bool = False) -> T:

@@ -53,3 +53,17 @@ def test_docstring_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
             failed.append(f"{path.name}: {result.failed} of {result.attempted}")
     assert not failed, failed
     assert attempted >= 20
+
+
+def test_user_guide_states_the_inline_rules_the_code_applies() -> None:
+    """The "Inline I/O" section quotes the thresholds and probe intervals in force."""
+    from shardedstore import _inline
+
+    guide = (ROOT / "docs" / "user-guide.md").read_text()
+    section = guide.split("### Inline I/O", 1)[1].split("\n### ", 1)[0]
+    text = " ".join(section.split())
+    assert f"at most {_inline.INLINE_THRESHOLD * 1e6:.0f} µs" in text
+    assert f"wait at most {_inline.WAIT_THRESHOLD * 1e6:.0f} µs" in text
+    assert f"at most {_inline.BUSY_THRESHOLD * 1e6:.0f} µs of CPU" in text
+    assert f"every {_inline.PROBE_FIRST} calls" in text
+    assert f"up to every {_inline.PROBE_LAST} calls" in text
