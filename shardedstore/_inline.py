@@ -47,7 +47,14 @@ try:
 except ImportError:  # Windows: no rusage; every off-CPU moment counts as waiting
     _resource = None
 
-__all__ = ["BUSY_THRESHOLD", "INLINE_THRESHOLD", "WAIT_THRESHOLD", "Latency", "inline_capable"]
+__all__ = [
+    "BUSY_THRESHOLD",
+    "INLINE_THRESHOLD",
+    "LONG_WAIT",
+    "WAIT_THRESHOLD",
+    "Latency",
+    "inline_capable",
+]
 
 INLINE_THRESHOLD = 250e-6
 """Seconds per call up to which a sub-store is called inline."""
@@ -58,11 +65,20 @@ BUSY_THRESHOLD = 500e-6
 WAIT_THRESHOLD = 200e-6
 """Seconds of waiting above which a call counts as one that waited."""
 
+LONG_WAIT = 1e-3
+"""Seconds of waiting in a group's first call that send the group to threads at once."""
+
 PROBE_FIRST = 128
 """Calls through threads before the first inline probe."""
 
 PROBE_LAST = 1024
 """The longest run of calls through threads between two inline probes."""
+
+PROBE_GAIN = 0.75
+"""A probe runs early when calls in threads take less than this share of the last inline one."""
+
+THREAD_SAMPLING = 8
+"""One call in this many is measured in threads: measuring holds the GIL a little."""
 
 _WEIGHT = 0.2
 """Weight of the newest sample in the running estimate, once it has a few."""
@@ -110,6 +126,7 @@ class Latency:
 
     __slots__ = (
         "_decisive",
+        "_inline_estimate",
         "_since_probe",
         "cpu",
         "estimate",
@@ -126,6 +143,7 @@ class Latency:
         self._decisive = False  # one slow first call (creating folders) is not enough
         self.probe_every = PROBE_FIRST
         self._since_probe = 0
+        self._inline_estimate = 0.0  # the estimate as of the last call measured inline
 
     @property
     def fast(self) -> bool:
@@ -148,18 +166,25 @@ class Latency:
 
         Measured in a thread, a call also waits for the GIL whenever other threads
         hold it, so a fast store sent to threads once (by a slow start, a busy
-        moment) would look slow there for good. So every :attr:`probe_every` calls
-        one call runs inline and its measurement replaces the estimates: fast,
-        and the group is back inline; slow, and the next probe comes twice as late
-        (up to :data:`PROBE_LAST` calls), so that slow storage blocks the loop ever
-        more rarely.
+        moment) would look slow there for good. So one call runs inline as a probe,
+        and its measurement replaces the estimates: fast, and the group is back
+        inline; slow, and the next probe comes twice as late. A probe is due after
+        :attr:`probe_every` calls, and runs when the calls measured in threads have
+        become faster than the last one measured inline (by :data:`PROBE_GAIN`), or
+        at the latest after :data:`PROBE_LAST` calls: storage that is slow and stays
+        so is not blocked on more than once per :data:`PROBE_LAST` calls.
         """
         self._since_probe += 1
-        if self._since_probe >= self.probe_every:  # a probe
+        due = self._since_probe >= self.probe_every and (
+            self.estimate < PROBE_GAIN * self._inline_estimate or self._since_probe >= PROBE_LAST
+        )
+        if due:  # a probe
             self._since_probe = 0
             self.probe_every = min(2 * self.probe_every, PROBE_LAST)
             self.samples, self._decisive = 0, True  # the probe's measurement stands alone
             return self.timed(call)
+        if self._since_probe % THREAD_SAMPLING:
+            return await asyncio.to_thread(call)
         return await asyncio.to_thread(self.timed, call, True)
 
     def record(
@@ -181,7 +206,10 @@ class Latency:
         # Storage that makes calls wait does so on most calls; a lone wait (another
         # thread holding the GIL, say) moves this share of waiting calls only a little.
         waits = 1.0 if waited > WAIT_THRESHOLD else 0.0
-        if self.samples == 0 and self._decisive:
+        # A probe stands alone, and so does a first call that waited long: local work
+        # such as creating a shard's folders does not wait a millisecond, storage
+        # that does should not block the loop for one more call.
+        if self.samples == 0 and (self._decisive or (not threaded and waited > LONG_WAIT)):
             self.estimate, self.waiting, self.cpu = seconds, waits, cpu
         else:
             # The first samples weigh more (a running mean, after a first sample that
@@ -193,6 +221,8 @@ class Latency:
                 self.waiting += weight * (waits - self.waiting)
             self.cpu += weight * (cpu - self.cpu)
         self.samples += 1
+        if not threaded:
+            self._inline_estimate = self.estimate
 
     def timed(self, call: Callable[[], T], threaded: bool = False) -> T:
         """Run ``call`` (blocking) and record its CPU time and how long it waited.

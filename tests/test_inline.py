@@ -19,12 +19,20 @@ from shardedstore._inline import BUSY_THRESHOLD, INLINE_THRESHOLD, Latency
 
 
 def test_latency_decides_by_its_running_estimate() -> None:
+    from shardedstore._inline import LONG_WAIT
+
     latency = Latency()
     assert latency.inline  # nothing measured yet: try inline
-    latency.record(10 * INLINE_THRESHOLD)
+    latency.record(LONG_WAIT * 0.8)
     assert latency.inline  # one slow first call (creating folders, say) is not enough
-    latency.record(10 * INLINE_THRESHOLD)
+    latency.record(LONG_WAIT * 0.8)
     assert not latency.inline  # two are: slow storage blocks the loop no longer
+    long_wait = Latency()
+    long_wait.record(LONG_WAIT * 1.5)
+    assert not long_wait.inline  # a first call that waited this long decides alone
+    threaded = Latency()
+    threaded.record(LONG_WAIT * 1.5, threaded=True)
+    assert threaded.inline  # in a thread, that wait may be the GIL's
     for _ in range(30):
         latency.record(INLINE_THRESHOLD / 10)
     assert latency.inline  # fast again: back inline
@@ -263,28 +271,31 @@ async def test_a_probe_brings_back_a_store_that_only_looks_slow_in_threads() -> 
     assert latency.inline
 
 
-async def test_probes_of_slow_storage_grow_rarer() -> None:
+async def test_storage_that_stays_slow_is_probed_once_per_probe_last_calls() -> None:
+    """A probe blocks the loop; threads that show no change give no reason for one."""
     from shardedstore._inline import PROBE_FIRST, PROBE_LAST
 
     latency = Latency()
     for _ in range(4):
-        latency.record(0.002, waited=0.002)
+        latency.record(0.0004, waited=0.0004)  # inline: slow storage, to threads
+    assert not latency.inline
     on_loop = 0
     loop_thread = threading.get_ident()
 
     def slow() -> None:
         nonlocal on_loop
         on_loop += threading.get_ident() == loop_thread
-        time.sleep(0.0003)
+        time.sleep(0.0004)
 
-    calls = PROBE_FIRST * 7  # probes after 1, 2 and 4 times PROBE_FIRST calls
-    for _ in range(calls):
+    for calls in range(1, PROBE_LAST + PROBE_FIRST + 1):
         if latency.inline:
             latency.timed(slow)
         else:
             await latency.run_off_loop(slow)
-    assert on_loop == 3
-    assert latency.probe_every == min(8 * PROBE_FIRST, PROBE_LAST)
+        if calls == PROBE_LAST - 1:
+            assert on_loop == 0  # due after PROBE_FIRST calls, but threads are no faster
+    assert on_loop == 1  # the one after PROBE_LAST calls
+    assert not latency.inline
 
 
 class RecordingMemoryStore(MemoryStore):
