@@ -66,4 +66,7 @@ def test_user_guide_states_the_inline_rules_the_code_applies() -> None:
     assert f"wait at most {_inline.WAIT_THRESHOLD * 1e6:.0f} µs" in text
     assert f"at most {_inline.BUSY_THRESHOLD * 1e6:.0f} µs of CPU" in text
     assert f"every {_inline.PROBE_FIRST} calls" in text
-    assert f"up to every {_inline.PROBE_LAST} calls" in text
+    assert f"after every {_inline.PROBE_LAST} calls" in text
+    assert f"less than {_inline.PROBE_GAIN} of the last inline one" in text
+    assert f"more than {_inline.LONG_WAIT * 1e3:.0f} ms" in text
+    assert f"one call in {_inline.THREAD_SAMPLING} is measured" in text
