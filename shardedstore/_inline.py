@@ -66,7 +66,11 @@ WAIT_THRESHOLD = 200e-6
 """Seconds of waiting above which a call counts as one that waited."""
 
 LONG_WAIT = 1e-3
-"""Seconds of waiting in a group's first call that send the group to threads at once."""
+"""Seconds of waiting in a group's first read that send its reads to threads at once.
+
+Not for writes: a first write that creates a shard's folders can wait that long on a
+local disk that is otherwise fast.
+"""
 
 PROBE_FIRST = 128
 """Calls through threads before the first inline probe."""
@@ -130,12 +134,16 @@ class Latency:
         "_since_probe",
         "cpu",
         "estimate",
+        "long_wait",
         "probe_every",
         "samples",
         "waiting",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, *, long_wait: float | None = None) -> None:
+        # A first call waiting longer than this decides alone (None: never). Writes
+        # create folders, so only reads use it (:data:`LONG_WAIT`).
+        self.long_wait = long_wait
         self.estimate = 0.0
         self.cpu = 0.0
         self.waiting = 0.0
@@ -206,10 +214,10 @@ class Latency:
         # Storage that makes calls wait does so on most calls; a lone wait (another
         # thread holding the GIL, say) moves this share of waiting calls only a little.
         waits = 1.0 if waited > WAIT_THRESHOLD else 0.0
-        # A probe stands alone, and so does a first call that waited long: local work
-        # such as creating a shard's folders does not wait a millisecond, storage
+        # A probe stands alone, and so does a first read that waited long: storage
         # that does should not block the loop for one more call.
-        if self.samples == 0 and (self._decisive or (not threaded and waited > LONG_WAIT)):
+        long_wait = self.long_wait is not None and not threaded and waited > self.long_wait
+        if self.samples == 0 and (self._decisive or long_wait):
             self.estimate, self.waiting, self.cpu = seconds, waits, cpu
         else:
             # The first samples weigh more (a running mean, after a first sample that

@@ -26,7 +26,7 @@ from zarr.storage import ZipStore
 from shardedstore._cache import ShardCache, wrap
 from shardedstore._errors import KeyValidationError, LayoutError
 from shardedstore._factories import ArrayShardFactory, factory_supports_sync
-from shardedstore._inline import Latency, inline_capable
+from shardedstore._inline import LONG_WAIT, Latency, inline_capable
 from shardedstore._locations import check_layout, layout_checked
 from shardedstore._metadata import (
     JSON,
@@ -356,7 +356,7 @@ class ShardedStore(Store):
         # written outside this folder (after symlinks), see _check_confined.
         self._confined_to: str | None = None
         # Per-call time of each group of sub-stores: inline or threaded I/O.
-        self._latencies: dict[str, Latency] = {}
+        self._latencies: dict[tuple[str, bool], Latency] = {}
 
     # ------------------------------------------------------------------ layout
 
@@ -970,10 +970,12 @@ class ShardedStore(Store):
             return self._shard_reader(node, cast("str", index)), inner, node
         return self._base, key, ""
 
-    def _latency(self, group: str) -> Latency:
-        latency = self._latencies.get(group)
+    def _latency(self, group: str, write: bool) -> Latency:
+        """The running latency of a group's reads or of its writes (they cost apart)."""
+        latency = self._latencies.get((group, write))
         if latency is None:
-            latency = self._latencies[group] = Latency()
+            latency = Latency(long_wait=None if write else LONG_WAIT)
+            self._latencies[group, write] = latency
         return latency
 
     async def _set_in(self, store: Store, group: str, key: str, value: Buffer) -> None:
@@ -981,7 +983,7 @@ class ShardedStore(Store):
         if not store._is_open:
             await _opened(store)
         if _inline_capable(store):
-            latency = self._latency(group)
+            latency = self._latency(group, True)
             sync_store = cast("SupportsSyncStore", store)
             if latency.inline:
                 latency.timed(lambda: sync_store.set_sync(key, value))
@@ -1003,7 +1005,7 @@ class ShardedStore(Store):
         if not store._is_open and not await _opened(store):
             return None
         if _inline_capable(store):
-            latency = self._latency(group)
+            latency = self._latency(group, False)
             sync_store = cast("SupportsSyncStore", store)
 
             def call() -> Buffer | None:

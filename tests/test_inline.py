@@ -27,10 +27,13 @@ def test_latency_decides_by_its_running_estimate() -> None:
     assert latency.inline  # one slow first call (creating folders, say) is not enough
     latency.record(LONG_WAIT * 0.8)
     assert not latency.inline  # two are: slow storage blocks the loop no longer
-    long_wait = Latency()
-    long_wait.record(LONG_WAIT * 1.5)
-    assert not long_wait.inline  # a first call that waited this long decides alone
-    threaded = Latency()
+    reads = Latency(long_wait=LONG_WAIT)
+    reads.record(LONG_WAIT * 1.5)
+    assert not reads.inline  # a first read that waited this long decides alone
+    writes = Latency()
+    writes.record(LONG_WAIT * 1.5)
+    assert writes.inline  # a first write may have created a shard's folders
+    threaded = Latency(long_wait=LONG_WAIT)
     threaded.record(LONG_WAIT * 1.5, threaded=True)
     assert threaded.inline  # in a thread, that wait may be the GIL's
     for _ in range(30):
