@@ -130,7 +130,7 @@ class Latency:
 
     __slots__ = (
         "_decisive",
-        "_inline_estimate",
+        "_last_inline",
         "_since_probe",
         "cpu",
         "estimate",
@@ -151,7 +151,7 @@ class Latency:
         self._decisive = False  # one slow first call (creating folders) is not enough
         self.probe_every = PROBE_FIRST
         self._since_probe = 0
-        self._inline_estimate = 0.0  # the estimate as of the last call measured inline
+        self._last_inline = 0.0  # the time of the last call measured inline
 
     @property
     def fast(self) -> bool:
@@ -184,7 +184,7 @@ class Latency:
         """
         self._since_probe += 1
         due = self._since_probe >= self.probe_every and (
-            self.estimate < PROBE_GAIN * self._inline_estimate or self._since_probe >= PROBE_LAST
+            self.estimate < PROBE_GAIN * self._last_inline or self._since_probe >= PROBE_LAST
         )
         if due:  # a probe
             self._since_probe = 0
@@ -209,6 +209,8 @@ class Latency:
         thread (``threaded``) does not count towards the share of calls that wait: in
         a thread, waiting for the GIL looks like waiting for storage.
         """
+        if threaded and self.samples == 0:
+            return  # a probe is under way: its own sample must stand alone
         if waited is None:
             waited = seconds
         # Storage that makes calls wait does so on most calls; a lone wait (another
@@ -230,7 +232,7 @@ class Latency:
             self.cpu += weight * (cpu - self.cpu)
         self.samples += 1
         if not threaded:
-            self._inline_estimate = self.estimate
+            self._last_inline = seconds
 
     def timed(self, call: Callable[[], T], threaded: bool = False) -> T:
         """Run ``call`` (blocking) and record its CPU time and how long it waited.

@@ -789,34 +789,45 @@ class ShardedStore(Store):
         as new and write its metadata again.
         """
         key = (path, index)
+        loop = asyncio.get_running_loop()
         creating = self._creating.get(key)
-        if creating is None:
-            creating = asyncio.ensure_future(self._create_shard(path, index, store))
+        # A creation that failed, or that belongs to another (maybe closed) event loop,
+        # is not waited for: this writer starts one of its own.
+        if creating is None or creating.done() or creating.get_loop() is not loop:
+            creating = loop.create_task(self._create_shard(path, index, store))
             self._creating[key] = creating
-            creating.add_done_callback(lambda _: self._creating.pop(key, None))
+            creating.add_done_callback(functools.partial(self._creation_done, key))
         # Shielded: one cancelled writer must not cancel the others' shard.
         return asyncio.shield(creating)
 
+    def _creation_done(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
+        if self._creating.get(key) is task:
+            del self._creating[key]
+        if not task.cancelled():
+            # Every waiter has seen it; read here too, for when every waiter was
+            # cancelled (asyncio would log it as never retrieved).
+            task.exception()
+
     async def _create_shard(self, path: str, index: str, store: Store) -> None:
-        """Write an array shard's own metadata, once per shard and store instance."""
+        """Write an array shard's own metadata, once per shard and store instance.
+
+        The shard counts as written only once its metadata is: until then, every
+        writer waits for this creation (:meth:`_shard_created`) and shares its outcome.
+        """
         key = (path, index)
-        self._written.add(key)
-        try:
-            layout = await self._layout(path)
-            await _opened(store)
-            if layout is not None:
-                # Through the same inline-or-thread path as the shard's chunks.
-                await asyncio.gather(
-                    *(
-                        self._set_in(
-                            store, path, name, default_buffer_prototype().buffer.from_bytes(doc)
-                        )
-                        for name, doc in layout.shard_documents.items()
+        layout = await self._layout(path)
+        await _opened(store)
+        if layout is not None:
+            # Through the same inline-or-thread path as the shard's chunks.
+            await asyncio.gather(
+                *(
+                    self._set_in(
+                        store, path, name, default_buffer_prototype().buffer.from_bytes(doc)
                     )
+                    for name, doc in layout.shard_documents.items()
                 )
-        except BaseException:
-            self._written.discard(key)
-            raise
+            )
+        self._written.add(key)
         self._created[path].add(index)
         self._shard_readers[key] = store
 

@@ -313,8 +313,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     # config is written and verified.
     with func.lock_output():
         source = _open(args.config)
-        start = time.perf_counter()
         with _executor(args) as executor, warnings.catch_warnings(record=True) as caught:
+            start = time.perf_counter()  # once connected to a --scheduler
             warnings.simplefilter("always", StrayKeysWarning)
             converted = map_shards(
                 source,
@@ -414,8 +414,8 @@ def _cmd_chunks(args: argparse.Namespace) -> int:
         histogram = tuple(part.strip() for part in args.histogram.split(","))
     options = _options(args.storage_option)
     store = _open_source(args.source, options)
-    start = time.perf_counter()
     with _executor(args) as executor:
+        start = time.perf_counter()  # once connected to a --scheduler
         common: dict[str, Any] = {
             "stats": args.stats,
             "histogram": histogram,

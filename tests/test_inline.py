@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -16,6 +18,8 @@ from zarr.storage import LocalStore, MemoryStore
 
 from shardedstore import ShardedStore, array_shard_directory_store
 from shardedstore._inline import BUSY_THRESHOLD, INLINE_THRESHOLD, Latency
+
+T = TypeVar("T")
 
 
 def test_latency_decides_by_its_running_estimate() -> None:
@@ -253,24 +257,48 @@ def test_busy_writes_stay_inline_and_waiting_ones_go_to_threads(
     np.testing.assert_array_equal(zarr.open_array(mount, path="x", mode="r")[:], data)
 
 
+class FixedThreadTimes(Latency):
+    """A Latency whose calls in threads measure a fixed time, as if waiting for the GIL.
+
+    Inline calls are measured for real; the test's calls do no work there.
+    """
+
+    __slots__ = ("in_threads",)
+
+    def __init__(self, in_threads: float) -> None:
+        super().__init__()
+        self.in_threads = in_threads
+
+    def timed(self, call: Callable[[], T], threaded: bool = False) -> T:
+        if not threaded:
+            return super().timed(call)
+        result = call()
+        self.record(self.in_threads, self.in_threads, 20e-6, threaded=True)
+        return result
+
+
 async def test_a_probe_brings_back_a_store_that_only_looks_slow_in_threads() -> None:
     """In threads a fast call can wait for the GIL; an inline probe now and then sees it."""
     from shardedstore._inline import PROBE_FIRST
 
-    loop_thread = threading.get_ident()
-
-    def fast_inline_slow_in_threads() -> None:
-        if threading.get_ident() != loop_thread:
-            time.sleep(0.001)  # as if waiting for the GIL
-
-    latency = Latency()
-    for _ in range(4):
+    latency = FixedThreadTimes(in_threads=0.001)
+    for _ in range(2):
         latency.record(0.002, waited=0.002)  # a slow start sends the group to threads
     assert not latency.inline
     for _ in range(PROBE_FIRST - 1):
-        await latency.run_off_loop(fast_inline_slow_in_threads)
+        await latency.run_off_loop(lambda: None)
         assert not latency.inline
-    await latency.run_off_loop(fast_inline_slow_in_threads)  # the probe
+    await latency.run_off_loop(lambda: None)  # the probe: threads look faster than inline did
+    assert latency.inline
+
+
+async def test_a_probe_is_not_spoiled_by_a_thread_finishing_meanwhile() -> None:
+    latency = Latency()
+    for _ in range(4):
+        latency.record(0.0004, waited=0.0004)
+    latency.samples, latency._decisive = 0, True  # what run_off_loop does before a probe
+    latency.record(0.003, waited=0.003, threaded=True)  # a worker's sample lands first
+    latency.record(0.00015, waited=0.0, cpu=0.00015)  # the probe: fast
     assert latency.inline
 
 
@@ -355,10 +383,89 @@ def test_a_failed_shard_metadata_write_fails_every_chunk_write_and_is_retried(
     shard.fail_metadata = True
     store = ShardedStore(LocalStore(tmp_path / "base"), {}, {"a": (1, factory)})
     arr = zarr.create_array(store, name="a", shape=(1, 64), chunks=(1, 16), dtype="f4")
-    with pytest.raises(OSError, match="metadata write refused"):
-        arr[:] = 1.0
+
+    async def write_all() -> list[BaseException | None]:
+        # Not arr[:] = 1.0: zarr raises at the first failed chunk and leaves the
+        # others running in the background, where one could land after the retry.
+        keys = [f"a/c/0/{i}" for i in range(4)]
+        return await asyncio.gather(
+            *(store.set(key, _chunk()) for key in keys), return_exceptions=True
+        )
+
+    results = asyncio.run(write_all())
+    assert all(isinstance(r, OSError) and "refused" in str(r) for r in results), results
     assert "zarr.json" not in shard.written
     shard.fail_metadata = False
     arr[:] = 2.0
     assert shard.written.count("zarr.json") == 1
     np.testing.assert_array_equal(zarr.open_array(store, path="a", mode="r")[:], 2.0)
+
+
+class SlowMetadataStore(MemoryStore):
+    """Writes ``zarr.json`` after a delay, failing it when told to (async only)."""
+
+    def __init__(self, store_dict: dict[str, Buffer] | None = None, *, read_only: bool = False):
+        super().__init__(store_dict, read_only=read_only)
+        self.fail = False
+
+    async def set(self, key: str, value: Buffer, byte_range: tuple[int, int] | None = None) -> None:
+        if key == "zarr.json":
+            await asyncio.sleep(0.05)
+            if self.fail:
+                raise OSError("metadata write refused")
+        await super().set(key, value)
+
+    def with_read_only(self, read_only: bool = False) -> SlowMetadataStore:
+        store = type(self)(self._store_dict, read_only=read_only)
+        store.fail = self.fail
+        return store
+
+
+def _slow_metadata_layout(
+    tmp_path: Path, fail: bool
+) -> tuple[ShardedStore, dict[str, SlowMetadataStore]]:
+    shards: dict[str, SlowMetadataStore] = {}
+
+    def factory(index: str) -> SlowMetadataStore:
+        shard = shards.setdefault(index, SlowMetadataStore())
+        shard.fail = fail
+        return shard
+
+    store = ShardedStore(LocalStore(tmp_path / "base"), {}, {"a": (1, factory)})
+    zarr.create_array(store, name="a", shape=(2, 64), chunks=(1, 16), dtype="f4")
+    return store, shards
+
+
+def _chunk() -> Buffer:
+    from zarr.core.buffer import default_buffer_prototype
+
+    return default_buffer_prototype().buffer.from_bytes(bytes(64))
+
+
+def test_a_write_arriving_during_a_failing_shard_creation_fails_too(tmp_path: Path) -> None:
+    store, shards = _slow_metadata_layout(tmp_path, fail=True)
+
+    async def main() -> list[BaseException | None]:
+        first = asyncio.ensure_future(store.set("a/c/0/0", _chunk()))
+        await asyncio.sleep(0.01)  # the creation is under way
+        late = store.set("a/c/0/1", _chunk())
+        return await asyncio.gather(first, late, return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert all(isinstance(result, OSError) for result in results), results
+    assert "zarr.json" not in shards["0"]._store_dict
+
+
+def test_a_creation_left_behind_by_a_closed_loop_is_done_again(tmp_path: Path) -> None:
+    """A loop that stops mid-creation must not leave the shard without its metadata."""
+    store, shards = _slow_metadata_layout(tmp_path, fail=False)
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(TimeoutError):
+            loop.run_until_complete(asyncio.wait_for(store.set("a/c/0/0", _chunk()), 0.01))
+    finally:
+        loop.close()
+    arr = zarr.open_array(store, path="a", mode="r+")
+    arr[0, :] = 1.0  # zarr's own loop
+    assert "zarr.json" in shards["0"]._store_dict
+    np.testing.assert_array_equal(zarr.open_array(store, path="a", mode="r")[0], 1.0)
