@@ -352,16 +352,26 @@ class RecordingMemoryStore(MemoryStore):
         return store
 
 
+S = TypeVar("S", bound=MemoryStore)
+
+
+def _kept_shards(tmp_path: Path, make: Callable[[], S]) -> tuple[ShardedStore, dict[str, S]]:
+    """A layout whose array "a" keeps each shard's store (one ``make()`` each) to look at."""
+    shards: dict[str, S] = {}
+
+    def factory(index: str) -> S:
+        if index not in shards:
+            shards[index] = make()
+        return shards[index]
+
+    return ShardedStore(LocalStore(tmp_path / "base"), {}, {"a": (1, factory)}), shards
+
+
 def test_a_new_shards_metadata_is_written_once_by_concurrent_chunk_writes(
     tmp_path: Path,
 ) -> None:
     """zarr writes a new shard's chunks concurrently; only the first writes its metadata."""
-    shards: dict[str, RecordingMemoryStore] = {}
-
-    def factory(index: str) -> RecordingMemoryStore:
-        return shards.setdefault(index, RecordingMemoryStore())
-
-    store = ShardedStore(LocalStore(tmp_path / "base"), {}, {"a": (1, factory)})
+    store, shards = _kept_shards(tmp_path, RecordingMemoryStore)
     data = np.random.default_rng(3).random((4, 64, 64)).astype("f4")
     zarr.create_array(store, name="a", shape=data.shape, chunks=(1, 16, 16), dtype="f4")[:] = data
     assert sorted(shards) == ["0", "1", "2", "3"]
@@ -374,14 +384,9 @@ def test_a_new_shards_metadata_is_written_once_by_concurrent_chunk_writes(
 def test_a_failed_shard_metadata_write_fails_every_chunk_write_and_is_retried(
     tmp_path: Path,
 ) -> None:
-    shards: dict[str, RecordingMemoryStore] = {}
-
-    def factory(index: str) -> RecordingMemoryStore:
-        return shards.setdefault(index, RecordingMemoryStore())
-
-    shard = factory("0")
+    store, shards = _kept_shards(tmp_path, RecordingMemoryStore)
+    shard = shards.setdefault("0", RecordingMemoryStore())
     shard.fail_metadata = True
-    store = ShardedStore(LocalStore(tmp_path / "base"), {}, {"a": (1, factory)})
     arr = zarr.create_array(store, name="a", shape=(1, 64), chunks=(1, 16), dtype="f4")
 
     async def write_all() -> list[BaseException | None]:
@@ -424,14 +429,12 @@ class SlowMetadataStore(MemoryStore):
 def _slow_metadata_layout(
     tmp_path: Path, fail: bool
 ) -> tuple[ShardedStore, dict[str, SlowMetadataStore]]:
-    shards: dict[str, SlowMetadataStore] = {}
-
-    def factory(index: str) -> SlowMetadataStore:
-        shard = shards.setdefault(index, SlowMetadataStore())
+    def make() -> SlowMetadataStore:
+        shard = SlowMetadataStore()
         shard.fail = fail
         return shard
 
-    store = ShardedStore(LocalStore(tmp_path / "base"), {}, {"a": (1, factory)})
+    store, shards = _kept_shards(tmp_path, make)
     zarr.create_array(store, name="a", shape=(2, 64), chunks=(1, 16), dtype="f4")
     return store, shards
 
