@@ -179,8 +179,8 @@ class Latency:
         inline; slow, and the next probe comes twice as late. A probe is due after
         :attr:`probe_every` calls, and runs when the calls measured in threads have
         become faster than the last one measured inline (by :data:`PROBE_GAIN`), or
-        at the latest after :data:`PROBE_LAST` calls: storage that is slow and stays
-        so is not blocked on more than once per :data:`PROBE_LAST` calls.
+        at the latest after :data:`PROBE_LAST` calls: storage that is slow, and no
+        faster in threads, blocks the loop for a probe once per :data:`PROBE_LAST` calls.
         """
         self._since_probe += 1
         due = self._since_probe >= self.probe_every and (
