@@ -16,8 +16,10 @@ from shardedstore._chunktable import (
 from shardedstore._config import config_schema
 from shardedstore._config import open_config as open
 from shardedstore._errors import (
+    CacheWarning,
     ConcurrentWriteError,
     ConfigError,
+    CorruptDataError,
     KeyValidationError,
     LayoutError,
 )
@@ -51,12 +53,14 @@ __all__ = [
     "ArrayShardFactory",
     "ArrayShardStoresFactory",
     "ArrayShardTemplateFactory",
+    "CacheWarning",
     "ChunkTableError",
     "ChunkTableOutputError",
     "ChunkTableWrite",
     "ConcurrentWriteError",
     "ConfigError",
     "CopyOnWriteZipStore",
+    "CorruptDataError",
     "KeyValidationError",
     "LayoutError",
     "MapShardsError",

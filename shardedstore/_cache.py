@@ -5,22 +5,32 @@ layout (``ShardedStore(..., cache=ShardCache(...))`` or ``"cache": {...}`` in a 
 The stores that read remote data go through it:
 
 - a zip shard at a URL (:class:`~shardedstore._remotezip.RemoteZipStore`) is one entry,
-  fetched whole with one GET;
+  fetched whole with one GET (a zip larger than half the bound is read by range
+  instead, its members one request each);
 - a remote directory shard (``FsspecStore``, ``ObjectStore``) is wrapped in a
   :class:`CachedStore` and cached chunk by chunk.
 
-Entries are keyed by what the backend says identifies the object's content: its ETag,
-else its size and modification time. A zip shard asks once when the shard is opened
-(one HEAD); a directory shard lists its objects once (one LIST per 1000 keys), which
-also answers every missing chunk without a request. A changed object has a new key, so
-it is fetched again and never served stale; the old entry ages out.
+**Never wrong, never stale.** Entries are keyed by what the backend says identifies the
+object's content (:func:`object_validator`): its ETag, else its Last-Modified time and
+size. An object with neither is cached for the store that fetched it only, never shared
+with another store or process. A zip shard asks when it is opened and again before
+every download (one HEAD); a directory shard lists its objects once (one LIST per 1000
+keys), which also answers every missing chunk without a request. A changed object has a
+new key, so it is fetched again; the old entry ages out. Every cached byte is checked
+when it is read: a zip's members against their CRC-32, a chunk entry against the
+CRC-32 and length it was written with. A damaged, truncated or unreadable entry is
+dropped and fetched again.
 
 With ``dir`` set, entries are files below that directory, written to a temporary name
 and renamed into place (no reader ever sees a torn entry), so any number of processes
 can share it; the least recently used files are removed once the total passes
-``max_bytes``. Each process counts its own writes and looks at the whole directory
-again at least every half second while it writes, so with several writers the total
-can pass the bound for that long. Without ``dir`` the entries are held in this process's memory.
+``max_bytes``. A file being read is open, so removing it never fails that read. Each
+process counts its own writes and looks at the whole directory again at least every
+half second while it writes, so with several writers the total can pass the bound for
+that long; temporary files of readers that died are removed then. A directory that
+cannot be written (read-only, full) is bypassed with one warning per store: entries
+then live in this process's memory (at most 256 MiB). Without ``dir`` the entries are
+held in this process's memory.
 
 zarr's own ``zarr.experimental.cache_store.CacheStore`` caches one store with its own
 bound, keys entries by key alone and keeps no validator, so it cannot give one bound
@@ -34,11 +44,15 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import socket
+import struct
 import threading
 import time
 import uuid
+import warnings
+import zlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -50,10 +64,19 @@ from zarr.abc.store import (
     SuffixByteRequest,
 )
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
+from zarr.storage import WrapperStore
 
-from shardedstore._errors import ConfigError
+from shardedstore._errors import CacheWarning, ConfigError
 
-__all__ = ["CacheStats", "CachedStore", "ShardCache", "cache_engine", "slice_bytes", "wrap"]
+__all__ = [
+    "CacheStats",
+    "CachedStore",
+    "ShardCache",
+    "cache_engine",
+    "object_validator",
+    "slice_bytes",
+    "wrap",
+]
 
 DEFAULT_MAX_BYTES = 1 << 30
 """1 GiB: the default bound of a cache."""
@@ -148,13 +171,36 @@ class ShardCache:
         )
 
 
+_FALLBACK_BYTES = 256 << 20
+"""The most a cache whose directory cannot be written keeps in memory instead."""
+
+_RETRY_DIRECTORY = 30.0
+"""Seconds after which a cache directory that could not be written is tried again."""
+
+_LEFTOVER_AGE = 3600.0
+"""A temporary file whose writer cannot be told dead (another host, an older name) is a
+leftover once it is this many seconds old."""
+
+_HOST = socket.gethostname()
+
+_TRAILER = struct.Struct("<QI4s")
+_MAGIC = b"SSC1"
+"""A chunk entry on disk is its bytes, then their length, CRC-32 and this mark."""
+
+
 @dataclass
 class CacheStats:
-    """What a cache did in this process: entries served, fetched and removed."""
+    """What a cache did in this process: entries served, fetched, removed and healed."""
 
     hits: int = 0
     misses: int = 0
     evictions: int = 0
+    damaged: int = 0
+    """Entries found damaged (a wrong checksum, truncated, unreadable) and dropped."""
+    bypassed: int = 0
+    """Objects not kept: larger than the bound, or the directory could not be written."""
+    leftovers_removed: int = 0
+    """Temporary files of dead writers removed."""
 
 
 def slice_bytes(data: bytes | memoryview, byte_range: ByteRequest | None) -> bytes | memoryview:
@@ -170,6 +216,21 @@ def slice_bytes(data: bytes | memoryview, byte_range: ByteRequest | None) -> byt
     raise TypeError(f"unexpected byte request {byte_range!r}")
 
 
+def _framed(data: bytes) -> bytes:
+    return data + _TRAILER.pack(len(data), zlib.crc32(data), _MAGIC)
+
+
+def _unframed(data: bytes) -> bytes | None:
+    """A chunk entry's bytes, or None if they are not what was written."""
+    if len(data) < _TRAILER.size:
+        return None
+    length, crc, magic = _TRAILER.unpack_from(data, len(data) - _TRAILER.size)
+    body = data[: len(data) - _TRAILER.size]
+    if magic != _MAGIC or length != len(body) or zlib.crc32(body) != crc:
+        return None
+    return body
+
+
 def _entry_name(namespace: str, key: str, validator: str) -> str:
     text = f"{namespace}\0{key}\0{validator}".encode()
     return hashlib.sha256(text).hexdigest()
@@ -177,6 +238,29 @@ def _entry_name(namespace: str, key: str, validator: str) -> str:
 
 def _is_entry_name(name: str) -> bool:
     return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
+def _part_name() -> str:
+    return f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex}.part"
+
+
+def _writer_is_dead(name: str, age: float) -> bool:
+    """Whether the temporary file ``name`` (that many seconds old) has no live writer.
+
+    Its name says the writer's host and process; a process of this host that is gone
+    is dead. A writer on another host (a cache directory on a shared filesystem), or a
+    name without them, is taken for dead only once the file is an hour old.
+    """
+    parts = name.removesuffix(".part").rsplit("-", 2)
+    if len(parts) == 3 and parts[0] == _HOST and parts[1].isdigit():
+        try:
+            os.kill(int(parts[1]), 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # alive, another user's
+            return False
+        return False
+    return age > _LEFTOVER_AGE
 
 
 class _Engine:
@@ -192,9 +276,16 @@ class _Engine:
         self._root: str | None = None
         self._disk_bytes: int | None = None  # as of the last scan plus our writes since
         self._scanned = 0.0
+        self._unwritable: str | None = None
+        self._unwritable_since = 0.0
         if setting.dir is not None:
             self._root = os.path.join(setting.dir, "shardedstore-cache-v1")
-            os.makedirs(os.path.join(self._root, "tmp"), exist_ok=True)
+            try:
+                os.makedirs(os.path.join(self._root, "tmp"), exist_ok=True)
+            except OSError as error:
+                self._cannot_write(error)
+            else:
+                self._sweep_leftovers()
 
     # -- naming
 
@@ -211,82 +302,182 @@ class _Engine:
         return self._root is not None
 
     @property
+    def unwritable(self) -> str | None:
+        """Why the cache directory cannot be written now (None: it can, or there is none)."""
+        return self._unwritable
+
+    @property
     def size(self) -> int:
         """Bytes held now (on disk: as of the last scan plus what this process added)."""
         if self._root is None:
             return self._memory_bytes
-        return self._scan_total()
+        return self._scan_total() + self._memory_bytes
+
+    @property
+    def _memory_bound(self) -> int:
+        if self._root is None:
+            return self.setting.max_bytes
+        return min(self.setting.max_bytes, _FALLBACK_BYTES)  # the directory's stand-in
 
     # -- reading
 
-    def lookup(self, entry: str) -> bytes | None:
-        """The entry's bytes, marking it most recently used; None if absent."""
-        if self._root is None:
-            with self._lock:
-                data = self._memory.get(entry)
-                if data is not None:
-                    self._memory.move_to_end(entry)
-                    self.stats.hits += 1
-                return data
+    def in_memory(self, entry: str) -> bytes | None:
+        """The entry's bytes if this process holds them in memory (marked recently used)."""
+        with self._lock:
+            data = self._memory.get(entry)
+            if data is not None:
+                self._memory.move_to_end(entry)
+                self.stats.hits += 1
+            return data
+
+    def lookup(self, entry: str, *, framed: bool = False) -> bytes | None:
+        """The entry's bytes, marking it most recently used; None if absent or damaged.
+
+        ``framed``: a chunk entry, checked against the length and CRC-32 it was written
+        with (a damaged one is dropped).
+        """
+        data = self.in_memory(entry)
+        if data is not None or self._root is None:
+            return data
         path = self.path(entry)
         try:
             with open(path, "rb") as f:
                 data = f.read()
-            os.utime(path)
         except FileNotFoundError:  # never there, or removed by another process
             return None
+        except OSError:
+            self.discard(entry)
+            return None
+        if framed:
+            data = _unframed(data)
+            if data is None:
+                self.discard(entry)
+                return None
+        self._touch(path)
         with self._lock:
             self.stats.hits += 1
         return data
 
-    def lookup_file(self, entry: str) -> str | None:
-        """On disk: the entry's file path (marked most recently used), or None."""
+    def open_file(self, entry: str) -> int | None:
+        """On disk: a descriptor of the entry's file (the caller closes it), or None.
+
+        Reading through the descriptor never fails because the file is removed
+        meanwhile (evicted by another reader, say): the data stays until it is closed.
+        """
+        if self._root is None:
+            return None
         path = self.path(entry)
         try:
-            os.utime(path)
+            fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             return None
+        except OSError:
+            self.discard(entry)
+            return None
+        self._touch(path)
         with self._lock:
             self.stats.hits += 1
-        return path
+        return fd
 
     def contains(self, entry: str) -> bool:
-        if self._root is None:
-            return entry in self._memory
-        return os.path.exists(self.path(entry))
+        if entry in self._memory:
+            return True
+        return self._root is not None and os.path.exists(self.path(entry))
+
+    def discard(self, entry: str) -> None:
+        """Drop a damaged entry, so that it is fetched again."""
+        with self._lock:
+            self.stats.damaged += 1
+            old = self._memory.pop(entry, None)
+            if old is not None:
+                self._memory_bytes -= len(old)
+        if self._root is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path(entry))
+
+    @staticmethod
+    def _touch(path: str) -> None:
+        with contextlib.suppress(OSError):  # a read-only directory: LRU by write time
+            os.utime(path)
 
     # -- writing
 
-    def put(self, entry: str, data: bytes) -> bool:
-        """Add an entry (evicting least recently used ones); False if larger than the bound."""
+    def put(self, entry: str, data: bytes, *, framed: bool = False) -> bool:
+        """Add an entry (evicting least recently used ones); False if it was not kept.
+
+        It is not kept when larger than the bound. When the directory cannot be
+        written (read-only, full), it is kept in memory instead (:attr:`unwritable`).
+        """
         size = len(data)
         if size > self.setting.max_bytes:
-            return False
-        if self._root is None:
             with self._lock:
-                old = self._memory.pop(entry, None)
-                if old is not None:
-                    self._memory_bytes -= len(old)
-                self._memory[entry] = data
-                self._memory_bytes += size
-                while self._memory_bytes > self.setting.max_bytes and len(self._memory) > 1:
-                    _, evicted = self._memory.popitem(last=False)
-                    self._memory_bytes -= len(evicted)
-                    self.stats.evictions += 1
-            return True
-        self._write_file(entry, data)
+                self.stats.bypassed += 1
+            return False
+        if self._root is not None and self._directory_usable():
+            try:
+                self._write_file(entry, _framed(data) if framed else data)
+            except OSError as error:
+                self._cannot_write(error)
+            else:
+                return True
+        if size > self._memory_bound:
+            with self._lock:
+                self.stats.bypassed += 1
+            return False
+        with self._lock:
+            old = self._memory.pop(entry, None)
+            if old is not None:
+                self._memory_bytes -= len(old)
+            self._memory[entry] = data
+            self._memory_bytes += size
+            while self._memory_bytes > self._memory_bound and len(self._memory) > 1:
+                _, evicted = self._memory.popitem(last=False)
+                self._memory_bytes -= len(evicted)
+                self.stats.evictions += 1
         return True
+
+    def _directory_usable(self) -> bool:
+        if self._unwritable is None:
+            return True
+        if time.monotonic() - self._unwritable_since < _RETRY_DIRECTORY:
+            return False
+        try:  # it may have been fixed (space freed, permissions given)
+            os.makedirs(self.path("tmp"), exist_ok=True)
+        except OSError as error:
+            self._cannot_write(error)
+            return False
+        self._unwritable = None
+        return True
+
+    def _cannot_write(self, error: OSError) -> None:
+        """The directory cannot be written: keep entries in memory, and say so once."""
+        reason = f"{type(error).__name__}: {error.strerror or error}"
+        with self._lock:
+            first = self._unwritable is None
+            self._unwritable = reason
+            self._unwritable_since = time.monotonic()
+            self.stats.bypassed += 1
+        if first:
+            warnings.warn(
+                f"the cache directory {self.setting.dir} cannot be written ({reason}); "
+                f"reading on without it: entries are kept in memory (at most "
+                f"{_FALLBACK_BYTES >> 20} MiB) until it can be written again. Give the "
+                "cache a writable directory with room for max_bytes, or remove cache.dir "
+                "from the layout",
+                CacheWarning,
+                stacklevel=2,
+            )
 
     def _write_file(self, entry: str, data: bytes) -> None:
         assert self._root is not None
         target = self.path(entry)
-        temporary = os.path.join(self._root, "tmp", f"{uuid.uuid4().hex}.part")
+        temporary = os.path.join(self._root, "tmp", _part_name())
         try:
             with open(temporary, "wb") as f:
                 f.write(data)
             os.replace(temporary, target)  # atomic: readers see all of it or nothing
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 os.unlink(temporary)
             raise
         # Other processes write here too: what this one knows of the directory is
@@ -303,6 +494,33 @@ class _Engine:
         if due:
             self._evict_files(keep=entry)
 
+    def _sweep_leftovers(self) -> int:
+        """Remove dead writers' temporary files; the bytes of live ones."""
+        assert self._root is not None
+        live = 0
+        now = time.time()
+        with contextlib.suppress(FileNotFoundError), os.scandir(self.path("tmp")) as files:
+            for file in files:
+                if not file.name.endswith(".part"):
+                    continue
+                try:
+                    info = file.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if _writer_is_dead(file.name, now - info.st_mtime):
+                    try:
+                        os.unlink(file.path)
+                    except FileNotFoundError:
+                        continue
+                    except OSError:
+                        live += info.st_size  # cannot be removed: it still takes room
+                        continue
+                    with self._lock:
+                        self.stats.leftovers_removed += 1
+                else:
+                    live += info.st_size
+        return live
+
     def _entries_on_disk(self) -> list[tuple[float, int, str]]:
         assert self._root is not None
         found = []
@@ -318,7 +536,11 @@ class _Engine:
         return found
 
     def _scan_total(self) -> int:
-        total = sum(size for _, size, _ in self._entries_on_disk())
+        try:
+            total = sum(size for _, size, _ in self._entries_on_disk())
+            total += self._sweep_leftovers()
+        except OSError:
+            return 0
         with self._lock:
             self._disk_bytes = total
         return total
@@ -326,7 +548,7 @@ class _Engine:
     def _evict_files(self, keep: str) -> None:
         """Remove least recently used files until the directory is within the bound."""
         entries = sorted(self._entries_on_disk())
-        total = sum(size for _, size, _ in entries)
+        total = sum(size for _, size, _ in entries) + self._sweep_leftovers()
         for _, size, path in entries:
             if total <= self.setting.max_bytes:
                 break
@@ -344,24 +566,47 @@ class _Engine:
     # -- fetching
 
     async def fetch(
-        self, entry: str, fetcher: Callable[[], Awaitable[bytes | None]]
+        self,
+        entry: str,
+        fetcher: Callable[[], Awaitable[bytes | None]],
+        *,
+        framed: bool = False,
     ) -> bytes | None:
         """The entry's bytes: from the cache, else from ``fetcher`` (once, however many
         callers ask at the same time), then kept."""
-        data = self.lookup(entry)
+        data = self.lookup(entry, framed=framed)
         if data is not None:
             return data
-        return await self._fetch_once(entry, fetcher)
+        return await self.fetch_new(entry, fetcher, framed=framed)
 
-    async def ensure(self, entry: str, fetcher: Callable[[], Awaitable[bytes | None]]) -> bool:
+    async def ensure(
+        self,
+        entry: str,
+        fetcher: Callable[[], Awaitable[bytes | None]],
+        *,
+        framed: bool = False,
+    ) -> bool:
         """Make sure the entry is cached (fetching it if not); False if the object is gone."""
         if self.contains(entry):
             return True
-        return await self._fetch_once(entry, fetcher) is not None
+        return await self.fetch_new(entry, fetcher, framed=framed) is not None
 
-    async def _fetch_once(
-        self, entry: str, fetcher: Callable[[], Awaitable[bytes | None]]
+    def pending(self, entry: str) -> bool:
+        """Whether the entry is being fetched now, on this event loop."""
+        return (id(asyncio.get_running_loop()), entry) in self._pending
+
+    async def fetch_new(
+        self,
+        entry: str,
+        fetcher: Callable[[], Awaitable[bytes | None]],
+        *,
+        framed: bool = False,
     ) -> bytes | None:
+        """Fetch the entry (once, however many callers ask at the same time) and keep it.
+
+        Returns the fetched bytes themselves, so a caller never depends on the entry
+        still being there when it reads.
+        """
         loop = asyncio.get_running_loop()
         key = (id(loop), entry)
         while (pending := self._pending.get(key)) is not None:
@@ -380,9 +625,9 @@ class _Engine:
             data = await fetcher()
             if data is not None:
                 if self._root is None:
-                    self.put(entry, data)
+                    self.put(entry, data, framed=framed)
                 else:
-                    await asyncio.to_thread(self.put, entry, data)
+                    await asyncio.to_thread(self.put, entry, data, framed=framed)
             future.set_result(data)
             return data
         except asyncio.CancelledError:
@@ -417,18 +662,24 @@ def cache_engine(setting: ShardCache) -> _Engine:
 # ------------------------------------------------------------------ listings
 
 
-def _validator(info: Mapping[str, Any]) -> str:
-    """What identifies an object's content: its ETag, else size and modification time."""
-    for name in ("ETag", "etag", "e_tag"):
-        value = info.get(name)
-        if value:
-            return f"etag:{value}"
-    size = info.get("size", info.get("Size"))
-    for name in ("LastModified", "last_modified", "mtime", "updated", "modified", "created"):
-        value = info.get(name)
-        if value is not None:
+def object_validator(info: Mapping[str, Any]) -> str | None:
+    """What identifies an object's content in a listing or HEAD answer.
+
+    Its ETag, else its Last-Modified time (with its size), in whatever casing the
+    backend reports them (``ETag``, ``etag``, ``e_tag``; ``LastModified``,
+    ``Last-Modified``, ``last_modified``, ``mtime``). None when it has neither: its
+    content then cannot be told from another's of the same size.
+    """
+    fields = {str(name).lower().replace("-", "").replace("_", ""): v for name, v in info.items()}
+    etag = fields.get("etag")
+    if etag:
+        return f"etag:{etag}"
+    size = fields.get("size", fields.get("contentlength"))
+    for name in ("lastmodified", "mtime", "updated", "modified"):
+        value = fields.get(name)
+        if value is not None and value != "":
             return f"size:{size}:mtime:{value}"
-    return f"size:{size}"
+    return None
 
 
 def is_remote(store: Store) -> bool:
@@ -449,11 +700,11 @@ def is_remote(store: Store) -> bool:
     return False
 
 
-async def _list_objects(store: Store) -> dict[str, tuple[int, str]]:
+async def _list_objects(store: Store) -> dict[str, tuple[int, str | None]]:
     """Every key of a remote store with its size and validator (a few LIST requests)."""
     from zarr.storage import FsspecStore
 
-    found: dict[str, tuple[int, str]] = {}
+    found: dict[str, tuple[int, str | None]] = {}
     if isinstance(store, FsspecStore):
         root = store.path.rstrip("/")
         store.fs.invalidate_cache(root)  # a listing from the server, not from fsspec's memory
@@ -465,13 +716,13 @@ async def _list_objects(store: Store) -> dict[str, tuple[int, str]]:
             if info.get("type", "file") != "file":
                 continue
             key = path[len(root) + 1 :] if root else path
-            found[key] = (int(info.get("size") or 0), _validator(info))
+            found[key] = (int(info.get("size") or 0), object_validator(info))
         return found
     import obstore
 
     async for batch in obstore.list(store.store, chunk_size=1000):  # type: ignore[attr-defined]
         for meta in batch:
-            found[meta["path"]] = (int(meta["size"]), _validator(meta))
+            found[meta["path"]] = (int(meta["size"]), object_validator(meta))
     return found
 
 
@@ -495,14 +746,16 @@ def _store_identity(store: Store) -> str:
 # ------------------------------------------------------------- CachedStore
 
 
-class CachedStore(Store):
+class CachedStore(WrapperStore[Store]):
     """A remote directory store read chunk by chunk through a :class:`ShardCache`.
 
     Read-only views cache; a writable one passes everything through (what a writer
     writes is not served from a cache). The store is listed once, on first read: the
-    listing gives each object's ETag (or size and mtime), which names its entry, and
-    says which keys are missing, so those cost no request. Keys written by others after
-    that listing are seen by a new store object.
+    listing gives each object's ETag (or Last-Modified and size), which names its
+    entry, and says which keys are missing, so those cost no request. Keys written by
+    others after that listing are seen by a new store object. An object without a
+    validator is cached for this store object only. Entries are checked (length and
+    CRC-32) when read; a damaged one is fetched again.
 
     Parameters
     ----------
@@ -512,61 +765,55 @@ class CachedStore(Store):
         The cache setting.
     """
 
-    supports_writes: bool = True
-    supports_deletes: bool = True
-    supports_listing: bool = True
-
     def __init__(self, store: Store, cache: ShardCache) -> None:
-        super().__init__(read_only=store.read_only)
-        self.store = store
+        super().__init__(store)
         self.cache = cache
         self._engine = cache_engine(cache)
         self._namespace = _store_identity(store)
-        self._objects: dict[str, tuple[int, str]] | None = None
+        self._private = f"{self._namespace}\0private:{uuid.uuid4().hex}"
+        self._objects: dict[str, tuple[int, str | None]] | None = None
         self._listing = asyncio.Lock()
-        self._is_open = store._is_open
+
+    @property
+    def store(self) -> Store:
+        """The remote store read through the cache."""
+        return self._store
+
+    def _with_store(self, store: Store) -> Self:
+        return type(self)(store, self.cache)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.store, self.cache))
+        return (type(self), (self._store, self.cache))
 
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, CachedStore)
-            and self.store == other.store
+            and self._store == other._store
             and self.cache == other.cache
         )
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"CachedStore({self.store!r})"
+        return f"CachedStore({self._store!r})"
 
     def __str__(self) -> str:
-        return str(self.store)
+        return str(self._store)
 
-    def with_read_only(self, read_only: bool = False) -> Self:
-        # docstring inherited
-        return type(self)(self.store.with_read_only(read_only), self.cache)
-
-    async def _open(self) -> None:
-        if not self.store._is_open:
-            await self.store._open()
-        self._is_open = True
-
-    def close(self) -> None:
-        # docstring inherited
-        self.store.close()
-        super().close()
-
-    async def _objects_listed(self) -> dict[str, tuple[int, str]]:
+    async def _objects_listed(self) -> dict[str, tuple[int, str | None]]:
         if self._objects is None:
             async with self._listing:  # one listing however many chunks ask at once
                 if self._objects is None:
-                    self._objects = await _list_objects(self.store)
+                    self._objects = await _list_objects(self._store)
         return self._objects
 
+    def _entry(self, key: str, validator: str | None) -> str:
+        if validator is None:  # nothing tells this content apart: this store's only
+            return self._engine.entry(self._private, key, "")
+        return self._engine.entry(self._namespace, key, validator)
+
     async def _whole(self, key: str) -> bytes | None:
-        buffer = await self.store.get(key, default_buffer_prototype())
+        buffer = await self._store.get(key, default_buffer_prototype())
         return None if buffer is None else buffer.to_bytes()
 
     async def get(
@@ -579,15 +826,18 @@ class CachedStore(Store):
         if prototype is None:
             prototype = default_buffer_prototype()
         if not self.read_only:
-            return await self.store.get(key, prototype, byte_range)
+            return await self._store.get(key, prototype, byte_range)
         listed = (await self._objects_listed()).get(key)
         if listed is None:
             return None
         size, validator = listed
-        if byte_range is not None and size > self.cache.max_bytes // _WHOLE_LIMIT_SHARE:
-            return await self.store.get(key, prototype, byte_range)
-        entry = self._engine.entry(self._namespace, key, validator)
-        data = await self._engine.fetch(entry, lambda: self._whole(key))
+        if size > self.cache.max_bytes or (
+            byte_range is not None and size > self.cache.max_bytes // _WHOLE_LIMIT_SHARE
+        ):
+            return await self._store.get(key, prototype, byte_range)
+        data = await self._engine.fetch(
+            self._entry(key, validator), lambda: self._whole(key), framed=True
+        )
         if data is None:
             return None
         return prototype.buffer.from_bytes(slice_bytes(data, byte_range))
@@ -600,6 +850,13 @@ class CachedStore(Store):
             await asyncio.gather(*(self.get(key, prototype, rng) for key, rng in key_ranges))
         )
 
+    async def _get_many(
+        self, requests: Iterable[tuple[str, BufferPrototype, ByteRequest | None]]
+    ) -> Any:
+        # docstring inherited
+        for key, prototype, byte_range in requests:
+            yield key, await self.get(key, prototype, byte_range)
+
     async def prefetch(self) -> None:
         """Fetch every chunk of this store into the cache (read-ahead).
 
@@ -609,23 +866,24 @@ class CachedStore(Store):
         objects = await self._objects_listed()
         semaphore = asyncio.Semaphore(_FETCH_LIMIT)
 
-        async def one(key: str, validator: str) -> None:
+        async def one(key: str, validator: str | None) -> None:
             async with semaphore:
-                entry = self._engine.entry(self._namespace, key, validator)
-                await self._engine.ensure(entry, lambda: self._whole(key))
+                await self._engine.ensure(
+                    self._entry(key, validator), lambda: self._whole(key), framed=True
+                )
 
         await asyncio.gather(
             *(
                 one(key, validator)
-                for key, (_, validator) in objects.items()
-                if key.rsplit("/", 1)[-1] not in _METADATA_NAMES
+                for key, (size, validator) in objects.items()
+                if key.rsplit("/", 1)[-1] not in _METADATA_NAMES and size <= self.cache.max_bytes
             )
         )
 
     async def exists(self, key: str) -> bool:
         # docstring inherited
         if not self.read_only:
-            return await self.store.exists(key)
+            return await self._store.exists(key)
         return key in await self._objects_listed()
 
     async def getsize(self, key: str) -> int:
@@ -635,52 +893,31 @@ class CachedStore(Store):
             if listed is None:
                 raise FileNotFoundError(key)
             return listed[0]
-        return await self.store.getsize(key)
+        return await self._store.getsize(key)
 
-    async def set(self, key: str, value: Buffer) -> None:
-        # docstring inherited
-        self._check_writable()
-        await self.store.set(key, value)
 
-    async def set_if_not_exists(self, key: str, value: Buffer) -> None:
-        # docstring inherited
-        self._check_writable()
-        await self.store.set_if_not_exists(key, value)
+def _listable(store: Store) -> bool:
+    """Whether a remote store can list its objects (plain HTTP cannot: no listing)."""
+    from zarr.storage import FsspecStore
 
-    async def delete(self, key: str) -> None:
-        # docstring inherited
-        self._check_writable()
-        await self.store.delete(key)
-
-    async def delete_dir(self, prefix: str) -> None:
-        # docstring inherited
-        self._check_writable()
-        await self.store.delete_dir(prefix)
-
-    async def is_empty(self, prefix: str) -> bool:
-        # docstring inherited
-        return await self.store.is_empty(prefix)
-
-    def list(self) -> AsyncIterator[str]:
-        # docstring inherited
-        return self.store.list()
-
-    def list_prefix(self, prefix: str) -> AsyncIterator[str]:
-        # docstring inherited
-        return self.store.list_prefix(prefix)
-
-    def list_dir(self, prefix: str) -> AsyncIterator[str]:
-        # docstring inherited
-        return self.store.list_dir(prefix)
+    if isinstance(store, FsspecStore):
+        fs = getattr(store.fs, "sync_fs", store.fs)
+        protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+        return not {"http", "https"} & set(protocols)
+    return True
 
 
 def wrap(store: Store, cache: ShardCache) -> Store:
     """``store`` reading through ``cache``: remote zips and remote directories are; any
-    other store (local disk, memory, a zip file) is returned as it is."""
+    other store (local disk, memory, a zip file) is returned as it is.
+
+    A directory over plain HTTP is read without the cache: HTTP has no listing to give
+    each object's validator (a zip over HTTP is cached: its HEAD gives them).
+    """
     from shardedstore._remotezip import RemoteZipStore
 
     if isinstance(store, RemoteZipStore):
         return store.with_cache(cache)
-    if isinstance(store, CachedStore) or not is_remote(store):
+    if isinstance(store, CachedStore) or not is_remote(store) or not _listable(store):
         return store
     return CachedStore(store, cache)

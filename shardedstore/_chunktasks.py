@@ -224,10 +224,9 @@ def _zip_members(
 
 def _stamp(info: Mapping[str, Any]) -> str:
     """An object's change stamp from a listing: its ETag, else its mtime; "" for neither."""
-    from shardedstore._cache import _validator
+    from shardedstore._cache import object_validator
 
-    validator = _validator(info)
-    return validator if validator.startswith("etag:") or ":mtime:" in validator else ""
+    return object_validator(info) or ""
 
 
 async def _list_fsspec(store: FsspecStore, prefix: str) -> dict[str, tuple[int | None, str]]:

@@ -1,11 +1,13 @@
-"""Exceptions raised by shardedstore. All are ``ValueError`` subclasses."""
+"""Exceptions and warnings of shardedstore, each a subclass of the builtin it refines."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 __all__ = [
+    "CacheWarning",
     "ConcurrentWriteError",
+    "CorruptDataError",
     "ConfigError",
     "KeyValidationError",
     "LayoutError",
@@ -68,3 +70,17 @@ def json_path(parts: Sequence[str | int]) -> str:
         else:
             text += f"[{part!r}]"
     return text or "<config>"
+
+
+class CorruptDataError(OSError):
+    """Bytes read from a shard fail their check (a zip member's CRC-32, a cached chunk's
+    checksum) even when fetched afresh: the object itself is damaged.
+
+    A damaged *cached* copy never raises this: it is dropped and fetched again. The
+    message names the object and the key.
+    """
+
+
+class CacheWarning(UserWarning):
+    """The shard cache cannot do what its setting asks (its directory cannot be
+    written, say); reading goes on without it. Issued once per store."""

@@ -6,15 +6,22 @@ up), :class:`ReadAhead` asks the stores of shards ``t + 1 ... t + depth`` to fet
 themselves into the layout's cache (``prefetch()``: a zip shard in one GET, a
 directory shard object by object). Random access never triggers it. At most ``depth``
 shards are fetched at once, what was fetched lives in the bounded cache, and
-:meth:`ReadAhead.close` cancels what is still running.
+:meth:`ReadAhead.close` cancels what is still running (so does the interpreter's exit).
+
+Only shards inside the array's shape are asked for (never ``t + 1`` past the last time
+step), and a shard whose fetch failed is not asked for again while it is remembered:
+the read itself reports the error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import logging
+import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 from zarr.abc.store import Store
@@ -44,17 +51,28 @@ class ReadAhead:
     open_shard
         ``open_shard(array_path, chunk_index)``: the store to read that array shard
         through (no I/O). Stores without a ``prefetch()`` coroutine are skipped.
+    sharded_shape
+        ``await sharded_shape(array_path)``: the array's shape along its sharded
+        dimensions (None: unknown, then nothing is fetched ahead). Asked once per array.
     """
 
-    def __init__(self, depth: int, open_shard: Callable[[str, str], Store]) -> None:
+    def __init__(
+        self,
+        depth: int,
+        open_shard: Callable[[str, str], Store],
+        sharded_shape: Callable[[str], Awaitable[tuple[int, ...] | None]] | None = None,
+    ) -> None:
         self.depth = depth
         self._open_shard = open_shard
+        self._sharded_shape = sharded_shape
+        self._shapes: dict[str, tuple[int, ...] | None] = {}
         self._last: dict[str, str] = {}
         self._asked: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._closed = False
         self.fetched = 0
         """Shards fetched ahead so far (for tests and benchmarks)."""
+        _live.add(self)
 
     def shard_read(self, array: str, index: str) -> None:
         """Array shard ``index`` of ``array`` is being read: look ahead if sequential."""
@@ -74,14 +92,31 @@ class ReadAhead:
         self.hint(array, ahead)
 
     def hint(self, array: str, indices: Iterable[str]) -> None:
-        """Fetch these array shards ahead, in order, as far as ``depth`` allows."""
+        """Fetch these array shards ahead, in order, as far as ``depth`` allows.
+
+        Indices outside the array's shape along its sharded dimensions are skipped.
+        """
         if self._closed:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # a synchronous caller: nothing to run the fetches on
+        if self._sharded_shape is not None and array not in self._shapes:
+            # The shape first (one read of the array's metadata, usually cached).
+            task = loop.create_task(self._with_shape(array, list(indices)))
+            self._running[(array, "")] = task
+            return
+        shape = self._shapes.get(array)
         for index in indices:
+            parts = _parts(index)
+            if self._sharded_shape is not None and (
+                shape is None
+                or parts is None
+                or len(parts) != len(shape)
+                or any(p >= n for p, n in zip(parts, shape, strict=True))
+            ):
+                continue  # past the array's end: there is nothing to fetch
             key = (array, index)
             if key in self._asked:
                 continue
@@ -97,6 +132,19 @@ class ReadAhead:
             task = loop.create_task(self._run(key, prefetch))
             self._running[key] = task
 
+    async def _with_shape(self, array: str, indices: list[str]) -> None:
+        assert self._sharded_shape is not None
+        try:
+            self._shapes[array] = await self._sharded_shape(array)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # the read itself will report it
+            logger.debug("read-ahead: shape of %s unknown: %r", array, error)
+            self._shapes[array] = None
+        finally:
+            self._running.pop((array, ""), None)
+        self.hint(array, indices)
+
     def _remember(self, key: tuple[str, str]) -> None:
         self._asked[key] = None
         while len(self._asked) > _REMEMBERED * max(self.depth, 1):
@@ -111,8 +159,8 @@ class ReadAhead:
         except asyncio.CancelledError:
             raise
         except Exception as error:  # the read itself will report it
+            # Remembered as asked: not tried again on every read that follows.
             logger.debug("read-ahead of array shard %s %s failed: %r", *key, error)
-            self._asked.pop(key, None)
         finally:
             self._running.pop(key, None)
 
@@ -120,9 +168,41 @@ class ReadAhead:
         """Cancel the fetches still running; look no further ahead."""
         self._closed = True
         for task in list(self._running.values()):
-            task.get_loop().call_soon_threadsafe(task.cancel)
+            with contextlib.suppress(RuntimeError):  # its loop is closed already
+                task.get_loop().call_soon_threadsafe(task.cancel)
+
+    def _close_at_exit(self) -> None:
+        """Cancel the fetches still running and wait (briefly) until they have stopped."""
+        tasks = list(self._running.values())
+        self.close()
+        for task in tasks:
+            loop = task.get_loop()
+            if loop.is_closed() or not loop.is_running():
+                continue
+
+            async def stopped(task: asyncio.Task[None] = task) -> None:
+                with contextlib.suppress(BaseException):
+                    await task
+
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(stopped(), loop).result(timeout=1.0)
 
     @property
     def in_flight(self) -> int:
         """Shards being fetched ahead right now."""
         return len(self._running)
+
+
+_live: weakref.WeakSet[ReadAhead] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    """Stop every fetch still running before zarr stops its event loop.
+
+    atexit runs this before zarr's own clean-up (registered earlier, when zarr was
+    imported), so no fetch is destroyed pending ("Task was destroyed but it is
+    pending").
+    """
+    for read_ahead in list(_live):
+        read_ahead._close_at_exit()

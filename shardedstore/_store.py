@@ -329,7 +329,9 @@ class ShardedStore(Store):
             base = wrap(base, cache)
             mounts = {path: wrap(store, cache) for path, store in mounts.items()}
             if cache.read_ahead:
-                self._read_ahead = ReadAhead(cache.read_ahead, self._shard_reader)
+                self._read_ahead = ReadAhead(
+                    cache.read_ahead, self._shard_reader, self._sharded_shape
+                )
         self._base = base
         self._mounts = mounts
         self._arrays = arrays
@@ -858,6 +860,11 @@ class ShardedStore(Store):
         layout = sharded_array_layout(path, docs, self._router.array_dims[path])
         self._array_layouts[path] = layout
         return layout
+
+    async def _sharded_shape(self, path: str) -> tuple[int, ...] | None:
+        """The array's shape along its sharded dimensions (None: no metadata)."""
+        layout = await self._layout_or_none(path)
+        return None if layout is None else tuple(layout.shape[: self._router.array_dims[path]])
 
     async def _layout_or_none(self, path: str) -> ShardedArrayLayout | None:
         try:

@@ -111,14 +111,23 @@ def counted_s3() -> Iterator[CountedS3]:
 
 
 def build_layout(
-    folder: Any, s3: CountedS3, kind: str, steps: int = 6, bucket: str | None = None
+    folder: Any,
+    s3: CountedS3,
+    kind: str,
+    steps: int = 6,
+    bucket: str | None = None,
+    *,
+    compressed: bool = True,
+    seed: int | None = None,
 ) -> tuple[str, dict[str, Any], Any]:
     """A layout of ``steps`` time steps of array ``temp`` (one array shard each), written
     locally under ``folder`` and uploaded to S3.
 
     ``kind`` is ``"zip"`` (zip shards read as ``zip_url``) or ``"directory"`` (directory
     shards read through fsspec). Returns the layout's URL, its config (without a
-    cache) and the array's values.
+    cache) and the array's values. ``compressed=False`` stores the chunks without a
+    compressor (every zip of the layout then has the same size); ``seed`` picks the
+    values (default: ``steps``).
     """
     import numpy as np
     import s3fs
@@ -137,8 +146,16 @@ def build_layout(
         factory = array_shard_directory_store(os.path.join(local, "t"))
         template = {"type": "fsspec", "url": "t/{chunk}.zarr"}
     store = ShardedStore(LocalStore(os.path.join(local, "base.zarr")), {}, {"temp": (1, factory)})
-    values = np.random.default_rng(steps).random((steps, 16, 16)).astype("f4")
-    array = zarr.create_array(store, name="temp", shape=values.shape, chunks=(1, 8, 8), dtype="f4")
+    values = np.random.default_rng(steps if seed is None else seed).random((steps, 16, 16))
+    values = values.astype("f4")
+    array = zarr.create_array(
+        store,
+        name="temp",
+        shape=values.shape,
+        chunks=(1, 8, 8),
+        dtype="f4",
+        **({} if compressed else {"compressors": None}),
+    )
     array[:] = values
     store.close()
     bucket = bucket or s3.new_bucket()
