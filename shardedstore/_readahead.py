@@ -72,7 +72,9 @@ class ReadAhead:
         self._closed = False
         self.fetched = 0
         """Shards fetched ahead so far (for tests and benchmarks)."""
-        _live.add(self)
+        # A store dropped while fetches run stops them (asyncio keeps only weak
+        # references to tasks: they would be destroyed pending).
+        weakref.finalize(self, _cancel, self._running)
 
     def shard_read(self, array: str, index: str) -> None:
         """Array shard ``index`` of ``array`` is being read: look ahead if sequential."""
@@ -104,8 +106,7 @@ class ReadAhead:
             return  # a synchronous caller: nothing to run the fetches on
         if self._sharded_shape is not None and array not in self._shapes:
             # The shape first (one read of the array's metadata, usually cached).
-            task = loop.create_task(self._with_shape(array, list(indices)))
-            self._running[(array, "")] = task
+            self._running[(array, "")] = _started(loop, self._with_shape(array, list(indices)))
             return
         shape = self._shapes.get(array)
         for index in indices:
@@ -129,8 +130,7 @@ class ReadAhead:
             self._remember(key)
             if prefetch is None:
                 continue
-            task = loop.create_task(self._run(key, prefetch))
-            self._running[key] = task
+            self._running[key] = _started(loop, self._run(key, prefetch))
 
     async def _with_shape(self, array: str, indices: list[str]) -> None:
         assert self._sharded_shape is not None
@@ -167,25 +167,7 @@ class ReadAhead:
     def close(self) -> None:
         """Cancel the fetches still running; look no further ahead."""
         self._closed = True
-        for task in list(self._running.values()):
-            with contextlib.suppress(RuntimeError):  # its loop is closed already
-                task.get_loop().call_soon_threadsafe(task.cancel)
-
-    def _close_at_exit(self) -> None:
-        """Cancel the fetches still running and wait (briefly) until they have stopped."""
-        tasks = list(self._running.values())
-        self.close()
-        for task in tasks:
-            loop = task.get_loop()
-            if loop.is_closed() or not loop.is_running():
-                continue
-
-            async def stopped(task: asyncio.Task[None] = task) -> None:
-                with contextlib.suppress(BaseException):
-                    await task
-
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(stopped(), loop).result(timeout=1.0)
+        _cancel(self._running)
 
     @property
     def in_flight(self) -> int:
@@ -193,16 +175,42 @@ class ReadAhead:
         return len(self._running)
 
 
-_live: weakref.WeakSet[ReadAhead] = weakref.WeakSet()
+_tasks: set[asyncio.Task[None]] = set()
+"""Every fetch running ahead in this process (strong references: see ReadAhead)."""
+
+
+def _started(
+    loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, None]
+) -> asyncio.Task[None]:
+    task = loop.create_task(coroutine)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+    return task
+
+
+def _cancel(running: dict[tuple[str, str], asyncio.Task[None]]) -> None:
+    for task in list(running.values()):
+        with contextlib.suppress(RuntimeError):  # its loop is closed already
+            task.get_loop().call_soon_threadsafe(task.cancel)
 
 
 @atexit.register
 def _stop_at_exit() -> None:
-    """Stop every fetch still running before zarr stops its event loop.
+    """Stop every fetch still running, and wait (briefly) until it has.
 
     atexit runs this before zarr's own clean-up (registered earlier, when zarr was
-    imported), so no fetch is destroyed pending ("Task was destroyed but it is
-    pending").
+    imported) stops its event loop, so no fetch is destroyed pending ("Task was
+    destroyed but it is pending").
     """
-    for read_ahead in list(_live):
-        read_ahead._close_at_exit()
+    for task in list(_tasks):
+        loop = task.get_loop()
+        if loop.is_closed() or not loop.is_running():
+            continue
+
+        async def stopped(task: asyncio.Task[None] = task) -> None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(stopped(), loop).result(timeout=1.0)

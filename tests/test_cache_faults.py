@@ -384,10 +384,17 @@ store = ShardedStore.from_config(config, base_path=url, read_only=True)
 array = zarr.open_array(store, path="temp", mode="r")
 array[0]; array[1]
 print("read", flush=True)
+if sys.argv[3] == "drop":  # the store goes while its shards are fetched ahead
+    import gc
+    del array, store
+    gc.collect()
 """
 
 
-def test_exit_while_reading_ahead_is_quiet(counted_s3: CountedS3, tmp_path: Path) -> None:
+@pytest.mark.parametrize("then", ["exit", "drop"])
+def test_exit_while_reading_ahead_is_quiet(
+    counted_s3: CountedS3, tmp_path: Path, then: str
+) -> None:
     """Item 12: no 'Task was destroyed but it is pending' at exit."""
     url, config, _ = build_layout(tmp_path / "l", counted_s3, "zip", 8)
     counted_s3.requests.slow = lambda method, path: method == "GET" and "/t/" in path
@@ -395,7 +402,7 @@ def test_exit_while_reading_ahead_is_quiet(counted_s3: CountedS3, tmp_path: Path
     try:
         full = {**config, "cache": {"dir": str(tmp_path / "cache"), "read_ahead": 4}}
         result = subprocess.run(
-            [sys.executable, "-c", _EXIT_WHILE_AHEAD, url, json.dumps(full)],
+            [sys.executable, "-c", _EXIT_WHILE_AHEAD, url, json.dumps(full), then],
             capture_output=True,
             text=True,
             timeout=120,
