@@ -117,8 +117,8 @@ def iter_shards(
         ``seed`` (pass the same seed to every worker and a new one per epoch).
     seed
         Seed of the shuffle. Workers must agree on it, so with ``num_workers > 1`` and
-        no seed, every worker uses :data:`DEFAULT_SHUFFLE_SEED` (the same order in
-        every pass). One worker without a seed gets a new permutation each time.
+        no seed, every worker uses seed 0 (``DEFAULT_SHUFFLE_SEED``): the same order in
+        every pass. One worker without a seed gets a new permutation each time.
     worker, num_workers
         This worker's number (``0 <= worker < num_workers``) and how many there are.
         Worker ``w`` gets positions ``w, w + num_workers, ...`` of the order.
