@@ -29,6 +29,7 @@ from shardedstore._chunkstats import (
     StatsOptions,
     fill_stats,
     parse_stats,
+    read_fill_value,
     table_schema,
 )
 from shardedstore._chunktasks import (
@@ -295,7 +296,7 @@ def missing_rows(
     kind, node = _holder(layout, path)
     dims = layout.array_shards[node][0] if kind == "array shards" else 0
     spec = ArraySpec(path, "", (), chunks, keys)
-    fill = array.metadata.fill_value
+    fill = read_fill_value(array.metadata)
     rows = []
     for coords in itertools.product(*grid):
         if coords in present:
