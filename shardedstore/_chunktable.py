@@ -125,10 +125,17 @@ def _arrays(layout: ShardedStore, wanted: Iterable[str] | None) -> dict[str, Any
     import warnings
 
     import zarr
+    from zarr.errors import NodeNotFoundError
+
+    from shardedstore._opencheck import check_base_exists
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Object at .* is not recognized")
-        node = zarr.open(layout.with_read_only(True), mode="r")
+        try:
+            node = zarr.open(layout.with_read_only(True), mode="r")
+        except NodeNotFoundError:
+            check_base_exists(layout)  # a missing base, named as such
+            raise
         if isinstance(node, zarr.Array):
             found: dict[str, Any] = {"": node}
         else:

@@ -511,8 +511,10 @@ class ShardedStore(Store):
         ConfigError
             If the config is invalid; the message starts with the JSON path of the
             bad field (``mounts.people.type: unknown store type 'foo'; known: ...``).
-            Also if two of its stores overlap, or if it is opened for writing with a
-            ``base_path`` and names a location outside it without ``allow_outside``.
+            Also if two of its stores overlap, if it is opened for writing with a
+            ``base_path`` and names a location outside it without ``allow_outside``,
+            or if an array's ``dims`` contradict its data (its metadata in base or
+            the names of its existing array shards).
         """
         from shardedstore._config import load_config
 

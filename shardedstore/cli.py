@@ -23,10 +23,21 @@ if TYPE_CHECKING:
 __all__ = ["build_parser", "main"]
 
 
-def _open(config: str, storage_options: dict[str, Any] | None = None) -> Any:
-    from shardedstore._config import open_config
+def _open(
+    config: str, storage_options: dict[str, Any] | None = None, *, check_data: bool = True
+) -> Any:
+    """The layout, read-only, with a base to read.
 
-    return open_config(config, "r", storage_options=storage_options)
+    ``check_data=False``: also when its base is missing or its dims contradict the
+    data, for the commands that report those among the rest (info, validate).
+    """
+    from shardedstore._config import open_layout_config
+    from shardedstore._opencheck import check_base_exists
+
+    store = open_layout_config(config, "r", storage_options=storage_options, check_data=check_data)
+    if check_data:
+        check_base_exists(store, config)
+    return store
 
 
 def _size(n: float) -> str:
@@ -91,7 +102,7 @@ _SHOWN_ERRORS = 10
 def _cmd_info(args: argparse.Namespace) -> int:
     from shardedstore._inspect import ShardSummary, factory_text, shard_summaries
 
-    store = _open(args.config, _options(args.storage_option))
+    store = _open(args.config, _options(args.storage_option), check_data=False)
     summaries = shard_summaries(store)
     unreadable = [s for s in summaries if s.error is not None]
     for s in unreadable[:_SHOWN_ERRORS]:
@@ -207,7 +218,7 @@ def _cmd_tree(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from shardedstore._layoutcheck import validate_layout
 
-    store = _open(args.config, _options(args.storage_option))
+    store = _open(args.config, _options(args.storage_option), check_data=False)
     validation = validate_layout(store)
     code = 0 if validation.valid else 1
     if args.json:
