@@ -741,19 +741,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
+    """Run the command line; returns the exit code.
+
+    A Ctrl-C at any point, the imports of the command included, exits 130 with one
+    line (``shardedstore`` imports nothing heavy before this runs).
+    """
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        words = sys.argv[1:] if argv is None else list(argv)
+        command = next((word for word in words if not word.startswith("-")), "")
+        hint = ""
+        if command == "convert":
+            hint = "; finished shards are complete: run the same command again to finish"
+        name = f"shardedstore {command}" if command else "shardedstore"
+        print(f"{name}: interrupted{hint}", file=sys.stderr)
+        return 130
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "jobs", 1) < 1:
         print(f"shardedstore {args.command}: error: -j must be at least 1", file=sys.stderr)
         return 2
     try:
         code: int = args.func(args)
-    except KeyboardInterrupt:
-        hint = ""
-        if args.command == "convert":
-            hint = "; finished shards are complete: run the same command again to finish"
-        print(f"shardedstore {args.command}: interrupted{hint}", file=sys.stderr)
-        return 130
     except _UsageError as err:
         print(f"shardedstore {args.command}: error: {err}", file=sys.stderr)
         return 2
