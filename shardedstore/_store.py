@@ -34,6 +34,7 @@ from shardedstore._metadata import (
     parse_metadata_document,
     sharded_array_layout,
 )
+from shardedstore._oserrors import names_keys, names_keys_sync
 from shardedstore._readahead import ReadAhead
 from shardedstore._registry import same_store
 from shardedstore._routing import (
@@ -1083,6 +1084,7 @@ class ShardedStore(Store):
         return await store.getsize(inner)
 
     @_marks_failure
+    @names_keys
     async def set(self, key: str, value: Buffer) -> None:
         # docstring inherited
         self._check_writable()
@@ -1110,6 +1112,7 @@ class ShardedStore(Store):
         await self._set_in(store, node, inner, value)
 
     @_marks_failure
+    @names_keys
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:
         # docstring inherited
         self._check_writable()
@@ -1372,6 +1375,7 @@ class _SyncShardedStore(ShardedStore):
             return None
 
     @_marks_failure_sync
+    @names_keys_sync
     def set_sync(self, key: str, value: Buffer) -> None:
         self._check_writable()
         _check_buffer(value)
