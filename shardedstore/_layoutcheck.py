@@ -624,7 +624,7 @@ async def _validate(store: ShardedStore, timeout: float | None) -> Validation:
     for mismatch in await dims_mismatches(store, list_remote=True):
         if len(mismatch.at) == 3:  # an array of this layout
             mismatched.add(mismatch.path)
-            validation.problem(ShardRef("array", mismatch.path), "dims", mismatch.problem)
+            validation.problem(ShardRef("array", mismatch.path), "dims", mismatch.detail)
         else:  # of a sharded store mounted in it
             where = ShardRef("mount", str(mismatch.at[1]))
             validation.problem(where, "dims", f"{json_path(mismatch.at)}: {mismatch.problem}")

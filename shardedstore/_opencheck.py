@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -54,13 +55,18 @@ class DimsMismatch:
         The JSON path of the ``dims`` field (``("array_shards", "t", "dims")``).
     path
         The array's node path.
-    problem
+    detail
         What the config says, what the data says, and what to change.
     """
 
     at: Path_
     path: str
-    problem: str
+    detail: str
+
+    @property
+    def problem(self) -> str:
+        """The detail, naming the array: ``array 't': the config shards it ...``."""
+        return f"array {self.path!r}: {self.detail}"
 
 
 def _grid(documents: Mapping[str, Any]) -> tuple[list[int], list[int]] | None:
@@ -78,12 +84,12 @@ def _grid(documents: Mapping[str, Any]) -> tuple[list[int], list[int]] | None:
         return None  # malformed: reading it fails with its own error (validate names it)
 
 
-def _metadata_problem(path: str, dims: int, documents: Mapping[str, Any]) -> str | None:
+def _metadata_problem(dims: int, documents: Mapping[str, Any]) -> str | None:
     grid = _grid(documents)
     if grid is None:
         return None
     shape, chunks = grid
-    said = f"array {path!r}: the config shards it on its first {dims} dimension(s) (dims {dims})"
+    said = f"the config shards it on its first {dims} dimension(s) (dims {dims})"
     # Shards split the leading dims with chunk size 1: at most that many were sharded.
     most = next((d for d, size in enumerate(chunks) if size != 1), len(chunks))
     fix = (
@@ -101,7 +107,7 @@ def _metadata_problem(path: str, dims: int, documents: Mapping[str, Any]) -> str
     return None
 
 
-def _names_problem(path: str, dims: int, indices: list[str], where: str) -> str | None:
+def _names_problem(dims: int, indices: list[str], where: str) -> str | None:
     parts = collections.Counter(index.count(".") + 1 for index in indices)
     if not parts or dims in parts:
         return None
@@ -111,7 +117,7 @@ def _names_problem(path: str, dims: int, indices: list[str], where: str) -> str 
         key=lambda index: [int(part) for part in index.split(".")],
     )
     return (
-        f"array {path!r}: the config shards it on its first {dims} dimension(s) (dims "
+        f"the config shards it on its first {dims} dimension(s) (dims "
         f"{dims}), but its array shards are named for dims {found} (e.g. {example!r} in "
         f"{where}), so it reads as the fill value everywhere; set dims to {found}, as the "
         "shards were written"
@@ -120,8 +126,6 @@ def _names_problem(path: str, dims: int, indices: list[str], where: str) -> str 
 
 async def _documents(base: Store, path: str) -> dict[str, Any]:
     """The array's metadata documents in base (none when base does not exist)."""
-    import json
-
     from shardedstore._store import _opened
 
     if not await _opened(base):
@@ -145,12 +149,12 @@ async def _array_mismatch(
     from shardedstore._inspect import factory_text
 
     try:
-        problem = _metadata_problem(path, dims, await _documents(base, path))
+        problem = _metadata_problem(dims, await _documents(base, path))
         if problem is None:
             indices = await asyncio.to_thread(
                 sample_chunk_indices, factory, SAMPLE, list_remote=list_remote
             )
-            problem = _names_problem(path, dims, indices or [], factory_text(factory))
+            problem = _names_problem(dims, indices or [], factory_text(factory))
     except Exception:  # unreadable: reads (or validate) report that with their own error
         return None
     if problem is None:
@@ -173,17 +177,15 @@ async def dims_mismatches(
         Also list array shards on object stores (a whole listing each).
     """
     from shardedstore._shards import base_and_mounts
-    from shardedstore._store import ShardedStore
+    from shardedstore._store import ShardedStore, _gather_bounded
 
     found: list[DimsMismatch] = []
     if store.array_shards:
         base = base_and_mounts(store)[0].store  # a read-only handle of its own
         try:
-            results = await asyncio.gather(
-                *(
-                    _array_mismatch(base, path, dims, factory, at, list_remote)
-                    for path, (dims, factory) in sorted(store.array_shards.items())
-                )
+            results = await _gather_bounded(
+                _array_mismatch(base, path, dims, factory, at, list_remote)
+                for path, (dims, factory) in sorted(store.array_shards.items())
             )
         finally:
             base.close()

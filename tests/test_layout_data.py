@@ -99,6 +99,7 @@ def test_dims_that_do_not_match_the_data_raise_on_open(
     assert report["valid"] is False
     (problem,) = report["problems"]
     assert problem["check"] == "dims"
+    assert problem["message"].startswith("array 't': the config shards it on its first ")
     assert re.search(says, problem["message"])
     assert report["warnings"] == []  # no "no array shard" on top
     # With the dims the data was written with, it opens and reads back.
