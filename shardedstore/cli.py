@@ -574,9 +574,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Check that every shard is reachable, that each array shard's metadata matches "
         "the array's metadata in base, and that no store holds keys nobody can read; "
         "every problem is reported, whatever fails first. Exit 1 with the list of "
-        "problems otherwise. Warnings (array shards missing between others, array shards "
-        "beyond the array's shape, zips being written or left by a dead writer) do not "
-        "make a layout invalid.",
+        "problems otherwise (an array's dims that contradict its data included). Warnings "
+        "(array shards missing between others, an array with no array shard at all, array "
+        "shards beyond the array's shape, zips being written or left by a dead writer) do "
+        "not make a layout invalid.",
     )
     config_args(validate, "print the result as JSON")
     validate.set_defaults(func=_cmd_validate)
