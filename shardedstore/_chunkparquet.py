@@ -36,6 +36,7 @@ from shardedstore._chunktable import (
     stored_coords,
 )
 from shardedstore._chunktasks import FORMAT_VERSION, TableResult, TableTask
+from shardedstore._oserrors import renamed
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -115,10 +116,13 @@ def _write_atomic(table: pa.Table, path: Path, metadata: Mapping[bytes, bytes]) 
     try:
         pq.write_table(table.replace_schema_metadata(merged), partial)
         os.replace(partial, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.remove(partial)
-        raise
+        public = renamed(error, str(partial), str(path))  # the temporary name means nothing
+        if public is error:
+            raise
+        raise public from None
 
 
 def write_chunk_table(

@@ -3,9 +3,12 @@
 Statistics are computed with numpy over the chunk's region of the array (an edge
 chunk is clipped to the array's shape), in float64 for numbers:
 
-- ``count``: elements that are not NaN; ``nan_count``: NaN elements;
+- ``count``: elements that are not NaN; ``nan_count``: NaN elements (NaT, "not a
+  time", counts as NaN in datetime64 and timedelta64 arrays);
 - ``fill_count``: elements equal to the array's fill value (NaN counts as equal to a
-  NaN fill value);
+  NaN fill value, NaT to a NaT fill value). An array whose metadata has no fill value
+  (zarr v2's ``"fill_value": null``) reads chunks never written as its dtype's default
+  (0, NaT, ``""``), so that is its fill value here;
 - ``min``, ``max``, ``mean``, ``std`` (population, ``ddof=0``): over the elements that
   are not NaN; null when there are none, and for dtypes that are not real numbers
   (complex, strings, datetimes, structured);
@@ -34,6 +37,7 @@ __all__ = [
     "chunk_stats",
     "fill_stats",
     "parse_stats",
+    "read_fill_value",
     "table_schema",
 ]
 
@@ -125,10 +129,25 @@ def _real(dtype: np.dtype[Any]) -> bool:
 
 
 def _is_nan(value: Any) -> bool:
+    """Whether ``value`` is NaN, or NaT (a datetime64 or timedelta64 "not a time")."""
+    if isinstance(value, np.datetime64 | np.timedelta64):
+        return bool(np.isnat(value))
     try:
         return bool(np.isnan(value))
     except (TypeError, ValueError):
         return False
+
+
+def read_fill_value(metadata: Any) -> Any:
+    """What zarr reads where no chunk is stored: the fill value of an array's metadata.
+
+    Zarr v2 metadata may have none (``"fill_value": null``); zarr then reads the
+    dtype's default scalar (0, 0.0, NaT, False, ``""``).
+    """
+    fill = metadata.fill_value
+    if fill is None:
+        return metadata.dtype.default_scalar()
+    return fill
 
 
 def chunk_stats(data: Any, fill_value: Any, options: StatsOptions) -> ChunkStats:
@@ -143,6 +162,9 @@ def chunk_stats(data: Any, fill_value: Any, options: StatsOptions) -> ChunkStats
     nans = 0
     if values.dtype.kind in "fc":
         nan_mask = np.isnan(values)
+        nans = int(np.count_nonzero(nan_mask))
+    elif values.dtype.kind in "mM":  # NaT: the NaN of datetimes and timedeltas
+        nan_mask = np.isnat(values)
         nans = int(np.count_nonzero(nan_mask))
     finite = values if not nans or nan_mask is None else values[~nan_mask]
     count = int(finite.size)

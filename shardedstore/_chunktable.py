@@ -29,6 +29,7 @@ from shardedstore._chunkstats import (
     StatsOptions,
     fill_stats,
     parse_stats,
+    read_fill_value,
     table_schema,
 )
 from shardedstore._chunktasks import (
@@ -124,10 +125,17 @@ def _arrays(layout: ShardedStore, wanted: Iterable[str] | None) -> dict[str, Any
     import warnings
 
     import zarr
+    from zarr.errors import NodeNotFoundError
+
+    from shardedstore._opencheck import check_base_exists
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Object at .* is not recognized")
-        node = zarr.open(layout.with_read_only(True), mode="r")
+        try:
+            node = zarr.open(layout.with_read_only(True), mode="r")
+        except NodeNotFoundError:
+            check_base_exists(layout)  # a missing base, named as such
+            raise
         if isinstance(node, zarr.Array):
             found: dict[str, Any] = {"": node}
         else:
@@ -295,7 +303,7 @@ def missing_rows(
     kind, node = _holder(layout, path)
     dims = layout.array_shards[node][0] if kind == "array shards" else 0
     spec = ArraySpec(path, "", (), chunks, keys)
-    fill = array.metadata.fill_value
+    fill = read_fill_value(array.metadata)
     rows = []
     for coords in itertools.product(*grid):
         if coords in present:

@@ -34,7 +34,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore, ObjectStore, ZipStore
 
-from shardedstore._chunkstats import StatsOptions, chunk_stats, table_schema
+from shardedstore._chunkstats import StatsOptions, chunk_stats, read_fill_value, table_schema
 from shardedstore._errors import LayoutError
 from shardedstore._routing import parse_chunk_key
 from shardedstore._shardsource import OwnKeys, ShardSource, describe_shard
@@ -441,7 +441,7 @@ async def _table_task(task: TableTask) -> TableResult:
         found.append((coords, shard_key, size, stamp))
     found.sort()
     options = task.options
-    fill = array.metadata.fill_value
+    fill = read_fill_value(array.metadata)
     stats: list[dict[str, Any]] = []
     if options.reads_values:
         coords_list = [coords for coords, *_ in found]

@@ -542,8 +542,13 @@ def load_config(
     base_path: str | os.PathLike[str] | None = None,
     read_only: bool | None = None,
     allow_outside: bool = False,
+    check_data: bool = True,
 ) -> ShardedStore:
-    """A ShardedStore from a config (see :meth:`ShardedStore.from_config`)."""
+    """A ShardedStore from a config (see :meth:`ShardedStore.from_config`).
+
+    ``check_data``: compare each array's dims with its data (``_opencheck``); off for
+    ``validate`` and ``info``, which report what they find instead of raising.
+    """
     from shardedstore._legacy import is_legacy_config, translate_legacy_config
 
     if not isinstance(config, Mapping):
@@ -571,6 +576,10 @@ def load_config(
         # Array shards are checked again when first written: a shard of the template
         # may itself be a symlink out of the folder.
         store._confined_to = os.path.realpath(base.removeprefix("file://"))  # type: ignore[union-attr]
+    if check_data:
+        from shardedstore._opencheck import check_dims
+
+        check_dims(store)
     return store
 
 
@@ -579,6 +588,53 @@ def _decoded(data: bytes, location: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise ConfigError((), f"{location} is not UTF-8 text: {error}") from None
+
+
+def open_layout_config(
+    path_or_url: str | os.PathLike[str],
+    mode: Literal["r", "r+", "a"] = "r",
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    allow_outside: bool = False,
+    timeout: float | None = None,
+    check_data: bool = True,
+) -> ShardedStore:
+    """:func:`open_config`; ``check_data=False`` skips comparing the config with the data.
+
+    ``validate`` and ``info`` open layouts so, to report what they find (dims that
+    contradict the shards) among everything else instead of stopping at it.
+    """
+    if mode not in ("r", "r+", "a"):
+        raise ValueError(f"mode must be 'r' (read-only), 'r+' or 'a' (read/write), got {mode!r}")
+    location = os.fspath(path_or_url)
+    if _has_scheme(location) and not location.startswith("file://"):
+        from fsspec.core import url_to_fs
+
+        fs, fs_path = url_to_fs(location, **dict(storage_options or {}))
+        data = fsspec_call(
+            fs,
+            "cat_file",
+            fs_path,
+            what="fetching the config",
+            url=location,
+            timeout=timeout,
+        )
+        text = _decoded(data, location)
+        base = location.rstrip("/").rpartition("/")[0]
+    else:
+        if location.startswith("file://"):
+            location = location[len("file://") :]
+        with open(location, encoding="utf-8") as f:
+            text = f.read()
+        base = os.path.dirname(os.path.abspath(location))
+    config = parse_config_json(text, location)
+    return load_config(
+        config,
+        base_path=base,
+        read_only=mode == "r",
+        allow_outside=allow_outside,
+        check_data=check_data,
+    )
 
 
 def open_config(
@@ -617,35 +673,20 @@ def open_config(
     ------
     ConfigError
         If the file is not valid JSON or not a valid config, if two of its stores
-        overlap, or if it is opened for writing and names a location outside its
-        folder without ``allow_outside=True``.
+        overlap, if it is opened for writing and names a location outside its
+        folder without ``allow_outside=True``, or if an array's ``dims`` contradict
+        its data (its metadata in base, or the names of its existing array shards:
+        ``array_shards.t.dims: array 't': ...``; see ``docs/config.md``).
     FileNotFoundError
-        If there is no such file.
+        If there is no such file. (A layout nothing was written to opens, read-only
+        too: its stores are created by the first write.)
     RemoteTimeoutError
         A ``TimeoutError``: the server holding the config did not answer in time.
     """
-    if mode not in ("r", "r+", "a"):
-        raise ValueError(f"mode must be 'r' (read-only), 'r+' or 'a' (read/write), got {mode!r}")
-    location = os.fspath(path_or_url)
-    if _has_scheme(location) and not location.startswith("file://"):
-        from fsspec.core import url_to_fs
-
-        fs, fs_path = url_to_fs(location, **dict(storage_options or {}))
-        data = fsspec_call(
-            fs,
-            "cat_file",
-            fs_path,
-            what="fetching the config",
-            url=location,
-            timeout=timeout,
-        )
-        text = _decoded(data, location)
-        base = location.rstrip("/").rpartition("/")[0]
-    else:
-        if location.startswith("file://"):
-            location = location[len("file://") :]
-        with open(location, encoding="utf-8") as f:
-            text = f.read()
-        base = os.path.dirname(os.path.abspath(location))
-    config = parse_config_json(text, location)
-    return load_config(config, base_path=base, read_only=mode == "r", allow_outside=allow_outside)
+    return open_layout_config(
+        path_or_url,
+        mode,
+        storage_options=storage_options,
+        allow_outside=allow_outside,
+        timeout=timeout,
+    )

@@ -30,6 +30,7 @@ __all__ = [
     "array_shard_directory_store",
     "array_shard_template_store",
     "factory_supports_sync",
+    "sample_chunk_indices",
 ]
 
 _CHUNK_INDEX_PATTERN = r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*"
@@ -284,6 +285,80 @@ def _list_template(
         if leaf in listed:
             existing.append(index)
     return existing
+
+
+_SCAN_LIMIT = 1000
+"""Most directory entries :func:`sample_chunk_indices` looks at (10^6 shards are fine)."""
+
+
+def _scan(directory: str, regex: re.Pattern[str], limit: int) -> list[str]:
+    """Up to ``limit`` chunk indices named in ``directory``, reading it only that far."""
+    found: list[str] = []
+    try:
+        with os.scandir(directory) as entries:
+            for looked, entry in enumerate(entries):
+                match = regex.match(entry.name)
+                if match is not None and len(set(match.groups())) == 1:
+                    found.append(match.group(1))
+                    if len(found) == limit:
+                        break
+                if looked >= _SCAN_LIMIT:
+                    break
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return found
+
+
+def _local_template_sample(template: str, limit: int) -> list[str]:
+    segments = template.rstrip("/").split("/")
+    first = next(i for i, part in enumerate(segments) if CHUNK_PLACEHOLDER in part)
+    parent = "/".join(segments[:first]) or "."
+    # Any number of parts: a shard written with other dims is what is looked for.
+    return _scan(parent, _segment_regex(segments[first]), limit)
+
+
+def sample_chunk_indices(
+    factory: object, limit: int, *, list_remote: bool = False
+) -> list[str] | None:
+    """A few chunk indices of array shards that exist, found cheaply, with any number of parts.
+
+    Opening a layout compares them with its ``dims``. Local directories are read only
+    as far as ``limit`` names (or a thousand entries), so the cost does not grow with
+    the number of shards; object stores are listed only with ``list_remote`` (a whole
+    listing, as ``validate`` does), else None.
+
+    Parameters
+    ----------
+    factory
+        An array-shard factory.
+    limit
+        Most indices returned.
+    list_remote
+        List a template at a URL (all of it) instead of giving up.
+
+    Returns
+    -------
+    list of str or None
+        Chunk indices such as ``"3"`` or ``"3.0"`` (their number of parts is not
+        checked against the layout's dims); None when they cannot be found cheaply.
+    """
+    if isinstance(factory, ArrayShardDirectoryFactory):
+        return _scan(factory.prefix, _segment_regex(f"{CHUNK_PLACEHOLDER}.zarr"), limit)
+    if not isinstance(factory, ArrayShardTemplateFactory) or factory.template is None:
+        return None  # explicit shards only: their names were checked with the config
+    template = factory.template
+    store_type = get_store_type(str(template["type"]), ("type",))
+    for name in store_type.path_fields:
+        value = template.get(name)
+        if not isinstance(value, str) or CHUNK_PLACEHOLDER not in value:
+            continue
+        if store_type.path_kind == "local":
+            return _local_template_sample(value, limit)
+        if not list_remote:
+            return None
+        listed = factory.existing_chunk_indices()
+        return None if listed is None else listed[:limit]
+    return None
 
 
 def array_shard_template_store(

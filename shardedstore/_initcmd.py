@@ -31,6 +31,7 @@ from shardedstore._config import (
 from shardedstore._errors import ConfigError
 from shardedstore._factories import CHUNK_PLACEHOLDER
 from shardedstore._registry import SHARDED, get_store_type, known_type_names
+from shardedstore._routing import MAX_SHARDED_DIMS
 from shardedstore._timeouts import fsspec_call
 
 __all__ = ["InitArgumentError", "OutputExistsError", "init_layout", "parse_store"]
@@ -69,11 +70,15 @@ def parse_store(text: str, what: str) -> dict[str, Any]:
     """
     if not text:
         raise InitArgumentError(f"{what}: empty store; give a path, TYPE:PATH or a URL")
-    if text.lstrip().startswith("{"):
+    # A template may start with its placeholder ({chunk}.zarr): a path, not JSON.
+    if text.lstrip().startswith("{") and not text.startswith(CHUNK_PLACEHOLDER):
         try:
             spec = json.loads(text)
         except ValueError as error:
-            raise InitArgumentError(f"{what}: not a JSON object: {error}") from None
+            raise InitArgumentError(
+                f"{what}: not a JSON object: {error} (a path that starts with '{{' is "
+                "written ./{...})"
+            ) from None
         if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
             raise InitArgumentError(
                 f'{what}: a store given as JSON needs a "type", e.g. '
@@ -151,10 +156,16 @@ def parse_array_shards(text: str) -> tuple[str, dict[str, Any]]:
     example = "PATH=DIMS:TEMPLATE, e.g. temperature=1:local:temperature/{chunk}.zarr"
     path, rest = _split_pair(text, "--array-shards", example)
     dims_text, sep, template = rest.partition(":")
-    if not sep or not dims_text.isdigit() or int(dims_text) < 1:
+    if not sep or not dims_text.isascii() or not dims_text.isdigit() or int(dims_text) < 1:
         raise InitArgumentError(
             f"--array-shards expects {example} (DIMS: how many leading chunk dimensions "
             f"select a shard, at least 1), got {text!r}"
+        )
+    if int(dims_text) > MAX_SHARDED_DIMS:
+        raise InitArgumentError(
+            f"--array-shards {path}: DIMS {dims_text} is more than {MAX_SHARDED_DIMS}, and an "
+            f"array has at most {MAX_SHARDED_DIMS} dimensions (numpy's limit); DIMS is how "
+            "many leading chunk dimensions select a shard, usually 1"
         )
     if CHUNK_PLACEHOLDER not in template:
         raise InitArgumentError(

@@ -14,14 +14,23 @@ Problems (``check``):
 - ``stray-keys``: keys that no reader of the layout reaches (``convert`` leaves them out).
 - ``metadata``: array metadata that cannot be sharded, array shards without metadata in
   base, array-shard metadata that differs from what base implies.
+- ``dims``: an array's ``dims`` in the config contradict its data (its metadata in base,
+  or the names of its array shards): opening the layout refuses it
+  (:mod:`shardedstore._opencheck`).
 
 Warnings:
 
 - ``gaps``: array shards missing between existing ones (a deleted time step); those
   chunks read as the fill value.
-- ``beyond-shape``: array shards beyond the array's shape along the sharded dimensions,
-  as a resize that shrinks the array leaves them; no reader reaches them and they can
-  be removed (``convert`` leaves them out).
+- ``no-shards``: an array whose shape along the sharded dimensions is not empty has no
+  array shard at all: every chunk reads as the fill value. An array whose metadata was
+  written before its data is so until the data comes; a typo in the shard template is
+  so for good.
+- ``beyond-shape``: array shards beyond the array's shape along the sharded dimensions:
+  those holding chunks were written by an append (or a write) that did not finish,
+  before the array's metadata was resized, or kept by a resize that shrank the array;
+  those holding none are left by a resize that shrank it. No reader reaches them and
+  they can be removed (``convert`` leaves them out).
 - ``zip-writer``: a zip shard being written; readers see it as it was until the writer
   closes it.
 - ``zip-leftovers``: a lock file, staging directory or partial zip of a writer that
@@ -45,8 +54,9 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import ZipStore
 
-from shardedstore._errors import LayoutError
+from shardedstore._errors import LayoutError, json_path
 from shardedstore._metadata import ShardedArrayLayout
+from shardedstore._opencheck import dims_mismatches
 from shardedstore._probe import error_text, reach, store_url
 from shardedstore._routing import CHUNK, MOUNT
 from shardedstore._shardsource import ArrayShardKeys, is_metadata_document
@@ -305,8 +315,13 @@ async def _check_array(
     validation: Validation,
     base_ok: bool,
     timeout: float | None,
+    dims_problem: bool,
 ) -> list[str]:
-    """Check the array shards of ``path``; returns the chunk indices of those that exist."""
+    """Check the array shards of ``path``; returns the chunk indices of those that exist.
+
+    ``dims_problem``: the array's dims contradict its data (reported already).
+    """
+    from shardedstore._inspect import factory_text
     from shardedstore._store import _gather_bounded
 
     dims, factory = store.array_shards[path]
@@ -317,7 +332,10 @@ async def _check_array(
     if base_ok:
         error = listed.layout_error
         if isinstance(error, LayoutError):
-            validation.problem(array, "metadata", f"metadata in base cannot be sharded: {error}")
+            if not dims_problem:  # else said already, with what the data says instead
+                validation.problem(
+                    array, "metadata", f"metadata in base cannot be sharded: {error}"
+                )
         elif error is not None:  # base answered its probe, then failed
             validation.problem(
                 array, "unreadable", f"metadata in base cannot be read: {error_text(error)}"
@@ -376,6 +394,18 @@ async def _check_array(
                 f"{len(existing)} array shard(s) exist but base has no metadata for the array",
             )
         return existing
+    if not existing and shape and math.prod(shape) and not dims_problem:
+        beyond_only = (
+            f" ({len(report.beyond_shape)} beyond its shape)" if report.beyond_shape else ""
+        )
+        validation.warning(
+            array,
+            "no-shards",
+            f"none of its array shards exist{beyond_only}, but its shape along the sharded "
+            f"dimension(s) is {shape}: every chunk reads as the fill value. Check the shard "
+            f"template in the config for a typo ({factory_text(factory)}); an array whose "
+            "metadata was written before its data is so until the data is written",
+        )
     report.gaps, report.gap_indices = _gaps((_index_key(i) for i in existing), dims)
     if report.gaps:
         validation.warning(
@@ -385,21 +415,35 @@ async def _check_array(
             f"{_chunks_text(report.gap_indices)}: those chunks read as the fill value",
         )
     if report.beyond_shape:
-        holding = (
-            f"; {report.holding_chunks} of them still hold chunks, which would read again "
-            "if the array grew back"
-            if report.holding_chunks
-            else ""
-        )
         validation.warning(
             array,
             "beyond-shape",
             f"{len(report.beyond_shape)} array shard(s) beyond the array's shape {shape} "
-            f"along the sharded dimension(s), {_chunks_text(report.beyond_shape)}, as a "
-            "resize that shrinks the array leaves them: no reader reaches them and they "
-            f"can be removed (convert leaves them out){holding}",
+            f"along the sharded dimension(s), {_chunks_text(report.beyond_shape)}"
+            f"{_beyond_cause(len(report.beyond_shape), report.holding_chunks)}: no reader "
+            "reaches them and they can be removed (convert leaves them out)",
         )
     return existing + report.beyond_shape
+
+
+def _beyond_cause(count: int, holding: int) -> str:
+    """How array shards beyond the shape came to be, from whether they hold chunks.
+
+    A shrinking resize deletes the chunks outside the new shape and leaves the shards'
+    metadata; a writer that stopped between writing new shards and resizing the
+    array's metadata (killed before its base was committed, say) leaves chunks.
+    """
+    unfinished = (
+        "written by an append or a write that did not finish (a writer that stopped "
+        "before the array's metadata was resized), or kept by a resize that shrank the "
+        "array; they would read again if the array grew back"
+    )
+    emptied = "left by a resize that shrank the array"
+    if holding == count:
+        return f", which hold chunks: {unfinished}"
+    if not holding:
+        return f", which hold no chunks: {emptied}"
+    return f"; {holding} of them hold chunks: {unfinished}; the others hold none: {emptied}"
 
 
 # --------------------------------------------------------------- zip writers
@@ -576,8 +620,18 @@ async def _validate(store: ShardedStore, timeout: float | None) -> Validation:
             base_ok = False
     # Array metadata is read from base only when base answered.
     listing = await list_shards(store, strict=False, metadata=base_ok)
+    mismatched = set()
+    for mismatch in await dims_mismatches(store, list_remote=True):
+        if len(mismatch.at) == 3:  # an array of this layout
+            mismatched.add(mismatch.path)
+            validation.problem(ShardRef("array", mismatch.path), "dims", mismatch.detail)
+        else:  # of a sharded store mounted in it
+            where = ShardRef("mount", str(mismatch.at[1]))
+            validation.problem(where, "dims", f"{json_path(mismatch.at)}: {mismatch.problem}")
     existing = {
-        path: await _check_array(store, listing, path, validation, base_ok, timeout)
+        path: await _check_array(
+            store, listing, path, validation, base_ok, timeout, path in mismatched
+        )
         for path in sorted(store.array_shards)
     }
     _zip_writer_findings(store, existing, validation)

@@ -18,6 +18,7 @@ __all__ = [
     "ARRAY_METADATA",
     "BASE",
     "CHUNK",
+    "MAX_SHARDED_DIMS",
     "MOUNT",
     "ROOT_PREFIX",
     "ChunkKeyFormat",
@@ -47,6 +48,9 @@ Route = tuple[int, str, str | None, str]
 array shard's index such as ``"3"`` or ``"3.0"`` (``None`` unless ``kind == CHUNK``)
 and ``inner_key`` the key inside the target store.
 """
+
+MAX_SHARDED_DIMS: Final = 64
+"""The most dims an array can be sharded on: an array has at most 64 dimensions (numpy)."""
 
 ARRAY_METADATA_NAMES: Final = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup"})
 
@@ -311,6 +315,12 @@ class Router:
                 raise LayoutError(
                     f"array shard {path!r}: dims must be a positive integer "
                     f"(the number of leading chunk dimensions to shard on), got {dims!r}"
+                )
+            if dims > MAX_SHARDED_DIMS:
+                raise LayoutError(
+                    f"array shard {path!r}: dims is {dims}, but an array has at most "
+                    f"{MAX_SHARDED_DIMS} dimensions (numpy's limit); dims is the number of "
+                    "leading chunk dimensions to shard on, usually 1"
                 )
             if path in table:
                 raise LayoutError(f"{path!r} is both a mount and an array-shard path; choose one")

@@ -34,6 +34,7 @@ from shardedstore._metadata import (
     parse_metadata_document,
     sharded_array_layout,
 )
+from shardedstore._oserrors import names_keys, names_keys_sync
 from shardedstore._readahead import ReadAhead
 from shardedstore._registry import same_store
 from shardedstore._routing import (
@@ -513,8 +514,10 @@ class ShardedStore(Store):
         ConfigError
             If the config is invalid; the message starts with the JSON path of the
             bad field (``mounts.people.type: unknown store type 'foo'; known: ...``).
-            Also if two of its stores overlap, or if it is opened for writing with a
-            ``base_path`` and names a location outside it without ``allow_outside``.
+            Also if two of its stores overlap, if it is opened for writing with a
+            ``base_path`` and names a location outside it without ``allow_outside``,
+            or if an array's ``dims`` contradict its data (its metadata in base or
+            the names of its existing array shards).
         """
         from shardedstore._config import load_config
 
@@ -1088,6 +1091,7 @@ class ShardedStore(Store):
         return await store.getsize(inner)
 
     @_marks_failure
+    @names_keys
     async def set(self, key: str, value: Buffer) -> None:
         # docstring inherited
         self._check_writable()
@@ -1115,6 +1119,7 @@ class ShardedStore(Store):
         await self._set_in(store, node, inner, value)
 
     @_marks_failure
+    @names_keys
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:
         # docstring inherited
         self._check_writable()
@@ -1377,6 +1382,7 @@ class _SyncShardedStore(ShardedStore):
             return None
 
     @_marks_failure_sync
+    @names_keys_sync
     def set_sync(self, key: str, value: Buffer) -> None:
         self._check_writable()
         _check_buffer(value)

@@ -49,6 +49,7 @@ from shardedstore._factories import (
     ArrayShardFactory,
     array_shard_template_store,
 )
+from shardedstore._oserrors import renamed
 from shardedstore._outputlock import (
     PARTIAL,
     UrlLease,
@@ -376,12 +377,18 @@ class ToZipStore:
             with zipfile.ZipFile(partial) as zf:  # complete: central directory readable
                 found = {info.filename: (info.file_size, info.CRC) for info in zf.infolist()}
             if found != written or len(found) != len(keys):
-                raise OSError(f"{partial}: wrote {len(keys)} keys, the zip lists {len(found)}")
+                raise OSError(
+                    f"{final}: wrote {len(keys)} keys, the zip lists {len(found)}; it was "
+                    "not written"
+                )
             os.replace(partial, final)
-        except BaseException:
+        except BaseException as error:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(partial)
-            raise
+            public = renamed(error, partial, final)  # the temporary name means nothing
+            if public is error:
+                raise
+            raise public from None
         return result
 
 
@@ -448,9 +455,12 @@ class ToDirectoryStore:
 
             sync(_copy(store, keys, _each(write), cancelled))
             os.rename(partial, final)
-        except BaseException:
+        except BaseException as error:
             shutil.rmtree(partial, ignore_errors=True)
-            raise
+            public = renamed(error, partial, final)  # the temporary name means nothing
+            if public is error:
+                raise
+            raise public from None
         return result
 
 
@@ -569,10 +579,13 @@ class ToUrl:
                 # Object stores cannot rename: server-side copies, then drop the partial.
                 fs.copy([f"{partial}/{key}" for key in keys], [f"{final}/{key}" for key in keys])
                 fs.rm(partial, recursive=True)
-        except BaseException:
+        except BaseException as error:
             with contextlib.suppress(FileNotFoundError):
                 fs.rm(partial, recursive=True)
-            raise
+            public = renamed(error, partial, final)  # the temporary name means nothing
+            if public is error:
+                raise
+            raise public from None
         return result
 
 

@@ -234,6 +234,12 @@ def describe(error: ValidationError) -> str:
         return f"{instance!r} is not allowed; expected {' or '.join(map(repr, allowed))}"
     if error.validator == "anyOf" and isinstance(instance, dict) and "dims" in instance:
         return "give 'store' (a store template with {chunk} in its path) and/or 'shards'"
+    if error.validator == "maximum" and list(error.absolute_path)[-1:] == ["dims"]:
+        return (
+            f"{instance} is more than {expected}: an array has at most {expected} dimensions "
+            "(numpy's limit); dims is the number of leading chunk dimensions to shard on, "
+            "usually 1"
+        )
     if error.validator == "propertyNames":
         return f"invalid name: {error.message}"
     return str(error.message)

@@ -372,6 +372,7 @@ def _open_store(
     """The store to read, and whether it was opened here (and is to be closed here)."""
     from shardedstore._config import open_config
     from shardedstore._errors import ConfigError
+    from shardedstore._opencheck import check_base_exists
     from shardedstore._store import ShardedStore
 
     if isinstance(filename_or_obj, ShardedStore):
@@ -395,4 +396,9 @@ def _open_store(
                 "engine='zarr'",
             )
     store = open_config(location, "r", storage_options=storage_options, timeout=timeout)
+    try:
+        check_base_exists(store, location)
+    except BaseException:
+        store.close()
+        raise
     return store, True

@@ -23,10 +23,21 @@ if TYPE_CHECKING:
 __all__ = ["build_parser", "main"]
 
 
-def _open(config: str, storage_options: dict[str, Any] | None = None) -> Any:
-    from shardedstore._config import open_config
+def _open(
+    config: str, storage_options: dict[str, Any] | None = None, *, check_data: bool = True
+) -> Any:
+    """The layout, read-only, with a base to read.
 
-    return open_config(config, "r", storage_options=storage_options)
+    ``check_data=False``: also when its base is missing or its dims contradict the
+    data, for the commands that report those among the rest (info, validate).
+    """
+    from shardedstore._config import open_layout_config
+    from shardedstore._opencheck import check_base_exists
+
+    store = open_layout_config(config, "r", storage_options=storage_options, check_data=check_data)
+    if check_data:
+        check_base_exists(store, config)
+    return store
 
 
 def _size(n: float) -> str:
@@ -91,7 +102,7 @@ _SHOWN_ERRORS = 10
 def _cmd_info(args: argparse.Namespace) -> int:
     from shardedstore._inspect import ShardSummary, factory_text, shard_summaries
 
-    store = _open(args.config, _options(args.storage_option))
+    store = _open(args.config, _options(args.storage_option), check_data=False)
     summaries = shard_summaries(store)
     unreadable = [s for s in summaries if s.error is not None]
     for s in unreadable[:_SHOWN_ERRORS]:
@@ -207,7 +218,7 @@ def _cmd_tree(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from shardedstore._layoutcheck import validate_layout
 
-    store = _open(args.config, _options(args.storage_option))
+    store = _open(args.config, _options(args.storage_option), check_data=False)
     validation = validate_layout(store)
     code = 0 if validation.valid else 1
     if args.json:
@@ -563,9 +574,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Check that every shard is reachable, that each array shard's metadata matches "
         "the array's metadata in base, and that no store holds keys nobody can read; "
         "every problem is reported, whatever fails first. Exit 1 with the list of "
-        "problems otherwise. Warnings (array shards missing between others, array shards "
-        "beyond the array's shape, zips being written or left by a dead writer) do not "
-        "make a layout invalid.",
+        "problems otherwise (an array's dims that contradict its data included). Warnings "
+        "(array shards missing between others, an array with no array shard at all, array "
+        "shards beyond the array's shape, zips being written or left by a dead writer) do "
+        "not make a layout invalid.",
     )
     config_args(validate, "print the result as JSON")
     validate.set_defaults(func=_cmd_validate)
@@ -730,19 +742,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
+    """Run the command line; returns the exit code.
+
+    A Ctrl-C at any point, the imports of the command included, exits 130 with one
+    line (``shardedstore`` imports nothing heavy before this runs).
+    """
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        words = sys.argv[1:] if argv is None else list(argv)
+        command = next((word for word in words if not word.startswith("-")), "")
+        hint = ""
+        if command == "convert":
+            hint = "; finished shards are complete: run the same command again to finish"
+        name = f"shardedstore {command}" if command else "shardedstore"
+        print(f"{name}: interrupted{hint}", file=sys.stderr)
+        return 130
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "jobs", 1) < 1:
         print(f"shardedstore {args.command}: error: -j must be at least 1", file=sys.stderr)
         return 2
     try:
         code: int = args.func(args)
-    except KeyboardInterrupt:
-        hint = ""
-        if args.command == "convert":
-            hint = "; finished shards are complete: run the same command again to finish"
-        print(f"shardedstore {args.command}: interrupted{hint}", file=sys.stderr)
-        return 130
     except _UsageError as err:
         print(f"shardedstore {args.command}: error: {err}", file=sys.stderr)
         return 2

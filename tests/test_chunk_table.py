@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shutil
+import subprocess
 import sys
 import warnings
 import zlib
@@ -571,3 +572,70 @@ def test_cli_reads_a_plain_directory_and_fails_in_one_line(
 def test_public_names() -> None:
     for name in ("chunk_table", "write_chunk_table", "Shard", "ChunkTableWrite"):
         assert name in shardedstore.__all__
+
+
+# ------------------------------------------------- NaT, and v2's null fill value
+
+
+@pytest.mark.parametrize("unit", ["M8[s]", "m8[ms]"])
+@pytest.mark.parametrize("fill", ["NaT", 0])
+def test_nat_counts_as_nan_and_as_the_nat_fill_value(tmp_path: Path, unit: str, fill: Any) -> None:
+    dtype = np.dtype(unit)
+    fill_value = np.array(fill, dtype=dtype)[()] if fill == "NaT" else np.zeros((), dtype)[()]
+    array = zarr.create_array(
+        LocalStore(tmp_path / "t.zarr"), shape=(9,), chunks=(3,), dtype=dtype, fill_value=fill_value
+    )
+    values = np.arange(6).astype(dtype)
+    values[[1, 4, 5]] = np.array("NaT", dtype=dtype)
+    array[:6] = values  # chunks 0 and 1; chunk 2 is never written
+    rows = chunk_table(LocalStore(tmp_path / "t.zarr"), stats="all", missing=True).to_pylist()
+    by_chunk = {row["c0"]: row for row in rows}
+    stats = {
+        name: [by_chunk[c][name] for c in range(3)] for name in ("count", "nan_count", "fill_count")
+    }
+    if fill == "NaT":  # chunk 2 reads as NaT
+        assert stats == {"count": [2, 1, 0], "nan_count": [1, 2, 3], "fill_count": [1, 2, 3]}
+    else:  # as 0: the value at index 0 is the fill value too
+        assert stats == {"count": [2, 1, 3], "nan_count": [1, 2, 0], "fill_count": [1, 0, 3]}
+    assert all(by_chunk[c]["min"] is None for c in range(3))  # not real numbers
+
+
+@pytest.mark.parametrize("dtype", ["i4", "f8", "M8[ns]", "bool", "U3"])
+def test_v2_null_fill_value_counts_what_zarr_reads(tmp_path: Path, dtype: str) -> None:
+    # zarr v2 metadata may say "fill_value": null; chunks never written then read as
+    # the dtype's default (0, 0.0, NaT, False, "").
+    path = tmp_path / "a.zarr"
+    array = zarr.create_array(
+        LocalStore(path), shape=(4,), chunks=(2,), dtype=dtype, zarr_format=2, fill_value=None
+    )
+    assert array.metadata.fill_value is None
+    array[:2] = np.ones(2).astype(dtype)  # chunk 0; chunk 1 is never written
+    read = array[:]
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "shardedstore"),
+            "chunks",
+            str(path),
+            "--missing",
+            "--stats",
+            "all",
+            "--json",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {row["c0"]: row for row in json.loads(result.stdout)}
+    assert rows[1]["exists"] is False
+    missing = read[2:]
+    nat = np.isnat(missing) if missing.dtype.kind == "M" else np.zeros(2, dtype=bool)
+    if missing.dtype.kind == "f":
+        nat = np.isnan(missing)
+    assert rows[1]["nan_count"] == int(nat.sum())
+    assert rows[1]["count"] == 2 - int(nat.sum())
+    assert rows[1]["fill_count"] == 2  # every element is what a missing chunk reads as
+    assert rows[0]["fill_count"] == 0  # ones: not the default
+    if dtype in ("i4", "f8", "bool"):
+        assert (rows[1]["min"], rows[1]["max"], rows[1]["std"]) == (0.0, 0.0, 0.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -669,3 +670,34 @@ def test_info_into_a_closed_pipe_exits_quietly(many_shards: Path) -> None:
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=60) == 0, stderr
     assert stderr == ""
+
+
+@pytest.mark.parametrize("during", ["numpy", "zarr"])
+def test_ctrl_c_while_starting_exits_130_in_one_line(tmp_path: Path, during: str) -> None:
+    # Python reports each import as it ends (-X importtime): SIGINT is sent as soon as
+    # the first module of `during` is imported, while the command is still starting.
+    store = shardedstore.ShardedStore(LocalStore(tmp_path / "base.zarr"))
+    zarr.create_group(store)
+    store.save_config(tmp_path / "layout.json")
+    process = subprocess.Popen(
+        [CLI, "validate", str(tmp_path / "layout.json")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"},
+    )
+    assert process.stderr is not None
+    pattern = re.compile(rf"\|\s+{during}(\.|$)")
+    seen: list[str] = []
+    for line in process.stderr:
+        seen.append(line)
+        if pattern.search(line):
+            process.send_signal(signal.SIGINT)
+            break
+    else:
+        pytest.fail(f"{during} was never imported: {''.join(seen[-5:])}")
+    stdout, rest = process.communicate(timeout=60)
+    stderr = [line for line in rest.splitlines() if not line.startswith("import time:")]
+    assert stderr == ["shardedstore validate: interrupted"], rest[-2000:]
+    assert process.returncode == 130
+    assert stdout == ""

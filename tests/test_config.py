@@ -394,6 +394,20 @@ INVALID = {
         ),
         r"^mounts\.sim\.mounts\.x\.type: unknown store type 'nope'",
     ),
+    "dims beyond an index-sized integer": (
+        _config(
+            array_shards={
+                "t": {"dims": 10**20, "store": {"type": "local", "root": "t/{chunk}.zarr"}}
+            }
+        ),
+        r"^array_shards\.t\.dims: 100000000000000000000 .* at most 64 dimensions",
+    ),
+    "dims more than an array can have": (
+        _config(
+            array_shards={"t": {"dims": 65, "store": {"type": "local", "root": "t/{chunk}.zarr"}}}
+        ),
+        r"^array_shards\.t\.dims: 65 .* at most 64 dimensions",
+    ),
     "storage options not an object": (
         _config(base={"type": "fsspec", "url": "s3://b/x", "storage_options": "anon"}),
         r"^base\.storage_options: expected object",

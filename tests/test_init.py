@@ -222,6 +222,11 @@ def _config_for(here: Path, argv: list[str]) -> dict[str, Any]:
         (["--mount", "p=x.zarr", "--mount", "p=y.zarr"], "'p' is given twice"),
         (["--array-shards", "t=ds/t/{chunk}.zarr"], "--array-shards expects PATH=DIMS:TEMPLATE"),
         (["--array-shards", "t=0:ds/t/{chunk}.zarr"], "at least 1"),
+        (
+            ["--array-shards", "t=99999999999999999999:ds/t/{chunk}.zarr"],
+            "--array-shards t: DIMS 99999999999999999999 is more than 64",
+        ),
+        (["--array-shards", "t=65:ds/t/{chunk}.zarr"], "--array-shards t: DIMS 65 is more than"),
         (["--array-shards", "t=1:ds/t.zarr"], "has no {chunk}"),
         (["--mount", "p={not json"], "not a JSON object"),
         (["--mount", 'p={"root": "x"}'], 'needs a "type"'),
@@ -234,6 +239,25 @@ def test_usage_errors_exit_2(
     assert main(["init", "ds/layout.json", "--base", "ds/base.zarr", *args]) == 2
     assert message in capsys.readouterr().err
     assert not (here / "ds").exists()
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("{chunk}.zarr", {"type": "local", "root": "{chunk}.zarr"}),
+        ("{chunk}.zarr.zip", {"type": "zip", "path": "{chunk}.zarr.zip"}),
+        ("{chunk}/t.zarr", {"type": "local", "root": "{chunk}/t.zarr"}),
+        ("zip:{chunk}.zip", {"type": "zip", "path": "{chunk}.zip"}),
+        ('{"type": "zip", "path": "{chunk}.zip"}', {"type": "zip", "path": "{chunk}.zip"}),
+    ],
+)
+def test_a_template_starting_with_the_placeholder_is_a_path(
+    here: Path, template: str, expected: dict[str, Any]
+) -> None:
+    argv = ["init", "layout.json", "--base", "base.zarr", "--array-shards", f"t=1:{template}"]
+    assert main(argv) == 0
+    written = json.loads((here / "layout.json").read_text())
+    assert written["array_shards"]["t"] == {"dims": 1, "store": expected}
 
 
 def test_json_output(here: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from shardedstore import (
     array_shard_template_store,
     iter_shards,
 )
+from shardedstore._iter import DEFAULT_SHUFFLE_SEED
 from tests._s3counter import CountedS3, build_layout, counted_s3
 
 __all__ = ["counted_s3"]
@@ -150,3 +154,106 @@ def test_remote_zip_shards_with_a_cache(
         np.testing.assert_array_equal(shard, values[index])
     assert counted_s3.requests.count("GET", "/t/") == 5  # each zip once
     store.close()
+
+
+# ----------------------------------------------- shares of workers without a seed
+
+
+@pytest.fixture(scope="module")
+def sizes(tmp_path_factory: pytest.TempPathFactory) -> ShardedStore:
+    """Arrays ``n0`` ... ``n23`` with n shards each (metadata only: shards read as fill)."""
+    folder = tmp_path_factory.mktemp("sizes")
+    arrays = {f"n{n}": (1, array_shard_directory_store(str(folder / f"n{n}"))) for n in range(24)}
+    store = ShardedStore(LocalStore(folder / "base.zarr"), {}, arrays)
+    for n in range(24):
+        zarr.create_array(store, name=f"n{n}", shape=(n, 2), chunks=(1, 2), dtype="i1")
+    store.close()
+    return store.with_read_only(True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shards=st.integers(0, 23),
+    num_workers=st.integers(1, 9),
+    seed=st.none() | st.integers(0, 2**64 - 1),
+    read_ahead=st.integers(0, 3),
+)
+def test_shuffled_shares_partition_the_shards_whatever_the_seed(
+    sizes: ShardedStore, shards: int, num_workers: int, seed: int | None, read_ahead: int
+) -> None:
+    # Each worker runs on its own (as DataLoader workers do): with no seed given, they
+    # must still agree on one order, or shards are read twice and others never.
+    shares = [
+        [
+            index
+            for index, _ in iter_shards(
+                sizes,
+                f"n{shards}",
+                order="shuffle",
+                seed=seed,
+                worker=w,
+                num_workers=num_workers,
+                read_ahead=read_ahead,
+            )
+        ]
+        for w in range(num_workers)
+    ]
+    flat = [index for share in shares for index in share]
+    assert len(flat) == len(set(flat))  # disjoint
+    assert sorted(flat) == list(range(shards))  # complete
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+def test_workers_without_a_seed_share_the_documented_default(sizes: ShardedStore) -> None:
+    unseeded = [index for index, _ in iter_shards(sizes, "n20", order="shuffle", num_workers=2)]
+    seeded = [
+        index
+        for index, _ in iter_shards(
+            sizes, "n20", order="shuffle", seed=DEFAULT_SHUFFLE_SEED, num_workers=2
+        )
+    ]
+    assert unseeded == seeded
+    # One worker alone owns every shard: without a seed, each pass is a new permutation.
+    passes = {
+        tuple(index for index, _ in iter_shards(sizes, "n20", order="shuffle")) for _ in range(5)
+    }
+    assert len(passes) > 1
+    assert all(sorted(p) == list(range(20)) for p in passes)
+
+
+@pytest.mark.parametrize("how", ["break", "close"])
+def test_stopping_early_leaves_nothing_running_at_exit(
+    counted_s3: CountedS3, tmp_path_factory: pytest.TempPathFactory, how: str
+) -> None:
+    # A new process, so that its exit (zarr stops its event loop) is the real one, and
+    # shards after the first slow to read, so that reads ahead are running at exit.
+    url, config, _ = build_layout(tmp_path_factory.mktemp("exit"), counted_s3, "directory", 6)
+    stop = {
+        # The iterator is still referenced: left suspended until the interpreter exits.
+        "break": "for _ in shards:\n    break\n",
+        "close": "next(shards)\nshards.close()\n",
+    }[how]
+    script = (
+        "import json, sys, time\n"
+        "from shardedstore import ShardedStore, iter_shards\n"
+        f"store = ShardedStore.from_config(json.loads(sys.argv[1]), base_path={url!r})\n"
+        "shards = iter_shards(store, 'temp', read_ahead=4)\n"
+        "start = time.monotonic()\n"
+        f"{stop}"
+        "print('done' if time.monotonic() - start < 10 else 'waited for the reads ahead')\n"
+    )
+    counted_s3.requests.slow = lambda method, path: "/t/" in path and "/t/0.zarr" not in path
+    counted_s3.requests.delay = 20.0
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", script, json.dumps(config)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+    finally:
+        counted_s3.requests.delay = 0.0
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "done\n"
+    assert result.stderr == ""

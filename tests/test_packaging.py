@@ -13,6 +13,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import zarr
 from zarr.storage import LocalStore
 
@@ -84,3 +85,31 @@ def test_scheduler_without_distributed_names_the_extra(tmp_path: Path) -> None:
         'pip install "shardedstore[dask]"'
     ]
     assert not (tmp_path / "out").exists()  # failed before anything ran
+
+
+def test_import_loads_nothing_heavy_and_every_public_name_resolves() -> None:
+    # Names are imported on first use, so that the CLI handles a Ctrl-C while starting.
+    script = (
+        "import sys, shardedstore;"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'zarr', 'numpy', 'xarray'}));"
+        "from shardedstore import *;"
+        "print(sorted(n for n in shardedstore.__all__ if n not in globals()))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.splitlines() == ["[]", "[]"]
+    import importlib
+
+    import shardedstore
+
+    lazy = dict(shardedstore._LAZY)
+    assert set(lazy) == set(shardedstore.__all__) - {"__version__"}
+    for name, where in lazy.items():
+        module, _, attribute = where.partition(":")
+        assert getattr(shardedstore, name) is getattr(
+            importlib.import_module(module), attribute or name
+        )
+    assert set(shardedstore.__all__) <= set(dir(shardedstore))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = shardedstore.nope  # type: ignore[attr-defined]

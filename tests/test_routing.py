@@ -92,6 +92,8 @@ def test_hidden_files_are_valid_keys(router: Router) -> None:
         ([""], {}, "invalid mount path"),
         ([], {"x": 0}, "dims must be a positive integer"),
         ([], {"x": True}, "dims must be a positive integer"),
+        ([], {"x": 65}, "at most 64 dimensions"),
+        ([], {"x": 10**20}, "at most 64 dimensions"),
     ],
 )
 def test_bad_layouts(mounts: list[str], arrays: dict[str, int], match: str) -> None:
