@@ -16,10 +16,13 @@ from shardedstore._chunktable import (
 from shardedstore._config import config_schema
 from shardedstore._config import open_config as open
 from shardedstore._errors import (
+    CommitError,
     ConcurrentWriteError,
     ConfigError,
+    ConflictError,
     KeyValidationError,
     LayoutError,
+    UncommittedWarning,
 )
 from shardedstore._factories import (
     ArrayShardDirectoryFactory,
@@ -54,8 +57,10 @@ __all__ = [
     "ChunkTableError",
     "ChunkTableOutputError",
     "ChunkTableWrite",
+    "CommitError",
     "ConcurrentWriteError",
     "ConfigError",
+    "ConflictError",
     "CopyOnWriteZipStore",
     "KeyValidationError",
     "LayoutError",
@@ -69,6 +74,7 @@ __all__ = [
     "StoreMapping",
     "StoreType",
     "StrayKeysWarning",
+    "UncommittedWarning",
     "__version__",
     "array_shard_directory_store",
     "array_shard_template_store",
