@@ -713,8 +713,9 @@ class ShardedStore(Store):
                 )
                 self._discard(stores, message)
                 raise CommitError(
-                    f"{message}. Write again what failed (successfully) before close(), or "
-                    "open the layout again (a new store) and write everything again"
+                    f"{message}. Open the layout again (a new store) and write again; a "
+                    "write that failed must be written again successfully (or deleted) "
+                    "before close() for the rest to be committed"
                 )
             try:
                 for changed in zips:

@@ -480,8 +480,10 @@ class CopyOnWriteZipStore(ZipStore):
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._refusal: str | None = None
         # CRC-32 of each member as this store last read or wrote it (None: absent);
-        # shared with its read views (read_view) and kept across commits.
+        # shared with its read views (read_view) and kept across commits. Only a store
+        # that can write needs it (a read-only layout may read millions of chunks).
         self._seen: dict[str, int | None] = {}
+        self._records = not self.read_only
         self._group: CommitGroup | None = None
         self._last = False
         self._pid = os.getpid()
@@ -543,14 +545,20 @@ class CopyOnWriteZipStore(ZipStore):
         view = CopyOnWriteZipStore(
             self.path, mode="r", compression=self.compression, allowZip64=self.allowZip64
         )
-        view._seen = self._seen
+        view._seen, view._records = self._seen, self._records
         return view
 
     def check_conflicts(self) -> None:
-        """Raise :class:`ConflictError` if committing now would overwrite another writer.
+        """Check that committing now would overwrite no other writer's changes.
 
         Nothing is committed or discarded; :class:`ShardedStore` checks every zip of a
         layout this way before it commits any.
+
+        Raises
+        ------
+        ConflictError
+            If the zip was replaced, changed or removed since this store staged its
+            changes, by a writer that did not take its lock.
         """
         with self._lock:
             pending = self._pending
@@ -585,6 +593,8 @@ class CopyOnWriteZipStore(ZipStore):
 
     def _note_read(self, key: str) -> None:
         """Remember the member as read (its CRC-32, or absent) for compare-and-swap."""
+        if not self._records:
+            return
         pending = self._pending
         if pending is not None and (key in pending.staged or key in pending.deleted):
             return  # this store's own change
@@ -713,11 +723,20 @@ class CopyOnWriteZipStore(ZipStore):
         exc_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Commit when the block ends normally; discard when an exception left it."""
+        """Commit when the block ends normally; discard when an exception left it.
+
+        After a discard the store refuses writes: writes still running (the other tasks
+        of a failed computation) must not land after it.
+        """
         if exc_type is None:
             self.close()
-        else:
-            self.discard()
+            return
+        self.refuse_writes(
+            f"zip {os.fspath(self.path)!r}: its uncommitted changes were discarded (a with "
+            "block was left by an exception), so this store writes nothing more: open the "
+            "zip again (a new store) and write again"
+        )
+        self.discard()
 
     def discard(self) -> None:
         """Drop the uncommitted changes and close; the zip stays as it was."""

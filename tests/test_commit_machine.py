@@ -156,8 +156,23 @@ class CommitMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def write_step(self, data: st.DataObject) -> None:
         w = self._pick(data)
+        t = data.draw(st.integers(0, self.writers[w].shape - 1), label="t")
+        self._write(w, t)
+
+    def _failed_steps(self, w: int) -> list[int]:
         writer = self.writers[w]
-        t = data.draw(st.integers(0, writer.shape - 1), label="t")
+        steps = (int(key.split("/")[2]) for key in writer.failures if key.startswith("a/c/"))
+        return sorted(t for t in steps if t < writer.shape)
+
+    @precondition(lambda self: any(self._failed_steps(w) for w in self.writers))
+    @rule(data=st.data())
+    def retry_a_failed_write(self, data: st.DataObject) -> None:
+        """Write a time step again whose write failed (what a caller does next)."""
+        w = data.draw(st.sampled_from([w for w in sorted(self.writers) if self._failed_steps(w)]))
+        self._write(w, data.draw(st.sampled_from(self._failed_steps(w)), label="t"))
+
+    def _write(self, w: int, t: int) -> None:
+        writer = self.writers[w]
         value = self._value()
         key = _chunk_key(t)
         if self.kind == "zip" and self._other_holds(w, str(t)):

@@ -409,8 +409,9 @@ def test_a_zip_that_cannot_be_read_leaves_no_lock_behind(tmp_path: Path) -> None
     """A directory where the zip goes: the write fails, and the lock and staging
     directory it took are let go (they were kept until the process ended)."""
     path = tmp_path / "z.zip"
-    path.mkdir()
     store = CopyOnWriteZipStore(path, mode="a")
+    assert sync(store.exists("k")) is False  # opened: no zip yet
+    path.mkdir()  # then something else takes its place
     with pytest.raises(IsADirectoryError):
         sync(store.set("k", BUF.from_bytes(b"v")))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["z.zip"]
