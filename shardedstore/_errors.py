@@ -6,11 +6,14 @@ from collections.abc import Sequence
 
 __all__ = [
     "CacheWarning",
+    "CommitError",
     "ConcurrentWriteError",
+    "ConflictError",
     "CorruptDataError",
     "ConfigError",
     "KeyValidationError",
     "LayoutError",
+    "UncommittedWarning",
     "json_path",
 ]
 
@@ -27,6 +30,46 @@ class ConcurrentWriteError(ValueError):
 
     Raised at once, before anything is written; the message names the file, the
     process holding it where known, and what to do instead.
+    """
+
+
+class ConflictError(ValueError):
+    """The layout changed since this store read what a write would replace.
+
+    Another writer committed a new version of a metadata document (an array's shape,
+    its attributes) or of a zip member after this store read it: writing would lose
+    that writer's update. Nothing of the write was done. Open the layout again (a new
+    store), read what is there now and write again.
+
+    Attributes
+    ----------
+    key
+        The key that changed, as the store that raised it names it.
+    """
+
+    def __init__(self, message: str, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
+
+    def __reduce__(self) -> tuple[type[ConflictError], tuple[str, str]]:
+        return (type(self), (str(self), self.key))
+
+
+class CommitError(ValueError):
+    """``close()`` committed nothing: a write failed and was not written again.
+
+    The uncommitted changes of the store's zips were discarded and every zip was left
+    as it was; the message names the first key that failed and the zips. Directory and
+    object-store shards keep what was written to them (they have nothing to commit).
+    """
+
+
+class UncommittedWarning(UserWarning):
+    """Uncommitted changes to zips were discarded when a store was dropped or at exit.
+
+    Issued when a store is left without ``close()`` after a write that failed and was
+    not written again, after a conflict, or when the program ends with an uncaught
+    exception; the message names the zips and the keys that failed.
     """
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from pathlib import Path
 
 from shardedstore._errors import ConcurrentWriteError
@@ -98,8 +99,8 @@ def is_held(path: Path) -> bool:
     return False
 
 
-def acquire(path: Path, what: str, advice: str) -> FileLock:
-    """Take the lock at ``path`` at once or raise.
+def acquire(path: Path, what: str, advice: str, *, wait: float = 0.0) -> FileLock:
+    """Take the lock at ``path`` at once (or within ``wait`` seconds) or raise.
 
     Parameters
     ----------
@@ -109,6 +110,9 @@ def acquire(path: Path, what: str, advice: str) -> FileLock:
         What is being locked, for the error message (``"zip shard 'a/b.zip'"``).
     advice
         What to do instead, appended to the error message.
+    wait
+        Seconds to keep trying while another writer holds the lock (for locks held
+        only for an instant, such as a metadata document's compare-and-swap).
 
     Raises
     ------
@@ -119,12 +123,16 @@ def acquire(path: Path, what: str, advice: str) -> FileLock:
         raise ConcurrentWriteError(
             f"{what}: writing needs POSIX file locks (fcntl), which this platform lacks; {advice}"
         )
+    deadline = time.monotonic() + wait
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
+            if time.monotonic() < deadline:
+                time.sleep(0.005)
+                continue
             raise ConcurrentWriteError(
                 f"{what} is being written by {lock_holder(path)} (lock file {path}); "
                 f"one writer per file at a time: {advice}"

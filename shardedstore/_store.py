@@ -7,6 +7,7 @@ import contextlib
 import functools
 import itertools
 import os
+import weakref
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -16,15 +17,17 @@ from collections.abc import (
     Iterable,
     Mapping,
 )
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 from zarr.abc.store import ByteRequest, Store, SupportsSyncStore
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.sync import sync
-from zarr.storage import ZipStore
+from zarr.storage import LocalStore, ZipStore
 
 from shardedstore._cache import ShardCache, wrap
-from shardedstore._errors import KeyValidationError, LayoutError
+from shardedstore._documents import DocumentVersions, is_metadata_key
+from shardedstore._errors import CommitError, ConflictError, KeyValidationError, LayoutError
 from shardedstore._factories import ArrayShardFactory, factory_supports_sync
 from shardedstore._inline import LONG_WAIT, Latency, inline_capable
 from shardedstore._locations import check_layout, layout_checked
@@ -48,7 +51,7 @@ from shardedstore._routing import (
     validate_prefix,
 )
 from shardedstore._zip import ZipReference, copy_on_write, enable_deflate64, read_only_zip
-from shardedstore._zipstore import CopyOnWriteZipStore
+from shardedstore._zipstore import CommitGroup, CopyOnWriteZipStore, finish_group
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -106,32 +109,50 @@ R = TypeVar("R")
 S = TypeVar("S", bound="ShardedStore")
 
 
-def _marks_failure(
-    method: Callable[Concatenate[S, P], Coroutine[Any, Any, R]],
-) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
-    """A write method that records its failure (see ``ShardedStore._write_failed``)."""
+def _failure_key(method: Callable[..., Any], key: str) -> str:
+    """The key a write is tracked by: a ``delete_dir`` prefix ends with ``/`` ("": all)."""
+    if method.__name__ != "delete_dir":
+        return key
+    return "" if key in ("", "/") else key.rstrip("/") + "/"
+
+
+def _tracks_writes(
+    method: Callable[Concatenate[S, str, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[S, str, P], Coroutine[Any, Any, R]]:
+    """A write method whose outcome is tracked per key (see ``CommitGroup``).
+
+    A failure is remembered until a later write or delete of the same key succeeds;
+    ``close()`` and exit commit no zip while one is remembered.
+    """
 
     @functools.wraps(method)
-    async def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+    async def wrapper(self: S, key: str, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        tracked = _failure_key(method, key)
         try:
-            return await method(self, *args, **kwargs)
-        except BaseException:
-            self._write_failed()
+            result = await method(self, key, *args, **kwargs)
+        except BaseException as error:
+            self._group.write_failed(tracked, error)
             raise
+        self._group.write_succeeded(tracked, prefix=method.__name__ == "delete_dir")
+        return result
 
     return wrapper
 
 
-def _marks_failure_sync(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P], R]:
-    """:func:`_marks_failure` for the sync protocol methods."""
+def _tracks_writes_sync(
+    method: Callable[Concatenate[S, str, P], R],
+) -> Callable[Concatenate[S, str, P], R]:
+    """:func:`_tracks_writes` for the sync protocol methods."""
 
     @functools.wraps(method)
-    def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+    def wrapper(self: S, key: str, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return method(self, *args, **kwargs)
-        except BaseException:
-            self._write_failed()
+            result = method(self, key, *args, **kwargs)
+        except BaseException as error:
+            self._group.write_failed(key, error)
             raise
+        self._group.write_succeeded(key)
+        return result
 
     return wrapper
 
@@ -351,8 +372,19 @@ class ShardedStore(Store):
         # Set in a copy unpickled in another process (a dask worker): see below.
         self._zip_refusal: str | None = None
         self._pid = os.getpid()
-        # A write failed: zips are not committed at exit (close() still commits).
-        self._failed = False
+        # The zips this store commits together and the writes that failed (see
+        # close()); what it read of metadata documents in directories (compare-and-swap).
+        self._group = CommitGroup()
+        self._documents = DocumentVersions()
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        if not read_only:
+            # Dropped or left open at exit: commit as close() would, or warn.
+            self._finalizer = weakref.finalize(self, finish_group, self._group)
+            for store in (base, *mounts.values()):
+                if isinstance(store, CopyOnWriteZipStore):
+                    store.join(self._group, last=store is base)
+        # Why writes are refused: a with block discarded this store's changes.
+        self._discarded: str | None = None
         # The store this one is a with_read_only view of, if any.
         self._origin: ShardedStore | None = None
         # Set for layouts opened from a config for writing: no array shard may be
@@ -430,9 +462,17 @@ class ShardedStore(Store):
         with layout_checked():  # the same layout as self, checked when self was made
             view = ShardedStore(*self._given, self._arrays, read_only=read_only, cache=self._cache)
         # A view reads this store's own writes (array shards it has written, zips not
-        # committed yet) and never closes, so never commits, the stores it shares.
-        view._origin = self._origin or self
+        # committed yet) and never closes, so never commits, the stores it shares. What
+        # it reads counts as read by the writer, whose commit group it shares.
+        origin = self._origin or self
+        view._origin = origin
         view._confined_to = self._confined_to
+        view._documents = origin._documents
+        if not origin.read_only:
+            if view._finalizer is not None:
+                view._finalizer.detach()
+                view._finalizer = None
+            view._group = origin._group
         return view
 
     # ------------------------------------------------------------------ config
@@ -645,11 +685,102 @@ class ShardedStore(Store):
         return StoreMapping(self)
 
     def close(self) -> None:
-        # docstring inherited
-        # Data before metadata: array shards and mounts commit first, the base (the
-        # arrays' shapes) last, and only if all of them did, so that a crash or a full
-        # disk in between never leaves metadata pointing at chunks that are not there.
+        """Commit this store's zips and close every sub-store.
+
+        Zips are committed only if every write through this store that failed was
+        written again (or deleted) successfully since, and if no zip changed under it;
+        each zip is checked before any is committed. Array shards and mounts are
+        committed first, the base (the arrays' shapes) last, and only if all of them
+        were. Directory and object-store shards were written already.
+
+        Raises
+        ------
+        CommitError
+            A write failed and was not written again: the uncommitted changes of every
+            zip were discarded, each zip left as it was; the message names the key.
+        ConflictError
+            Another writer changed a zip under this store: nothing was committed.
+        OSError
+            A zip could not be written (a full disk): the ones not committed yet keep
+            their changes staged, and ``close()`` may be called again.
+        """
         # A view never closes what it shares with the store it views.
+        stores = self._own_stores()
+        if self._origin is None:
+            zips = [s for s in stores if isinstance(s, CopyOnWriteZipStore) and s.has_changes]
+            refusal = self._group.refusal() if self._group.failures else None
+            self._group.failures.clear()  # this session ends here, whatever follows
+            if refusal is not None and zips:
+                paths = ", ".join(repr(os.fspath(z.path)) for z in zips)
+                message = (
+                    f"close(): nothing was committed: {refusal}, so the uncommitted changes "
+                    f"to {paths} were discarded and the zips left as they were"
+                )
+                self._discard(stores, message)
+                raise CommitError(
+                    f"{message}. Open the layout again (a new store) and write again; a "
+                    "write that failed must be written again successfully (or deleted) "
+                    "before close() for the rest to be committed"
+                )
+            try:
+                for changed in zips:
+                    changed.check_conflicts()
+            except ConflictError as conflict:
+                self._discard(stores, f"close() found a conflict: {conflict}")
+                raise
+        # Data before metadata: array shards and mounts commit first, the base last,
+        # and only if all of them did, so that a crash or a full disk in between never
+        # leaves metadata pointing at chunks that are not there.
+        failure: BaseException | None = None
+        for store in stores[:-1]:
+            if store._is_open:
+                try:
+                    store.close()
+                except Exception as error:
+                    failure = failure or error
+        if failure is not None:
+            # The base keeps its changes staged: close() again. Exit commits nothing.
+            self._group.broken = f"close() failed ({failure}) before committing the base"
+            raise failure
+        self._group.broken = None
+        if self._read_ahead is not None:
+            self._read_ahead.close()
+        base = stores[-1]
+        if base is self._base and base._is_open:
+            base.close()
+        super().close()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Commit (``close()``) when the block ends normally; discard on an exception.
+
+        A ``with`` block left by an exception commits nothing: every zip's uncommitted
+        changes are discarded and each zip is left as it was (the exception gets a note
+        saying so). Directory and object-store shards keep what was written.
+        """
+        if exc_type is None:
+            self.close()
+            return
+        stores = self._own_stores()
+        zips = [s for s in stores if isinstance(s, CopyOnWriteZipStore) and s.has_changes]
+        self._discard(stores, f"a with block was left by an exception ({exc_type.__name__})")
+        if zips and exc_value is not None:
+            paths = ", ".join(repr(os.fspath(z.path)) for z in zips)
+            exc_value.add_note(
+                f"shardedstore: the with block was left by this exception, so the "
+                f"uncommitted changes to {paths} were discarded; the zips are as they were"
+            )
+
+    def _own_stores(self) -> list[Store]:
+        """The sub-stores this store closes: data first, the base last (if its own).
+
+        A view's shared stores are left out; the list always ends with the base's place
+        (``self`` stands in when the base is shared).
+        """
         shared: set[int] = set()
         if self._origin is not None:
             origin = self._origin
@@ -665,30 +796,45 @@ class ShardedStore(Store):
         data = itertools.chain(
             self._shard_stores.values(), self._shard_readers.values(), self._mounts.values()
         )
-        failure: BaseException | None = None
+        own: dict[int, Store] = {}
         for store in data:
-            if store._is_open and id(store) not in shared:
-                try:
+            if id(store) not in shared and store is not self._base:
+                own.setdefault(id(store), store)
+        base: Store = self if id(self._base) in shared else self._base
+        return [*own.values(), base]
+
+    def _discard(self, stores: list[Store], why: str) -> None:
+        """Drop every zip's uncommitted changes and close the stores, committing nothing.
+
+        Every later write is refused (``why`` says why): writes still running, such as
+        the other tasks of a failed dask computation, must not land after the discard.
+        """
+        self._discarded = (
+            f"this store's uncommitted changes were discarded ({why}), so it writes nothing "
+            "more: open the layout again (a new store) and write again"
+        )
+        if self._origin is None:  # a view shares its origin's group
+            self._group.failures.clear()
+        for store in stores:
+            if store is self:
+                continue
+            if isinstance(store, CopyOnWriteZipStore):
+                # Refused first: a write staging now finishes and is discarded with the
+                # rest, none starts after.
+                store.refuse_writes(f"zip {os.fspath(store.path)!r}: {self._discarded}")
+                store.discard()
+            elif store._is_open:
+                with contextlib.suppress(Exception):  # nothing of theirs is uncommitted
                     store.close()
-                except Exception as error:
-                    failure = failure or error
-        if failure is not None:
-            self._write_failed()  # the base keeps its changes staged; close() again
-            raise failure
         if self._read_ahead is not None:
             self._read_ahead.close()
-        if self._base._is_open and id(self._base) not in shared:
-            self._base.close()
         super().close()
 
-    def _write_failed(self) -> None:
-        """A write failed: no zip of this layout is committed at exit, only by close()."""
-        self._failed = True
-        for store in itertools.chain(
-            (self._base,), self._mounts.values(), self._shard_stores.values()
-        ):
-            if isinstance(store, CopyOnWriteZipStore):
-                store.mark_failed()
+    def _check_writable(self) -> None:
+        # docstring inherited
+        super()._check_writable()
+        if self._discarded is not None:
+            raise CommitError(self._discarded)
 
     def _check_confined(self, path: str, index: str, store: Store) -> None:
         """Refuse writing an array shard whose real location leaves the config's folder."""
@@ -711,6 +857,8 @@ class ShardedStore(Store):
         """Why zips cannot be written from this copy of the store (None: they can)."""
         if self._zip_refusal is not None:
             return self._zip_refusal
+        if self._discarded is not None:
+            return self._discarded
         if os.getpid() != self._pid:
             return (
                 "this ShardedStore was inherited by a forked process (a process pool or "
@@ -757,8 +905,8 @@ class ShardedStore(Store):
                 refusal = self._zip_write_refusal()
                 if refusal is not None:
                     store.refuse_writes(f"zip {os.fspath(store.path)!r}: {refusal}")
-                if self._failed:
-                    store.mark_failed()
+                if not self.read_only:
+                    store.join(self._group)
             if self._cache is not None:
                 store = wrap(store, self._cache)
             if self.read_only:
@@ -842,11 +990,10 @@ class ShardedStore(Store):
         if docs is None:
             docs = {}
             if await _opened(self._base):
+                # Not noted as read (compare-and-swap): this is the store's own look at
+                # the layout, not what its caller based a write on.
                 values = await asyncio.gather(
-                    *(
-                        self._base.get(f"{path}/{name}", default_buffer_prototype())
-                        for name in _ARRAY_DOC_NAMES
-                    )
+                    *(self._peek_base(f"{path}/{name}") for name in _ARRAY_DOC_NAMES)
                 )
                 for name, value in zip(_ARRAY_DOC_NAMES, values, strict=True):
                     if value is not None:
@@ -854,6 +1001,12 @@ class ShardedStore(Store):
             # A concurrent metadata write may have filled the cache meanwhile; it wins.
             docs = self._array_docs.setdefault(path, docs)
         return docs
+
+    async def _peek_base(self, key: str) -> Buffer | None:
+        """Read ``key`` from base without it counting as read by the caller."""
+        if isinstance(self._base, CopyOnWriteZipStore):
+            return self._base.peek(key)
+        return await self._base.get(key, default_buffer_prototype())
 
     async def _layout(self, path: str) -> ShardedArrayLayout | None:
         """How the array at ``path`` is laid out in its shards (None: no metadata yet)."""
@@ -898,7 +1051,7 @@ class ShardedStore(Store):
         # the write: v2 arrays write .zarray and .zattrs concurrently.
         current = await self._array_documents(path)
         sharded_array_layout(path, _merge_document(current, name, doc), dims)
-        await self._base.set(key, value)
+        await self._set_in(self._base, "", key, value, name=key)
         docs = _merge_document(self._array_docs.get(path, {}), name, doc)
         self._array_docs[path] = docs
         layout = sharded_array_layout(path, docs, dims)
@@ -999,10 +1152,21 @@ class ShardedStore(Store):
             self._latencies[group, write] = latency
         return latency
 
-    async def _set_in(self, store: Store, group: str, key: str, value: Buffer) -> None:
-        """``store.set``, inline when the store is fast (see ``_inline``)."""
+    async def _set_in(
+        self, store: Store, group: str, key: str, value: Buffer, *, name: str | None = None
+    ) -> None:
+        """``store.set``, inline when the store is fast (see ``_inline``).
+
+        ``name``: the key as the layout names it, for keys of the base and the mounts;
+        their metadata documents in directories are compare-and-swap.
+        """
         if not store._is_open:
             await _opened(store)
+        if name is not None and self._documents.applies(store, key):
+            await asyncio.to_thread(
+                self._documents.write, cast("LocalStore", store), key, value, name
+            )
+            return
         if _inline_capable(store):
             latency = self._latency(group, True)
             sync_store = cast("SupportsSyncStore", store)
@@ -1025,6 +1189,7 @@ class ShardedStore(Store):
         store, inner, group = self._read_route(key)
         if not store._is_open and not await _opened(store):
             return None
+        value: Buffer | None
         if _inline_capable(store):
             latency = self._latency(group, False)
             sync_store = cast("SupportsSyncStore", store)
@@ -1033,9 +1198,14 @@ class ShardedStore(Store):
                 return sync_store.get_sync(inner, prototype=prototype, byte_range=byte_range)
 
             if latency.inline:
-                return latency.timed(call)
-            return await latency.run_off_loop(call)
-        return await store.get(inner, prototype, byte_range)
+                value = latency.timed(call)
+            else:
+                value = await latency.run_off_loop(call)
+        else:
+            value = await store.get(inner, prototype, byte_range)
+        if byte_range is None and is_metadata_key(inner):
+            self._documents.read(store, inner, value)
+        return value
 
     async def get_partial_values(
         self,
@@ -1090,7 +1260,7 @@ class ShardedStore(Store):
             raise FileNotFoundError(key)
         return await store.getsize(inner)
 
-    @_marks_failure
+    @_tracks_writes
     @names_keys
     async def set(self, key: str, value: Buffer) -> None:
         # docstring inherited
@@ -1116,9 +1286,9 @@ class ShardedStore(Store):
         else:
             store = self._base
             node = ""
-        await self._set_in(store, node, inner, value)
+        await self._set_in(store, node, inner, value, name=key)
 
-    @_marks_failure
+    @_tracks_writes
     @names_keys
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:
         # docstring inherited
@@ -1137,7 +1307,7 @@ class ShardedStore(Store):
         await _opened(store)
         await store.set_if_not_exists(inner, value)
 
-    @_marks_failure
+    @_tracks_writes
     async def delete(self, key: str) -> None:
         # docstring inherited
         self._check_writable()
@@ -1157,6 +1327,11 @@ class ShardedStore(Store):
             if kind == ARRAY_METADATA:
                 self._forget_array(node)
         await _opened(store)
+        if kind != CHUNK and self._documents.applies(store, inner):
+            await asyncio.to_thread(
+                self._documents.write, cast("LocalStore", store), inner, None, key
+            )
+            return
         await store.delete(inner)
 
     # ----------------------------------------------------------------- listing
@@ -1296,7 +1471,7 @@ class ShardedStore(Store):
                 return False
         return True
 
-    @_marks_failure
+    @_tracks_writes
     async def delete_dir(self, prefix: str) -> None:
         # docstring inherited
         self._check_writable()
@@ -1310,6 +1485,7 @@ class ShardedStore(Store):
             store = self._mounts[mount]
             await _opened(store)
             await store.delete_dir(inner)
+            self._documents.forget(store, inner)
             return
         # Chunks before metadata: if clearing an array shard fails (a shard that may
         # not be written, say), the base and the mounts are still untouched.
@@ -1327,6 +1503,7 @@ class ShardedStore(Store):
     async def _delete_base_dir(self, prefix: str) -> None:
         await _opened(self._base)
         await self._base.delete_dir(prefix)
+        self._documents.forget(self._base, prefix)
 
     async def _clear_mount(self, path: str) -> None:
         store = self._mounts[path]
@@ -1334,6 +1511,7 @@ class ShardedStore(Store):
             return  # opening it for writing would create it only to empty it
         await _opened(store)
         await store.delete_dir("")
+        self._documents.forget(store, "")
 
     async def _clear_array(self, path: str) -> None:
         """Remove every array shard of ``path`` (its metadata in base goes separately)."""
@@ -1375,13 +1553,16 @@ class _SyncShardedStore(ShardedStore):
     ) -> Buffer | None:
         store, inner = self._read_target(key)
         try:
-            return cast("SupportsSyncStore", store).get_sync(
+            value = cast("SupportsSyncStore", store).get_sync(
                 inner, prototype=prototype, byte_range=byte_range
             )
         except FileNotFoundError:  # a read-only view of a shard not written yet
             return None
+        if byte_range is None and is_metadata_key(inner):
+            self._documents.read(store, inner, value)
+        return value
 
-    @_marks_failure_sync
+    @_tracks_writes_sync
     @names_keys_sync
     def set_sync(self, key: str, value: Buffer) -> None:
         self._check_writable()
@@ -1399,16 +1580,21 @@ class _SyncShardedStore(ShardedStore):
             return
         else:
             store = self._base
+        if kind != CHUNK and self._documents.applies(store, inner):
+            self._documents.write(cast("LocalStore", store), inner, value, key)
+            return
         cast("SupportsSyncStore", store).set_sync(inner, value)
 
-    @_marks_failure_sync
+    @_tracks_writes_sync
     def delete_sync(self, key: str) -> None:
         self._check_writable()
         kind, node, index, inner = self._router.route(key)
-        if kind == MOUNT:
-            cast("SupportsSyncStore", self._mounts[node]).delete_sync(inner)
-        elif kind == BASE:
-            cast("SupportsSyncStore", self._base).delete_sync(inner)
+        if kind in (MOUNT, BASE):
+            store = self._mounts[node] if kind == MOUNT else self._base
+            if self._documents.applies(store, inner):
+                self._documents.write(cast("LocalStore", store), inner, None, key)
+            else:
+                cast("SupportsSyncStore", store).delete_sync(inner)
         elif kind == CHUNK and (node, index) in self._written:
             shard = self._shard_store(node, cast("str", index))
             cast("SupportsSyncStore", shard).delete_sync(inner)

@@ -64,6 +64,8 @@ def read_only_zip(store: ZipStore, *, fresh: bool = False) -> ZipStore:
     """
     if store._is_open and not fresh:
         return store
+    if isinstance(store, CopyOnWriteZipStore) and not fresh:
+        return store.read_view()  # what it reads counts as read by the writer
     return CopyOnWriteZipStore(
         store.path, mode="r", compression=store.compression, allowZip64=store.allowZip64
     )
