@@ -60,7 +60,7 @@ from shardedstore import (
     array_shard_directory_store,
     array_shard_template_store,
 )
-from shardedstore._cache import cache_engine
+from shardedstore.backends.cache import cache_engine
 
 STEPS = 64
 SHAPE = (STEPS, 256, 256)

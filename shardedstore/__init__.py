@@ -13,17 +13,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from shardedstore._cache import ShardCache
-    from shardedstore._chunkparquet import ChunkTableOutputError, ChunkTableWrite, write_chunk_table
-    from shardedstore._chunktable import (
-        ArrayNotFoundError,
-        ChunkTableError,
-        MissingDependencyError,
-        chunk_table,
-    )
-    from shardedstore._config import config_schema
-    from shardedstore._config import open_config as open
-    from shardedstore._errors import (
+    from shardedstore.backends.cache import ShardCache
+    from shardedstore.backends.registry import StoreType
+    from shardedstore.backends.remotezip import RemoteZipStore
+    from shardedstore.backends.timeouts import RemoteTimeoutError
+    from shardedstore.backends.zipstore import CopyOnWriteZipStore
+    from shardedstore.config.layout import config_schema
+    from shardedstore.config.layout import open_config as open
+    from shardedstore.errors import (
         CacheWarning,
         CommitError,
         ConcurrentWriteError,
@@ -34,21 +31,9 @@ if TYPE_CHECKING:
         LayoutError,
         UncommittedWarning,
     )
-    from shardedstore._factories import (
-        ArrayShardDirectoryFactory,
-        ArrayShardFactory,
-        ArrayShardTemplateFactory,
-        array_shard_directory_store,
-        array_shard_template_store,
-    )
-    from shardedstore._iter import iter_shards
-    from shardedstore._mapping import StoreMapping
-    from shardedstore._registry import StoreType
-    from shardedstore._remotezip import RemoteZipStore
-    from shardedstore._shards import Shard
-    from shardedstore._store import ShardedStore
-    from shardedstore._timeouts import RemoteTimeoutError
-    from shardedstore._transforms import (
+    from shardedstore.iter import iter_shards
+    from shardedstore.shards.listing import Shard
+    from shardedstore.shards.transforms import (
         ArrayShardStoresFactory,
         MapShardsError,
         StrayKeysWarning,
@@ -56,7 +41,22 @@ if TYPE_CHECKING:
         to_url_with_prefix,
         to_zip_store_with_prefix,
     )
-    from shardedstore._zipstore import CopyOnWriteZipStore
+    from shardedstore.store.factories import (
+        ArrayShardDirectoryFactory,
+        ArrayShardFactory,
+        ArrayShardTemplateFactory,
+        array_shard_directory_store,
+        array_shard_template_store,
+    )
+    from shardedstore.store.mapping import StoreMapping
+    from shardedstore.store.sharded import ShardedStore
+    from shardedstore.table.chunks import (
+        ArrayNotFoundError,
+        ChunkTableError,
+        MissingDependencyError,
+        chunk_table,
+    )
+    from shardedstore.table.parquet import ChunkTableOutputError, ChunkTableWrite, write_chunk_table
 
 __all__ = [
     "ArrayNotFoundError",
@@ -105,44 +105,44 @@ __version__ = "0.4.0.dev0"
 
 # Public name -> "module" (the same name there) or "module:name".
 _LAZY: dict[str, str] = {
-    "ArrayNotFoundError": "shardedstore._chunktable",
-    "ArrayShardDirectoryFactory": "shardedstore._factories",
-    "ArrayShardFactory": "shardedstore._factories",
-    "ArrayShardStoresFactory": "shardedstore._transforms",
-    "ArrayShardTemplateFactory": "shardedstore._factories",
-    "CacheWarning": "shardedstore._errors",
-    "ChunkTableError": "shardedstore._chunktable",
-    "ChunkTableOutputError": "shardedstore._chunkparquet",
-    "ChunkTableWrite": "shardedstore._chunkparquet",
-    "CommitError": "shardedstore._errors",
-    "ConcurrentWriteError": "shardedstore._errors",
-    "ConfigError": "shardedstore._errors",
-    "ConflictError": "shardedstore._errors",
-    "CopyOnWriteZipStore": "shardedstore._zipstore",
-    "CorruptDataError": "shardedstore._errors",
-    "KeyValidationError": "shardedstore._errors",
-    "LayoutError": "shardedstore._errors",
-    "MapShardsError": "shardedstore._transforms",
-    "MissingDependencyError": "shardedstore._chunktable",
-    "RemoteTimeoutError": "shardedstore._timeouts",
-    "RemoteZipStore": "shardedstore._remotezip",
-    "Shard": "shardedstore._shards",
-    "ShardCache": "shardedstore._cache",
-    "ShardedStore": "shardedstore._store",
-    "StoreMapping": "shardedstore._mapping",
-    "StoreType": "shardedstore._registry",
-    "StrayKeysWarning": "shardedstore._transforms",
-    "UncommittedWarning": "shardedstore._errors",
-    "array_shard_directory_store": "shardedstore._factories",
-    "array_shard_template_store": "shardedstore._factories",
-    "chunk_table": "shardedstore._chunktable",
-    "config_schema": "shardedstore._config",
-    "iter_shards": "shardedstore._iter",
-    "open": "shardedstore._config:open_config",
-    "to_directory_store_with_prefix": "shardedstore._transforms",
-    "to_url_with_prefix": "shardedstore._transforms",
-    "to_zip_store_with_prefix": "shardedstore._transforms",
-    "write_chunk_table": "shardedstore._chunkparquet",
+    "ArrayNotFoundError": "shardedstore.table.chunks",
+    "ArrayShardDirectoryFactory": "shardedstore.store.factories",
+    "ArrayShardFactory": "shardedstore.store.factories",
+    "ArrayShardStoresFactory": "shardedstore.shards.transforms",
+    "ArrayShardTemplateFactory": "shardedstore.store.factories",
+    "CacheWarning": "shardedstore.errors",
+    "ChunkTableError": "shardedstore.table.chunks",
+    "ChunkTableOutputError": "shardedstore.table.parquet",
+    "ChunkTableWrite": "shardedstore.table.parquet",
+    "CommitError": "shardedstore.errors",
+    "ConcurrentWriteError": "shardedstore.errors",
+    "ConfigError": "shardedstore.errors",
+    "ConflictError": "shardedstore.errors",
+    "CopyOnWriteZipStore": "shardedstore.backends.zipstore",
+    "CorruptDataError": "shardedstore.errors",
+    "KeyValidationError": "shardedstore.errors",
+    "LayoutError": "shardedstore.errors",
+    "MapShardsError": "shardedstore.shards.transforms",
+    "MissingDependencyError": "shardedstore.table.chunks",
+    "RemoteTimeoutError": "shardedstore.backends.timeouts",
+    "RemoteZipStore": "shardedstore.backends.remotezip",
+    "Shard": "shardedstore.shards.listing",
+    "ShardCache": "shardedstore.backends.cache",
+    "ShardedStore": "shardedstore.store.sharded",
+    "StoreMapping": "shardedstore.store.mapping",
+    "StoreType": "shardedstore.backends.registry",
+    "StrayKeysWarning": "shardedstore.shards.transforms",
+    "UncommittedWarning": "shardedstore.errors",
+    "array_shard_directory_store": "shardedstore.store.factories",
+    "array_shard_template_store": "shardedstore.store.factories",
+    "chunk_table": "shardedstore.table.chunks",
+    "config_schema": "shardedstore.config.layout",
+    "iter_shards": "shardedstore.iter",
+    "open": "shardedstore.config.layout:open_config",
+    "to_directory_store_with_prefix": "shardedstore.shards.transforms",
+    "to_url_with_prefix": "shardedstore.shards.transforms",
+    "to_zip_store_with_prefix": "shardedstore.shards.transforms",
+    "write_chunk_table": "shardedstore.table.parquet",
 }
 
 

@@ -23,7 +23,7 @@ from zarr.storage import FsspecStore, LocalStore, ZipStore
 
 import shardedstore
 from shardedstore import ShardedStore, array_shard_directory_store, array_shard_template_store
-from shardedstore._demo import build_demo_tree
+from shardedstore.cli.demo import build_demo_tree
 from tests.conftest import S3Server
 
 pytestmark = [

@@ -15,7 +15,7 @@ import pytest
 import zarr
 
 from shardedstore import ConfigError, RemoteZipStore, ShardCache, ShardedStore
-from shardedstore._cache import CachedStore, cache_engine
+from shardedstore.backends.cache import CachedStore, cache_engine
 from tests._s3counter import CountedS3, build_layout, counted_s3
 
 __all__ = ["counted_s3"]
@@ -348,7 +348,7 @@ def test_obstore_stores_get_timeouts_and_retries(counted_s3: CountedS3) -> None:
 def test_retrying_retries_transient_failures_only(monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
 
-    from shardedstore._timeouts import resolve_retries, retrying
+    from shardedstore.backends.timeouts import resolve_retries, retrying
 
     calls: list[int] = []
 

@@ -23,7 +23,7 @@ import s3fs
 import zarr
 
 from shardedstore import ShardCache, ShardedStore
-from shardedstore._cache import cache_engine
+from shardedstore.backends.cache import cache_engine
 from tests._httpserver import HttpFiles, http_files, set_mtime
 from tests._s3counter import CountedS3, build_layout, counted_s3
 

@@ -48,9 +48,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-import shardedstore._cache as cache_module
+import shardedstore.backends.cache as cache_module
 from shardedstore import CorruptDataError, ShardCache, ShardedStore
-from shardedstore._cache import cache_engine
+from shardedstore.backends.cache import cache_engine
 from tests._s3counter import CountedS3, counted_s3
 
 __all__ = ["counted_s3"]

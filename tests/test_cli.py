@@ -20,8 +20,8 @@ import zarr
 from zarr.storage import LocalStore
 
 import shardedstore
-from shardedstore._demo import DemoDirectoryError, build_demo_tree, run_demo
 from shardedstore.cli import main
+from shardedstore.cli.demo import DemoDirectoryError, build_demo_tree, run_demo
 from tests.conftest import S3Server
 
 

@@ -427,7 +427,7 @@ def test_a_zip_that_cannot_be_read_leaves_no_lock_behind(tmp_path: Path) -> None
 
 def test_the_metadata_lock_is_outside_the_store_and_let_go(tmp_path: Path) -> None:
     """The compare-and-swap lock of a directory store lies beside it, never in it."""
-    from shardedstore._documents import lock_path
+    from shardedstore.backends.documents import lock_path
 
     root = tmp_path / "base.zarr"
     assert lock_path(root) == tmp_path / ".base.zarr.lock"
@@ -445,7 +445,7 @@ async def _keys(store: ShardedStore) -> list[str]:
 
 def test_the_metadata_lock_falls_back_to_the_directory(tmp_path: Path) -> None:
     """Where no lock file can be made beside the store, the directory itself is locked."""
-    from shardedstore._documents import _locked
+    from shardedstore.backends.documents import _locked
 
     root = tmp_path / "store"
     root.mkdir()

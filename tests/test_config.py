@@ -27,7 +27,7 @@ from shardedstore import (
     array_shard_directory_store,
     array_shard_template_store,
 )
-from shardedstore._demo import build_demo_tree
+from shardedstore.cli.demo import build_demo_tree
 
 pytestmark = pytest.mark.filterwarnings("ignore:Object at .* is not recognized")
 
@@ -548,7 +548,7 @@ def test_hostile_legacy_error_names_the_field(evil_module: Path) -> None:
 def test_shipped_schema_is_a_valid_json_schema() -> None:
     schema = shardedstore.config_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
-    path = Path(shardedstore.__file__).parent / "schema" / "config-v1.json"
+    path = Path(shardedstore.__file__).parent / "config" / "schema" / "config-v1.json"
     assert json.loads(path.read_text()) == schema
 
 
@@ -835,7 +835,7 @@ def _full_validator_error(config: dict[str, Any]) -> tuple[tuple[Any, ...], str]
     """What validating the whole config entry by entry reports (the reference)."""
     from jsonschema.exceptions import best_match
 
-    from shardedstore._validation import describe
+    from shardedstore.config.schema import describe
 
     validator = jsonschema.Draft202012Validator(shardedstore.config_schema())
     error = best_match(validator.iter_errors(config))
@@ -843,7 +843,7 @@ def _full_validator_error(config: dict[str, Any]) -> tuple[tuple[Any, ...], str]
 
 
 def _fast_error(config: dict[str, Any]) -> tuple[tuple[Any, ...], str] | None:
-    from shardedstore._validation import check_schema
+    from shardedstore.config.schema import check_schema
 
     try:
         check_schema(config)
@@ -853,7 +853,7 @@ def _fast_error(config: dict[str, Any]) -> tuple[tuple[Any, ...], str] | None:
 
 
 def test_repeated_shard_entries_are_validated_once_per_shape() -> None:
-    from shardedstore._validation import schema_skeleton
+    from shardedstore.config.schema import schema_skeleton
 
     shards: dict[str, Any] = {
         str(i): {"type": "zip", "path": f"z/t-{i}.zarr.zip", "mode": "r"} for i in range(10_000)
@@ -949,6 +949,6 @@ def test_fast_validation_reports_what_the_full_validator_reports(
 @given(value=st.text(alphabet="ab./", min_size=1, max_size=12))
 def test_resolving_many_shards_resolves_as_normpath(value: str) -> None:
     # The shortcut taken for each of 10^6 explicit shards gives os.path.normpath's answer.
-    from shardedstore._config import _below
+    from shardedstore.config.layout import _below
 
     assert _below("/data/ds/", value) == os.path.normpath("/data/ds/" + value)

@@ -66,7 +66,7 @@ try:
     zf.read("wave/c/0")
 except NotImplementedError:
     print("refused")
-from shardedstore import _deflate64
+from shardedstore.backends import deflate64 as _deflate64
 _deflate64.enable()
 _deflate64.enable()  # idempotent
 print(len(zf.read("wave/c/0")))

@@ -200,7 +200,7 @@ def test_init_refuses_what_from_config_refuses(
 
 def _config_for(here: Path, argv: list[str]) -> dict[str, Any]:
     """What init would write for ``argv``, had it been allowed to (with --allow-outside)."""
-    from shardedstore._initcmd import build_config
+    from shardedstore.cli.init import build_config
 
     options: dict[str, list[str]] = {"--base": [], "--mount": [], "--array-shards": []}
     for option, value in zip(argv[2::2], argv[3::2], strict=True):

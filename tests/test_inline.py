@@ -17,13 +17,13 @@ from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import LocalStore, MemoryStore
 
 from shardedstore import ShardedStore, array_shard_directory_store
-from shardedstore._inline import BUSY_THRESHOLD, INLINE_THRESHOLD, Latency
+from shardedstore.store.inline import BUSY_THRESHOLD, INLINE_THRESHOLD, Latency
 
 T = TypeVar("T")
 
 
 def test_latency_decides_by_its_running_estimate() -> None:
-    from shardedstore._inline import LONG_WAIT
+    from shardedstore.store.inline import LONG_WAIT
 
     latency = Latency()
     assert latency.inline  # nothing measured yet: try inline
@@ -59,7 +59,7 @@ def _busy(seconds: float) -> None:
 
 
 def test_latency_keeps_busy_calls_inline_and_sends_waiting_ones_to_threads() -> None:
-    from shardedstore._inline import WAIT_THRESHOLD
+    from shardedstore.store.inline import WAIT_THRESHOLD
 
     busy = Latency()
     for _ in range(10):
@@ -190,7 +190,7 @@ def test_inline_writes_and_reads_round_trip(tmp_path: Path) -> None:
 
 def test_a_subclass_overriding_get_is_called_through_get(tmp_path: Path) -> None:
     """Inline I/O never bypasses a subclass's own ``get`` (logging, auth, counting)."""
-    from shardedstore._inline import inline_capable
+    from shardedstore.store.inline import inline_capable
 
     class Counting(LocalStore):
         async def get(
@@ -240,7 +240,7 @@ class TimedWriteStore(MemoryStore):
 def test_busy_writes_stay_inline_and_waiting_ones_go_to_threads(
     tmp_path: Path, sleep: bool
 ) -> None:
-    from shardedstore._inline import inline_capable
+    from shardedstore.store.inline import inline_capable
 
     mount = TimedWriteStore()
     mount.sleep = sleep
@@ -279,7 +279,7 @@ class FixedThreadTimes(Latency):
 
 async def test_a_probe_brings_back_a_store_that_only_looks_slow_in_threads() -> None:
     """In threads a fast call can wait for the GIL; an inline probe now and then sees it."""
-    from shardedstore._inline import PROBE_FIRST
+    from shardedstore.store.inline import PROBE_FIRST
 
     latency = FixedThreadTimes(in_threads=0.001)
     for _ in range(2):
@@ -304,7 +304,7 @@ async def test_a_probe_is_not_spoiled_by_a_thread_finishing_meanwhile() -> None:
 
 async def test_storage_that_stays_slow_is_probed_once_per_probe_last_calls() -> None:
     """A probe blocks the loop; threads that show no change give no reason for one."""
-    from shardedstore._inline import PROBE_FIRST, PROBE_LAST
+    from shardedstore.store.inline import PROBE_FIRST, PROBE_LAST
 
     latency = Latency()
     for _ in range(4):

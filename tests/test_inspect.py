@@ -27,12 +27,12 @@ from hypothesis import strategies as st
 from zarr.storage import FsspecStore, LocalStore
 
 import shardedstore
-from shardedstore._demo import run_demo
-from shardedstore._filelock import acquire, is_held
-from shardedstore._layoutcheck import GAP_EXAMPLES, _gaps
-from shardedstore._zipstore import leftover_names
-from shardedstore._zipwriters import zip_name_of
+from shardedstore.backends.filelock import acquire, is_held
+from shardedstore.backends.zipstore import leftover_names
+from shardedstore.backends.zipwriters import zip_name_of
 from shardedstore.cli import main
+from shardedstore.cli.demo import run_demo
+from shardedstore.report.validate import GAP_EXAMPLES, _gaps
 from tests.conftest import S3Server
 
 CLI = str(Path(sys.executable).parent / "shardedstore")

@@ -23,7 +23,7 @@ from shardedstore import (
     array_shard_template_store,
     iter_shards,
 )
-from shardedstore._iter import DEFAULT_SHUFFLE_SEED
+from shardedstore.iter import DEFAULT_SHUFFLE_SEED
 from tests._s3counter import CountedS3, build_layout, counted_s3
 
 __all__ = ["counted_s3"]

@@ -29,8 +29,8 @@ from shardedstore import (
     array_shard_directory_store,
     array_shard_template_store,
 )
-from shardedstore._layoutcheck import validate_layout
-from shardedstore._metadata import sharded_array_layout
+from shardedstore.report.validate import validate_layout
+from shardedstore.store.metadata import sharded_array_layout
 
 CLI = str(Path(sys.executable).parent / "shardedstore")
 VALUES = np.arange(4 * 3 * 5, dtype="f8").reshape(4, 3, 5)

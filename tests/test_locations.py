@@ -33,7 +33,7 @@ from shardedstore import (
     array_shard_directory_store,
     array_shard_template_store,
 )
-from shardedstore._locations import (
+from shardedstore.store.locations import (
     LOCAL,
     Pattern,
     _part_regex,

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from shardedstore import LayoutError
-from shardedstore._metadata import parse_metadata_document, sharded_array_layout
-from shardedstore._routing import ChunkKeyFormat
+from shardedstore.store.metadata import parse_metadata_document, sharded_array_layout
+from shardedstore.store.routing import ChunkKeyFormat
 
 
 def v3_doc(shape: list[int], chunks: list[int], **extra: object) -> dict[str, object]:

@@ -13,7 +13,7 @@ import pytest
 import zarr
 
 from shardedstore import ShardedStore
-from shardedstore._readahead import ReadAhead
+from shardedstore.store.readahead import ReadAhead
 from tests._s3counter import CountedS3, build_layout, counted_s3
 
 __all__ = ["counted_s3"]

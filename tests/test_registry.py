@@ -11,7 +11,7 @@ import xarray as xr
 from zarr.storage import LocalStore
 
 from shardedstore import ConfigError, ShardedStore, StoreType, _registry
-from shardedstore._demo import build_demo_tree
+from shardedstore.cli.demo import build_demo_tree
 
 pytestmark = pytest.mark.filterwarnings("ignore:Object at .* is not recognized")
 

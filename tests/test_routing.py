@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shardedstore import KeyValidationError, LayoutError
-from shardedstore._routing import (
+from shardedstore.store.routing import (
     ARRAY_METADATA,
     BASE,
     CHUNK,

@@ -14,7 +14,7 @@ from zarr.core.sync import sync
 from zarr.storage import LocalStore, MemoryStore, ZipStore
 
 from shardedstore import LayoutError, Shard, ShardedStore, array_shard_directory_store
-from shardedstore._shards import list_shards
+from shardedstore.shards.listing import list_shards
 
 
 def _layout(tmp_path: Path) -> ShardedStore:

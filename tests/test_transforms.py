@@ -35,8 +35,8 @@ from shardedstore import (
     to_url_with_prefix,
     to_zip_store_with_prefix,
 )
-from shardedstore._demo import build_demo_tree
-from shardedstore._inspect import checksums
+from shardedstore.cli.demo import build_demo_tree
+from shardedstore.report.info import checksums
 from tests.conftest import S3Server
 
 pytestmark = [
@@ -415,7 +415,7 @@ def test_progress_bar(
 # -------------------------------------------------------------- bounded memory
 
 _MEMORY_SCRIPT = """
-import sys, shardedstore, shardedstore._transforms
+import sys, shardedstore, shardedstore.shards.transforms
 
 def status(field):
     with open("/proc/self/status") as f:
@@ -424,7 +424,7 @@ def status(field):
                 return int(line.split()[1]) * 1024
 
 if len(sys.argv) > 3:  # how many values to read ahead (to show the test can fail)
-    shardedstore._transforms._BATCH = int(sys.argv[3])
+    shardedstore.shards.transforms._BATCH = int(sys.argv[3])
 store = shardedstore.open(sys.argv[1])
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # reset the peak (VmHWM) to the current RSS
@@ -607,7 +607,7 @@ def _add_strays(src: Path) -> None:
 def test_stray_keys_and_shards_outside_the_shape_are_reported_not_copied(
     tmp_path: Path,
 ) -> None:
-    from shardedstore._transforms import StrayKeysWarning
+    from shardedstore.shards.transforms import StrayKeysWarning
 
     source = _source(tmp_path / "src")
     _add_strays(tmp_path / "src")
@@ -724,10 +724,10 @@ def test_an_output_with_other_bytes_of_the_same_size_is_not_kept(
 # -------------------------------------- leftovers of a killed URL conversion (issue 9)
 
 _CRASH_URL_SCRIPT = """
-import json, sys, shardedstore, shardedstore._transforms
+import json, sys, shardedstore, shardedstore.shards.transforms
 from concurrent.futures import ThreadPoolExecutor
 from tests.test_transforms import _FailOn
-shardedstore._transforms._BATCH = 1  # so that the crash comes after a key was written
+shardedstore.shards.transforms._BATCH = 1  # so that the crash comes after a key was written
 store = shardedstore.open(sys.argv[1])
 func = shardedstore.to_url_with_prefix(
     sys.argv[2], storage_options=json.loads(sys.argv[3]), lease_seconds=1.0

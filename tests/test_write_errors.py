@@ -21,7 +21,7 @@ from zarr.storage import LocalStore
 
 import shardedstore
 from shardedstore import ShardedStore, array_shard_directory_store
-from shardedstore._oserrors import final_path, without_temporary_names
+from shardedstore.backends.oserrors import final_path, without_temporary_names
 
 CLI = str(Path(sys.executable).parent / "shardedstore")
 

@@ -88,7 +88,7 @@ def _files(root: Path) -> dict[str, bytes]:
 def test_the_engine_is_installed() -> None:
     assert "shardedstore" in xr.backends.list_engines()
     names = {ep.name: ep.value for ep in entry_points(group="xarray.backends")}
-    assert names["shardedstore"] == "shardedstore._xarray_backend:ShardedStoreBackendEntrypoint"
+    assert names["shardedstore"] == "shardedstore.xarray:ShardedStoreBackendEntrypoint"
     assert xr.backends.list_engines()["shardedstore"].supports_groups
 
 

@@ -1,0 +1,152 @@
+"""Reach one store for inspection: where it is, whether it is there, what went wrong.
+
+``info`` and ``validate`` look at every shard of a layout; a shard that is missing,
+unreachable or corrupt must be reported and the others still looked at. This module
+turns any store into a URL for people (``s3://bucket/path``, not the store's repr),
+reaches it once within the time limit of :mod:`shardedstore.backends.timeouts`, and turns any
+backend error into one short line.
+
+A store "is there" when it opens and, unless it is a local directory or zip, holds at
+least one key: an object store has no directories, so an empty prefix, a path that
+does not exist and ``memory://x`` in a new process all look the same, and a layout
+pointing at one is pointing at nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from zarr.abc.store import Store
+from zarr.storage import FsspecStore, LocalStore, WrapperStore, ZipStore
+
+from shardedstore.backends.timeouts import ENV_VAR, RemoteTimeoutError, within
+
+__all__ = ["Reach", "array_shard_handle", "error_text", "reach", "store_url"]
+
+_MAX_ERROR = 300
+
+
+def store_url(store: Store) -> str:
+    """Where ``store`` is, as people write it: ``s3://bucket/path``, ``file:///data/x``.
+
+    Local directories and zips print as zarr prints them (``file://...``, ``zip://...``);
+    fsspec and obstore stores as the URL a config would name; anything else as ``str``.
+    """
+    while isinstance(store, WrapperStore):
+        store = store._store
+    if isinstance(store, LocalStore | ZipStore):
+        return str(store)
+    if isinstance(store, FsspecStore):
+        fs = getattr(store.fs, "sync_fs", store.fs)  # zarr wraps sync filesystems
+        try:
+            return str(fs.unstrip_protocol(store.path))
+        except Exception:  # a filesystem without protocol info: fall back to zarr's text
+            return str(store)
+    from shardedstore.backends.registry import store_type_for
+    from shardedstore.errors import ConfigError
+
+    try:
+        store_type = store_type_for(store, ())
+        spec = store_type.to_spec(store)
+    except (ConfigError, ImportError, AttributeError, TypeError):
+        return str(store)
+    if store_type.path_kind == "url":
+        value = spec.get(store_type.path_fields[0]) if store_type.path_fields else None
+        if isinstance(value, str):
+            return value
+    return str(store)
+
+
+_XML_ERROR = re.compile(r"<Code>(?P<code>[^<]*)</Code>\s*<Message>(?P<message>[^<]*)</Message>")
+
+
+def error_text(error: BaseException) -> str:
+    """``error`` in one short line: no tracebacks, debug dumps or XML bodies."""
+    text = str(error).split("\n\nDebug source:", 1)[0]
+    xml = _XML_ERROR.search(text)
+    if xml is not None:
+        head = text[: text.find("<?xml")] if "<?xml" in text else text[: xml.start()]
+        text = f"{head.rstrip(': ')}: {xml['code']}: {xml['message']}"
+    text = " ".join(text.split())
+    if not text:
+        text = type(error).__name__
+    elif not isinstance(error, OSError | ValueError):
+        # Name the kind of error unless the text does (obstore: "GenericError: Generic ...").
+        stem = type(error).__name__.removesuffix("Error").lower()
+        if stem not in text.lower():
+            text = f"{type(error).__name__}: {text}"
+    if len(text) > _MAX_ERROR:
+        text = text[: _MAX_ERROR - 1] + "…"
+    return text
+
+
+@dataclass(frozen=True)
+class Reach:
+    """The outcome of reaching a store.
+
+    Attributes
+    ----------
+    state
+        ``"ok"``, ``"missing"`` (not there, or an object store prefix holding nothing)
+        or ``"unreadable"`` (an error: corrupt zip, no bucket, refused connection,
+        no answer within the time limit).
+    error
+        The error in one line, for ``"unreadable"``.
+    """
+
+    state: Literal["ok", "missing", "unreadable"]
+    error: str | None = None
+
+
+async def _reach(store: Store) -> Reach:
+    from shardedstore.store.sharded import _opened
+
+    if not await _opened(store):
+        return Reach("missing")
+    if isinstance(store, LocalStore | ZipStore):
+        return Reach("ok")
+    async for _ in store.list():
+        return Reach("ok")
+    return Reach("missing")
+
+
+async def reach(store: Store, timeout: float | None = None) -> Reach:
+    """Open ``store`` (read-only) and see whether it is there; never raises an Exception.
+
+    Parameters
+    ----------
+    store
+        A read-only store.
+    timeout
+        Seconds to open it and list its first key, as for
+        :func:`shardedstore.backends.timeouts.resolve_timeout` (None: ``SHARDEDSTORE_TIMEOUT``
+        or the default).
+    """
+    try:
+        return await within(_reach(store), "probing", store_url(store), timeout)
+    except RemoteTimeoutError as error:
+        return Reach(
+            "unreadable", f"no answer within {error.timeout:g} s ({ENV_VAR} allows longer)"
+        )
+    except Exception as error:  # any backend error: reported, the caller goes on
+        return Reach("unreadable", error_text(error))
+
+
+def array_shard_handle(factory: Any, chunk_index: str) -> Store:
+    """A new read-only handle on the array shard at ``chunk_index``; the caller closes it.
+
+    Not the layout's cached handle: looking at 10^5 zip shards must not keep 10^5
+    files open.
+    """
+    from shardedstore.backends.zips import copy_on_write
+    from shardedstore.store.sharded import _read_only_view
+
+    store = factory(chunk_index)
+    if not isinstance(store, Store):
+        raise TypeError(
+            f"the array-shard factory returned {type(store).__name__} for chunk index "
+            f"{chunk_index!r}; it must return a zarr store"
+        )
+    return _read_only_view(copy_on_write(store))

@@ -1,0 +1,781 @@
+"""The ``shardedstore`` command line: a thin shell over the library.
+
+``shardedstore info|tree|validate|convert|chunks|init|demo``; plain text for people, ``--json``
+for scripts; exit 0 on success, 1 on failure with a one-line error (no traceback),
+2 on a usage error, 130 when interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+__all__ = ["build_parser", "main"]
+
+
+def _open(
+    config: str, storage_options: dict[str, Any] | None = None, *, check_data: bool = True
+) -> Any:
+    """The layout, read-only, with a base to read.
+
+    ``check_data=False``: also when its base is missing or its dims contradict the
+    data, for the commands that report those among the rest (info, validate).
+    """
+    from shardedstore.config.layout import open_layout_config
+    from shardedstore.store.opencheck import check_base_exists
+
+    store = open_layout_config(config, "r", storage_options=storage_options, check_data=check_data)
+    if check_data:
+        check_base_exists(store, config)
+    return store
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def _options(pairs: list[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; values are parsed as JSON when they can be."""
+    options: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--storage-option expects KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options
+
+
+def _emit(text: str) -> None:
+    """Print ``text`` (all of a command's output), quietly if the reader has gone.
+
+    ``shardedstore info --json | head`` closes the pipe early: as Python's docs on
+    SIGPIPE advise, stdout is then pointed at devnull so that nothing more is written
+    (not even the flush at exit), and the command's own exit code stands.
+    """
+    try:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _table(rows: list[tuple[str, ...]], right: int) -> str:
+    """Rows as columns; the last ``right`` columns right-aligned (numbers)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    left = len(widths) - right
+    lines = []
+    for row in rows:
+        cells = [
+            f"{cell:<{width}}" if i < left else f"{cell:>{width}}"
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ commands
+
+
+_SHOWN_ERRORS = 10
+"""Unreadable shards ``info`` names on stderr before summing up the rest."""
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from shardedstore.report.info import ShardSummary, factory_text, shard_summaries
+
+    store = _open(args.config, _options(args.storage_option), check_data=False)
+    summaries = shard_summaries(store)
+    unreadable = [s for s in summaries if s.error is not None]
+    for s in unreadable[:_SHOWN_ERRORS]:
+        print(
+            f"shardedstore info: warning: {s.name}: cannot be read ({s.backend}): {s.error}",
+            file=sys.stderr,
+        )
+    if len(unreadable) > _SHOWN_ERRORS:
+        print(
+            f"shardedstore info: warning: and {len(unreadable) - _SHOWN_ERRORS} more shard(s) "
+            "that cannot be read (shardedstore validate lists them all)",
+            file=sys.stderr,
+        )
+
+    def counts(group: list[ShardSummary]) -> dict[str, int]:
+        return {
+            name: sum(getattr(s, name) for s in group)
+            for name in ("keys", "metadata_keys", "chunk_keys", "stray_keys", "bytes")
+        }
+
+    total = counts(summaries)
+    if args.json:
+        missing = sum(s.exists is False for s in summaries)
+        document = {
+            "config": args.config,
+            "shards": [s.as_dict() for s in summaries],
+            "total": {
+                "shards": len(summaries),
+                **total,
+                "missing": missing,
+                "unreadable": len(unreadable),
+            },
+        }
+        _emit(json.dumps(document, indent=2))
+        return 1 if unreadable else 0
+
+    def row(name: str, backend: str, group: list[ShardSummary]) -> tuple[str, ...]:
+        c = counts(group)
+        return (
+            name,
+            backend,
+            str(c["keys"]),
+            str(c["metadata_keys"]),
+            str(c["chunk_keys"]),
+            _size(c["bytes"]),
+        )
+
+    def state(s: ShardSummary) -> str:
+        if s.error is not None:
+            return " (cannot be read: see stderr)"
+        return "" if s.exists else " (missing)"
+
+    rows: list[tuple[str, ...]] = [("shard", "backend", "keys", "metadata", "chunks", "bytes")]
+    for s in summaries:
+        if s.kind != "array shard":
+            name = "base" if s.kind == "base" else f"mount {s.path}"
+            rows.append(row(name, s.backend + state(s), [s]))
+    for path, (dims, factory) in sorted(store.array_shards.items()):
+        shards = [s for s in summaries if s.kind == "array shard" and s.path == path]
+        broken = sum(s.error is not None for s in shards)
+        found = sum(s.chunk_index is not None for s in shards)
+        where = f"{found} shard(s) on {dims} dim(s): {factory_text(factory)}"
+        if broken:
+            where += f", {broken} unreadable"
+        rows.append(row(f"array {path}", where, shards))
+    rows.append(row("total", f"{len(summaries)} store(s)", summaries))
+    lines = [_table(rows, right=4)]
+    lines.append("keys: metadata documents (zarr.json, .zarray, ...) + chunks")
+    if total["stray_keys"]:
+        lines[-1] += (
+            f" + {total['stray_keys']} stray key(s) that no reader of the layout reaches "
+            "(shardedstore validate lists them)"
+        )
+    _emit("\n".join(lines))
+    return 1 if unreadable else 0
+
+
+def _cmd_tree(args: argparse.Namespace) -> int:
+    from shardedstore.report.info import hierarchy, holder_text
+
+    store = _open(args.config, _options(args.storage_option))
+    nodes = hierarchy(store)
+    if args.json:
+        _emit(json.dumps(nodes, indent=2))
+        return 0
+    paths = [node["path"] for node in nodes]
+    lines = []
+    for node in nodes:
+        path = node["path"]
+        holder = holder_text(node["holder"])
+        if not path:
+            lines.append(f"/  [{holder}]")
+            continue
+        parent, _, name = path.rpartition("/")
+        depth = path.count("/")
+        siblings = [p for p in paths if p.rpartition("/")[0] == parent and p]
+        branch = "└── " if path == siblings[-1] else "├── "
+        indent = ""
+        ancestor = parent
+        for _ in range(depth):
+            grand = ancestor.rpartition("/")[0]
+            peers = [p for p in paths if p and p.rpartition("/")[0] == grand]
+            indent = ("    " if ancestor == peers[-1] else "│   ") + indent
+            ancestor = grand
+        detail = ""
+        if node["kind"] == "array":
+            detail = f" {tuple(node['shape'])} {node['dtype']}"
+        lines.append(f"{indent}{branch}{name}{detail}  [{holder}]")
+    _emit("\n".join(lines))
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from shardedstore.report.validate import validate_layout
+
+    store = _open(args.config, _options(args.storage_option), check_data=False)
+    validation = validate_layout(store)
+    code = 0 if validation.valid else 1
+    if args.json:
+        _emit(json.dumps({"config": args.config, **validation.as_dict()}, indent=2))
+        return code
+    problems, warnings = validation.problems, validation.warnings
+    if problems:
+        lines = [f"{args.config}: {len(problems)} problem(s):"]
+        lines += [f"  - {finding.message}" for finding in problems]
+    else:
+        lines = [
+            f"{args.config}: valid (every shard reachable, metadata consistent, no stray keys)"
+        ]
+    if warnings:
+        lines.append(f"{len(warnings)} warning(s):")
+        lines += [f"  - {finding.message}" for finding in warnings]
+    _emit("\n".join(lines))
+    return code
+
+
+class _UsageError(ValueError):
+    """A command line that cannot run as given (exit code 2, as argparse's own errors)."""
+
+
+def _convert_func(args: argparse.Namespace, options: dict[str, Any]) -> tuple[Any, str]:
+    """The built-in transform for ``--to``/``--out`` and the new config's path.
+
+    ``--out`` is checked and normalized before anything is read or written.
+    """
+    from shardedstore.shards.prefixes import OutputPrefixError, check_path_prefix, check_url_prefix
+    from shardedstore.shards.transforms import (
+        to_directory_store_with_prefix,
+        to_url_with_prefix,
+        to_zip_store_with_prefix,
+    )
+
+    try:
+        if args.to == "url":
+            url = check_url_prefix(args.out, "--out")
+            func: Any = to_url_with_prefix(
+                url, storage_options=options, include_stray=args.include_stray
+            )
+            return func, f"{url}.json"
+        if "://" in args.out or "::" in args.out:
+            raise _UsageError(
+                f"--out {args.out!r} is a URL, but --to {args.to} writes local files: "
+                "use --to url for URLs"
+            )
+        out = check_path_prefix(args.out, "--out")
+    except OutputPrefixError as error:
+        raise _UsageError(str(error)) from None
+    if args.to == "zip":
+        func = to_zip_store_with_prefix(
+            out, compression=args.compression, include_stray=args.include_stray
+        )
+    else:
+        func = to_directory_store_with_prefix(out, include_stray=args.include_stray)
+    return func, f"{out}.json"
+
+
+def _require_distributed() -> None:
+    """Fail in one line, before anything runs, when ``--scheduler`` has no dask.distributed."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise _UsageError(
+            '--scheduler needs dask.distributed: pip install "shardedstore[dask]"'
+        ) from None
+
+
+@contextlib.contextmanager
+def _executor(args: argparse.Namespace) -> Iterator[Executor]:
+    """The executor ``--scheduler`` (a dask.distributed cluster) or ``-j`` asks for."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if args.scheduler:
+        from distributed import Client
+
+        client = Client(args.scheduler)  # type: ignore[no-untyped-call]
+        try:
+            yield client.get_executor()  # type: ignore[no-untyped-call]
+        finally:
+            client.close()  # type: ignore[no-untyped-call]
+        return
+    executor = ThreadPoolExecutor(max_workers=args.jobs)
+    try:
+        yield executor
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    import warnings
+
+    from shardedstore.shards.transforms import StrayKeysWarning, map_shards
+    from shardedstore.shards.verify import verify_conversion
+
+    if args.scheduler:
+        _require_distributed()
+    options = _options(args.storage_option)
+    func, config_path = _convert_func(args, options)
+    # One conversion per output: held from before the source is read until the new
+    # config is written and verified.
+    with func.lock_output():
+        source = _open(args.config)
+        with _executor(args) as executor, warnings.catch_warnings(record=True) as caught:
+            start = time.perf_counter()  # once connected to a --scheduler
+            warnings.simplefilter("always", StrayKeysWarning)
+            converted = map_shards(
+                source,
+                func,
+                executor=executor,
+                progress=None if not args.quiet else False,
+                output_locked=True,
+            )
+        for warning in caught:
+            if isinstance(warning.message, StrayKeysWarning):
+                print(
+                    f"shardedstore convert: warning: not copied, as no reader of the layout "
+                    f"reaches them (validate lists them, --include-stray copies them): "
+                    f"{'; '.join(warning.message.notes)}",
+                    file=sys.stderr,
+                )
+            else:
+                warnings.showwarning(
+                    warning.message, warning.category, warning.filename, warning.lineno
+                )
+        elapsed = time.perf_counter() - start
+        converted.save_config(config_path, storage_options=options or None)
+        summary = f"converted {args.config} -> {config_path} in {elapsed:.1f} s"
+        if not args.no_verify:
+            reopened = _open(config_path, options or None)
+            verified = verify_conversion(source, reopened, include_stray=args.include_stray)
+            summary += (
+                f"; verified {verified.keys} keys ({verified.documents} metadata documents + "
+                f"{verified.chunks} chunks), {_size(verified.bytes)}, identical (crc32)"
+            )
+    _emit(summary)
+    return 0
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from shardedstore.cli.init import InitArgumentError, init_layout, layout_rows
+
+    try:
+        config = init_layout(
+            args.config,
+            args.base,
+            args.mount or (),
+            args.array_shards or (),
+            force=args.force,
+            allow_outside=args.allow_outside,
+            storage_options=_options(args.storage_option) or None,
+        )
+    except InitArgumentError as err:
+        raise _UsageError(str(err)) from None
+    if args.json:
+        _emit(json.dumps({"config": args.config, "layout": config}, indent=2))
+        return 0
+    opener = f"shardedstore.open({args.config!r}, mode='r+'"
+    opener += ", allow_outside=True)" if args.allow_outside else ")"
+    rows = [("store", "type", "location (paths relative to the config's folder)")]
+    lines = [f"wrote {args.config}", _table([*rows, *layout_rows(config)], right=0)]
+    lines.append(f"writers open it with {opener}; stores are created on first write")
+    _emit("\n".join(lines))
+    return 0
+
+
+def _open_source(source: str, options: dict[str, Any]) -> Any:
+    """A layout config (``.json``) as its layout, else the zarr store at a path or URL."""
+    if source.endswith(".json"):
+        return _open(source, options or None)
+    if "://" in source or "::" in source:
+        from zarr.storage import FsspecStore
+
+        return FsspecStore.from_url(source, read_only=True, storage_options=options or None)
+    if not os.path.exists(source):
+        raise FileNotFoundError(
+            f"{source} does not exist; give a layout config (.json), a directory, a zip or a URL"
+        )
+    if os.path.isfile(source):
+        from zarr.storage import ZipStore
+
+        return ZipStore(source, mode="r", read_only=True)
+    from zarr.storage import LocalStore
+
+    return LocalStore(source, read_only=True)
+
+
+def _cmd_chunks(args: argparse.Namespace) -> int:
+    from shardedstore.table.chunks import chunk_table, require_pyarrow
+    from shardedstore.table.parquet import write_chunk_table
+
+    require_pyarrow()
+    if args.sql:
+        try:
+            import duckdb
+        except ImportError:
+            raise _UsageError('--sql needs DuckDB: pip install "shardedstore[duckdb]"') from None
+    if args.scheduler:
+        _require_distributed()
+    histogram = None
+    if args.histogram:
+        histogram = tuple(part.strip() for part in args.histogram.split(","))
+    options = _options(args.storage_option)
+    store = _open_source(args.source, options)
+    with _executor(args) as executor:
+        start = time.perf_counter()  # once connected to a --scheduler
+        common: dict[str, Any] = {
+            "stats": args.stats,
+            "histogram": histogram,
+            "missing": args.missing,
+            "executor": executor,
+            "progress": None if not args.quiet else False,
+        }
+        if args.out:
+            written = write_chunk_table(store, args.out, args.array, **common)
+        else:
+            table = chunk_table(store, args.array, **common)
+    elapsed = time.perf_counter() - start
+    if args.sql:
+        connection = duckdb.connect()
+        if args.out:
+            pattern = os.path.join(args.out, "**", "*.parquet").replace("'", "''")
+            connection.execute(
+                "CREATE VIEW chunks AS SELECT * FROM read_parquet("
+                f"'{pattern}', hive_partitioning = true, union_by_name = true)"
+            )
+        else:
+            connection.register("chunks", table)
+        relation: Any = connection.sql(args.sql)  # None for a statement without rows
+        if relation is None:
+            return 0  # a statement without a result
+        names = list(relation.columns)
+        found = relation.fetchall()
+        if args.json:
+            rows = [dict(zip(names, row, strict=True)) for row in found]
+            _emit(_json_rows(rows))
+        else:
+            shown = [tuple(names), *(tuple(_cell(v) for v in row) for row in found)]
+            _emit(_table(shown, right=0) + f"\n({len(found)} row(s))")
+        return 0
+    if args.out:
+        summary = {
+            "out": args.out,
+            "written": list(written.written),
+            "unchanged": list(written.unchanged),
+            "removed": list(written.removed),
+            "rows": written.rows,
+            "seconds": round(elapsed, 3),
+        }
+        if args.json:
+            _emit(json.dumps(summary, indent=2))
+        else:
+            _emit(
+                f"wrote {len(written.written)} file(s) ({written.rows} rows), kept "
+                f"{len(written.unchanged)} unchanged, removed {len(written.removed)}: "
+                f"{args.out} in {elapsed:.1f} s (query: SELECT * FROM "
+                f"read_parquet('{args.out}/**/*.parquet', hive_partitioning = true))"
+            )
+        return 0
+    if args.json:
+        _emit(_json_rows(table.to_pylist()))
+        return 0
+    names = [name for name in table.column_names if table.column(name).null_count < len(table)]
+    shown = [tuple(names)]
+    shown += [tuple(_cell(row[name]) for name in names) for row in table.to_pylist()]
+    _emit(_table(shown, right=0) + f"\n({table.num_rows} chunk(s))")
+    return 0
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as None: JSON has no literal for them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    return value
+
+
+def _json_rows(rows: list[dict[str, Any]]) -> str:
+    """Rows of a table as strict JSON (NaN and infinities as null)."""
+    return json.dumps(_json_safe(rows), indent=2, default=str, allow_nan=False)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from shardedstore.cli.demo import run_demo
+
+    return 0 if run_demo(args.dir) else 1
+
+
+# -------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``shardedstore`` command."""
+    parser = argparse.ArgumentParser(
+        prog="shardedstore",
+        description="Spread one Zarr hierarchy over many stores, and inspect, check and "
+        "convert such layouts. CONFIG is a layout config file (a path or fsspec URL).",
+    )
+    from shardedstore import __version__
+
+    parser.add_argument("--version", action="version", version=f"shardedstore {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=description)
+
+    def config_args(sub: argparse.ArgumentParser, json_help: str) -> None:
+        sub.add_argument("config", metavar="CONFIG", help="layout config file (path or URL)")
+        sub.add_argument("--json", action="store_true", help=json_help)
+        sub.add_argument(
+            "--storage-option",
+            metavar="KEY=VALUE",
+            action="append",
+            help="fsspec option for reading CONFIG from a URL (repeatable)",
+        )
+
+    info = command(
+        "info",
+        "summarize a layout: each shard, its store, its keys and bytes",
+        "List the base, every mount and every array shard with its store (a URL), its "
+        "keys (metadata documents + chunks, and stray keys if any) and bytes (array "
+        "shards summed per array; --json lists each). A shard that cannot be read is "
+        "marked and named on stderr, and the exit code is 1.",
+    )
+    config_args(info, "print JSON with every shard")
+    info.set_defaults(func=_cmd_info)
+
+    tree = command(
+        "tree",
+        "print the Zarr hierarchy, marking the shard that holds each node",
+        "Print every group and array (shape, dtype) from metadata alone, without "
+        "loading chunk data, each marked with the shard that holds it.",
+    )
+    config_args(tree, "print the nodes as JSON")
+    tree.set_defaults(func=_cmd_tree)
+
+    validate = command(
+        "validate",
+        "check that every shard is reachable, consistent and free of stray keys",
+        "Check that every shard is reachable, that each array shard's metadata matches "
+        "the array's metadata in base, and that no store holds keys nobody can read; "
+        "every problem is reported, whatever fails first. Exit 1 with the list of "
+        "problems otherwise (an array's dims that contradict its data included). Warnings "
+        "(array shards missing between others, an array with no array shard at all, array "
+        "shards beyond the array's shape, zips being written or left by a dead writer) do "
+        "not make a layout invalid.",
+    )
+    config_args(validate, "print the result as JSON")
+    validate.set_defaults(func=_cmd_validate)
+
+    convert = command(
+        "convert",
+        "copy every shard to zips, directories or a URL and write the new config",
+        "Copy every shard of CONFIG (base, mounts, array shards) to a zip file, a "
+        "directory or below an fsspec URL, with a progress bar, in parallel. Only each "
+        "shard's own keys are copied (stray keys are reported; --include-stray copies "
+        "them); shards are never read through a symlink. The output is locked for the "
+        "run (PREFIX.lock). The new config is written next to the output (PREFIX.json), "
+        "then every key is verified against the source (crc32). Re-running after a "
+        "failure or Ctrl-C skips outputs with the same content and finishes the job.",
+    )
+    convert.add_argument("config", metavar="CONFIG", help="layout config file to convert")
+    convert.add_argument(
+        "--to", required=True, choices=["zip", "directory", "url"], help="kind of output"
+    )
+    convert.add_argument(
+        "--out",
+        required=True,
+        metavar="PREFIX",
+        help="output prefix, ending in a name: a path such as archive/ds, or a URL for "
+        "--to url such as s3://bucket/ds",
+    )
+    convert.add_argument(
+        "-j", "--jobs", type=int, default=4, metavar="N", help="parallel workers (default 4)"
+    )
+    convert.add_argument(
+        "--scheduler", metavar="ADDRESS", help="run on this dask.distributed scheduler instead"
+    )
+    convert.add_argument(
+        "--compression",
+        default="stored",
+        choices=["stored", "deflated", "bzip2", "lzma"],
+        help="zip compression (default stored: chunks are usually compressed already)",
+    )
+    convert.add_argument(
+        "--storage-option",
+        metavar="KEY=VALUE",
+        action="append",
+        help="fsspec option for --to url outputs (repeatable), e.g. endpoint_url=http://...",
+    )
+    convert.add_argument(
+        "--include-stray",
+        action="store_true",
+        help="also copy stray keys and array shards outside the array's shape, which no "
+        "reader of the layout reaches (by default they are reported and left out)",
+    )
+    convert.add_argument("--no-verify", action="store_true", help="skip the checksum comparison")
+    convert.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    convert.set_defaults(func=_cmd_convert)
+
+    init = command(
+        "init",
+        "write a layout config (base, mounts, array shards) for writers to start from",
+        "Write a layout config to CONFIG, a path or URL (refused if it exists, unless "
+        "--force), checked as shardedstore.open(CONFIG, mode='r+') checks it: stores that "
+        "overlap, or lie outside CONFIG's folder without --allow-outside, are refused. "
+        "STORE is local:PATH, zip:PATH, fsspec:URL, obstore:URL, a URL (fsspec), a path "
+        "(.zip: a zip, else a directory) or a store's config as JSON. Relative paths are "
+        "relative to the working directory and written relative to CONFIG's folder. Only "
+        "the config is written: stores are created by the first write to them.",
+    )
+    init.add_argument("config", metavar="CONFIG", help="config file to write (path or URL)")
+    init.add_argument("--base", required=True, metavar="STORE", help="the base store")
+    init.add_argument(
+        "--mount",
+        action="append",
+        metavar="PATH=STORE",
+        help="put the group or array at PATH in STORE (repeatable)",
+    )
+    init.add_argument(
+        "--array-shards",
+        action="append",
+        metavar="PATH=DIMS:TEMPLATE",
+        help="one store per chunk index along the first DIMS dimensions of the array at "
+        "PATH; TEMPLATE is a STORE with {chunk} in its path, e.g. "
+        "temperature=1:zip:temperature/{chunk}.zarr.zip (repeatable)",
+    )
+    init.add_argument("--force", action="store_true", help="replace CONFIG if it exists")
+    init.add_argument(
+        "--allow-outside",
+        action="store_true",
+        help="accept stores outside CONFIG's folder (writers need allow_outside=True)",
+    )
+    init.add_argument("--json", action="store_true", help="print the config written as JSON")
+    init.add_argument(
+        "--storage-option",
+        metavar="KEY=VALUE",
+        action="append",
+        help="fsspec option for writing CONFIG to a URL (repeatable)",
+    )
+    init.set_defaults(func=_cmd_init)
+
+    chunks = command(
+        "chunks",
+        "one row per stored chunk (array, shard, indices, key, bytes, statistics)",
+        "Build the chunk table of SOURCE (a layout config .json, or any zarr store: a "
+        "directory, a zip or a URL): one row per stored chunk with its array, shard, "
+        "chunk indices, region, key and stored bytes, and with --stats value statistics "
+        "of the decoded chunk. Shards are read in parallel (-j threads, or a dask cluster "
+        "with --scheduler). With --out, write a Parquet dataset (one file per shard, "
+        "hive-partitioned by array) that a re-run updates incrementally: only shards "
+        "whose chunks changed are read again. --sql queries the result with DuckDB as "
+        "the table chunks.",
+    )
+    chunks.add_argument(
+        "source", metavar="SOURCE", help="layout config (.json), or a zarr directory, zip or URL"
+    )
+    chunks.add_argument(
+        "--array", action="append", metavar="PATH", help="only this array (repeatable)"
+    )
+    chunks.add_argument(
+        "--stats",
+        default="",
+        metavar="LIST",
+        help="comma-separated statistics: min,max,mean,std,count,nan_count,fill_count or all",
+    )
+    chunks.add_argument(
+        "--histogram", metavar="LO,HI,BINS", help="add counts in BINS fixed bins over [LO, HI]"
+    )
+    chunks.add_argument(
+        "--missing",
+        action="store_true",
+        help="also list chunks that are not stored (they read as the fill value)",
+    )
+    chunks.add_argument(
+        "--out", metavar="DIR", help="write a Parquet dataset to DIR (updated incrementally)"
+    )
+    chunks.add_argument(
+        "-j", "--jobs", type=int, default=4, metavar="N", help="parallel workers (default 4)"
+    )
+    chunks.add_argument(
+        "--scheduler", metavar="ADDRESS", help="run on this dask.distributed scheduler instead"
+    )
+    chunks.add_argument(
+        "--sql", metavar="QUERY", help="run QUERY with DuckDB on the table, named chunks"
+    )
+    chunks.add_argument("--json", action="store_true", help="print JSON")
+    chunks.add_argument(
+        "--storage-option",
+        metavar="KEY=VALUE",
+        action="append",
+        help="fsspec option for a SOURCE given as a URL (repeatable)",
+    )
+    chunks.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    chunks.set_defaults(func=_cmd_chunks)
+
+    demo = command(
+        "demo",
+        "write a small demo dataset sharded, save its config, reopen it and compare",
+        "Build a small DataTree, write it through a ShardedStore under DIR, print where "
+        "each node landed, save DIR/layout.json, reopen the dataset from it and compare. "
+        "DIR must be new, empty, or an earlier demo's output (marked by DIR/.shardedstore-demo), "
+        "whose entries are replaced; nothing else in DIR is touched.",
+    )
+    demo.add_argument("dir", nargs="?", default="demo-output", help="output directory")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code.
+
+    A Ctrl-C at any point, the imports of the command included, exits 130 with one
+    line (``shardedstore`` imports nothing heavy before this runs).
+    """
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        words = sys.argv[1:] if argv is None else list(argv)
+        command = next((word for word in words if not word.startswith("-")), "")
+        hint = ""
+        if command == "convert":
+            hint = "; finished shards are complete: run the same command again to finish"
+        name = f"shardedstore {command}" if command else "shardedstore"
+        print(f"{name}: interrupted{hint}", file=sys.stderr)
+        return 130
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "jobs", 1) < 1:
+        print(f"shardedstore {args.command}: error: -j must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        code: int = args.func(args)
+    except _UsageError as err:
+        print(f"shardedstore {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # one line for people, never a traceback
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"shardedstore {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

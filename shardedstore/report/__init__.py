@@ -1,0 +1,1 @@
+"""Looking at a layout without loading its data: ``info``, ``tree`` and ``validate``."""

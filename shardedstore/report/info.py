@@ -1,0 +1,346 @@
+"""Look at a layout without loading chunk data: shard sizes and the hierarchy.
+
+Used by the ``info`` and ``tree`` commands (``validate``: :mod:`shardedstore.report.validate`);
+each function returns plain data that the command line prints as text or JSON. A shard
+that is missing, unreachable or corrupt is marked, never a reason to stop: every other
+shard is still looked at.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+import zlib
+from collections.abc import Coroutine
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from zarr.abc.store import Store
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+
+from shardedstore.backends.probe import error_text, reach, store_url
+from shardedstore.errors import LayoutError
+from shardedstore.shards.source import (
+    OwnKeys,
+    describe_shard,
+    is_metadata_document,
+)
+from shardedstore.store.routing import ARRAY_METADATA, BASE, MOUNT, validate_key
+
+if TYPE_CHECKING:
+    from shardedstore.shards.listing import Shard
+    from shardedstore.store.sharded import ShardedStore
+
+__all__ = [
+    "ShardSummary",
+    "checksums",
+    "factory_text",
+    "hierarchy",
+    "holder_text",
+    "node_holder",
+    "node_holder_info",
+    "shard_summaries",
+]
+
+
+@dataclass(frozen=True)
+class ShardSummary:
+    """One shard: where it is and what it holds.
+
+    Attributes
+    ----------
+    kind
+        ``"base"``, ``"mount"`` or ``"array shard"``.
+    path
+        The mount or array path (``""`` for the base).
+    chunk_index
+        The array shard's chunk index (None for the base and mounts).
+    backend
+        Where the shard is, as a URL.
+    exists
+        Whether the store is there (False: missing, or an empty object-store prefix;
+        None: it could not be told, see ``error``).
+    error
+        Why the shard could not be read (a corrupt zip, an unreachable endpoint), or None.
+    keys
+        Every key the shard holds: ``metadata_keys + chunk_keys + stray_keys``.
+    metadata_keys
+        Metadata documents (``zarr.json``, ``.zarray``, ...) a reader reaches.
+    chunk_keys
+        Chunks a reader reaches.
+    stray_keys
+        Keys no reader of the layout reaches (``validate`` lists them).
+    bytes
+        Bytes of all ``keys``.
+    """
+
+    kind: str
+    path: str
+    chunk_index: str | None
+    backend: str
+    exists: bool | None
+    error: str | None
+    keys: int
+    metadata_keys: int
+    chunk_keys: int
+    stray_keys: int
+    bytes: int
+
+    @property
+    def name(self) -> str:
+        """The shard as messages name it: ``base``, ``mount 'a'``, ``array shard 'x' chunk 3``."""
+        if self.kind == "array shard" and self.chunk_index is None:
+            return f"array {self.path!r}"  # its shards could not be listed
+        return describe_shard(self.path, self.chunk_index)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def empty(
+        cls, kind: str, path: str, index: str | None, backend: str, error: str | None
+    ) -> ShardSummary:
+        """A shard that is missing (``error`` None) or cannot be read (its ``error``)."""
+        exists = False if error is None else None
+        return cls(kind, path, index, backend, exists, error, 0, 0, 0, 0, 0)
+
+
+def _owned(keys: OwnKeys | None, key: str) -> bool:
+    if keys is None:
+        return False
+    try:
+        validate_key(key)
+    except ValueError:
+        return False
+    return keys.owns(key)
+
+
+async def _summary(
+    kind: str,
+    path: str,
+    index: str | None,
+    store: Store,
+    keys: OwnKeys | None,
+    timeout: float | None,
+) -> ShardSummary:
+    """What one shard holds; ``keys`` says which keys are its own (None: none are)."""
+    from shardedstore.store.sharded import _gather_bounded
+
+    url = store_url(store)
+    found = await reach(store, timeout)
+    if found.state != "ok":
+        return ShardSummary.empty(kind, path, index, url, found.error)
+    try:
+        listed = [key async for key in store.list()]
+        sizes = await _gather_bounded(store.getsize(key) for key in listed)
+    except Exception as error:  # listed or sized halfway: the shard is broken, say so
+        return ShardSummary.empty(kind, path, index, url, error_text(error))
+    own = [key for key in listed if _owned(keys, key)]
+    documents = sum(is_metadata_document(key) for key in own)
+    return ShardSummary(
+        kind,
+        path,
+        index,
+        url,
+        True,
+        None,
+        len(listed),
+        documents,
+        len(own) - documents,
+        len(listed) - len(own),
+        sum(sizes),
+    )
+
+
+async def _array_shard_summary(
+    shard: Shard, named: bool, timeout: float | None
+) -> ShardSummary | None:
+    """An array shard's summary; None for a shard that is not there and not named."""
+    try:
+        summary = await _summary(
+            "array shard", shard.path, shard.chunk_index, shard.store, shard.own_keys, timeout
+        )
+    finally:
+        shard.store.close()  # a handle of its own: 10^5 zips must not stay open
+    if summary.exists is False and not named:
+        return None  # a candidate index of a factory that cannot list its shards
+    return summary
+
+
+async def _summaries(store: ShardedStore, timeout: float | None) -> list[ShardSummary]:
+    from shardedstore.shards.listing import list_shards
+    from shardedstore.store.sharded import _gather_bounded
+
+    listing = await list_shards(store, strict=False)
+    jobs: list[Coroutine[Any, Any, ShardSummary | None]] = []
+    for shard in listing.shards:
+        if shard.kind == "array shard":
+            factory = store.array_shards[shard.path][1]
+            named = shard.chunk_index in (getattr(factory, "shards", None) or {})
+            jobs.append(_array_shard_summary(shard, named, timeout))
+        else:
+            kind, path = shard.kind, shard.path
+            jobs.append(_summary(kind, path, None, shard.store, shard.own_keys, timeout))
+    failed = [
+        ShardSummary.empty("array shard", path, index, "?", error_text(error))
+        for path, index, error in listing.unmade  # the factory itself failed for this index
+    ]
+    for path, array in listing.arrays.items():
+        if array.listing_error is not None:  # the template's directory cannot be listed
+            error_line = f"array shards cannot be listed: {error_text(array.listing_error)}"
+            factory = store.array_shards[path][1]
+            failed.append(
+                ShardSummary.empty("array shard", path, None, factory_text(factory), error_line)
+            )
+    found = await _gather_bounded(jobs)
+    return [summary for summary in found if summary is not None] + failed
+
+
+def shard_summaries(store: ShardedStore, *, timeout: float | None = None) -> list[ShardSummary]:
+    """Every shard of ``store`` (base, mounts, existing array shards) with what it holds.
+
+    A shard that is missing is listed with ``exists`` False, one that cannot be read
+    (unreachable, corrupt) with its ``error``; the others are still summarized.
+
+    Parameters
+    ----------
+    store
+        The layout.
+    timeout
+        Seconds each shard may take to open and list its first key (None: the
+        ``SHARDEDSTORE_TIMEOUT`` environment variable, else 30 s; ``math.inf``: no limit).
+    """
+    from shardedstore.backends.timeouts import resolve_timeout
+
+    limit = resolve_timeout(timeout)  # a bad setting fails here, not as a shard's error
+    return list(sync(_summaries(store, math.inf if limit is None else limit)))
+
+
+# ------------------------------------------------------------------ the tree
+
+
+def factory_text(factory: object) -> str:
+    """Where an array-shard factory puts its shards (its path template)."""
+    from shardedstore.store.factories import ArrayShardDirectoryFactory, ArrayShardTemplateFactory
+
+    if isinstance(factory, ArrayShardDirectoryFactory):
+        return f"{factory.prefix}/{{chunk}}.zarr"
+    if isinstance(factory, ArrayShardTemplateFactory) and factory.template is not None:
+        template = factory.template
+        return str(template.get("path") or template.get("root") or template.get("url"))
+    return type(factory).__name__
+
+
+def node_holder_info(store: ShardedStore, path: str) -> dict[str, Any]:
+    """Which store holds the node at ``path``, as data.
+
+    ``{"kind": "base", "store": URL}``, ``{"kind": "mount", "path": MOUNT, "store": URL}``
+    or, for an array-sharded array (metadata in base, chunks in its array shards),
+    ``{"kind": "array shards", "path": ARRAY, "store": BASE URL, "dims": N,
+    "shards": COUNT, "template": WHERE}``.
+    """
+    kind, node = (BASE, "") if not path else store._router.route(f"{path}/zarr.json")[:2]
+    if kind == MOUNT:
+        return {"kind": "mount", "path": node, "store": store_url(store.mounts[node])}
+    base = store_url(store.base)
+    if kind == ARRAY_METADATA:
+        dims, factory = store.array_shards[node]
+        indices = sync(store._existing_chunk_indices(node, probe=False))
+        return {
+            "kind": "array shards",
+            "path": node,
+            "store": base,
+            "dims": dims,
+            "shards": len(indices),
+            "template": factory_text(factory),
+        }
+    return {"kind": "base", "store": base}
+
+
+def holder_text(holder: dict[str, Any]) -> str:
+    """A holder from :func:`node_holder_info`, for people to read."""
+    if holder["kind"] == "mount":
+        return f"mount {holder['path']!r}: {holder['store']}"
+    if holder["kind"] == "array shards":
+        return (
+            f"base + {holder['shards']} array shard(s) on {holder['dims']} dim(s): "
+            f"{holder['template']}"
+        )
+    return f"base: {holder['store']}"
+
+
+def node_holder(store: ShardedStore, path: str) -> str:
+    """Which store holds the node at ``path``, for people to read."""
+    return holder_text(node_holder_info(store, path))
+
+
+async def _first_unreadable(store: ShardedStore) -> str | None:
+    """``base: cannot be read (URL): ...`` for the first of base and mounts that fails."""
+    from shardedstore.store.sharded import _gather_bounded, _read_only_view
+
+    subs = [("base", store.base)]
+    subs += [(f"mount {path!r}", mount) for path, mount in sorted(store.mounts.items())]
+    views = [_read_only_view(sub) for _, sub in subs]
+    found = await _gather_bounded(reach(view) for view in views)
+    for (name, _), view, outcome in zip(subs, views, found, strict=True):
+        if outcome.state == "unreadable":
+            return f"{name}: cannot be read ({store_url(view)}): {outcome.error}"
+    return None
+
+
+def hierarchy(store: ShardedStore) -> list[dict[str, Any]]:
+    """Every group and array (path, kind, shape, dtype, holder), from metadata only."""
+    import zarr
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Object at .* is not recognized")
+            root = zarr.open_group(store, mode="r")
+            members = sorted(root.members(max_depth=None), key=lambda member: member[0])
+    except Exception as error:
+        broken = sync(_first_unreadable(store))
+        if broken is None:
+            raise
+        raise LayoutError(
+            f"{broken}; the tree needs the base and every mount (shardedstore validate "
+            "lists every problem)"
+        ) from error
+    nodes: list[dict[str, Any]] = [
+        {"path": "", "kind": "group", "holder": node_holder_info(store, "")}
+    ]
+    for path, node in members:
+        entry: dict[str, Any] = {
+            "path": path,
+            "kind": "group",
+            "holder": node_holder_info(store, path),
+        }
+        if isinstance(node, zarr.Array):
+            entry.update(kind="array", shape=list(node.shape), dtype=str(node.dtype))
+        nodes.append(entry)
+    return nodes
+
+
+# ---------------------------------------------------------------- checksums
+
+
+async def _checksums(store: Store) -> dict[str, tuple[int, int]]:
+    from shardedstore.store.sharded import _gather_bounded, _opened
+
+    prototype = default_buffer_prototype()
+    if not await _opened(store):
+        return {}
+    keys = [key async for key in store.list()]
+
+    async def one(key: str) -> tuple[int, int]:
+        value = await store.get(key, prototype)
+        data = b"" if value is None else value.to_bytes()
+        return len(data), zlib.crc32(data)
+
+    sums = await _gather_bounded(one(key) for key in keys)
+    return dict(zip(keys, sums, strict=True))
+
+
+def checksums(store: Store) -> dict[str, tuple[int, int]]:
+    """``key -> (size, crc32)`` for every key of ``store`` (reads every value)."""
+    return dict(sync(_checksums(store)))

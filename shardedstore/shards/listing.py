@@ -1,0 +1,272 @@
+"""Every shard of a layout, in one place: :meth:`ShardedStore.shards`.
+
+A layout's shards are its base, each mount, and each existing array shard. Everything
+that works shard by shard enumerates them here: ``map_shards`` and ``convert``
+(:mod:`shardedstore.shards.source`), ``info`` (:mod:`shardedstore.report.info`),
+``validate`` (:mod:`shardedstore.report.validate`) and the chunk table
+(:mod:`shardedstore.table.chunks`).
+
+Each :class:`Shard` carries a new read-only handle on its store (a zip is a fresh
+handle, safe to pickle into another process), and which of its keys a reader of the
+layout reaches (:class:`shardedstore.shards.source.OwnKeys`). The enumeration reads
+only the arrays' metadata in base and lists the array shards' locations; it never
+reads a shard.
+
+``info`` and ``validate`` must report every problem and go on, so the enumeration can
+also run *tolerantly* (:func:`list_shards` with ``strict=False``): an array whose
+metadata or shards cannot be read, or an array shard its factory cannot make, is
+recorded in the :class:`ShardListing` instead of raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from zarr.abc.store import Store
+from zarr.storage import ZipStore
+
+from shardedstore.errors import LayoutError
+from shardedstore.shards.source import (
+    ArrayShardKeys,
+    BaseKeys,
+    MountKeys,
+    OwnKeys,
+    describe_shard,
+)
+
+if TYPE_CHECKING:
+    from shardedstore.store.metadata import ShardedArrayLayout
+    from shardedstore.store.sharded import ShardedStore
+
+__all__ = [
+    "ArrayListing",
+    "Shard",
+    "ShardKind",
+    "ShardListing",
+    "base_and_mounts",
+    "index_key",
+    "list_shards",
+    "shard_handle",
+]
+
+ShardKind = Literal["base", "mount", "array shard"]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One shard of a layout: the base, a mount or an array shard.
+
+    Attributes
+    ----------
+    kind
+        ``"base"``, ``"mount"`` or ``"array shard"``.
+    path
+        The node path of the mount or array-sharded array (``""`` for the base).
+    chunk_index
+        The array shard's chunk index along the sharded dimensions (``"3"``,
+        ``"3.0"``); None for the base and mounts.
+    store
+        A read-only store of the shard. Zips and array shards are new handles, which
+        the caller may close; a zip handle reads the zip as last committed.
+    own_keys
+        Which keys of the shard a reader of the layout reaches (``own_keys.owns(key)``);
+        None when no reader reaches any: an array shard beyond the array's shape
+        along the sharded dimensions, or of an array without (usable) metadata in base.
+    beyond_shape
+        An array shard beyond the array's shape along the sharded dimensions (a resize
+        that shrank the array leaves them).
+    listed
+        False for an array shard whose factory cannot list its shards: the index is a
+        candidate within the array's shape, and the shard may not exist.
+
+    Examples
+    --------
+    >>> for shard in store.shards():  # doctest: +SKIP
+    ...     print(shard.name, shard.store)
+    base file:///data/base.zarr
+    array shard 'simulation/fine/foo' chunk 0 file:///data/array_shards/0.zarr
+    """
+
+    kind: ShardKind
+    path: str
+    chunk_index: str | None
+    store: Store
+    own_keys: OwnKeys | None
+    beyond_shape: bool = False
+    listed: bool = True
+
+    @property
+    def name(self) -> str:
+        """The shard as messages name it: ``base``, ``mount 'a'``, ``array shard 'x' chunk 3``."""
+        return describe_shard(self.path, self.chunk_index)
+
+    @property
+    def reachable(self) -> bool:
+        """Whether a reader of the layout reaches any key of this shard."""
+        return self.own_keys is not None
+
+
+@dataclass
+class ArrayListing:
+    """What the enumeration found out about one array-sharded array.
+
+    Attributes
+    ----------
+    path
+        The array's node path.
+    dims
+        Number of sharded (leading) dimensions.
+    layout
+        How the array is laid out in its shards; None without metadata in base (or
+        when it could not be read: see ``layout_error``).
+    layout_error
+        Why the array's metadata in base could not be read (a :class:`LayoutError`:
+        it cannot be sharded; anything else: base could not be read).
+    listing_error
+        Why the array shards could not be listed (then no shard of the array is in
+        the listing).
+    indices
+        The chunk indices of its shards in the listing, in order.
+    """
+
+    path: str
+    dims: int
+    layout: ShardedArrayLayout | None = None
+    layout_error: Exception | None = None
+    listing_error: Exception | None = None
+    indices: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ShardListing:
+    """Every shard of a layout, with what could not be enumerated.
+
+    Attributes
+    ----------
+    shards
+        The base, the mounts (by path), then each array's shards (by array path and
+        chunk index).
+    arrays
+        Array path -> :class:`ArrayListing`, for every array-sharded array.
+    unmade
+        ``(array path, chunk index, error)`` of array shards whose factory failed.
+    """
+
+    shards: list[Shard] = field(default_factory=list)
+    arrays: dict[str, ArrayListing] = field(default_factory=dict)
+    unmade: list[tuple[str, str, Exception]] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[Shard]:
+        return iter(self.shards)
+
+
+def index_key(index: str) -> tuple[int, ...]:
+    """A chunk index as integers, to sort indices numerically (``"10"`` after ``"9"``)."""
+    return tuple(int(part) for part in index.split("."))
+
+
+def shard_handle(store: Store) -> Store:
+    """A read-only handle on a shard's store; a zip is a new handle, safe to pickle."""
+    from shardedstore.backends.zips import copy_on_write, read_only_zip
+    from shardedstore.store.sharded import _read_only_view
+
+    store = copy_on_write(store)
+    if isinstance(store, ZipStore):
+        return read_only_zip(store, fresh=True)
+    return _read_only_view(store)
+
+
+def _beyond(index: str, layout: ShardedArrayLayout | None, dims: int) -> bool:
+    if layout is None:
+        return False
+    return any(i >= n for i, n in zip(index_key(index), layout.shape[:dims], strict=False))
+
+
+async def _array_shards(
+    store: ShardedStore, path: str, listing: ShardListing, strict: bool, metadata: bool
+) -> list[Shard]:
+    dims, factory = store.array_shards[path]
+    info = listing.arrays[path] = ArrayListing(path, dims)
+    keys: OwnKeys | None = None  # no usable metadata in base: no reader reaches the shards
+    try:
+        info.layout = await store._layout(path) if metadata else None
+    except LayoutError as error:  # metadata in base that cannot be sharded
+        if strict:
+            raise
+        info.layout_error = error
+    except Exception as error:  # base cannot be read: which keys are stray cannot be told
+        if strict:
+            raise
+        info.layout_error = error
+        keys = MountKeys()
+    if info.layout is not None:
+        keys = ArrayShardKeys.of(info.layout)
+    listed = callable(getattr(factory, "existing_chunk_indices", None))
+    try:
+        indices = sorted(await store._existing_chunk_indices(path), key=index_key)
+    except Exception as error:  # the template's directory or prefix cannot be listed
+        if strict:
+            raise
+        info.listing_error = error
+        return []
+    found: list[Shard] = []
+    for index in indices:
+        try:
+            made = factory(index)
+            if not isinstance(made, Store):
+                raise LayoutError(
+                    f"array shard {path!r}: the factory returned {type(made).__name__} for "
+                    f"chunk index {index!r}; it must return a zarr store"
+                )
+            handle = shard_handle(made)
+        except Exception as error:
+            if strict:
+                raise
+            listing.unmade.append((path, index, error))
+            continue
+        beyond = _beyond(index, info.layout, dims)
+        info.indices.append(index)
+        own = None if beyond else keys
+        found.append(Shard("array shard", path, index, handle, own, beyond, listed))
+    return found
+
+
+def base_and_mounts(store: ShardedStore) -> list[Shard]:
+    """The base and the mounts (by path) of ``store``: no I/O."""
+    base, mounts = store._given
+    router = store._router
+    array_dims = tuple(sorted(router.array_dims.items()))
+    shards = [Shard("base", "", None, shard_handle(base), BaseKeys(router.mount_paths, array_dims))]
+    for path, mount in sorted(mounts.items()):
+        shards.append(Shard("mount", path, None, shard_handle(mount), MountKeys()))
+    return shards
+
+
+async def list_shards(
+    store: ShardedStore, *, strict: bool = True, metadata: bool = True
+) -> ShardListing:
+    """Enumerate the base, every mount and every existing array shard of ``store``.
+
+    Parameters
+    ----------
+    store
+        The layout.
+    strict
+        Raise when an array's metadata or shards cannot be read (else record it in
+        the listing and go on, as ``info`` and ``validate`` do).
+    metadata
+        Read the arrays' metadata in base. ``validate`` passes False when base
+        cannot be reached: array shards then have no layout and no own keys.
+    """
+    listing = ShardListing(shards=base_and_mounts(store))
+    paths = sorted(store.array_shards)
+    found = await asyncio.gather(
+        *(_array_shards(store, path, listing, strict, metadata) for path in paths)
+    )
+    listing.arrays = {path: listing.arrays[path] for path in paths}  # in path order
+    for shards in found:
+        listing.shards.extend(shards)
+    return listing

@@ -1,0 +1,1602 @@
+"""ShardedStore: one Zarr hierarchy served from many stores."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import itertools
+import os
+import weakref
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+)
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
+
+from zarr.abc.store import ByteRequest, Store, SupportsSyncStore
+from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
+from zarr.core.sync import sync
+from zarr.storage import LocalStore, ZipStore
+
+from shardedstore.backends.cache import ShardCache, wrap
+from shardedstore.backends.documents import DocumentVersions, is_metadata_key
+from shardedstore.backends.oserrors import names_keys, names_keys_sync
+from shardedstore.backends.registry import same_store
+from shardedstore.backends.zips import ZipReference, copy_on_write, enable_deflate64, read_only_zip
+from shardedstore.backends.zipstore import CommitGroup, CopyOnWriteZipStore, finish_group
+from shardedstore.errors import CommitError, ConflictError, KeyValidationError, LayoutError
+from shardedstore.store.factories import ArrayShardFactory, factory_supports_sync
+from shardedstore.store.inline import LONG_WAIT, Latency, inline_capable
+from shardedstore.store.locations import check_layout, layout_checked
+from shardedstore.store.metadata import (
+    JSON,
+    ShardedArrayLayout,
+    parse_metadata_document,
+    sharded_array_layout,
+)
+from shardedstore.store.readahead import ReadAhead
+from shardedstore.store.routing import (
+    ARRAY_METADATA,
+    BASE,
+    CHUNK,
+    MOUNT,
+    ROOT_PREFIX,
+    Router,
+    outer_chunk_key,
+    validate_prefix,
+)
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+    from shardedstore.shards.listing import Shard
+    from shardedstore.store.mapping import StoreMapping
+
+__all__ = ["ShardedStore"]
+
+T = TypeVar("T")
+
+ArrayShardSpec = tuple[int, ArrayShardFactory]
+"""``(dims, factory)``: shard an array on its first ``dims`` chunk indices."""
+
+_FANOUT_LIMIT = 64
+"""Most sub-store requests one listing or delete keeps in flight at once."""
+
+_ARRAY_DOC_NAMES = ("zarr.json", ".zarray", ".zattrs")
+
+
+async def _opened(store: Store) -> bool:
+    """Open ``store`` if needed. False when a read-only store does not exist yet.
+
+    A read-only view of a shard that was never written (a missing directory or zip)
+    reads as empty, as zarr expects of missing keys.
+    """
+    if store._is_open:
+        return True
+    try:
+        await store._open()
+    except FileNotFoundError:
+        if store.read_only:
+            return False
+        raise
+    except ValueError:
+        # "store is already open": another request opened it meanwhile.
+        if getattr(store, "_is_open", False):
+            return True
+        raise
+    return True
+
+
+def _check_buffer(value: object) -> None:
+    if not isinstance(value, Buffer):
+        raise TypeError(
+            f"ShardedStore.set(): `value` must be a Buffer instance. "
+            f"Got an instance of {type(value)} instead."
+        )
+
+
+_INLINE_TYPES: dict[type, bool] = {}
+
+P = ParamSpec("P")
+R = TypeVar("R")
+S = TypeVar("S", bound="ShardedStore")
+
+
+def _failure_key(method: Callable[..., Any], key: str) -> str:
+    """The key a write is tracked by: a ``delete_dir`` prefix ends with ``/`` ("": all)."""
+    if method.__name__ != "delete_dir":
+        return key
+    return "" if key in ("", "/") else key.rstrip("/") + "/"
+
+
+def _tracks_writes(
+    method: Callable[Concatenate[S, str, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[S, str, P], Coroutine[Any, Any, R]]:
+    """A write method whose outcome is tracked per key (see ``CommitGroup``).
+
+    A failure is remembered until a later write or delete of the same key succeeds;
+    ``close()`` and exit commit no zip while one is remembered.
+    """
+
+    @functools.wraps(method)
+    async def wrapper(self: S, key: str, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        tracked = _failure_key(method, key)
+        try:
+            result = await method(self, key, *args, **kwargs)
+        except BaseException as error:
+            self._group.write_failed(tracked, error)
+            raise
+        self._group.write_succeeded(tracked, prefix=method.__name__ == "delete_dir")
+        return result
+
+    return wrapper
+
+
+def _tracks_writes_sync(
+    method: Callable[Concatenate[S, str, P], R],
+) -> Callable[Concatenate[S, str, P], R]:
+    """:func:`_tracks_writes` for the sync protocol methods."""
+
+    @functools.wraps(method)
+    def wrapper(self: S, key: str, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            result = method(self, key, *args, **kwargs)
+        except BaseException as error:
+            self._group.write_failed(key, error)
+            raise
+        self._group.write_succeeded(key)
+        return result
+
+    return wrapper
+
+
+def _inline_capable(store: Store) -> bool:
+    """:func:`inline_capable`, cached by type (protocol checks are slow)."""
+    kind = type(store)
+    capable = _INLINE_TYPES.get(kind)
+    if capable is None:
+        capable = _INLINE_TYPES[kind] = inline_capable(store)
+    return capable
+
+
+def _listed(lister: Callable[[], Iterable[str] | None]) -> list[str] | None:
+    result = lister()
+    return None if result is None else list(result)
+
+
+def _read_only_view(store: Store, read_only: bool = True) -> Store:
+    if store.read_only == read_only:
+        return store
+    if read_only and isinstance(store, ZipStore):
+        return read_only_zip(store)
+    try:
+        return store.with_read_only(read_only)
+    except NotImplementedError:
+        return store
+
+
+async def _gather_bounded(awaitables: Iterable[Awaitable[T]]) -> list[T]:
+    """Await concurrently, at most ``_FANOUT_LIMIT`` at a time; results in order."""
+    semaphore = asyncio.Semaphore(_FANOUT_LIMIT)
+
+    async def run(awaitable: Awaitable[T]) -> T:
+        async with semaphore:
+            return await awaitable
+
+    return list(await asyncio.gather(*(run(a) for a in awaitables)))
+
+
+async def _collect(iterator: AsyncIterator[str]) -> list[str]:
+    return [item async for item in iterator]
+
+
+def _supports_sync(
+    base: Store, mounts: Mapping[str, Store], arrays: Mapping[str, ArrayShardSpec]
+) -> bool:
+    return (
+        isinstance(copy_on_write(base), SupportsSyncStore)
+        and all(isinstance(copy_on_write(store), SupportsSyncStore) for store in mounts.values())
+        and all(
+            isinstance(spec, tuple) and len(spec) == 2 and factory_supports_sync(spec[1])
+            for spec in arrays.values()
+        )
+    )
+
+
+def _merge_document(docs: Mapping[str, JSON], name: str, doc: JSON) -> dict[str, JSON]:
+    """An array's metadata documents with ``name`` replaced by ``doc``."""
+    merged = dict(docs)
+    merged[name] = doc
+    if name == "zarr.json":  # a v3 array replaces any v2 metadata
+        merged.pop(".zarray", None)
+        merged.pop(".zattrs", None)
+    return merged
+
+
+def _rebuild(
+    base: Store | ZipReference,
+    mounts: dict[str, Store | ZipReference],
+    arrays: dict[str, ArrayShardSpec],
+    read_only: bool,
+    cache: ShardCache | None = None,
+) -> ShardedStore:
+    with layout_checked():  # where it was pickled
+        store = ShardedStore(
+            ZipReference.store(base),
+            {path: ZipReference.store(mount) for path, mount in mounts.items()},
+            arrays,
+            read_only=read_only,
+            cache=cache,
+        )
+    store._refuse_zip_writes()
+    return store
+
+
+class ShardedStore(Store):
+    """A Zarr store that spreads one hierarchy over many stores.
+
+    Keys below a *mount* path go to that mount's store with the path stripped, so each
+    mount is a standalone Zarr node. Chunks of an *array-sharded* array go to one store
+    per index along its first ``dims`` dimensions, each holding valid metadata for its
+    sub-array; the array's own metadata stays in ``base``. Everything else is in
+    ``base``. Routing is pure and costs O(key depth), whatever the number of mounts.
+
+    Parameters
+    ----------
+    base
+        Store for every key that is not mounted or array-sharded.
+    shards
+        Mounts: node path (a group or an array) -> store.
+    array_shard_funcs
+        Array shards: array path -> ``(dims, factory)``, where ``factory(chunk_index)``
+        returns the store of one array shard (see :func:`array_shard_directory_store`).
+        Shards are created lazily, on the first chunk written to them.
+    read_only
+        Refuse writes. Sub-stores are used through read-only views.
+    cache
+        Cache remote shards (zips at a URL whole, remote directories chunk by chunk)
+        and read array shards ahead; see :class:`ShardCache`. Local stores are read
+        directly.
+
+    Raises
+    ------
+    LayoutError
+        If a path is invalid, a mount or array-shard path lies inside another, a
+        sub-store or factory has the wrong type, or two stores of the layout share a
+        location or lie one inside the other (the message names both; see
+        ``docs/config.md``, "Stores never overlap").
+
+    Examples
+    --------
+    >>> from zarr.storage import MemoryStore
+    >>> store = ShardedStore(MemoryStore(), {"people": MemoryStore()})
+    >>> import zarr
+    >>> group = zarr.open_group(store, mode="w")
+    >>> _ = group.create_array("people/heights", shape=(2,), dtype="f8")
+    >>> sorted(store.mounts["people"]._store_dict)  # the group "people" and its array
+    ['heights/zarr.json', 'zarr.json']
+    """
+
+    supports_writes: bool = True
+    supports_deletes: bool = True
+    supports_listing: bool = True
+
+    def __new__(
+        cls,
+        base: Store,
+        shards: Mapping[str, Store] | None = None,
+        array_shard_funcs: Mapping[str, ArrayShardSpec] | None = None,
+        *,
+        read_only: bool = False,
+        cache: ShardCache | None = None,
+    ) -> ShardedStore:
+        # Offer zarr's sync protocols exactly when every sub-store supports them.
+        if cls is ShardedStore and _supports_sync(base, shards or {}, array_shard_funcs or {}):
+            cls = _SyncShardedStore
+        return super().__new__(cls)
+
+    def __init__(
+        self,
+        base: Store,
+        shards: Mapping[str, Store] | None = None,
+        array_shard_funcs: Mapping[str, ArrayShardSpec] | None = None,
+        *,
+        read_only: bool = False,
+        cache: ShardCache | None = None,
+    ) -> None:
+        super().__init__(read_only=read_only)
+        if not isinstance(base, Store):
+            raise LayoutError(
+                f"base: expected a zarr store (zarr.abc.store.Store), got {type(base).__name__}; "
+                "wrap a path in zarr.storage.LocalStore(path)"
+            )
+        mounts: dict[str, Store] = {}
+        for path, store in (shards or {}).items():
+            if not isinstance(store, Store):
+                raise LayoutError(
+                    f"mount {path!r}: expected a zarr store (zarr.abc.store.Store), got "
+                    f"{type(store).__name__}; wrap a path in zarr.storage.LocalStore(path)"
+                )
+            mounts[path] = copy_on_write(store)
+        base = copy_on_write(base)
+        arrays: dict[str, ArrayShardSpec] = {}
+        for path, spec in (array_shard_funcs or {}).items():
+            if not (isinstance(spec, tuple) and len(spec) == 2 and callable(spec[1])):
+                raise LayoutError(
+                    f"array shard {path!r}: expected (dims, factory) with factory(chunk_index) "
+                    f"-> Store, got {spec!r}; e.g. (1, array_shard_directory_store('shards'))"
+                )
+            arrays[path] = spec
+        self._router = Router(mounts, {path: dims for path, (dims, _) in arrays.items()})
+        check_layout(base, mounts, arrays)
+        if any(isinstance(store, ZipStore) for store in (base, *mounts.values())):
+            enable_deflate64()
+        # The stores as given describe the layout (config, equality, pickling); the
+        # ones used for I/O are read-only views of them when the store is read-only.
+        self._given = (base, dict(mounts))
+        if read_only:
+            base = _read_only_view(base)
+            mounts = {path: _read_only_view(store) for path, store in mounts.items()}
+        # Remote shards read through the cache, and ahead along the sharded dims.
+        self._cache = cache
+        self._read_ahead: ReadAhead | None = None
+        if cache is not None:
+            base = wrap(base, cache)
+            mounts = {path: wrap(store, cache) for path, store in mounts.items()}
+            if cache.read_ahead:
+                self._read_ahead = ReadAhead(
+                    cache.read_ahead, self._shard_reader, self._sharded_shape
+                )
+        self._base = base
+        self._mounts = mounts
+        self._arrays = arrays
+        self._factories = {path: factory for path, (_, factory) in arrays.items()}
+        # Array shards: stores made so far, read views of shards not written in this
+        # session (reading must not create a shard), and shards written this session.
+        self._shard_stores: dict[tuple[str, str], Store] = {}
+        self._shard_readers: dict[tuple[str, str], Store] = {}
+        self._written: set[tuple[str, str]] = set()
+        # Shards whose metadata is being written: concurrent first writes wait for one.
+        self._creating: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._created: dict[str, set[str]] = {path: set() for path in arrays}
+        # Parsed metadata of array-sharded arrays, as read from or written to base.
+        self._array_docs: dict[str, dict[str, JSON]] = {}
+        self._array_layouts: dict[str, ShardedArrayLayout | None] = {}
+        # Set in a copy unpickled in another process (a dask worker): see below.
+        self._zip_refusal: str | None = None
+        self._pid = os.getpid()
+        # The zips this store commits together and the writes that failed (see
+        # close()); what it read of metadata documents in directories (compare-and-swap).
+        self._group = CommitGroup()
+        self._documents = DocumentVersions()
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        if not read_only:
+            # Dropped or left open at exit: commit as close() would, or warn.
+            self._finalizer = weakref.finalize(self, finish_group, self._group)
+            for store in (base, *mounts.values()):
+                if isinstance(store, CopyOnWriteZipStore):
+                    store.join(self._group, last=store is base)
+        # Why writes are refused: a with block discarded this store's changes.
+        self._discarded: str | None = None
+        # The store this one is a with_read_only view of, if any.
+        self._origin: ShardedStore | None = None
+        # Set for layouts opened from a config for writing: no array shard may be
+        # written outside this folder (after symlinks), see _check_confined.
+        self._confined_to: str | None = None
+        # Per-call time of each group of sub-stores: inline or threaded I/O.
+        self._latencies: dict[tuple[str, bool], Latency] = {}
+
+    # ------------------------------------------------------------------ layout
+
+    @property
+    def base(self) -> Store:
+        """The store holding every key that is not mounted or array-sharded."""
+        return self._base
+
+    @property
+    def cache(self) -> ShardCache | None:
+        """How remote shards are cached and read ahead (None: they are not)."""
+        return self._cache
+
+    @property
+    def mounts(self) -> Mapping[str, Store]:
+        """Node path -> mounted store."""
+        return dict(self._mounts)
+
+    @property
+    def array_shards(self) -> Mapping[str, ArrayShardSpec]:
+        """Array path -> ``(dims, factory)``."""
+        return dict(self._arrays)
+
+    @property
+    def supports_consolidated_metadata(self) -> bool:
+        """Whether zarr may consolidate metadata here: as the base says.
+
+        Consolidated metadata lives in the root ``zarr.json``, which is in the base.
+        """
+        return self._base.supports_consolidated_metadata
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        base, mounts = self._given
+        return (
+            _rebuild,
+            (
+                ZipReference.of(base),
+                {path: ZipReference.of(mount) for path, mount in mounts.items()},
+                self._arrays,
+                self.read_only,
+                self._cache,
+            ),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ShardedStore) or self._arrays != other._arrays:
+            return False
+        (base, mounts), (other_base, other_mounts) = self._given, other._given
+        return (
+            same_store(base, other_base)
+            and mounts.keys() == other_mounts.keys()
+            and all(same_store(store, other_mounts[path]) for path, store in mounts.items())
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"ShardedStore(base={self._base!r}, mounts={sorted(self._mounts)!r}, "
+            f"array_shards={sorted(self._arrays)!r})"
+        )
+
+    def __str__(self) -> str:
+        return f"sharded://{self._base}"
+
+    def with_read_only(self, read_only: bool = False) -> ShardedStore:
+        # docstring inherited
+        with layout_checked():  # the same layout as self, checked when self was made
+            view = ShardedStore(*self._given, self._arrays, read_only=read_only, cache=self._cache)
+        # A view reads this store's own writes (array shards it has written, zips not
+        # committed yet) and never closes, so never commits, the stores it shares. What
+        # it reads counts as read by the writer, whose commit group it shares.
+        origin = self._origin or self
+        view._origin = origin
+        view._confined_to = self._confined_to
+        view._documents = origin._documents
+        if not origin.read_only:
+            if view._finalizer is not None:
+                view._finalizer.detach()
+                view._finalizer = None
+            view._group = origin._group
+        return view
+
+    # ------------------------------------------------------------------ config
+
+    def get_config(self, *, relative_to: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+        """The layout as a JSON-serializable dict (format documented in ``docs/config.md``).
+
+        The config names each store by a registered type (``local``, ``zip``,
+        ``fsspec``, ``obstore``, ``sharded`` or a plugin) and describes array shards by
+        a path template, so its size does not depend on the number of shards.
+
+        Parameters
+        ----------
+        relative_to
+            Write local paths relative to this directory (or URLs below this URL
+            relative to it), e.g. the directory the config will be saved in. By
+            default paths are written as the stores hold them.
+
+        Returns
+        -------
+        dict
+            ``{"format": "shardedstore", "version": 1, "base": ..., "mounts": ...,
+            "array_shards": ...}``; ``ShardedStore.from_config(config) == self``.
+
+        Raises
+        ------
+        ConfigError
+            If a store cannot be described (a ``MemoryStore``, an unregistered store
+            type, a plain-function array-shard factory); the message names it.
+
+        Examples
+        --------
+        >>> from zarr.storage import LocalStore
+        >>> store = ShardedStore(LocalStore("base.zarr"), {"people": LocalStore("p.zarr")})
+        >>> store.get_config()["mounts"]
+        {'people': {'type': 'local', 'root': 'p.zarr'}}
+        """
+        from shardedstore.config.layout import layout_config
+
+        return layout_config(self, relative_to=relative_to)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Mapping[str, Any],
+        *,
+        base_path: str | os.PathLike[str] | None = None,
+        read_only: bool | None = None,
+        allow_outside: bool = False,
+    ) -> ShardedStore:
+        """Rebuild a store from :meth:`get_config` output (or a shardedstore 0.3.x config).
+
+        The config is validated against the shipped JSON Schema and may only name
+        registered store types; nothing it names is imported or called.
+
+        Parameters
+        ----------
+        config
+            The config, as parsed from JSON.
+        base_path
+            Directory (or URL) that relative paths in the config resolve against;
+            by default they stay relative to the working directory.
+            :func:`shardedstore.open` passes the config file's directory.
+        read_only
+            Open read-only. Default: False, except for 0.3.x configs, which always
+            open read-only (asking for ``read_only=False`` raises).
+        allow_outside
+            When opening for writing with a ``base_path``, let the config name
+            locations outside that folder (absolute paths, ``..``, symlinks out, other
+            URLs). Off by default: writing through a config must not touch data
+            elsewhere. Reading never needs it.
+
+        Returns
+        -------
+        ShardedStore
+
+        Raises
+        ------
+        ConfigError
+            If the config is invalid; the message starts with the JSON path of the
+            bad field (``mounts.people.type: unknown store type 'foo'; known: ...``).
+            Also if two of its stores overlap, if it is opened for writing with a
+            ``base_path`` and names a location outside it without ``allow_outside``,
+            or if an array's ``dims`` contradict its data (its metadata in base or
+            the names of its existing array shards).
+        """
+        from shardedstore.config.layout import load_config
+
+        return load_config(
+            config, base_path=base_path, read_only=read_only, allow_outside=allow_outside
+        )
+
+    def to_json(self, *, relative_to: str | os.PathLike[str] | None = None) -> str:
+        """:meth:`get_config` as indented JSON text."""
+        from shardedstore.config.layout import dump_config
+
+        return dump_config(self.get_config(relative_to=relative_to))
+
+    def save_config(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        relative: bool = True,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Write :meth:`get_config` to a JSON file (a local path or an fsspec URL).
+
+        Parameters
+        ----------
+        path
+            Where to write the config. Local files are replaced atomically.
+        relative
+            Write paths relative to the config's directory, so that the dataset
+            folder (config and shards) can be moved, zipped or uploaded as one piece.
+        storage_options
+            fsspec options for writing to a URL.
+        """
+        from shardedstore.config.layout import save_config
+
+        save_config(self, path, relative=relative, storage_options=storage_options)
+
+    # -------------------------------------------------------------- transforms
+
+    def map_shards(
+        self,
+        func: Callable[[Store, str, str | None], Store],
+        *,
+        executor: Executor | None = None,
+        progress: bool | None = None,
+    ) -> ShardedStore:
+        """Transform every shard; return a new store with the same layout over the results.
+
+        ``func(store, shard_path, chunk_index)`` is called for the base
+        (``shard_path == ""``, ``chunk_index is None``), every mount (``chunk_index is
+        None``) and every existing array shard (``chunk_index`` such as ``"3"`` or
+        ``"3.0"``), with a read-only view of that shard, and returns the shard's new
+        store. This store is never modified.
+
+        Parameters
+        ----------
+        func
+            The transform; built-ins: :func:`to_zip_store_with_prefix`,
+            :func:`to_directory_store_with_prefix`, :func:`to_url_with_prefix`. If it
+            has an ``array_shard_factory(array_path)`` method (the built-ins do), array
+            shards created later in the new store come from that factory.
+        executor
+            Any ``concurrent.futures.Executor``: a ``ProcessPoolExecutor``, or a
+            dask.distributed cluster through ``client.get_executor()``; ``func`` and
+            the stores are then sent by pickling. Default: a thread pool.
+        progress
+            Show a progress bar (tqdm). Default: on a terminal, for runs over a second.
+
+        Returns
+        -------
+        ShardedStore
+
+        Raises
+        ------
+        MapShardsError
+            Naming the shard that failed. Shards finished before are complete; running
+            again with a built-in skips them and finishes the job.
+
+        Examples
+        --------
+        >>> zipped = store.map_shards(to_zip_store_with_prefix("zips"))  # doctest: +SKIP
+        >>> zipped.save_config("zips.json")  # doctest: +SKIP
+        """
+        from shardedstore.shards.transforms import map_shards
+
+        return map_shards(self, func, executor=executor, progress=progress)
+
+    def shards(self) -> list[Shard]:
+        """Every shard of the layout: the base, each mount, each existing array shard.
+
+        The one enumeration ``map_shards``, ``info``, ``validate`` and
+        :func:`chunk_table` use. Only the arrays' metadata in base is read and the
+        array shards' locations listed; no shard is read.
+
+        Returns
+        -------
+        list of Shard
+            The base first, then the mounts by path, then each array's shards by array
+            path and chunk index, each with a read-only store (see :class:`Shard`).
+            An array shard beyond the array's shape is included, marked
+            ``beyond_shape``.
+
+        Raises
+        ------
+        LayoutError
+            If an array's metadata in base cannot be sharded, or a factory does not
+            return a store.
+
+        Examples
+        --------
+        >>> [shard.name for shard in store.shards()]  # doctest: +SKIP
+        ['base', "mount 'people'", "array shard 'simulation/fine/foo' chunk 0"]
+        """
+        from shardedstore.shards.listing import list_shards
+
+        return list(sync(list_shards(self)).shards)
+
+    def as_mapping(self) -> StoreMapping:
+        """A synchronous ``MutableMapping[str, bytes]`` view of the whole hierarchy.
+
+        ``len``, iteration and ``in`` cover the base, every mount and every array
+        shard, with keys as zarr sees them.
+        """
+        from shardedstore.store.mapping import StoreMapping
+
+        return StoreMapping(self)
+
+    def close(self) -> None:
+        """Commit this store's zips and close every sub-store.
+
+        Zips are committed only if every write through this store that failed was
+        written again (or deleted) successfully since, and if no zip changed under it;
+        each zip is checked before any is committed. Array shards and mounts are
+        committed first, the base (the arrays' shapes) last, and only if all of them
+        were. Directory and object-store shards were written already.
+
+        Raises
+        ------
+        CommitError
+            A write failed and was not written again: the uncommitted changes of every
+            zip were discarded, each zip left as it was; the message names the key.
+        ConflictError
+            Another writer changed a zip under this store: nothing was committed.
+        OSError
+            A zip could not be written (a full disk): the ones not committed yet keep
+            their changes staged, and ``close()`` may be called again.
+        """
+        # A view never closes what it shares with the store it views.
+        stores = self._own_stores()
+        if self._origin is None:
+            zips = [s for s in stores if isinstance(s, CopyOnWriteZipStore) and s.has_changes]
+            refusal = self._group.refusal() if self._group.failures else None
+            self._group.failures.clear()  # this session ends here, whatever follows
+            if refusal is not None and zips:
+                paths = ", ".join(repr(os.fspath(z.path)) for z in zips)
+                message = (
+                    f"close(): nothing was committed: {refusal}, so the uncommitted changes "
+                    f"to {paths} were discarded and the zips left as they were"
+                )
+                self._discard(stores, message)
+                raise CommitError(
+                    f"{message}. Open the layout again (a new store) and write again; a "
+                    "write that failed must be written again successfully (or deleted) "
+                    "before close() for the rest to be committed"
+                )
+            try:
+                for changed in zips:
+                    changed.check_conflicts()
+            except ConflictError as conflict:
+                self._discard(stores, f"close() found a conflict: {conflict}")
+                raise
+        # Data before metadata: array shards and mounts commit first, the base last,
+        # and only if all of them did, so that a crash or a full disk in between never
+        # leaves metadata pointing at chunks that are not there.
+        failure: BaseException | None = None
+        for store in stores[:-1]:
+            if store._is_open:
+                try:
+                    store.close()
+                except Exception as error:
+                    failure = failure or error
+        if failure is not None:
+            # The base keeps its changes staged: close() again. Exit commits nothing.
+            self._group.broken = f"close() failed ({failure}) before committing the base"
+            raise failure
+        self._group.broken = None
+        if self._read_ahead is not None:
+            self._read_ahead.close()
+        base = stores[-1]
+        if base is self._base and base._is_open:
+            base.close()
+        super().close()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Commit (``close()``) when the block ends normally; discard on an exception.
+
+        A ``with`` block left by an exception commits nothing: every zip's uncommitted
+        changes are discarded and each zip is left as it was (the exception gets a note
+        saying so). Directory and object-store shards keep what was written.
+        """
+        if exc_type is None:
+            self.close()
+            return
+        stores = self._own_stores()
+        zips = [s for s in stores if isinstance(s, CopyOnWriteZipStore) and s.has_changes]
+        self._discard(stores, f"a with block was left by an exception ({exc_type.__name__})")
+        if zips and exc_value is not None:
+            paths = ", ".join(repr(os.fspath(z.path)) for z in zips)
+            exc_value.add_note(
+                f"shardedstore: the with block was left by this exception, so the "
+                f"uncommitted changes to {paths} were discarded; the zips are as they were"
+            )
+
+    def _own_stores(self) -> list[Store]:
+        """The sub-stores this store closes: data first, the base last (if its own).
+
+        A view's shared stores are left out; the list always ends with the base's place
+        (``self`` stands in when the base is shared).
+        """
+        shared: set[int] = set()
+        if self._origin is not None:
+            origin = self._origin
+            shared = {
+                id(store)
+                for store in itertools.chain(
+                    (origin._base,),
+                    origin._mounts.values(),
+                    origin._shard_stores.values(),
+                    origin._shard_readers.values(),
+                )
+            }
+        data = itertools.chain(
+            self._shard_stores.values(), self._shard_readers.values(), self._mounts.values()
+        )
+        own: dict[int, Store] = {}
+        for store in data:
+            if id(store) not in shared and store is not self._base:
+                own.setdefault(id(store), store)
+        base: Store = self if id(self._base) in shared else self._base
+        return [*own.values(), base]
+
+    def _discard(self, stores: list[Store], why: str) -> None:
+        """Drop every zip's uncommitted changes and close the stores, committing nothing.
+
+        Every later write is refused (``why`` says why): writes still running, such as
+        the other tasks of a failed dask computation, must not land after the discard.
+        """
+        self._discarded = (
+            f"this store's uncommitted changes were discarded ({why}), so it writes nothing "
+            "more: open the layout again (a new store) and write again"
+        )
+        if self._origin is None:  # a view shares its origin's group
+            self._group.failures.clear()
+        for store in stores:
+            if store is self:
+                continue
+            if isinstance(store, CopyOnWriteZipStore):
+                # Refused first: a write staging now finishes and is discarded with the
+                # rest, none starts after.
+                store.refuse_writes(f"zip {os.fspath(store.path)!r}: {self._discarded}")
+                store.discard()
+            elif store._is_open:
+                with contextlib.suppress(Exception):  # nothing of theirs is uncommitted
+                    store.close()
+        if self._read_ahead is not None:
+            self._read_ahead.close()
+        super().close()
+
+    def _check_writable(self) -> None:
+        # docstring inherited
+        super()._check_writable()
+        if self._discarded is not None:
+            raise CommitError(self._discarded)
+
+    def _check_confined(self, path: str, index: str, store: Store) -> None:
+        """Refuse writing an array shard whose real location leaves the config's folder."""
+        location = getattr(store, "root", None) or getattr(store, "path", None)
+        if self._confined_to is None or not isinstance(location, str | os.PathLike):
+            return
+        real = os.path.realpath(location)
+        folder = self._confined_to
+        if os.path.commonpath([real, folder]) != folder or real == folder:
+            raise LayoutError(
+                f"array shard {path!r} chunk {index}: {os.fspath(location)!r} resolves to "
+                f"{real!r}, outside the config's folder {folder!r} (a symlink?); shardedstore "
+                "does not write outside the folder of a config opened for writing. Replace the "
+                "link with the data itself, or open with allow_outside=True"
+            )
+
+    # ------------------------------------------------------------ array shards
+
+    def _zip_write_refusal(self) -> str | None:
+        """Why zips cannot be written from this copy of the store (None: they can)."""
+        if self._zip_refusal is not None:
+            return self._zip_refusal
+        if self._discarded is not None:
+            return self._discarded
+        if os.getpid() != self._pid:
+            return (
+                "this ShardedStore was inherited by a forked process (a process pool or "
+                "multiprocessing worker); zip shards are committed by close() in the process "
+                "that writes them, so they cannot be written from a fork. Write to directory "
+                "shards and convert them to zips afterwards (shardedstore convert LAYOUT --to "
+                "zip), or write from the process that opened the store"
+            )
+        return None
+
+    def _refuse_zip_writes(self) -> None:
+        """Refuse writes to zip shards: this is a copy sent to another process.
+
+        Nothing in a dask worker or a pool process would ever ``close()`` the store
+        and so commit a zip; two of them would also race for the same zip. Writing
+        there must fail loudly rather than lose data silently.
+        """
+        self._zip_refusal = (
+            "this ShardedStore is a copy sent to another process (a dask worker or a process "
+            "pool); zip shards are committed by close() in the process that writes them, so "
+            "they cannot be written from such copies. Write to directory shards and convert "
+            "them to zips afterwards (shardedstore convert LAYOUT --to zip), or write the zip "
+            "layout from one process and close() the store"
+        )
+        for store in (self._base, *self._mounts.values()):
+            if isinstance(store, CopyOnWriteZipStore):
+                store.refuse_writes(f"zip {os.fspath(store.path)!r}: {self._zip_refusal}")
+
+    def _shard_store(self, path: str, index: str) -> Store:
+        """The store of one array shard, made by its factory on first use."""
+        key = (path, index)
+        store = self._shard_stores.get(key)
+        if store is None:
+            store = self._factories[path](index)
+            if not isinstance(store, Store):
+                raise LayoutError(
+                    f"array shard {path!r}: factory returned {type(store).__name__} for chunk "
+                    f"index {index!r}; it must return a zarr store"
+                )
+            store = copy_on_write(store)
+            if not self.read_only:
+                self._check_confined(path, index, store)
+            if isinstance(store, CopyOnWriteZipStore):
+                refusal = self._zip_write_refusal()
+                if refusal is not None:
+                    store.refuse_writes(f"zip {os.fspath(store.path)!r}: {refusal}")
+                if not self.read_only:
+                    store.join(self._group)
+            if self._cache is not None:
+                store = wrap(store, self._cache)
+            if self.read_only:
+                store = _read_only_view(store)
+            self._shard_stores[key] = store
+        return store
+
+    def _shard_reader(self, path: str, index: str) -> Store:
+        """A store to read one array shard through, which never creates the shard."""
+        key = (path, index)
+        origin = self._origin
+        if origin is not None and key in origin._written:
+            return origin._shard_stores[key]  # what the store this one views wrote
+        store = self._shard_readers.get(key)
+        if store is None:
+            store = self._shard_store(path, index)
+            if key not in self._written:
+                store = _read_only_view(store)
+            self._shard_readers[key] = store
+        return store
+
+    async def _shard_for_write(self, path: str, index: str) -> Store:
+        """The store of one array shard, creating it (with its metadata) on first write."""
+        store = self._shard_store(path, index)
+        if (path, index) not in self._written:
+            await self._shard_created(path, index, store)
+        return store
+
+    def _shard_created(self, path: str, index: str, store: Store) -> Awaitable[None]:
+        """Wait for an array shard's metadata, written by the first writer only.
+
+        zarr writes a shard's chunks concurrently; each would otherwise see the shard
+        as new and write its metadata again.
+        """
+        key = (path, index)
+        loop = asyncio.get_running_loop()
+        creating = self._creating.get(key)
+        # A creation that failed, or that belongs to another (maybe closed) event loop,
+        # is not waited for: this writer starts one of its own.
+        if creating is None or creating.done() or creating.get_loop() is not loop:
+            creating = loop.create_task(self._create_shard(path, index, store))
+            self._creating[key] = creating
+            creating.add_done_callback(functools.partial(self._creation_done, key))
+        # Shielded: one cancelled writer must not cancel the others' shard.
+        return asyncio.shield(creating)
+
+    def _creation_done(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
+        if self._creating.get(key) is task:
+            del self._creating[key]
+        if not task.cancelled():
+            # Every waiter has seen it; read here too, for when every waiter was
+            # cancelled (asyncio would log it as never retrieved).
+            task.exception()
+
+    async def _create_shard(self, path: str, index: str, store: Store) -> None:
+        """Write an array shard's own metadata, once per shard and store instance.
+
+        The shard counts as written only once its metadata is: until then, every
+        writer waits for this creation (:meth:`_shard_created`) and shares its outcome.
+        """
+        key = (path, index)
+        layout = await self._layout(path)
+        await _opened(store)
+        if layout is not None:
+            # Through the same inline-or-thread path as the shard's chunks.
+            await asyncio.gather(
+                *(
+                    self._set_in(
+                        store, path, name, default_buffer_prototype().buffer.from_bytes(doc)
+                    )
+                    for name, doc in layout.shard_documents.items()
+                )
+            )
+        self._written.add(key)
+        self._created[path].add(index)
+        self._shard_readers[key] = store
+
+    async def _array_documents(self, path: str) -> dict[str, JSON]:
+        """The parsed metadata documents of an array-sharded array, read from base once."""
+        docs = self._array_docs.get(path)
+        if docs is None:
+            docs = {}
+            if await _opened(self._base):
+                # Not noted as read (compare-and-swap): this is the store's own look at
+                # the layout, not what its caller based a write on.
+                values = await asyncio.gather(
+                    *(self._peek_base(f"{path}/{name}") for name in _ARRAY_DOC_NAMES)
+                )
+                for name, value in zip(_ARRAY_DOC_NAMES, values, strict=True):
+                    if value is not None:
+                        docs[name] = parse_metadata_document(path, name, value.to_bytes())
+            # A concurrent metadata write may have filled the cache meanwhile; it wins.
+            docs = self._array_docs.setdefault(path, docs)
+        return docs
+
+    async def _peek_base(self, key: str) -> Buffer | None:
+        """Read ``key`` from base without it counting as read by the caller."""
+        if isinstance(self._base, CopyOnWriteZipStore):
+            return self._base.peek(key)
+        return await self._base.get(key, default_buffer_prototype())
+
+    async def _layout(self, path: str) -> ShardedArrayLayout | None:
+        """How the array at ``path`` is laid out in its shards (None: no metadata yet)."""
+        if path in self._array_layouts:
+            return self._array_layouts[path]
+        docs = await self._array_documents(path)
+        layout = sharded_array_layout(path, docs, self._router.array_dims[path])
+        self._array_layouts[path] = layout
+        return layout
+
+    async def _sharded_shape(self, path: str) -> tuple[int, ...] | None:
+        """The array's shape along its sharded dimensions (None: no metadata)."""
+        layout = await self._layout_or_none(path)
+        return None if layout is None else tuple(layout.shape[: self._router.array_dims[path]])
+
+    async def _layout_or_none(self, path: str) -> ShardedArrayLayout | None:
+        try:
+            return await self._layout(path)
+        except LayoutError:
+            return None
+
+    def _forget_array(self, path: str) -> None:
+        self._array_docs.pop(path, None)
+        self._array_layouts.pop(path, None)
+
+    async def _set_array_metadata(
+        self, path: str, name: str, value: Buffer, *, if_not_exists: bool = False
+    ) -> None:
+        """Write an array-sharded array's metadata to base, keeping its shards in step.
+
+        The new metadata is validated before anything is written; if it changes what
+        the shards' own metadata must say, every existing shard is rewritten.
+        """
+        key = f"{path}/{name}"
+        await _opened(self._base)
+        if if_not_exists and await self._base.exists(key):
+            return
+        doc = parse_metadata_document(path, name, value.to_bytes())
+        dims = self._router.array_dims[path]
+        old_layout = await self._layout_or_none(path)
+        # Validate before writing anything, then merge into the cache as it is after
+        # the write: v2 arrays write .zarray and .zattrs concurrently.
+        current = await self._array_documents(path)
+        sharded_array_layout(path, _merge_document(current, name, doc), dims)
+        await self._set_in(self._base, "", key, value, name=key)
+        docs = _merge_document(self._array_docs.get(path, {}), name, doc)
+        self._array_docs[path] = docs
+        layout = sharded_array_layout(path, docs, dims)
+        self._array_layouts[path] = layout
+        if layout is None:
+            return
+        if old_layout is None or old_layout.shard_documents != layout.shard_documents:
+            # Without earlier metadata, only shards known to this store can be stale;
+            # probing every possible index of a fresh array would cost O(shape).
+            indices = await self._existing_chunk_indices(path, probe=old_layout is not None)
+            documents = [
+                (name, default_buffer_prototype().buffer.from_bytes(doc))
+                for name, doc in layout.shard_documents.items()
+            ]
+
+            async def rewrite(index: str) -> None:
+                if index not in self._created[path] and not await self._shard_exists(path, index):
+                    return  # a probed index with no shard: never create one here
+                store = self._shard_store(path, index)
+                await _opened(store)
+                for doc_name, buffer in documents:
+                    await store.set(doc_name, buffer)
+
+            await _gather_bounded(rewrite(index) for index in sorted(indices))
+
+    async def _shard_exists(self, path: str, index: str) -> bool:
+        """Whether the array shard at ``index`` exists (read-only check, creates nothing)."""
+        reader = self._shard_reader(path, index)
+        if not await _opened(reader):
+            return False
+        async for _ in reader.list():
+            return True
+        return False
+
+    async def _existing_chunk_indices(self, path: str, *, probe: bool = True) -> set[str]:
+        """Chunk indices of the array shards that exist (or may exist) for ``path``."""
+        factory = self._factories[path]
+        found = set(self._created[path])
+        lister = getattr(factory, "existing_chunk_indices", None)
+        listed = None if lister is None else await asyncio.to_thread(_listed, lister)
+        if listed is not None:
+            dims = self._router.array_dims[path]
+            found.update(index for index in listed if index.count(".") == dims - 1)
+        elif probe:
+            # A plain callable cannot list its shards: every index within the array's
+            # shape along the sharded dims is a candidate.
+            layout = await self._layout_or_none(path)
+            if layout is not None:
+                dims = self._router.array_dims[path]
+                ranges = (range(n) for n in layout.shape[:dims])
+                found.update(".".join(map(str, idx)) for idx in itertools.product(*ranges))
+        return found
+
+    async def _list_array(self, path: str, prefix: str = "") -> list[str]:
+        """Outer keys of every chunk stored in the array shards of ``path``."""
+        indices = await self._existing_chunk_indices(path)
+        layout = await self._layout_or_none(path)
+        key_format = layout.key_format if layout is not None else None
+
+        async def list_one(index: str) -> list[str]:
+            store = self._shard_reader(path, index)
+            if not await _opened(store):
+                return []
+            keys = []
+            async for inner in store.list():
+                rest = outer_chunk_key(index, inner, key_format)
+                if rest is not None:
+                    key = f"{path}/{rest}"
+                    if key.startswith(prefix):
+                        keys.append(key)
+            return keys
+
+        listed = await _gather_bounded(list_one(index) for index in sorted(indices))
+        return [key for keys in listed for key in keys]
+
+    # -------------------------------------------------------------- key access
+
+    def _read_target(self, key: str) -> tuple[Store, str]:
+        store, inner, _ = self._read_route(key)
+        return store, inner
+
+    def _read_route(self, key: str) -> tuple[Store, str, str]:
+        """The store to read ``key`` from, the key inside it, and its latency group."""
+        kind, node, index, inner = self._router.route(key)
+        if kind == MOUNT:
+            return self._mounts[node], inner, node
+        if kind == CHUNK:
+            if self._read_ahead is not None:
+                self._read_ahead.shard_read(node, cast("str", index))
+            return self._shard_reader(node, cast("str", index)), inner, node
+        return self._base, key, ""
+
+    def _latency(self, group: str, write: bool) -> Latency:
+        """The running latency of a group's reads or of its writes (they cost apart)."""
+        latency = self._latencies.get((group, write))
+        if latency is None:
+            latency = Latency(long_wait=None if write else LONG_WAIT)
+            self._latencies[group, write] = latency
+        return latency
+
+    async def _set_in(
+        self, store: Store, group: str, key: str, value: Buffer, *, name: str | None = None
+    ) -> None:
+        """``store.set``, inline when the store is fast (see ``_inline``).
+
+        ``name``: the key as the layout names it, for keys of the base and the mounts;
+        their metadata documents in directories are compare-and-swap.
+        """
+        if not store._is_open:
+            await _opened(store)
+        if name is not None and self._documents.applies(store, key):
+            await asyncio.to_thread(
+                self._documents.write, cast("LocalStore", store), key, value, name
+            )
+            return
+        if _inline_capable(store):
+            latency = self._latency(group, True)
+            sync_store = cast("SupportsSyncStore", store)
+            if latency.inline:
+                latency.timed(lambda: sync_store.set_sync(key, value))
+            else:
+                await latency.run_off_loop(lambda: sync_store.set_sync(key, value))
+            return
+        await store.set(key, value)
+
+    async def get(
+        self,
+        key: str,
+        prototype: BufferPrototype | None = None,
+        byte_range: ByteRequest | None = None,
+    ) -> Buffer | None:
+        # docstring inherited
+        if prototype is None:
+            prototype = default_buffer_prototype()
+        store, inner, group = self._read_route(key)
+        if not store._is_open and not await _opened(store):
+            return None
+        value: Buffer | None
+        if _inline_capable(store):
+            latency = self._latency(group, False)
+            sync_store = cast("SupportsSyncStore", store)
+
+            def call() -> Buffer | None:
+                return sync_store.get_sync(inner, prototype=prototype, byte_range=byte_range)
+
+            if latency.inline:
+                value = latency.timed(call)
+            else:
+                value = await latency.run_off_loop(call)
+        else:
+            value = await store.get(inner, prototype, byte_range)
+        if byte_range is None and is_metadata_key(inner):
+            self._documents.read(store, inner, value)
+        return value
+
+    async def get_partial_values(
+        self,
+        prototype: BufferPrototype,
+        key_ranges: Iterable[tuple[str, ByteRequest | None]],
+    ) -> list[Buffer | None]:
+        # docstring inherited
+        groups: dict[int, tuple[Store, list[int], list[tuple[str, ByteRequest | None]]]] = {}
+        count = 0
+        for position, (key, byte_range) in enumerate(key_ranges):
+            store, inner = self._read_target(key)
+            group = groups.setdefault(id(store), (store, [], []))
+            group[1].append(position)
+            group[2].append((inner, byte_range))
+            count += 1
+        results: list[Buffer | None] = [None] * count
+
+        async def fetch(
+            store: Store, positions: list[int], requests: list[tuple[str, ByteRequest | None]]
+        ) -> None:
+            if not await _opened(store):
+                return
+            values = await store.get_partial_values(prototype, requests)
+            for position, value in zip(positions, values, strict=True):
+                results[position] = value
+
+        await asyncio.gather(*(fetch(*group) for group in groups.values()))
+        return results
+
+    async def _get_many(
+        self, requests: Iterable[tuple[str, BufferPrototype, ByteRequest | None]]
+    ) -> AsyncGenerator[tuple[str, Buffer | None], None]:
+        # docstring inherited
+        tasks = [
+            (key, asyncio.ensure_future(self.get(key, prototype, byte_range)))
+            for key, prototype, byte_range in requests
+        ]
+        for key, task in tasks:
+            yield key, await task
+
+    async def exists(self, key: str) -> bool:
+        # docstring inherited
+        store, inner = self._read_target(key)
+        if not store._is_open and not await _opened(store):
+            return False
+        return await store.exists(inner)
+
+    async def getsize(self, key: str) -> int:
+        # docstring inherited
+        store, inner = self._read_target(key)
+        if not store._is_open and not await _opened(store):
+            raise FileNotFoundError(key)
+        return await store.getsize(inner)
+
+    @_tracks_writes
+    @names_keys
+    async def set(self, key: str, value: Buffer) -> None:
+        # docstring inherited
+        self._check_writable()
+        _check_buffer(value)
+        kind, node, index, inner = self._router.route(key)
+        if kind == CHUNK:
+            shard = (node, cast("str", index))
+            if shard in self._written:
+                store = self._shard_stores[shard]
+            else:
+                # A new shard: its metadata and first chunk are written concurrently.
+                store = self._shard_store(*shard)
+                await asyncio.gather(
+                    self._shard_created(*shard, store), self._set_in(store, node, inner, value)
+                )
+                return
+        elif kind == MOUNT:
+            store = self._mounts[node]
+        elif kind == ARRAY_METADATA:
+            await self._set_array_metadata(node, inner, value)
+            return
+        else:
+            store = self._base
+            node = ""
+        await self._set_in(store, node, inner, value, name=key)
+
+    @_tracks_writes
+    @names_keys
+    async def set_if_not_exists(self, key: str, value: Buffer) -> None:
+        # docstring inherited
+        self._check_writable()
+        _check_buffer(value)
+        kind, node, index, inner = self._router.route(key)
+        if kind == CHUNK:
+            store = await self._shard_for_write(node, cast("str", index))
+        elif kind == MOUNT:
+            store = self._mounts[node]
+        elif kind == ARRAY_METADATA:
+            await self._set_array_metadata(node, inner, value, if_not_exists=True)
+            return
+        else:
+            store = self._base
+        await _opened(store)
+        await store.set_if_not_exists(inner, value)
+
+    @_tracks_writes
+    async def delete(self, key: str) -> None:
+        # docstring inherited
+        self._check_writable()
+        kind, node, index, inner = self._router.route(key)
+        if kind == CHUNK:
+            shard = (node, cast("str", index))
+            if shard not in self._written:
+                # Deleting from a shard that was never written must not create it.
+                reader = self._shard_reader(*shard)
+                if not await _opened(reader) or not await reader.exists(inner):
+                    return
+            store = self._shard_store(*shard)
+        elif kind == MOUNT:
+            store = self._mounts[node]
+        else:
+            store = self._base
+            if kind == ARRAY_METADATA:
+                self._forget_array(node)
+        await _opened(store)
+        if kind != CHUNK and self._documents.applies(store, inner):
+            await asyncio.to_thread(
+                self._documents.write, cast("LocalStore", store), inner, None, key
+            )
+            return
+        await store.delete(inner)
+
+    # ----------------------------------------------------------------- listing
+
+    async def _list_base(self, prefix: str) -> list[str]:
+        """Keys of base under ``prefix`` that are really served from base."""
+        if not await _opened(self._base):
+            return []
+        route = self._router.route
+        keys = []
+        async for key in self._base.list_prefix(prefix):
+            try:
+                kind = route(key)[0]
+            except KeyValidationError:
+                continue
+            if kind in (BASE, ARRAY_METADATA):
+                keys.append(key)
+        return keys
+
+    @contextlib.asynccontextmanager
+    async def _mount_to_look_at(self, path: str) -> AsyncIterator[Store | None]:
+        """The mount at ``path`` to list, opened; None when it does not exist.
+
+        A mount not opened yet is looked at through a read-only view, closed after, so
+        that looking never creates a mount (a directory, a zip). A mount that cannot be
+        opened read-only (it was never written) holds nothing.
+        """
+        store = self._mounts[path]
+        if store._is_open:
+            yield store
+            return
+        view = _read_only_view(store)
+        try:
+            yield view if await _opened(view) else None
+        finally:
+            if view is not store and view._is_open:
+                view.close()
+
+    async def _mount_is_empty(self, path: str, inner_prefix: str = "") -> bool:
+        async with self._mount_to_look_at(path) as store:
+            return store is None or await store.is_empty(inner_prefix)
+
+    async def _list_mount(self, path: str, inner_prefix: str = "") -> list[str]:
+        store = self._mounts[path]
+        if not await _opened(store):
+            return []
+        return [f"{path}/{key}" async for key in store.list_prefix(inner_prefix)]
+
+    def list(self) -> AsyncIterator[str]:
+        # docstring inherited
+        return self.list_prefix("")
+
+    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+        # docstring inherited
+        if validate_prefix(prefix) == ROOT_PREFIX:
+            prefix = ""  # "/" is the root (see ROOT_PREFIX), never passed on
+        plan = self._router.plan_prefix(prefix)
+        if plan.inside_mount is not None:
+            for key in await self._list_mount(*plan.inside_mount):
+                yield key
+            return
+        jobs: list[Awaitable[list[str]]] = [self._list_base(prefix)]
+        jobs.extend(self._list_mount(path) for path in plan.mounts)
+        jobs.extend(self._list_array(path, prefix) for path in plan.arrays)
+        for keys in await _gather_bounded(jobs):
+            for key in keys:
+                yield key
+
+    async def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        # docstring inherited
+        validate_prefix(prefix)
+        path = prefix.rstrip("/")  # "/" is the root, as in zarr's MemoryStore
+        node = self._router.containing_node(path) if path else None
+        if node is not None and node[0] == MOUNT:
+            mount = node[1]
+            async with self._mount_to_look_at(mount) as store:
+                found = (
+                    [] if store is None else await _collect(store.list_dir(path[len(mount) + 1 :]))
+                )
+            for name in found:
+                yield name
+            return
+        names: set[str] = set()
+        if await _opened(self._base):
+            names.update([name async for name in self._base.list_dir(path)])
+        dir_prefix = f"{path}/" if path else ""
+        if node is not None:  # inside an array-sharded array
+            for key in await self._list_array(node[1], dir_prefix):
+                names.add(key[len(dir_prefix) :].split("/", 1)[0])
+        else:
+            names.update(await self._mount_points_in_use(path, dir_prefix, names))
+            for array in self._router.plan_prefix(dir_prefix).arrays:
+                name = array[len(dir_prefix) :].split("/", 1)[0]
+                if name not in names and await self._list_array(array):
+                    names.add(name)
+        for name in names:
+            yield name
+
+    async def _mount_points_in_use(
+        self, path: str, dir_prefix: str, listed: Iterable[str]
+    ) -> frozenset[str]:
+        """Names below ``path`` that lead to a mount holding something.
+
+        A mount point shows, as a directory does, once its mount holds a key; an empty
+        mount is invisible, so zarr never meets a node without metadata. Only names not
+        already ``listed`` from base are checked, all their mounts concurrently.
+        """
+        children = self._router.mount_children(path).difference(listed)
+        if not children:
+            return frozenset()
+        mounts = [
+            (name, mount)
+            for mount in self._router.plan_prefix(dir_prefix).mounts
+            if (name := mount[len(dir_prefix) :].split("/", 1)[0]) in children
+        ]
+        empty = await _gather_bounded(self._mount_is_empty(mount) for _, mount in mounts)
+        return frozenset(
+            name for (name, _), is_empty in zip(mounts, empty, strict=True) if not is_empty
+        )
+
+    async def is_empty(self, prefix: str) -> bool:
+        # docstring inherited
+        if validate_prefix(prefix) == ROOT_PREFIX:
+            prefix = ""  # "/" is the root (see ROOT_PREFIX), never passed on
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        plan = self._router.plan_prefix(prefix)
+        if plan.inside_mount is not None:
+            return await self._mount_is_empty(*plan.inside_mount)
+        if await self._list_base(prefix):
+            return False
+        empty = await _gather_bounded(self._mount_is_empty(mount) for mount in plan.mounts)
+        if not all(empty):
+            return False
+        for array in plan.arrays:
+            if await self._list_array(array, prefix):
+                return False
+        return True
+
+    @_tracks_writes
+    async def delete_dir(self, prefix: str) -> None:
+        # docstring inherited
+        self._check_writable()
+        if validate_prefix(prefix) == ROOT_PREFIX:
+            prefix = ""  # "/" is the root (see ROOT_PREFIX), never passed on
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        plan = self._router.plan_prefix(prefix)
+        if plan.inside_mount is not None:
+            mount, inner = plan.inside_mount
+            store = self._mounts[mount]
+            await _opened(store)
+            await store.delete_dir(inner)
+            self._documents.forget(store, inner)
+            return
+        # Chunks before metadata: if clearing an array shard fails (a shard that may
+        # not be written, say), the base and the mounts are still untouched.
+        arrays: list[Awaitable[None]] = []
+        for array in plan.arrays:
+            if (array + "/").startswith(prefix):
+                arrays.append(self._clear_array(array))
+            else:
+                arrays.append(self._delete_array_keys(array, prefix))
+        await _gather_bounded(arrays)
+        jobs: list[Awaitable[None]] = [self._delete_base_dir(prefix)]
+        jobs.extend(self._clear_mount(path) for path in plan.mounts)
+        await _gather_bounded(jobs)
+
+    async def _delete_base_dir(self, prefix: str) -> None:
+        await _opened(self._base)
+        await self._base.delete_dir(prefix)
+        self._documents.forget(self._base, prefix)
+
+    async def _clear_mount(self, path: str) -> None:
+        store = self._mounts[path]
+        if not store._is_open and await self._mount_is_empty(path):
+            return  # opening it for writing would create it only to empty it
+        await _opened(store)
+        await store.delete_dir("")
+        self._documents.forget(store, "")
+
+    async def _clear_array(self, path: str) -> None:
+        """Remove every array shard of ``path`` (its metadata in base goes separately)."""
+        indices = await self._existing_chunk_indices(path)
+        # Every shard's store first: one that may not be written raises before any is
+        # cleared.
+        stores = [self._shard_store(path, index) for index in sorted(indices)]
+
+        async def clear(store: Store) -> None:
+            await _opened(store)
+            await store.delete_dir("")
+
+        await _gather_bounded(clear(store) for store in stores)
+        for index in indices:
+            self._written.discard((path, index))
+            self._shard_readers.pop((path, index), None)
+        self._created[path].clear()
+        self._forget_array(path)
+
+    async def _delete_array_keys(self, path: str, prefix: str) -> None:
+        keys = await self._list_array(path, prefix)
+        await _gather_bounded(self.delete(key) for key in keys)
+
+
+class _SyncShardedStore(ShardedStore):
+    """A ShardedStore whose sub-stores all support zarr's synchronous store protocols.
+
+    ``get_sync``, ``set_sync`` and ``delete_sync`` go straight to the sub-store, with
+    no event loop in between. The rare cases that need more than one sub-store call
+    (creating an array shard, writing array metadata) run the async code.
+    """
+
+    def get_sync(
+        self,
+        key: str,
+        *,
+        prototype: BufferPrototype | None = None,
+        byte_range: ByteRequest | None = None,
+    ) -> Buffer | None:
+        store, inner = self._read_target(key)
+        try:
+            value = cast("SupportsSyncStore", store).get_sync(
+                inner, prototype=prototype, byte_range=byte_range
+            )
+        except FileNotFoundError:  # a read-only view of a shard not written yet
+            return None
+        if byte_range is None and is_metadata_key(inner):
+            self._documents.read(store, inner, value)
+        return value
+
+    @_tracks_writes_sync
+    @names_keys_sync
+    def set_sync(self, key: str, value: Buffer) -> None:
+        self._check_writable()
+        _check_buffer(value)
+        kind, node, index, inner = self._router.route(key)
+        if kind == CHUNK:
+            shard = (node, cast("str", index))
+            if shard not in self._written:
+                sync(self._shard_for_write(*shard))
+            store = self._shard_store(*shard)
+        elif kind == MOUNT:
+            store = self._mounts[node]
+        elif kind == ARRAY_METADATA:
+            sync(self._set_array_metadata(node, inner, value))
+            return
+        else:
+            store = self._base
+        if kind != CHUNK and self._documents.applies(store, inner):
+            self._documents.write(cast("LocalStore", store), inner, value, key)
+            return
+        cast("SupportsSyncStore", store).set_sync(inner, value)
+
+    @_tracks_writes_sync
+    def delete_sync(self, key: str) -> None:
+        self._check_writable()
+        kind, node, index, inner = self._router.route(key)
+        if kind in (MOUNT, BASE):
+            store = self._mounts[node] if kind == MOUNT else self._base
+            if self._documents.applies(store, inner):
+                self._documents.write(cast("LocalStore", store), inner, None, key)
+            else:
+                cast("SupportsSyncStore", store).delete_sync(inner)
+        elif kind == CHUNK and (node, index) in self._written:
+            shard = self._shard_store(node, cast("str", index))
+            cast("SupportsSyncStore", shard).delete_sync(inner)
+        else:
+            sync(self.delete(key))

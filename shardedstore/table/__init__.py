@@ -1,0 +1,1 @@
+"""Arrays as tables: one row per stored chunk, with statistics, as Arrow or Parquet."""

@@ -1,0 +1,445 @@
+"""One row per stored chunk, with optional value statistics: ``chunk_table``.
+
+The work splits by shard (:meth:`ShardedStore.shards`): for each shard and each array
+whose chunks it holds, a task lists the chunk keys with their sizes and, when
+statistics are asked for, reads and decodes those chunks, a few at a time, through
+a read-only view of the shard's own keys (no symlinks followed, see
+:mod:`shardedstore.shards.source`). Tasks run on any ``concurrent.futures.Executor``,
+threads by default, as ``map_shards`` does, and send back a small Arrow table.
+
+A task (:mod:`shardedstore.table.tasks`) fingerprints its shard first, so that an
+unchanged shard is not read again: this is what makes ``write_chunk_table``
+(:mod:`shardedstore.table.parquet`) incremental.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed, wait
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from zarr.abc.store import Store
+from zarr.core.sync import sync
+
+from shardedstore.table.stats import (
+    Histogram,
+    StatsOptions,
+    fill_stats,
+    parse_stats,
+    read_fill_value,
+    table_schema,
+)
+from shardedstore.table.tasks import (
+    ArraySpec,
+    TableResult,
+    TableTask,
+    key_format,
+    run_task,
+    storage_chunks,
+    to_table,
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from shardedstore.shards.listing import Shard
+    from shardedstore.store.sharded import ShardedStore
+
+__all__ = [
+    "ArrayNotFoundError",
+    "ChunkTableError",
+    "MissingDependencyError",
+    "TablePlan",
+    "as_layout",
+    "chunk_table",
+    "missing_rows",
+    "plan_tasks",
+    "require_pyarrow",
+    "run_tasks",
+    "stored_coords",
+]
+
+
+class MissingDependencyError(ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+class ChunkTableError(RuntimeError):
+    """A shard failed while building a chunk table.
+
+    Attributes
+    ----------
+    shard
+        The shard as messages name it (``base``, ``array shard 'x' chunk 3``).
+    array
+        The array whose chunks were being read.
+    """
+
+    def __init__(self, shard: str, array: str, done: int, total: int, error: BaseException):
+        self.shard = shard
+        self.array = array
+        super().__init__(
+            f"chunk table: {shard}, array {array!r} failed: {type(error).__name__}: {error}; "
+            f"{done} of {total} tasks finished (write_chunk_table keeps their files: run it "
+            "again to finish)"
+        )
+
+
+class ArrayNotFoundError(ValueError):
+    """An array asked for is not in the hierarchy; the message lists those that are."""
+
+
+def require_pyarrow() -> None:
+    """Fail in one line when pyarrow is missing."""
+    try:
+        import pyarrow
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError(
+            'chunk tables need pyarrow: pip install "shardedstore[table]"'
+        ) from None
+
+
+# ---------------------------------------------------------------- the plan
+
+
+def as_layout(store: Store) -> ShardedStore:
+    """``store`` as a layout: any zarr store is a layout with only a base."""
+    from shardedstore.store.sharded import ShardedStore
+
+    if isinstance(store, ShardedStore):
+        return store
+    if not isinstance(store, Store):
+        raise TypeError(
+            f"chunk_table: expected a zarr store, got {type(store).__name__}; open a path "
+            "with zarr.storage.LocalStore(path) or a layout with shardedstore.open(config)"
+        )
+    return ShardedStore(store, read_only=True)
+
+
+def _arrays(layout: ShardedStore, wanted: Iterable[str] | None) -> dict[str, Any]:
+    """Array path -> zarr Array, for every array of the hierarchy (or those named)."""
+    import warnings
+
+    import zarr
+    from zarr.errors import NodeNotFoundError
+
+    from shardedstore.store.opencheck import check_base_exists
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Object at .* is not recognized")
+        try:
+            node = zarr.open(layout.with_read_only(True), mode="r")
+        except NodeNotFoundError:
+            check_base_exists(layout)  # a missing base, named as such
+            raise
+        if isinstance(node, zarr.Array):
+            found: dict[str, Any] = {"": node}
+        else:
+            found = {
+                path: member
+                for path, member in node.members(max_depth=None)
+                if isinstance(member, zarr.Array)
+            }
+    if wanted is None:
+        return dict(sorted(found.items()))
+    names = [name.strip("/") for name in ([wanted] if isinstance(wanted, str) else wanted)]
+    unknown = [name for name in names if name not in found]
+    if unknown:
+        shown = ", ".join(sorted(found)[:10]) or "none"
+        raise ArrayNotFoundError(
+            f"no array {', '.join(map(repr, unknown))} in the hierarchy; its arrays: {shown}"
+        )
+    return {name: found[name] for name in sorted(set(names))}
+
+
+def _holder(layout: ShardedStore, path: str) -> tuple[str, str]:
+    """``("base" | "mount" | "array shards", node)``: where the chunks of ``path`` are."""
+    from shardedstore.store.routing import ARRAY_METADATA, MOUNT
+
+    kind, node = layout._router.route(f"{path}/zarr.json" if path else "zarr.json")[:2]
+    if kind == MOUNT:
+        return "mount", node
+    if kind == ARRAY_METADATA:
+        return "array shards", node
+    return "base", ""
+
+
+@dataclass
+class TablePlan:
+    tasks: list[TableTask]
+    arrays: dict[str, Any]
+    ndim: int
+
+
+def plan_tasks(store: Store, arrays: Iterable[str] | None, options: StatsOptions) -> TablePlan:
+    """One task per shard and array whose chunks it holds."""
+    from shardedstore.shards.listing import list_shards
+
+    layout = as_layout(store)
+    found = _arrays(layout, arrays)
+    ndim = max((len(array.shape) for array in found.values()), default=0)
+    shards = list(sync(list_shards(layout)).shards)
+    by_mount: dict[str, Shard] = {s.path: s for s in shards if s.kind == "mount"}
+    by_array: dict[str, list[Shard]] = {}
+    for shard in shards:
+        if shard.kind == "array shard" and shard.reachable:
+            by_array.setdefault(shard.path, []).append(shard)
+    base = shards[0]
+    tasks: list[TableTask] = []
+    for path, array in found.items():
+        chunks = storage_chunks(array)
+        keys = key_format(array.metadata)
+        kind, node = _holder(layout, path)
+        if kind == "array shards":
+            for shard in by_array.get(path, []):
+                lead = tuple(int(i) for i in (shard.chunk_index or "").split("."))
+                spec = ArraySpec(path, "", lead, chunks, keys)
+                tasks.append(
+                    TableTask(
+                        "array shard",
+                        path,
+                        shard.chunk_index,
+                        shard.store,
+                        shard.own_keys,
+                        spec,
+                        options,
+                        ndim,
+                    )
+                )
+            continue
+        holder = by_mount[node] if kind == "mount" else base
+        inner = path[len(node) + 1 :] if kind == "mount" and path != node else ""
+        if kind == "base":
+            inner = path
+        spec = ArraySpec(path, inner, (), chunks, keys)
+        tasks.append(
+            TableTask(
+                holder.kind, holder.path, None, holder.store, holder.own_keys, spec, options, ndim
+            )
+        )
+    return TablePlan(tasks, found, ndim)
+
+
+# ---------------------------------------------------------------- running
+
+
+def _progress_bar(progress: bool | None, total: int) -> Any:
+    show = sys.stderr.isatty() if progress is None else progress
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="shard", desc="chunk table", delay=1.0 if progress is None else 0)
+
+
+def run_tasks(
+    tasks: list[TableTask],
+    executor: Executor | None,
+    progress: bool | None,
+    done: Callable[[TableTask, TableResult], None],
+) -> None:
+    """Run every task; ``done`` is called in this thread as each one finishes."""
+    own_executor = executor is None
+    pool = executor or ThreadPoolExecutor(max_workers=max(1, min(8, len(tasks))))
+    bar = _progress_bar(progress, len(tasks))
+    futures: dict[Future[TableResult], int] = {}
+    finished = 0
+    try:
+        for position, task in enumerate(tasks):
+            futures[pool.submit(run_task, task)] = position
+        failure: tuple[int, BaseException] | None = None
+        for future in as_completed(futures):
+            if future.cancelled():
+                continue
+            error = future.exception()
+            if error is not None:
+                if failure is None:
+                    failure = (futures[future], error)
+                    for other in futures:
+                        other.cancel()  # those not started; running ones finish
+                continue
+            done(tasks[futures[future]], future.result())
+            finished += 1
+            if bar is not None:
+                bar.update(1)
+        if failure is not None:
+            task = tasks[failure[0]]
+            raise ChunkTableError(
+                task.shard, task.array.path, finished, len(tasks), failure[1]
+            ) from failure[1]
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        running = [future for future in futures if not future.done()]
+        if running:
+            wait(running, timeout=10.0)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        if own_executor:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def missing_rows(
+    path: str,
+    array: Any,
+    present: set[tuple[int, ...]],
+    ndim: int,
+    options: StatsOptions,
+    layout: ShardedStore,
+) -> pa.Table:
+    """Rows for the chunks of ``array`` that are not stored: they read as the fill value."""
+    import itertools
+
+    shape = tuple(int(n) for n in array.shape)
+    chunks = storage_chunks(array)
+    keys = key_format(array.metadata)
+    grid = [range(-(-s // c) if c else 0) for s, c in zip(shape, chunks, strict=True)]
+    kind, node = _holder(layout, path)
+    dims = layout.array_shards[node][0] if kind == "array shards" else 0
+    spec = ArraySpec(path, "", (), chunks, keys)
+    fill = read_fill_value(array.metadata)
+    rows = []
+    for coords in itertools.product(*grid):
+        if coords in present:
+            continue
+        starts = [i * c for i, c in zip(coords, chunks, strict=True)]
+        stops = [min((i + 1) * c, s) for i, c, s in zip(coords, chunks, shape, strict=True)]
+        size = int(np.prod([b - a for a, b in zip(starts, stops, strict=True)]))
+        index = ".".join(map(str, coords[:dims])) if dims else None
+        full_key = spec.full_key(coords)
+        if kind == "array shards":
+            shard_key = keys.encode(coords[dims:])
+        elif kind == "mount":
+            shard_key = full_key[len(node) + 1 :]
+        else:
+            shard_key = full_key
+        row: dict[str, Any] = {
+            "array": path,
+            "shard_kind": {"array shards": "array shard"}.get(kind, kind),
+            "shard_path": node,
+            "shard_index": index,
+            "coords": coords,
+            "starts": starts,
+            "stops": stops,
+            "key": full_key,
+            "shard_key": shard_key,
+            "exists": False,
+            "nbytes": None,
+        }
+        if options.reads_values:
+            row.update(fill_stats(array.dtype, fill, size, options))
+        rows.append(row)
+    return to_table(rows, ndim, options)
+
+
+def stored_coords(table: pa.Table, ndim: int) -> set[tuple[int, ...]]:
+    columns = [table.column(f"c{i}").to_pylist() for i in range(ndim)]
+    return (
+        {tuple(value for value in row if value is not None) for row in zip(*columns, strict=True)}
+        if ndim
+        else ({()} if table.num_rows else set())
+    )
+
+
+def _sorted(table: pa.Table, ndim: int) -> pa.Table:
+    keys = [("array", "ascending")] + [(f"c{i}", "ascending") for i in range(ndim)]
+    return table.sort_by(keys)
+
+
+# ---------------------------------------------------------------- public API
+
+
+def chunk_table(
+    store: Store,
+    arrays: Iterable[str] | str | None = None,
+    *,
+    stats: Iterable[str] | str | None = (),
+    histogram: Histogram | None = None,
+    missing: bool = False,
+    executor: Executor | None = None,
+    progress: bool | None = None,
+) -> pa.Table:
+    """One row per stored chunk of every array (or those named), as an Arrow table.
+
+    The work runs shard by shard (see :meth:`ShardedStore.shards`) on ``executor``;
+    statistics read and decode each chunk, a few at a time per task. Any zarr store
+    works: a store that is not a :class:`ShardedStore` is a layout with only a base.
+
+    Parameters
+    ----------
+    store
+        A :class:`ShardedStore` or any zarr store holding a hierarchy (or one array).
+    arrays
+        Array paths to table (default: every array of the hierarchy).
+    stats
+        Any of ``min``, ``max``, ``mean``, ``std``, ``count``, ``nan_count``,
+        ``fill_count`` (or ``"all"``), as a list or a comma-separated string. See
+        :mod:`shardedstore.table.stats` for their exact meaning (NaN-aware, edge
+        chunks clipped to the array's shape).
+    histogram
+        ``(lo, hi, bins)``: add a ``histogram`` column of counts in fixed bins.
+    missing
+        Also give a row (``exists`` false, statistics of the fill value) to each chunk
+        of the grid that is not stored.
+    executor
+        Any ``concurrent.futures.Executor`` (a process pool, or a dask.distributed
+        cluster through ``client.get_executor()``). Default: a thread pool.
+    progress
+        Show a progress bar (tqdm). Default: on a terminal, for runs over a second.
+
+    Returns
+    -------
+    pyarrow.Table
+        Columns ``array``, ``shard_kind`` (``base``, ``mount``, ``array shard``),
+        ``shard_path``, ``shard_index``, ``c0..`` (chunk grid indices), ``start0..``
+        and ``stop0..`` (the chunk's region), ``key`` (in the hierarchy),
+        ``shard_key`` (in the shard's store), ``exists``, ``nbytes`` (stored bytes),
+        ``zip_file``, ``zip_offset``, ``zip_length`` (for a chunk stored uncompressed in
+        a zip: where its bytes are in the file), then the statistics asked for. Rows
+        are sorted by array and chunk indices; arrays with fewer dimensions than the
+        table leave the extra ``c``/``start``/``stop`` columns null.
+
+    Raises
+    ------
+    MissingDependencyError
+        Without pyarrow (``pip install "shardedstore[table]"``).
+    ChunkTableError
+        Naming the shard and array that failed.
+
+    Examples
+    --------
+    >>> table = chunk_table(store, stats="min,max,mean")  # doctest: +SKIP
+    >>> table.filter(pc.field("max") > 10).select(["array", "c0"])  # doctest: +SKIP
+    """
+    require_pyarrow()
+    import pyarrow as pa
+
+    options = parse_stats(stats, histogram)
+    plan = plan_tasks(store, arrays, options)
+    tables: list[pa.Table] = []
+
+    def done(task: TableTask, result: TableResult) -> None:
+        if result.table is not None:
+            tables.append(result.table)
+
+    run_tasks(plan.tasks, executor, progress, done)
+    schema = table_schema(plan.ndim, options)
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    if missing:
+        layout = as_layout(store)
+        extra = []
+        for path, array in plan.arrays.items():
+            mine = table.filter(pa.compute.equal(table.column("array"), path))
+            extra.append(
+                missing_rows(
+                    path, array, stored_coords(mine, len(array.shape)), plan.ndim, options, layout
+                )
+            )
+        table = pa.concat_tables([table, *extra])
+    return _sorted(table, plan.ndim)

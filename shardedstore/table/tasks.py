@@ -1,0 +1,544 @@
+"""One task of a chunk table: one shard and one array, listed, fingerprinted, read.
+
+A task lists the chunk keys of its (sub-)array in its shard with their sizes and
+modification stamps (mtime and inode on local disk, crc32 in a zip, ETag or mtime on
+object stores; elsewhere, and where a listing has neither, crc32 of the metadata
+documents, and of every chunk when statistics are asked for: a rewrite of the same size
+must not go unnoticed) and fingerprints them with the statistics asked for. Given the
+fingerprint of an earlier run, an unchanged shard is not read at all: this is what makes
+``write_chunk_table`` incremental. Otherwise it reads the chunks, at most ``_IN_FLIGHT``
+at a time, through a read-only view of the shard's own keys (no symlinks followed, see
+:mod:`shardedstore.shards.source`), and sends back its rows as a small Arrow table. Tasks
+are picklable: they run in threads, processes or on a dask cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import os
+import stat
+import struct
+import zipfile
+import zlib
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from zarr.abc.store import Store
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+from zarr.storage import FsspecStore, LocalStore, ObjectStore, ZipStore
+
+from shardedstore.errors import LayoutError
+from shardedstore.shards.source import OwnKeys, ShardSource, describe_shard
+from shardedstore.store.routing import parse_chunk_key
+from shardedstore.table.stats import StatsOptions, chunk_stats, read_fill_value, table_schema
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from shardedstore.shards.listing import ShardKind
+
+__all__ = [
+    "FORMAT_VERSION",
+    "ArraySpec",
+    "KeyFormat",
+    "TableResult",
+    "TableTask",
+    "key_format",
+    "run_task",
+    "storage_chunks",
+    "to_table",
+]
+
+FORMAT_VERSION = 1
+"""Version of the table's columns and fingerprints; a change recomputes every file."""
+
+_IN_FLIGHT = 8
+"""Chunks one task reads and decodes at once, by one request (its memory bound)."""
+
+_INLINE_ELEMENTS = 1 << 16
+"""Chunks up to this many elements get their statistics on the event loop."""
+
+
+# ------------------------------------------------------------------ chunk keys
+
+
+@dataclass(frozen=True)
+class KeyFormat:
+    """How an array spells chunk keys: ``c/1/2`` (prefix ``c``) or ``1.2`` (no prefix)."""
+
+    prefix: str
+    separator: str
+
+    def encode(self, coords: tuple[int, ...]) -> str:
+        joined = self.separator.join(map(str, coords))
+        if self.prefix:
+            return f"{self.prefix}{self.separator}{joined}" if coords else self.prefix
+        return joined if coords else "0"
+
+    def parse(self, key: str, ndim: int) -> tuple[int, ...] | None:
+        return parse_chunk_key(key, self.prefix, self.separator, ndim)
+
+
+def key_format(metadata: Any) -> KeyFormat:
+    encoding = getattr(metadata, "chunk_key_encoding", None)
+    if encoding is not None:  # zarr v3
+        separator = str(getattr(encoding, "separator", "/"))
+        return KeyFormat("" if getattr(encoding, "name", "default") == "v2" else "c", separator)
+    return KeyFormat("", str(getattr(metadata, "dimension_separator", ".") or "."))
+
+
+def storage_chunks(array: Any) -> tuple[int, ...]:
+    """The chunk shape of the stored objects: the shard shape with the sharding codec."""
+    shards = getattr(array, "shards", None)
+    return tuple(int(n) for n in (shards if shards is not None else array.chunks))
+
+
+# ---------------------------------------------------------------------- tasks
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One array as the tasks see it.
+
+    ``lead`` holds the chunk indices an array shard fixes (empty elsewhere); the
+    task's (sub-)array, at ``inner`` in the shard's store, has the remaining dims.
+    """
+
+    path: str
+    inner: str
+    lead: tuple[int, ...]
+    chunks: tuple[int, ...]
+    key_format: KeyFormat
+
+    def full_key(self, coords: tuple[int, ...]) -> str:
+        key = self.key_format.encode(coords)
+        return f"{self.path}/{key}" if self.path else key
+
+
+@dataclass(frozen=True)
+class TableTask:
+    """What to table for one shard and one array (picklable)."""
+
+    kind: ShardKind
+    shard_path: str
+    shard_index: str | None
+    store: Store
+    own_keys: OwnKeys | None
+    array: ArraySpec
+    options: StatsOptions
+    ndim_columns: int
+    previous: str | None = None
+
+    @property
+    def shard(self) -> str:
+        return describe_shard(self.shard_path, self.shard_index)
+
+
+@dataclass
+class TableResult:
+    """A task's outcome: the shard's table, or None when unchanged or not there."""
+
+    fingerprint: str
+    table: pa.Table | None
+    exists: bool = True
+
+
+@dataclass
+class _Listed:
+    """Chunk keys of one (sub-)array in one shard: shard key -> (size, stamp)."""
+
+    keys: dict[str, tuple[int | None, str]] = field(default_factory=dict)
+    zip_file: str | None = None
+    zip_members: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+def _refuse_link(shard: str, path: str) -> LayoutError:
+    return LayoutError(
+        f"{shard}: {path} is a symbolic link; shardedstore never follows a symlink out of "
+        "a shard: replace the link with what it points to"
+    )
+
+
+def _walk_local(root: str, prefix: str, shard: str) -> dict[str, tuple[int | None, str]]:
+    """``key -> (size, mtime_ns)`` of the files below ``root/prefix``; refuses symlinks."""
+    found: dict[str, tuple[int | None, str]] = {}
+    top = os.path.join(root, prefix) if prefix else root
+    try:
+        info = os.lstat(top)
+    except FileNotFoundError:
+        return found
+    if stat.S_ISLNK(info.st_mode):
+        raise _refuse_link(shard, top)
+    if not stat.S_ISDIR(info.st_mode):
+        return found
+    pending = [(prefix, top)]
+    while pending:
+        relative, directory = pending.pop()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                key = f"{relative}/{entry.name}" if relative else entry.name
+                if entry.is_symlink():
+                    raise _refuse_link(shard, entry.path)
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append((key, entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    st = entry.stat(follow_symlinks=False)
+                    # The inode too: zarr writes by rename, so a rewrite within the
+                    # clock tick of the last one (same size, same coarse mtime) shows.
+                    found[key] = (st.st_size, f"{st.st_mtime_ns}:{st.st_ino}")
+    return found
+
+
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")
+
+
+def _zip_members(
+    path: str, prefix: str
+) -> tuple[dict[str, tuple[int | None, str]], dict[str, tuple[int, int]]]:
+    """Members below ``prefix``: ``(size, crc32)``, and ``(offset, length)`` of STORED ones."""
+    keys: dict[str, tuple[int | None, str]] = {}
+    stored: dict[str, tuple[int, int]] = {}
+    with open(path, "rb") as raw, zipfile.ZipFile(raw) as zf:
+        for info in zf.infolist():
+            name = info.filename
+            if info.is_dir() or (prefix and not name.startswith(prefix)):
+                continue
+            keys[name] = (info.file_size, f"{info.CRC:08x}")
+            if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
+                raw.seek(info.header_offset)
+                header = _LOCAL_HEADER.unpack(raw.read(_LOCAL_HEADER.size))
+                if header[0] != b"PK\x03\x04":
+                    continue  # not a local header: leave its offset out rather than guess
+                name_length, extra_length = header[-2], header[-1]
+                offset = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
+                stored[name] = (offset, info.compress_size)
+    return keys, stored
+
+
+def _stamp(info: Mapping[str, Any]) -> str:
+    """An object's change stamp from a listing: its ETag, else its mtime; "" for neither."""
+    from shardedstore.backends.cache import object_validator
+
+    return object_validator(info) or ""
+
+
+async def _list_fsspec(store: FsspecStore, prefix: str) -> dict[str, tuple[int | None, str]]:
+    root = store.path.rstrip("/")
+    top = f"{root}/{prefix}".rstrip("/") if prefix else root
+    found = await store.fs._find(top, detail=True)
+    keys: dict[str, tuple[int | None, str]] = {}
+    for name, info in found.items():
+        if info.get("type") == "directory" or not str(name).startswith(root + "/"):
+            continue
+        size = info.get("size")
+        keys[str(name)[len(root) + 1 :]] = (None if size is None else int(size), _stamp(info))
+    return keys
+
+
+async def _list_obstore(store: ObjectStore[Any], prefix: str) -> dict[str, tuple[int | None, str]]:
+    """Keys below ``prefix`` with their sizes and ETags (a few LIST requests)."""
+    import obstore
+
+    keys: dict[str, tuple[int | None, str]] = {}
+    top = prefix.rstrip("/") or None
+    async for batch in obstore.list(store.store, prefix=top, chunk_size=1000):
+        for meta in batch:
+            keys[str(meta["path"])] = (int(meta["size"]), _stamp(meta))
+    return keys
+
+
+async def _content_stamps(
+    store: Store, keys: dict[str, tuple[int | None, str]]
+) -> dict[str, tuple[int | None, str]]:
+    """``keys`` with each empty stamp replaced by the crc32 of the key's value.
+
+    At most ``_IN_FLIGHT`` values are held at once, as when chunks are read for their
+    statistics.
+    """
+    prototype = default_buffer_prototype()
+    slots = asyncio.Semaphore(_IN_FLIGHT)
+
+    async def crc(key: str) -> str:
+        async with slots:
+            value = await store.get(key, prototype)
+            return "" if value is None else f"crc:{zlib.crc32(value.to_bytes()):08x}"
+
+    blank = [key for key, (_, stamp) in keys.items() if not stamp]
+    stamps = await asyncio.gather(*(crc(key) for key in blank))
+    found = dict(keys)
+    for key, stamp in zip(blank, stamps, strict=True):
+        found[key] = (found[key][0], stamp)
+    return found
+
+
+async def _list_any(store: Store, prefix: str) -> dict[str, tuple[int | None, str]]:
+    """Keys with their sizes; stores without stamps: crc32 of metadata documents."""
+    from shardedstore.shards.source import is_metadata_document
+    from shardedstore.store.sharded import _gather_bounded
+
+    keys = [key async for key in store.list_prefix(prefix)]
+    sizes = await _gather_bounded(store.getsize(key) for key in keys)
+    found: dict[str, tuple[int | None, str]] = {}
+    prototype = default_buffer_prototype()
+    for key, size in zip(keys, sizes, strict=True):
+        stamp = ""
+        if is_metadata_document(key):
+            value = await store.get(key, prototype)
+            stamp = "" if value is None else f"{zlib.crc32(value.to_bytes()):08x}"
+        found[key] = (size, stamp)
+    return found
+
+
+async def _list_chunks(task: TableTask) -> _Listed | None:
+    """The task's chunk keys in its shard, with sizes and stamps; None: no such shard."""
+    from shardedstore.backends.cache import CachedStore
+    from shardedstore.store.sharded import _opened
+
+    store = task.store
+    if not await _opened(store):
+        return None
+    inner = task.array.inner
+    prefix = f"{inner}/" if inner else ""
+    listed = _Listed()
+    listing = store.store if isinstance(store, CachedStore) else store  # the same keys
+    if isinstance(listing, ObjectStore):
+        listed.keys = await _list_obstore(listing, prefix)
+    elif isinstance(store, LocalStore):
+        root = os.fspath(store.root)
+        if os.path.islink(root):
+            raise _refuse_link(task.shard, root)
+        listed.keys = await asyncio.to_thread(_walk_local, root, inner, task.shard)
+    elif isinstance(store, ZipStore):
+        listed.zip_file = os.path.abspath(store.path)  # readable from any cwd
+        listed.keys, listed.zip_members = await asyncio.to_thread(
+            _zip_members, listed.zip_file, prefix
+        )
+    elif isinstance(listing, FsspecStore) and hasattr(listing.fs, "_find"):
+        listed.keys = await _list_fsspec(listing, prefix)
+    else:
+        listed.keys = await _list_any(store, prefix)
+    own = task.own_keys
+    if own is not None:
+        listed.keys = {key: value for key, value in listed.keys.items() if own.owns(key)}
+    if task.options.reads_values:
+        # Statistics of a chunk rewritten with the same size must not be kept: where
+        # the listing gives no stamp, the chunk's bytes are its stamp.
+        listed.keys = await _content_stamps(store, listed.keys)
+    return listed
+
+
+def _fingerprint(task: TableTask, keys: list[tuple[str, int | None, str]]) -> str:
+    digest = hashlib.sha256()
+    head = {
+        "format": FORMAT_VERSION,
+        "array": task.array.path,
+        "lead": task.array.lead,
+        "stats": task.options.stats,
+        "histogram": task.options.histogram,
+        "columns": task.ndim_columns,
+    }
+    digest.update(json.dumps(head, sort_keys=True).encode())
+    for key, size, stamp in keys:
+        digest.update(f"\n{key}\t{size}\t{stamp}".encode())
+    return digest.hexdigest()
+
+
+def _region(
+    coords: tuple[int, ...], chunks: tuple[int, ...], shape: tuple[int, ...]
+) -> tuple[slice, ...]:
+    """The region of the array a chunk covers, clipped to the array's shape."""
+    return tuple(
+        slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(coords, chunks, shape, strict=True)
+    )
+
+
+def _batches(
+    coords: list[tuple[int, ...]], chunks: tuple[int, ...], shape: tuple[int, ...]
+) -> list[list[tuple[int, ...]]]:
+    """Sorted chunks in runs read by one request: each run's bounding box spans at most
+    ``_IN_FLIGHT`` chunks (the memory bound), usually neighbours along the last dim."""
+    batches: list[list[tuple[int, ...]]] = []
+    low: list[int] = []
+    high: list[int] = []
+    for chunk in coords:
+        if batches and len(batches[-1]) < _IN_FLIGHT:
+            new_low = [min(a, b) for a, b in zip(low, chunk, strict=True)]
+            new_high = [max(a, b) for a, b in zip(high, chunk, strict=True)]
+            if math.prod(h - lo + 1 for lo, h in zip(new_low, new_high, strict=True)) <= _IN_FLIGHT:
+                batches[-1].append(chunk)
+                low, high = new_low, new_high
+                continue
+        batches.append([chunk])
+        low, high = list(chunk), list(chunk)
+    return batches
+
+
+async def _batch_stats(
+    array: Any,
+    batch: list[tuple[int, ...]],
+    chunks: tuple[int, ...],
+    shape: tuple[int, ...],
+    fill: Any,
+    options: StatsOptions,
+) -> list[dict[str, Any]]:
+    """Read the bounding box of ``batch`` in one request, then each chunk's statistics."""
+    low = [min(chunk[d] for chunk in batch) for d in range(len(shape))]
+    high = [max(chunk[d] for chunk in batch) for d in range(len(shape))]
+    box = _region(tuple(low), chunks, shape)
+    box = tuple(
+        slice(b.start, _region(tuple(high), chunks, shape)[d].stop) for d, b in enumerate(box)
+    )
+    data = np.asarray(await array.getitem(box))
+    offset = [b.start for b in box]
+
+    def compute() -> list[dict[str, Any]]:
+        found = []
+        for chunk in batch:
+            region = _region(chunk, chunks, shape)
+            local = tuple(
+                slice(r.start - o, r.stop - o) for r, o in zip(region, offset, strict=True)
+            )
+            found.append(chunk_stats(data[local], fill, options))
+        return found
+
+    if data.size <= _INLINE_ELEMENTS:
+        return compute()
+    return await asyncio.to_thread(compute)
+
+
+async def _table_task(task: TableTask) -> TableResult:
+    import zarr.api.asynchronous as zarr_async
+
+    listed = await _list_chunks(task)
+    if listed is None:
+        return TableResult("", None, exists=False)
+    # Every key of the node, metadata documents included, with its stamp: a change to
+    # any of them changes the fingerprint, and only then is the array opened and read.
+    fingerprint = _fingerprint(
+        task, [(key, size, stamp) for key, (size, stamp) in sorted(listed.keys.items())]
+    )
+    if task.previous == fingerprint:
+        return TableResult(fingerprint, None)
+    source = ShardSource(task.store, task.shard, task.own_keys)
+    array = await zarr_async.open_array(store=source, path=task.array.inner, mode="r")
+    shape = tuple(int(n) for n in array.shape)
+    chunks = task.array.chunks[len(task.array.lead) :]
+    grid = tuple(-(-s // c) if c else 0 for s, c in zip(shape, chunks, strict=True))
+    prefix = f"{task.array.inner}/" if task.array.inner else ""
+    key_format = task.array.key_format
+    found: list[tuple[tuple[int, ...], str, int | None, str]] = []
+    for shard_key, (size, stamp) in listed.keys.items():
+        coords = key_format.parse(shard_key[len(prefix) :], len(shape))
+        if coords is None or any(i >= n for i, n in zip(coords, grid, strict=True)):
+            continue  # metadata, another node's key, or beyond the array's shape
+        found.append((coords, shard_key, size, stamp))
+    found.sort()
+    options = task.options
+    fill = read_fill_value(array.metadata)
+    stats: list[dict[str, Any]] = []
+    if options.reads_values:
+        coords_list = [coords for coords, *_ in found]
+        for batch in _batches(coords_list, chunks, shape):
+            stats += await _batch_stats(array, batch, chunks, shape, fill, options)
+    lead = task.array.lead
+    lead_chunks = task.array.chunks[: len(lead)]
+    rows = []
+    for n, (coords, shard_key, size, _) in enumerate(found):
+        full = lead + coords
+        starts = [i * c for i, c in zip(lead, lead_chunks, strict=True)]
+        stops = [(i + 1) * c for i, c in zip(lead, lead_chunks, strict=True)]
+        starts += [i * c for i, c in zip(coords, chunks, strict=True)]
+        stops += [min((i + 1) * c, s) for i, c, s in zip(coords, chunks, shape, strict=True)]
+        row: dict[str, Any] = {
+            "array": task.array.path,
+            "shard_kind": task.kind,
+            "shard_path": task.shard_path,
+            "shard_index": task.shard_index,
+            "coords": full,
+            "starts": starts,
+            "stops": stops,
+            "key": task.array.full_key(full),
+            "shard_key": shard_key,
+            "exists": True,
+            "nbytes": size,
+        }
+        if listed.zip_file is not None:
+            row["zip_file"] = listed.zip_file
+            member = listed.zip_members.get(shard_key)
+            if member is not None:
+                row["zip_offset"], row["zip_length"] = member
+        if stats:
+            row.update(stats[n])
+        rows.append(row)
+    return TableResult(fingerprint, to_table(rows, task.ndim_columns, task.options))
+
+
+def to_table(rows: list[dict[str, Any]], ndim: int, options: StatsOptions) -> pa.Table:
+    """Rows (``coords``, ``starts``, ``stops`` and columns) in the chunk table's schema."""
+    import pyarrow as pa
+
+    schema = table_schema(ndim, options)
+    columns: dict[str, list[Any]] = {name: [] for name in schema.names}
+    per_dim = {f"{name}{i}" for name in ("c", "start", "stop") for i in range(ndim)}
+    plain = [name for name in schema.names if name not in per_dim]
+    for row in rows:
+        coords, starts, stops = row["coords"], row["starts"], row["stops"]
+        for i in range(ndim):
+            inside = i < len(coords)
+            columns[f"c{i}"].append(coords[i] if inside else None)
+            columns[f"start{i}"].append(starts[i] if inside else None)
+            columns[f"stop{i}"].append(stops[i] if inside else None)
+        for name in plain:
+            columns[name].append(row.get(name))
+    return pa.table(columns, schema=schema)
+
+
+class _InlineExecutor(ThreadPoolExecutor):
+    """Runs each call at once, in the calling thread (never starts a thread).
+
+    The default executor of a task's own event loop: that loop serves one task in one
+    worker thread, so the stores' blocking calls (``asyncio.to_thread``) may as well
+    run in that thread, without a hop to another one.
+    """
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as error:
+            future.set_exception(error)
+        return future
+
+
+def _run_inline(task: TableTask) -> TableResult:
+    """Run a task on an event loop of its own, whose blocking calls run in this thread."""
+    loop = asyncio.new_event_loop()
+    loop.set_default_executor(_InlineExecutor())
+    try:
+        return loop.run_until_complete(_table_task(task))
+    finally:
+        loop.close()
+
+
+def run_task(task: TableTask) -> TableResult:
+    """Run one task (in a worker thread or process).
+
+    A shard on local disk (a directory or a zip) is read and decoded in the worker's own
+    thread (see :func:`_run_inline`), so that workers run in parallel instead of taking
+    turns on zarr's one event loop, and without a thread hop per read; other stores
+    (remote filesystems bind their sessions to zarr's loop) go through zarr's loop.
+    """
+    try:
+        if isinstance(task.store, LocalStore | ZipStore):
+            return _run_inline(task)
+        return sync(_table_task(task))
+    finally:
+        if task.kind == "array shard":
+            task.store.close()  # a handle of its own: 10^5 zips must not stay open
