@@ -5,6 +5,11 @@ The user guide lives in ``docs/``; the public names are listed in ``__all__``.
 The names are imported on first use (PEP 562): ``import shardedstore`` loads neither
 zarr nor numpy, so that the command line handles a Ctrl-C while it starts (exit 130,
 one line) and ``shardedstore --version`` answers at once.
+
+The package is layered, each layer importing only those below it (``make test`` checks
+it): ``errors``; ``backends`` (store types, zips, the cache); ``store``
+(``ShardedStore``); ``config``; ``shards``; ``report`` and ``table``; ``xarray`` and
+``iter``; ``cli``.
 """
 
 from __future__ import annotations
@@ -16,12 +21,15 @@ if TYPE_CHECKING:
     from shardedstore.backends.cache import ShardCache
     from shardedstore.backends.registry import StoreType
     from shardedstore.backends.remotezip import RemoteZipStore
-    from shardedstore.backends.timeouts import RemoteTimeoutError
     from shardedstore.backends.zipstore import CopyOnWriteZipStore
-    from shardedstore.config.layout import config_schema
     from shardedstore.config.layout import open_config as open
+    from shardedstore.config.schema import config_schema
     from shardedstore.errors import (
+        ArgumentError,
+        ArrayNotFoundError,
         CacheWarning,
+        ChunkTableError,
+        ChunkTableOutputError,
         CommitError,
         ConcurrentWriteError,
         ConfigError,
@@ -29,14 +37,19 @@ if TYPE_CHECKING:
         CorruptDataError,
         KeyValidationError,
         LayoutError,
+        LocationOverlapError,
+        MapShardsError,
+        MissingDependencyError,
+        OutputError,
+        RemoteTimeoutError,
+        StrayKeysWarning,
         UncommittedWarning,
+        VerificationError,
     )
     from shardedstore.iter import iter_shards
     from shardedstore.shards.listing import Shard
     from shardedstore.shards.transforms import (
-        ArrayShardStoresFactory,
-        MapShardsError,
-        StrayKeysWarning,
+        ShardTransform,
         to_directory_store_with_prefix,
         to_url_with_prefix,
         to_zip_store_with_prefix,
@@ -44,21 +57,18 @@ if TYPE_CHECKING:
     from shardedstore.store.factories import (
         ArrayShardDirectoryFactory,
         ArrayShardFactory,
+        ArrayShardStoresFactory,
         ArrayShardTemplateFactory,
         array_shard_directory_store,
         array_shard_template_store,
     )
     from shardedstore.store.mapping import StoreMapping
     from shardedstore.store.sharded import ShardedStore
-    from shardedstore.table.chunks import (
-        ArrayNotFoundError,
-        ChunkTableError,
-        MissingDependencyError,
-        chunk_table,
-    )
-    from shardedstore.table.parquet import ChunkTableOutputError, ChunkTableWrite, write_chunk_table
+    from shardedstore.table.chunks import chunk_table
+    from shardedstore.table.parquet import ChunkTableWrite, write_chunk_table
 
 __all__ = [
+    "ArgumentError",
     "ArrayNotFoundError",
     "ArrayShardDirectoryFactory",
     "ArrayShardFactory",
@@ -76,17 +86,21 @@ __all__ = [
     "CorruptDataError",
     "KeyValidationError",
     "LayoutError",
+    "LocationOverlapError",
     "MapShardsError",
     "MissingDependencyError",
+    "OutputError",
     "RemoteTimeoutError",
     "RemoteZipStore",
-    "ShardCache",
     "Shard",
+    "ShardCache",
     "ShardedStore",
     "StoreMapping",
     "StoreType",
+    "ShardTransform",
     "StrayKeysWarning",
     "UncommittedWarning",
+    "VerificationError",
     "__version__",
     "array_shard_directory_store",
     "array_shard_template_store",
@@ -105,44 +119,49 @@ __version__ = "0.4.0.dev0"
 
 # Public name -> "module" (the same name there) or "module:name".
 _LAZY: dict[str, str] = {
-    "ArrayNotFoundError": "shardedstore.table.chunks",
-    "ArrayShardDirectoryFactory": "shardedstore.store.factories",
-    "ArrayShardFactory": "shardedstore.store.factories",
-    "ArrayShardStoresFactory": "shardedstore.shards.transforms",
-    "ArrayShardTemplateFactory": "shardedstore.store.factories",
+    "ArgumentError": "shardedstore.errors",
+    "ArrayNotFoundError": "shardedstore.errors",
     "CacheWarning": "shardedstore.errors",
-    "ChunkTableError": "shardedstore.table.chunks",
-    "ChunkTableOutputError": "shardedstore.table.parquet",
-    "ChunkTableWrite": "shardedstore.table.parquet",
+    "ChunkTableError": "shardedstore.errors",
+    "ChunkTableOutputError": "shardedstore.errors",
     "CommitError": "shardedstore.errors",
     "ConcurrentWriteError": "shardedstore.errors",
     "ConfigError": "shardedstore.errors",
     "ConflictError": "shardedstore.errors",
-    "CopyOnWriteZipStore": "shardedstore.backends.zipstore",
     "CorruptDataError": "shardedstore.errors",
     "KeyValidationError": "shardedstore.errors",
     "LayoutError": "shardedstore.errors",
-    "MapShardsError": "shardedstore.shards.transforms",
-    "MissingDependencyError": "shardedstore.table.chunks",
-    "RemoteTimeoutError": "shardedstore.backends.timeouts",
-    "RemoteZipStore": "shardedstore.backends.remotezip",
-    "Shard": "shardedstore.shards.listing",
-    "ShardCache": "shardedstore.backends.cache",
-    "ShardedStore": "shardedstore.store.sharded",
-    "StoreMapping": "shardedstore.store.mapping",
-    "StoreType": "shardedstore.backends.registry",
-    "StrayKeysWarning": "shardedstore.shards.transforms",
+    "LocationOverlapError": "shardedstore.errors",
+    "MapShardsError": "shardedstore.errors",
+    "MissingDependencyError": "shardedstore.errors",
+    "OutputError": "shardedstore.errors",
+    "RemoteTimeoutError": "shardedstore.errors",
+    "StrayKeysWarning": "shardedstore.errors",
     "UncommittedWarning": "shardedstore.errors",
+    "VerificationError": "shardedstore.errors",
+    "ShardCache": "shardedstore.backends.cache",
+    "StoreType": "shardedstore.backends.registry",
+    "RemoteZipStore": "shardedstore.backends.remotezip",
+    "CopyOnWriteZipStore": "shardedstore.backends.zipstore",
+    "ArrayShardDirectoryFactory": "shardedstore.store.factories",
+    "ArrayShardFactory": "shardedstore.store.factories",
+    "ArrayShardStoresFactory": "shardedstore.store.factories",
+    "ArrayShardTemplateFactory": "shardedstore.store.factories",
     "array_shard_directory_store": "shardedstore.store.factories",
     "array_shard_template_store": "shardedstore.store.factories",
-    "chunk_table": "shardedstore.table.chunks",
-    "config_schema": "shardedstore.config.layout",
-    "iter_shards": "shardedstore.iter",
+    "StoreMapping": "shardedstore.store.mapping",
+    "ShardedStore": "shardedstore.store.sharded",
+    "config_schema": "shardedstore.config.schema",
     "open": "shardedstore.config.layout:open_config",
+    "Shard": "shardedstore.shards.listing",
+    "ShardTransform": "shardedstore.shards.transforms",
     "to_directory_store_with_prefix": "shardedstore.shards.transforms",
     "to_url_with_prefix": "shardedstore.shards.transforms",
     "to_zip_store_with_prefix": "shardedstore.shards.transforms",
+    "chunk_table": "shardedstore.table.chunks",
+    "ChunkTableWrite": "shardedstore.table.parquet",
     "write_chunk_table": "shardedstore.table.parquet",
+    "iter_shards": "shardedstore.iter",
 }
 
 

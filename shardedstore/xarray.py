@@ -15,7 +15,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from xarray.backends import BackendEntrypoint
@@ -23,7 +23,6 @@ from xarray.backends import BackendEntrypoint
 if TYPE_CHECKING:
     from xarray import Dataset, DataTree
     from xarray.backends.common import T_PathFileOrDataStore
-    from xarray.coding.times import CFDatetimeCoder, CFTimedeltaCoder
     from zarr.abc.store import Store
 
     from shardedstore.store.sharded import ShardedStore
@@ -38,7 +37,16 @@ _LEGACY_MODULE = re.compile(rb'"module"\s*:\s*"shardedstore"')
 _LEGACY_NAME = re.compile(rb'"name"\s*:\s*"ShardedStore"')
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
-_Decode = bool | Mapping[str, bool]
+_DECODE_OPTIONS = (
+    "mask_and_scale",
+    "decode_times",
+    "concat_characters",
+    "decode_coords",
+    "drop_variables",
+    "use_cftime",
+    "decode_timedelta",
+)
+"""The decode options of ``xr.open_dataset`` (passed to xarray's zarr backend)."""
 
 
 def _is_layout_config(head: bytes, whole: bool) -> bool:
@@ -186,27 +194,27 @@ class ShardedStoreBackendEntrypoint(BackendEntrypoint):
         whole = len(head) <= SNIFF_BYTES
         return _is_layout_config(head[:SNIFF_BYTES], whole)
 
+    # xarray passes the decode options it finds here (the signature below takes them
+    # as ``**options``, forwarded to its zarr backend as they are).
+    open_dataset_parameters: ClassVar[tuple[str, ...]] = (
+        "filename_or_obj",
+        *_DECODE_OPTIONS,
+        "group",
+        "consolidated",
+        "zarr_format",
+        "use_zarr_fill_value_as_mask",
+        "cache_members",
+        "storage_options",
+        "timeout",
+    )
+
     def open_dataset(
         self,
         filename_or_obj: T_PathFileOrDataStore,
         *,
-        mask_and_scale: _Decode = True,
-        decode_times: bool | CFDatetimeCoder | Mapping[str, bool | CFDatetimeCoder] = True,
-        concat_characters: _Decode = True,
-        decode_coords: bool | str = True,
-        drop_variables: str | Iterable[str] | None = None,
-        use_cftime: _Decode | None = None,
-        decode_timedelta: bool
-        | CFTimedeltaCoder
-        | Mapping[str, bool | CFTimedeltaCoder]
-        | None = None,
-        group: str | None = None,
-        consolidated: bool | None = None,
-        zarr_format: int | None = None,
-        use_zarr_fill_value_as_mask: bool | None = None,
-        cache_members: bool = True,
         storage_options: Mapping[str, Any] | None = None,
         timeout: float | None = None,
+        **options: Any,
     ) -> Dataset:
         """Open one group of the layout as a Dataset (``xr.open_dataset``).
 
@@ -214,17 +222,17 @@ class ShardedStoreBackendEntrypoint(BackendEntrypoint):
         ----------
         filename_or_obj
             The layout config: a local path or an fsspec URL (or a ShardedStore).
-        mask_and_scale, decode_times, concat_characters, decode_coords, drop_variables, \
-use_cftime, decode_timedelta
-            As for ``xr.open_dataset``.
-        group
-            The group to open (``"simulation/fine"``); the root by default.
-        consolidated, zarr_format, use_zarr_fill_value_as_mask, cache_members
-            As for ``xr.open_zarr`` / ``engine="zarr"``.
         storage_options
             fsspec options for reading the config file at a URL.
         timeout
             Seconds to wait for the config file at a URL.
+        **options
+            ``group`` (the group to open, the root by default), the decode options of
+            ``xr.open_dataset`` (``mask_and_scale``, ``decode_times``,
+            ``concat_characters``, ``decode_coords``, ``drop_variables``,
+            ``use_cftime``, ``decode_timedelta``) and those of ``xr.open_zarr``
+            (``consolidated``, ``zarr_format``, ``use_zarr_fill_value_as_mask``,
+            ``cache_members``).
 
         Returns
         -------
@@ -237,19 +245,8 @@ use_cftime, decode_timedelta
         try:
             ds = ZarrBackendEntrypoint().open_dataset(
                 store,  # type: ignore[arg-type]  # takes any zarr store; typed narrower
-                mask_and_scale=mask_and_scale,
-                decode_times=decode_times,
-                concat_characters=concat_characters,
-                decode_coords=decode_coords,
-                drop_variables=drop_variables,
-                use_cftime=use_cftime,
-                decode_timedelta=decode_timedelta,
-                group=group,
                 mode="r",
-                consolidated=consolidated,
-                zarr_format=zarr_format,
-                use_zarr_fill_value_as_mask=use_zarr_fill_value_as_mask,
-                cache_members=cache_members,
+                **options,
             )
         except BaseException:
             if owned:
@@ -263,25 +260,14 @@ use_cftime, decode_timedelta
         self,
         filename_or_obj: T_PathFileOrDataStore,
         *,
-        mask_and_scale: _Decode = True,
-        decode_times: bool | CFDatetimeCoder | Mapping[str, bool | CFDatetimeCoder] = True,
-        concat_characters: _Decode = True,
-        decode_coords: bool | str = True,
-        drop_variables: str | Iterable[str] | None = None,
-        use_cftime: _Decode | None = None,
-        decode_timedelta: bool
-        | CFTimedeltaCoder
-        | Mapping[str, bool | CFTimedeltaCoder]
-        | None = None,
-        group: str | None = None,
-        consolidated: bool | None = None,
-        zarr_format: int | None = None,
         storage_options: Mapping[str, Any] | None = None,
         timeout: float | None = None,
+        **options: Any,
     ) -> dict[str, Dataset]:
         """Open every group below ``group`` as a Dataset (``xr.open_groups``).
 
-        Parameters are those of :meth:`open_dataset`.
+        Parameters are those of :meth:`open_dataset` (but ``use_zarr_fill_value_as_mask``
+        and ``cache_members``, which xarray's zarr backend takes for one group only).
 
         Returns
         -------
@@ -295,17 +281,8 @@ use_cftime, decode_timedelta
         try:
             groups = ZarrBackendEntrypoint().open_groups_as_dict(
                 store,  # type: ignore[arg-type]  # takes any zarr store; typed narrower
-                mask_and_scale=mask_and_scale,
-                decode_times=decode_times,
-                concat_characters=concat_characters,
-                decode_coords=decode_coords,
-                drop_variables=drop_variables,
-                use_cftime=use_cftime,
-                decode_timedelta=decode_timedelta,
-                group=group,
                 mode="r",
-                consolidated=consolidated,
-                zarr_format=zarr_format,
+                **options,
             )
         except BaseException:
             if owned:
@@ -321,25 +298,13 @@ use_cftime, decode_timedelta
         self,
         filename_or_obj: T_PathFileOrDataStore,
         *,
-        mask_and_scale: _Decode = True,
-        decode_times: bool | CFDatetimeCoder | Mapping[str, bool | CFDatetimeCoder] = True,
-        concat_characters: _Decode = True,
-        decode_coords: bool | str = True,
-        drop_variables: str | Iterable[str] | None = None,
-        use_cftime: _Decode | None = None,
-        decode_timedelta: bool
-        | CFTimedeltaCoder
-        | Mapping[str, bool | CFTimedeltaCoder]
-        | None = None,
-        group: str | None = None,
-        consolidated: bool | None = None,
-        zarr_format: int | None = None,
         storage_options: Mapping[str, Any] | None = None,
         timeout: float | None = None,
+        **options: Any,
     ) -> DataTree:
         """Open the layout, or the subtree at ``group``, as a DataTree (``xr.open_datatree``).
 
-        Parameters are those of :meth:`open_dataset`.
+        Parameters are those of :meth:`open_groups_as_dict`.
 
         Returns
         -------
@@ -349,19 +314,7 @@ use_cftime, decode_timedelta
         from xarray.backends.common import datatree_from_dict_with_io_cleanup
 
         groups = self.open_groups_as_dict(
-            filename_or_obj,
-            mask_and_scale=mask_and_scale,
-            decode_times=decode_times,
-            concat_characters=concat_characters,
-            decode_coords=decode_coords,
-            drop_variables=drop_variables,
-            use_cftime=use_cftime,
-            decode_timedelta=decode_timedelta,
-            group=group,
-            consolidated=consolidated,
-            zarr_format=zarr_format,
-            storage_options=storage_options,
-            timeout=timeout,
+            filename_or_obj, storage_options=storage_options, timeout=timeout, **options
         )
         return datatree_from_dict_with_io_cleanup(groups)
 

@@ -21,7 +21,8 @@ from zarr.storage import LocalStore
 
 import shardedstore
 from shardedstore.cli import main
-from shardedstore.cli.demo import DemoDirectoryError, build_demo_tree, run_demo
+from shardedstore.cli.demo import build_demo_tree, run_demo
+from shardedstore.errors import OutputError
 from tests.conftest import S3Server
 
 
@@ -97,12 +98,12 @@ def test_demo_refuses_in_process_too(tmp_path: Path, capsys: pytest.CaptureFixtu
     (tmp_path / "thesis").write_text("five years of work")
     assert main(["demo", str(tmp_path)]) == 1
     assert "is not empty and holds no previous demo" in capsys.readouterr().err
-    with pytest.raises(DemoDirectoryError, match="nothing was deleted"):
+    with pytest.raises(OutputError, match="nothing was deleted"):
         run_demo(tmp_path, echo=lambda line: None)
     assert _files(tmp_path) == {"thesis": b"five years of work"}
     (tmp_path / "thesis").unlink()
     (tmp_path / "file").write_text("not a directory")
-    with pytest.raises(DemoDirectoryError, match="not a directory"):
+    with pytest.raises(OutputError, match="not a directory"):
         run_demo(tmp_path / "file", echo=lambda line: None)
 
 
@@ -139,13 +140,13 @@ def test_demo_never_follows_a_link_out_of_its_output(tmp_path: Path) -> None:
     (elsewhere / "thesis").write_text("five years of work")
     shutil.rmtree(out / "people.zarr")
     (out / "people.zarr").symlink_to(elsewhere, target_is_directory=True)
-    with pytest.raises(DemoDirectoryError, match=r"people\.zarr.*symbolic link"):
+    with pytest.raises(OutputError, match=r"people\.zarr.*symbolic link"):
         run_demo(out, echo=lambda line: None)
     assert _files(elsewhere) == {"thesis": b"five years of work"}
     assert (out / "people.zarr").is_symlink()
     (out / "people.zarr").unlink()
     (out / "people.zarr").write_text("a file where the demo writes a directory")
-    with pytest.raises(DemoDirectoryError, match="not what the demo writes"):
+    with pytest.raises(OutputError, match="not what the demo writes"):
         run_demo(out, echo=lambda line: None)
     assert (out / "people.zarr").read_text() == "a file where the demo writes a directory"
 

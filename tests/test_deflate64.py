@@ -1,4 +1,4 @@
-"""Deflate64 zips (as Windows Explorer and 7-Zip write them) read through ``_deflate64``.
+"""Deflate64 zips (as Windows Explorer and 7-Zip write them) read through ``zips``.
 
 ``data/deflate64/wave.zarr.zip`` is a Zarr v3 group holding one uint8 array ``wave`` (one
 uncompressed chunk of :func:`_wave` bytes), zipped by 7-Zip with
@@ -26,7 +26,8 @@ import zarr
 from zarr.storage import MemoryStore, ZipStore
 
 import shardedstore
-from shardedstore import ShardedStore, _deflate64
+from shardedstore import ShardedStore
+from shardedstore.backends import zips
 
 WAVE = Path(__file__).parent / "data" / "deflate64" / "wave.zarr.zip"
 
@@ -53,7 +54,7 @@ def _raw_member(path: Path, name: str) -> bytes:
 def test_fixture_uses_what_only_deflate64_has() -> None:
     with zipfile.ZipFile(WAVE) as zf:
         methods = {info.compress_type for info in zf.infolist() if not info.is_dir()}
-    assert methods == {_deflate64.ZIP_DEFLATED64}
+    assert methods == {zips.ZIP_DEFLATED64}
     with pytest.raises(zlib.error):
         zlib.decompress(_raw_member(WAVE, "wave/c/0"), -15)
 
@@ -66,9 +67,9 @@ try:
     zf.read("wave/c/0")
 except NotImplementedError:
     print("refused")
-from shardedstore.backends import deflate64 as _deflate64
-_deflate64.enable()
-_deflate64.enable()  # idempotent
+from shardedstore.backends import zips
+zips.enable_deflate64()
+zips.enable_deflate64()  # idempotent
 print(len(zf.read("wave/c/0")))
 print("zipfile_deflate64" in sys.modules)
 """
@@ -79,7 +80,7 @@ print("zipfile_deflate64" in sys.modules)
 
 
 def test_streamed_reads_in_small_pieces() -> None:
-    _deflate64.enable()
+    zips.enable_deflate64()
     pieces = []
     with zipfile.ZipFile(WAVE) as zf, zf.open("wave/c/0") as member:
         while piece := member.read(1000):
@@ -90,7 +91,7 @@ def test_streamed_reads_in_small_pieces() -> None:
 
 @pytest.mark.parametrize("where", [0.0, 0.5])
 def test_a_corrupt_member_is_an_error_not_wrong_data(where: float, tmp_path: Path) -> None:
-    _deflate64.enable()
+    zips.enable_deflate64()
     raw = bytearray(WAVE.read_bytes())
     with zipfile.ZipFile(WAVE) as zf:
         info = zf.getinfo("wave/c/0")
@@ -140,7 +141,7 @@ def test_a_deflate64_zip_takes_new_arrays_and_keeps_the_old(tmp_path: Path) -> N
 
 
 def test_other_methods_are_untouched(tmp_path: Path) -> None:
-    _deflate64.enable()
+    zips.enable_deflate64()
     path = tmp_path / "mixed.zip"
     methods = [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA]
     with zipfile.ZipFile(path, "w") as zf:
@@ -152,4 +153,4 @@ def test_other_methods_are_untouched(tmp_path: Path) -> None:
             assert zf.read(f"m{method}") == _wave()[:50000]
     assert bz2.decompress(bz2.compress(b"x")) == b"x"
     with pytest.raises(NotImplementedError):  # writing Deflate64 stays unsupported
-        zipfile.ZipFile(tmp_path / "w.zip", "w", compression=_deflate64.ZIP_DEFLATED64)
+        zipfile.ZipFile(tmp_path / "w.zip", "w", compression=zips.ZIP_DEFLATED64)

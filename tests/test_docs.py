@@ -43,10 +43,11 @@ def test_docstring_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     package = ROOT / "shardedstore"
     failed: list[str] = []
     attempted = 0
-    for path in sorted(package.glob("*.py")):
+    for path in sorted(package.rglob("*.py")):
         if ">>> " not in path.read_text():
             continue
-        module = importlib.import_module(f"shardedstore.{path.stem}")
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        module = importlib.import_module(name)
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, report=False)
         attempted += result.attempted
         if result.failed:
@@ -57,7 +58,7 @@ def test_docstring_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 def test_user_guide_states_the_inline_rules_the_code_applies() -> None:
     """The "Inline I/O" section quotes the thresholds and probe intervals in force."""
-    from shardedstore import _inline
+    from shardedstore.store import inline as _inline
 
     guide = (ROOT / "docs" / "user-guide.md").read_text()
     section = guide.split("### Inline I/O", 1)[1].split("\n### ", 1)[0]

@@ -15,7 +15,7 @@ from shardedstore import ShardedStore, array_shard_template_store
 
 def _count_listings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record every directory the local store type lists."""
-    from shardedstore import _registry
+    from shardedstore.backends import registry as _registry
 
     seen: list[str] = []
     real = _registry._local_names

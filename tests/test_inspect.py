@@ -28,8 +28,8 @@ from zarr.storage import FsspecStore, LocalStore
 
 import shardedstore
 from shardedstore.backends.filelock import acquire, is_held
+from shardedstore.backends.zips import zip_name_of
 from shardedstore.backends.zipstore import leftover_names
-from shardedstore.backends.zipwriters import zip_name_of
 from shardedstore.cli import main
 from shardedstore.cli.demo import run_demo
 from shardedstore.report.validate import GAP_EXAMPLES, _gaps

@@ -10,7 +10,8 @@ import pytest
 import xarray as xr
 from zarr.storage import LocalStore
 
-from shardedstore import ConfigError, ShardedStore, StoreType, _registry
+from shardedstore import ConfigError, ShardedStore, StoreType
+from shardedstore.backends import registry as _registry
 from shardedstore.cli.demo import build_demo_tree
 
 pytestmark = pytest.mark.filterwarnings("ignore:Object at .* is not recognized")

@@ -24,7 +24,8 @@ import pytest
 
 import shardedstore
 from shardedstore import ShardedStore, array_shard_template_store
-from shardedstore.backends.timeouts import ENV_VAR, RemoteTimeoutError, resolve_timeout, within
+from shardedstore.backends.timeouts import ENV_VAR, resolve_timeout, within
+from shardedstore.errors import RemoteTimeoutError
 
 LIMIT = 5.0  # seconds a call with a 1 s time limit may take in all, on a loaded machine
 

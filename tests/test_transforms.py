@@ -607,7 +607,7 @@ def _add_strays(src: Path) -> None:
 def test_stray_keys_and_shards_outside_the_shape_are_reported_not_copied(
     tmp_path: Path,
 ) -> None:
-    from shardedstore.shards.transforms import StrayKeysWarning
+    from shardedstore.errors import StrayKeysWarning
 
     source = _source(tmp_path / "src")
     _add_strays(tmp_path / "src")

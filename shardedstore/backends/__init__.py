@@ -1,1 +1,11 @@
-"""Store types and what they need: the registry of store types a config may name, copy-on-write and remote zips, the shard cache, locks, timeouts."""
+"""The stores a layout is made of, and what they need (the lowest layer but ``errors``).
+
+- ``registry``: the store types a config may name, each knowing its URL and location;
+- ``zipstore``, ``zips``, ``remotezip``: copy-on-write zips, zip handles and Deflate64,
+  zips at a URL;
+- ``cache``: the bounded shard cache and the cached remote directory store;
+- ``handles``: opening stores and read-only views of them;
+- ``filelock``, ``documents``: one writer per file; compare-and-swap of metadata;
+- ``timeouts``, ``probe``, ``oserrors``, ``sync``: remote time limits, reaching a store
+  for inspection, errors that name what the user wrote, Ctrl-C while waiting.
+"""

@@ -54,28 +54,27 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Protocol, Self, runtime_checkable
 
 from zarr.abc.store import (
     ByteRequest,
-    OffsetByteRequest,
-    RangeByteRequest,
     Store,
-    SuffixByteRequest,
 )
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.storage import WrapperStore
 
+from shardedstore.backends.documents import is_metadata_document
+from shardedstore.backends.zipstore import byte_bounds
 from shardedstore.errors import CacheWarning, ConfigError
 
 __all__ = [
     "CacheStats",
+    "Cacheable",
     "CachedStore",
     "ShardCache",
     "cache_engine",
     "object_validator",
     "slice_bytes",
-    "wrap",
 ]
 
 DEFAULT_MAX_BYTES = 1 << 30
@@ -84,7 +83,6 @@ DEFAULT_MAX_BYTES = 1 << 30
 _FETCH_LIMIT = 8
 """Most GETs one store keeps in flight while prefetching a whole shard."""
 
-_METADATA_NAMES = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
 
 _RESCAN = 0.5
 """Seconds after which a process writing to a cache directory looks at it again (its
@@ -207,13 +205,8 @@ def slice_bytes(data: bytes | memoryview, byte_range: ByteRequest | None) -> byt
     """The part of ``data`` a zarr byte request asks for."""
     if byte_range is None:
         return data
-    if isinstance(byte_range, RangeByteRequest):
-        return data[byte_range.start : byte_range.end]
-    if isinstance(byte_range, OffsetByteRequest):
-        return data[byte_range.offset :]
-    if isinstance(byte_range, SuffixByteRequest):
-        return data[len(data) - byte_range.suffix :] if byte_range.suffix else data[:0]
-    raise TypeError(f"unexpected byte request {byte_range!r}")
+    start, stop = byte_bounds(byte_range, len(data))
+    return data[start:stop]
 
 
 def _framed(data: bytes) -> bytes:
@@ -682,24 +675,6 @@ def object_validator(info: Mapping[str, Any]) -> str | None:
     return None
 
 
-def is_remote(store: Store) -> bool:
-    """Whether ``store`` reads over the network (an fsspec or obstore store not on disk)."""
-    from zarr.storage import FsspecStore
-
-    if isinstance(store, FsspecStore):
-        fs = getattr(store.fs, "sync_fs", store.fs)
-        protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
-        return not {"file", "local", "memory"} & set(protocols)
-    try:
-        from zarr.storage import ObjectStore
-    except ImportError:  # pragma: no cover
-        return False
-    if isinstance(store, ObjectStore):
-        kind = type(store.store).__name__
-        return kind not in ("LocalStore", "MemoryStore")
-    return False
-
-
 async def _list_objects(store: Store) -> dict[str, tuple[int, str | None]]:
     """Every key of a remote store with its size and validator (a few LIST requests)."""
     from zarr.storage import FsspecStore
@@ -726,23 +701,6 @@ async def _list_objects(store: Store) -> dict[str, tuple[int, str | None]]:
     return found
 
 
-def _store_identity(store: Store) -> str:
-    """A name for a store's location, the same in every process (the cache namespace)."""
-    from zarr.storage import FsspecStore
-
-    if isinstance(store, FsspecStore):
-        fs = getattr(store.fs, "sync_fs", store.fs)
-        return f"fsspec:{fs.unstrip_protocol(store.path)}"
-    inner = getattr(store, "store", None)
-    if inner is not None:
-        prefix = getattr(inner, "prefix", "") or ""
-        config = getattr(inner, "config", {}) or {}
-        where = config.get("bucket") or config.get("container_name") or getattr(inner, "url", "")
-        endpoint = config.get("endpoint", "")
-        return f"obstore:{type(inner).__name__}:{endpoint}:{where}/{prefix}"
-    return f"{type(store).__name__}:{store}"
-
-
 # ------------------------------------------------------------- CachedStore
 
 
@@ -763,13 +721,16 @@ class CachedStore(WrapperStore[Store]):
         The remote store (``FsspecStore`` or ``ObjectStore``).
     cache
         The cache setting.
+    identity
+        A name for the store's location, the same in every process (its URL and
+        endpoint): the namespace of its entries.
     """
 
-    def __init__(self, store: Store, cache: ShardCache) -> None:
+    def __init__(self, store: Store, cache: ShardCache, identity: str) -> None:
         super().__init__(store)
         self.cache = cache
         self._engine = cache_engine(cache)
-        self._namespace = _store_identity(store)
+        self._namespace = identity
         self._private = f"{self._namespace}\0private:{uuid.uuid4().hex}"
         self._objects: dict[str, tuple[int, str | None]] | None = None
         self._listing = asyncio.Lock()
@@ -780,10 +741,10 @@ class CachedStore(WrapperStore[Store]):
         return self._store
 
     def _with_store(self, store: Store) -> Self:
-        return type(self)(store, self.cache)
+        return type(self)(store, self.cache, self._namespace)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self._store, self.cache))
+        return (type(self), (self._store, self.cache, self._namespace))
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -876,7 +837,7 @@ class CachedStore(WrapperStore[Store]):
             *(
                 one(key, validator)
                 for key, (size, validator) in objects.items()
-                if key.rsplit("/", 1)[-1] not in _METADATA_NAMES and size <= self.cache.max_bytes
+                if not is_metadata_document(key) and size <= self.cache.max_bytes
             )
         )
 
@@ -896,28 +857,10 @@ class CachedStore(WrapperStore[Store]):
         return await self._store.getsize(key)
 
 
-def _listable(store: Store) -> bool:
-    """Whether a remote store can list its objects (plain HTTP cannot: no listing)."""
-    from zarr.storage import FsspecStore
+@runtime_checkable
+class Cacheable(Protocol):
+    """A store that reads through a cache of its own kind (a zip at a URL)."""
 
-    if isinstance(store, FsspecStore):
-        fs = getattr(store.fs, "sync_fs", store.fs)
-        protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
-        return not {"http", "https"} & set(protocols)
-    return True
-
-
-def wrap(store: Store, cache: ShardCache) -> Store:
-    """``store`` reading through ``cache``: remote zips and remote directories are; any
-    other store (local disk, memory, a zip file) is returned as it is.
-
-    A directory over plain HTTP is read without the cache: HTTP has no listing to give
-    each object's validator (a zip over HTTP is cached: its HEAD gives them).
-    """
-    from shardedstore.backends.remotezip import RemoteZipStore
-
-    if isinstance(store, RemoteZipStore):
-        return store.with_cache(cache)
-    if isinstance(store, CachedStore) or not is_remote(store) or not _listable(store):
-        return store
-    return CachedStore(store, cache)
+    def with_cache(self, cache: ShardCache) -> Store:
+        """The same store reading through ``cache``."""
+        ...

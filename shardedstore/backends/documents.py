@@ -43,10 +43,16 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LOCK_WAIT", "METADATA_NAMES", "DocumentVersions", "is_metadata_key", "lock_path"]
+__all__ = [
+    "LOCK_WAIT",
+    "METADATA_DOCUMENTS",
+    "DocumentVersions",
+    "is_metadata_document",
+    "lock_path",
+]
 
-METADATA_NAMES = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup"})
-"""The names of Zarr metadata documents (v3 and v2)."""
+METADATA_DOCUMENTS = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
+"""Names of Zarr metadata documents (v3, v2, consolidated v2); every other key is a chunk."""
 
 LOCK_WAIT = 30.0
 """Seconds a writer waits for another's compare-and-swap of a document to finish."""
@@ -55,9 +61,9 @@ _Digest = bytes | None
 """A document's BLAKE2b digest; None: there is no such document."""
 
 
-def is_metadata_key(key: str) -> bool:
-    """Whether ``key`` names a metadata document (``a/b/zarr.json``, ``.zattrs``)."""
-    return key.rpartition("/")[2] in METADATA_NAMES
+def is_metadata_document(key: str) -> bool:
+    """Whether ``key`` names a metadata document (``a/b/zarr.json``) rather than a chunk."""
+    return key.rpartition("/")[2] in METADATA_DOCUMENTS
 
 
 def lock_path(root: Path) -> Path:
@@ -132,7 +138,7 @@ class DocumentVersions:
     @staticmethod
     def applies(store: Store, key: str) -> bool:
         """Whether writes of ``key`` to ``store`` are compare-and-swap."""
-        return isinstance(store, LocalStore) and is_metadata_key(key)
+        return isinstance(store, LocalStore) and is_metadata_document(key)
 
     def read(self, store: Store, key: str, value: Buffer | None) -> None:
         """Remember what this writer read of ``key`` (whole) from ``store``."""

@@ -18,16 +18,20 @@ import functools
 import re
 from collections.abc import Callable, Coroutine
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from shardedstore.store.sharded import ShardedStore
+
+class _Routed(Protocol):
+    """A store that knows the key inside the sub-store holding a key (ShardedStore)."""
+
+    def inner_key(self, key: str) -> str: ...
+
 
 __all__ = ["final_path", "names_keys", "names_keys_sync", "renamed", "without_temporary_names"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-S = TypeVar("S", bound="ShardedStore")
+S = TypeVar("S", bound=_Routed)
 
 _ZARR_PARTIAL = re.compile(r"^(?P<stem>.+)\.[0-9a-f]{32}\.partial$")
 _ZIP_TEMPORARY = re.compile(
@@ -128,9 +132,9 @@ def renamed(error: BaseException, temporary: str, final: str) -> BaseException:
     return rebuilt
 
 
-def _inner_name(store: ShardedStore, key: str) -> str | None:
+def _inner_name(store: _Routed, key: str) -> str | None:
     try:
-        inner = store._router.route(key)[3]
+        inner = store.inner_key(key)
     except ValueError:
         return None
     return inner.rpartition("/")[2]

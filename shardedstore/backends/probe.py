@@ -14,49 +14,22 @@ pointing at one is pointing at nothing.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from zarr.abc.store import Store
-from zarr.storage import FsspecStore, LocalStore, WrapperStore, ZipStore
 
-from shardedstore.backends.timeouts import ENV_VAR, RemoteTimeoutError, within
+from shardedstore.backends.handles import opened, read_only_view
+from shardedstore.backends.registry import facts_of
+from shardedstore.backends.timeouts import ENV_VAR, within
+from shardedstore.backends.zips import copy_on_write
+from shardedstore.errors import RemoteTimeoutError
 
-__all__ = ["Reach", "array_shard_handle", "error_text", "reach", "store_url"]
+__all__ = ["Reach", "array_shard_handle", "error_text", "reach"]
 
 _MAX_ERROR = 300
-
-
-def store_url(store: Store) -> str:
-    """Where ``store`` is, as people write it: ``s3://bucket/path``, ``file:///data/x``.
-
-    Local directories and zips print as zarr prints them (``file://...``, ``zip://...``);
-    fsspec and obstore stores as the URL a config would name; anything else as ``str``.
-    """
-    while isinstance(store, WrapperStore):
-        store = store._store
-    if isinstance(store, LocalStore | ZipStore):
-        return str(store)
-    if isinstance(store, FsspecStore):
-        fs = getattr(store.fs, "sync_fs", store.fs)  # zarr wraps sync filesystems
-        try:
-            return str(fs.unstrip_protocol(store.path))
-        except Exception:  # a filesystem without protocol info: fall back to zarr's text
-            return str(store)
-    from shardedstore.backends.registry import store_type_for
-    from shardedstore.errors import ConfigError
-
-    try:
-        store_type = store_type_for(store, ())
-        spec = store_type.to_spec(store)
-    except (ConfigError, ImportError, AttributeError, TypeError):
-        return str(store)
-    if store_type.path_kind == "url":
-        value = spec.get(store_type.path_fields[0]) if store_type.path_fields else None
-        if isinstance(value, str):
-            return value
-    return str(store)
 
 
 _XML_ERROR = re.compile(r"<Code>(?P<code>[^<]*)</Code>\s*<Message>(?P<message>[^<]*)</Message>")
@@ -101,12 +74,11 @@ class Reach:
 
 
 async def _reach(store: Store) -> Reach:
-    from shardedstore.store.sharded import _opened
-
-    if not await _opened(store):
+    if not await opened(store):
         return Reach("missing")
-    if isinstance(store, LocalStore | ZipStore):
-        return Reach("ok")
+    local = facts_of(store).local_root
+    if local is not None:  # a directory or zip file on disk: there or not
+        return Reach("ok" if os.path.exists(local[1]) else "missing")
     async for _ in store.list():
         return Reach("ok")
     return Reach("missing")
@@ -125,7 +97,7 @@ async def reach(store: Store, timeout: float | None = None) -> Reach:
         or the default).
     """
     try:
-        return await within(_reach(store), "probing", store_url(store), timeout)
+        return await within(_reach(store), "probing", facts_of(store).url, timeout)
     except RemoteTimeoutError as error:
         return Reach(
             "unreadable", f"no answer within {error.timeout:g} s ({ENV_VAR} allows longer)"
@@ -140,13 +112,10 @@ def array_shard_handle(factory: Any, chunk_index: str) -> Store:
     Not the layout's cached handle: looking at 10^5 zip shards must not keep 10^5
     files open.
     """
-    from shardedstore.backends.zips import copy_on_write
-    from shardedstore.store.sharded import _read_only_view
-
     store = factory(chunk_index)
     if not isinstance(store, Store):
         raise TypeError(
             f"the array-shard factory returned {type(store).__name__} for chunk index "
             f"{chunk_index!r}; it must return a zarr store"
         )
-    return _read_only_view(copy_on_write(store))
+    return read_only_view(copy_on_write(store))

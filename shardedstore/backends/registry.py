@@ -16,12 +16,14 @@ from __future__ import annotations
 import os
 import zipfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from zarr.abc.store import Store
-from zarr.storage import FsspecStore, LocalStore, MemoryStore, ZipStore
+from zarr.storage import FsspecStore, LocalStore, MemoryStore, WrapperStore, ZipStore
 
+from shardedstore.backends.remotezip import RemoteZipStore
 from shardedstore.backends.timeouts import (
     call_within,
     fsspec_call,
@@ -35,7 +37,9 @@ from shardedstore.errors import ConfigError
 __all__ = [
     "ENTRY_POINT_GROUP",
     "SHARDED",
+    "StoreFacts",
     "StoreType",
+    "facts_of",
     "get_store_type",
     "known_type_names",
     "same_store",
@@ -74,9 +78,11 @@ class StoreType(Protocol):
     Notes
     -----
     Optional: ``schema`` (a JSON Schema dict the spec is validated against before
-    :meth:`from_spec`), and ``list_names(spec, field) -> list[str] | None`` (the names in
+    :meth:`from_spec`), ``list_names(spec, field) -> list[str] | None`` (the names in
     the directory ``spec[field]``), which lets array shards made from a template of this
-    type be listed without probing every chunk index.
+    type be listed without probing every chunk index, and what the store knows of
+    itself (:class:`StoreFacts`: ``facts(store)``), for messages, overlap checks, the
+    cache and symlink checks; without it they are read from :meth:`to_spec`.
     """
 
     name: str
@@ -95,6 +101,49 @@ class StoreType(Protocol):
     def from_spec(self, spec: Mapping[str, Any], *, read_only: bool) -> Store:
         """A store from its config, with its path fields already resolved."""
         ...
+
+
+Place = tuple[Literal["local", "url"], str]
+"""Where a store keeps its keys: a local path, or a URL."""
+
+
+@dataclass(frozen=True)
+class StoreFacts:
+    """What a store says of itself: where it is, and how it is reached.
+
+    Attributes
+    ----------
+    url
+        Where it is, as people write it (``file:///data/x``, ``s3://bucket/path``).
+    place
+        Where it keeps its keys (``("local", path)`` or ``("url", url)``); None when it
+        has no place of its own (in memory).
+    remote
+        Whether it reads over the network.
+    local_root
+        ``("directory", path)`` or ``("file", path)`` for a store on local disk (a
+        directory, a zip file); None otherwise.
+    identity
+        A name for its location, the same in every process (a URL and the endpoint
+        serving it): what a shared cache keys its entries by.
+    """
+
+    url: str
+    place: Place | None
+    remote: bool = False
+    local_root: tuple[Literal["directory", "file"], str] | None = None
+    identity: str = ""
+
+
+@runtime_checkable
+class _KnowsFacts(Protocol):
+    def facts(self, store: Store) -> StoreFacts: ...
+
+
+def _fs_protocols(store: FsspecStore) -> tuple[Any, tuple[str, ...]]:
+    fs = getattr(store.fs, "sync_fs", store.fs)  # zarr wraps sync filesystems
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    return fs, protocols
 
 
 def _local_names(directory: str) -> list[str] | None:
@@ -116,6 +165,11 @@ class _LocalType:
     def to_spec(self, store: Store) -> Spec:
         assert isinstance(store, LocalStore)
         return {"root": os.fspath(store.root)}
+
+    def facts(self, store: Store) -> StoreFacts:
+        assert isinstance(store, LocalStore)
+        root = os.fspath(store.root)
+        return StoreFacts(str(store), ("local", root), False, ("directory", root), str(store))
 
     def from_spec(self, spec: Mapping[str, Any], *, read_only: bool) -> Store:
         return LocalStore(spec["root"], read_only=read_only)
@@ -143,6 +197,11 @@ class _ZipType:
         if not store.allowZip64:
             spec["allowZip64"] = False
         return spec
+
+    def facts(self, store: Store) -> StoreFacts:
+        assert isinstance(store, ZipStore)
+        path = os.fspath(store.path)
+        return StoreFacts(str(store), ("local", path), False, ("file", path), str(store))
 
     def from_spec(self, spec: Mapping[str, Any], *, read_only: bool) -> Store:
         enable_deflate64()
@@ -219,6 +278,26 @@ class _FsspecType:
             spec["storage_options"] = _json_options("storage_options", options)
         return spec
 
+    def facts(self, store: Store) -> StoreFacts:
+        assert isinstance(store, FsspecStore)
+        fs, protocols = _fs_protocols(store)
+        path = str(store.path)
+        try:
+            url = str(fs.unstrip_protocol(path))
+        except Exception:  # a filesystem without protocol info: zarr's own text
+            url = str(store)
+        options = fs.storage_options
+        endpoint = options.get("endpoint_url") or options.get("client_kwargs", {}).get(
+            "endpoint_url", ""
+        )
+        if "memory" in protocols:  # in this process, but with a URL of its own
+            return StoreFacts(url, ("url", url), identity=f"fsspec:{url}")
+        if {"file", "local"} & set(protocols):
+            root = str(fs._strip_protocol(path))
+            return StoreFacts(url, ("local", root), False, ("directory", root), url)
+        place: Place = ("url", path if "://" in path else url)  # http keeps its URL
+        return StoreFacts(url, place, True, None, f"fsspec:{url}@{endpoint}")
+
     def from_spec(self, spec: Mapping[str, Any], *, read_only: bool) -> Store:
         options = dict(spec.get("storage_options", {}))
         added = fsspec_defaults(spec["url"], options)
@@ -258,26 +337,35 @@ class _ObstoreType:
             return False
         return isinstance(store, ObjectStore)
 
-    def to_spec(self, store: Store) -> Spec:
-        inner = store.store  # type: ignore[attr-defined]
+    @staticmethod
+    def _url(inner: Any) -> tuple[str, dict[str, Any]] | None:
+        """The URL of an obstore store, and its config without the bucket."""
         kind = type(inner).__name__
-        spec: Spec
         if kind == "LocalStore":
-            args, kwargs = inner.__getnewargs_ex__()
-            spec = {"url": f"file://{os.fspath(args[0])}"}
-            if kwargs.get("mkdir"):
-                spec["mkdir"] = True
-            return spec
+            return f"file://{os.fspath(inner.__getnewargs_ex__()[0][0])}", {}
         if kind == "HTTPStore":
-            spec = {"url": inner.url}
-        elif kind in _OBSTORE_BUCKETS or kind == _OBSTORE_AZURE[0]:
+            return str(inner.url), {}
+        if kind in _OBSTORE_BUCKETS or kind == _OBSTORE_AZURE[0]:
             scheme, bucket_key = _OBSTORE_BUCKETS.get(kind, _OBSTORE_AZURE[1:])
             config = dict(inner.config)
             bucket = config.pop(bucket_key)
-            prefix = inner.prefix or ""
-            spec = {"url": f"{scheme}://{bucket}/{prefix}".rstrip("/")}
-            if config:
-                spec["config"] = _json_options("config", config)
+            return f"{scheme}://{bucket}/{inner.prefix or ''}".rstrip("/"), config
+        return None
+
+    def to_spec(self, store: Store) -> Spec:
+        inner = store.store  # type: ignore[attr-defined]
+        kind = type(inner).__name__
+        found = self._url(inner)
+        spec: Spec
+        if kind == "LocalStore":
+            spec = {"url": found[0] if found else ""}
+            if inner.__getnewargs_ex__()[1].get("mkdir"):
+                spec["mkdir"] = True
+            return spec
+        if found is not None:
+            spec = {"url": found[0]}
+            if found[1]:
+                spec["config"] = _json_options("config", found[1])
         else:
             raise ConfigError(
                 (),
@@ -293,6 +381,21 @@ class _ObstoreType:
         if given.get("retry_config"):
             spec["retry_config"] = _json_options("retry_config", given["retry_config"])
         return spec
+
+    def facts(self, store: Store) -> StoreFacts:
+        inner = store.store  # type: ignore[attr-defined]
+        kind = type(inner).__name__
+        if kind == "MemoryStore":
+            return StoreFacts(str(store), None, identity=f"obstore:{id(inner)}")
+        found = self._url(inner)
+        if found is None:
+            return StoreFacts(str(store), None, identity=f"obstore:{kind}:{id(inner)}")
+        url = found[0]
+        if kind == "LocalStore":
+            root = url.removeprefix("file://")
+            return StoreFacts(url, ("local", root), False, ("directory", root), url)
+        endpoint = (getattr(inner, "config", None) or {}).get("endpoint", "")
+        return StoreFacts(url, ("url", url), True, None, f"obstore:{url}@{endpoint}")
 
     def from_spec(self, spec: Mapping[str, Any], *, read_only: bool) -> Store:
         try:
@@ -340,12 +443,10 @@ class _ZipUrlType:
     supports_sync = False
 
     def handles(self, store: Store) -> bool:
-        from shardedstore.backends.remotezip import RemoteZipStore
 
         return isinstance(store, RemoteZipStore)
 
     def to_spec(self, store: Store) -> Spec:
-        from shardedstore.backends.remotezip import RemoteZipStore
 
         assert isinstance(store, RemoteZipStore)
         spec: Spec = {"url": store.url}
@@ -354,8 +455,16 @@ class _ZipUrlType:
             spec["storage_options"] = _json_options("storage_options", options)
         return spec
 
+    def facts(self, store: Store) -> StoreFacts:
+
+        assert isinstance(store, RemoteZipStore)
+        url = store.url
+        if url.startswith("file://"):
+            path = url.removeprefix("file://")
+            return StoreFacts(url, ("local", path), False, ("file", path), f"zip:{url}")
+        return StoreFacts(url, ("url", url), "://" in url, None, f"zip:{url}")
+
     def from_spec(self, spec: Mapping[str, Any], *, read_only: bool) -> Store:
-        from shardedstore.backends.remotezip import RemoteZipStore
 
         url = spec["url"]
         if url.startswith("file://") and not url[len("file://") :].startswith("/"):
@@ -455,3 +564,34 @@ def same_store(a: Store, b: Store) -> bool:
         return kind.to_spec(a) == kind.to_spec(b)
     except ConfigError:
         return False
+
+
+def _facts_from_spec(store_type: StoreType, store: Store) -> StoreFacts:
+    """What a store whose type does not say (a plugin's) tells through its config."""
+    try:
+        spec = store_type.to_spec(store)
+    except (ConfigError, ImportError, AttributeError, TypeError):
+        return StoreFacts(str(store), None, identity=f"{store_type.name}:{store}")
+    value = spec.get(store_type.path_fields[0]) if store_type.path_fields else None
+    if not isinstance(value, str):
+        return StoreFacts(str(store), None, identity=f"{store_type.name}:{store}")
+    if store_type.path_kind == "local" or "://" not in value or value.startswith("file://"):
+        path = value.removeprefix("file://")
+        return StoreFacts(str(store), ("local", path), identity=f"{store_type.name}:{path}")
+    return StoreFacts(value, ("url", value), True, None, f"{store_type.name}:{value}")
+
+
+def facts_of(store: Store) -> StoreFacts:
+    """What ``store`` says of itself, asked of its store type (wrappers looked through).
+
+    Any store: one of no registered type (a ``MemoryStore``) has its ``str`` for a URL
+    and no place.
+    """
+    while isinstance(store, WrapperStore):
+        store = store._store
+    for store_type in (*_BUILTINS.values(), *_plugins.values()):
+        if store_type.handles(store):
+            if isinstance(store_type, _KnowsFacts):
+                return store_type.facts(store)
+            return _facts_from_spec(store_type, store)
+    return StoreFacts(str(store), None, identity=f"{type(store).__name__}:{id(store)}")

@@ -25,12 +25,13 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
+from shardedstore.errors import TIMEOUT_ENV_VAR, RemoteTimeoutError
+
 __all__ = [
     "DEFAULT_RETRIES",
     "DEFAULT_TIMEOUT",
     "ENV_VAR",
     "RETRIES_ENV_VAR",
-    "RemoteTimeoutError",
     "call_within",
     "fsspec_call",
     "fsspec_defaults",
@@ -43,8 +44,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-ENV_VAR = "SHARDEDSTORE_TIMEOUT"
-"""Environment variable holding the default time limit in seconds (``none``: no limit)."""
+ENV_VAR = TIMEOUT_ENV_VAR
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds a remote call may take when neither a keyword nor the environment says."""
@@ -56,31 +56,6 @@ DEFAULT_RETRIES = 3
 """Retries of a failed remote request when neither the store's options nor the environment say."""
 
 _NO_LIMIT = frozenset({"none", "inf", "infinity", "off"})
-
-
-class RemoteTimeoutError(TimeoutError):
-    """A remote call got no answer within its time limit; nothing was changed.
-
-    Attributes
-    ----------
-    url
-        Where the call went.
-    timeout
-        The limit, in seconds.
-    """
-
-    def __init__(self, what: str, url: str, timeout: float) -> None:
-        self.what = what
-        self.url = url
-        self.timeout = timeout
-        super().__init__(
-            f"{what} {url}: no answer within {timeout:g} s; check that the server is "
-            f"reachable, or allow longer with timeout= (shardedstore.open) or the "
-            f"environment variable {ENV_VAR} (seconds, 'none' for no limit)"
-        )
-
-    def __reduce__(self) -> tuple[type[RemoteTimeoutError], tuple[str, str, float]]:
-        return (type(self), (self.what, self.url, self.timeout))
 
 
 def _seconds(value: float) -> float | None:

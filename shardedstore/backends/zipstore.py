@@ -121,19 +121,24 @@ def _note_uncaught_exceptions() -> None:
     sys.excepthook = hook
 
 
-def _read_range(f: IO[bytes], size: int, byte_range: ByteRequest | None) -> bytes:
+def byte_bounds(byte_range: ByteRequest | None, size: int) -> tuple[int, int]:
+    """``(start, stop)`` of the bytes a zarr byte request asks for among ``size``."""
     if byte_range is None:
-        return f.read()
+        return 0, size
     if isinstance(byte_range, RangeByteRequest):
-        f.seek(byte_range.start)
-        return f.read(max(0, byte_range.end - byte_range.start))
+        start = min(byte_range.start, size)
+        return start, max(start, min(byte_range.end, size))
     if isinstance(byte_range, OffsetByteRequest):
-        f.seek(byte_range.offset)
-    elif isinstance(byte_range, SuffixByteRequest):
-        f.seek(max(0, size - byte_range.suffix))
-    else:
-        raise TypeError(f"Unexpected byte_range, got {byte_range}.")
-    return f.read()
+        return min(byte_range.offset, size), size
+    if isinstance(byte_range, SuffixByteRequest):
+        return max(0, size - byte_range.suffix), size
+    raise TypeError(f"unexpected byte request {byte_range!r}")
+
+
+def _read_range(f: IO[bytes], size: int, byte_range: ByteRequest | None) -> bytes:
+    start, stop = byte_bounds(byte_range, size)
+    f.seek(start)
+    return f.read(stop - start)
 
 
 def _fsync_dir(directory: Path) -> None:

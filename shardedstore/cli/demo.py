@@ -13,11 +13,13 @@ from zarr.abc.store import Store
 from zarr.storage import LocalStore
 
 from shardedstore.config.layout import open_config
+from shardedstore.errors import MissingDependencyError, OutputError
 from shardedstore.report.info import node_holder
 from shardedstore.store.factories import array_shard_directory_store
 from shardedstore.store.sharded import ShardedStore
+from shardedstore.table.chunks import chunk_table
 
-__all__ = ["DEMO_MARKER", "DemoDirectoryError", "build_demo_tree", "run_demo"]
+__all__ = ["DEMO_MARKER", "OutputError", "build_demo_tree", "run_demo"]
 
 DEMO_MARKER = ".shardedstore-demo"
 """The file that marks a directory as the demo's own output, which a re-run may replace."""
@@ -25,13 +27,6 @@ DEMO_MARKER = ".shardedstore-demo"
 DEMO_DIRECTORIES = ("base.zarr", "people.zarr", "coarse.zarr", "temperature")
 DEMO_FILES = ("layout.json",)
 """What the demo writes in its directory, besides the marker; nothing else is removed."""
-
-
-class DemoDirectoryError(ValueError):
-    """The demo's output directory holds something the demo did not write.
-
-    Nothing was deleted; the message names the directory and what to do.
-    """
 
 
 def build_demo_tree(seed: int = 0) -> xr.DataTree:
@@ -83,20 +78,20 @@ def prepare_demo_directory(root: Path) -> None:
 
     Raises
     ------
-    DemoDirectoryError
+    OutputError
         If ``root`` is not a directory, is not empty and holds no previous demo, or
         an entry of a previous demo is not what the demo writes (a symbolic link, a
         file where the demo writes a directory or the reverse).
     """
     if root.exists() and not root.is_dir():
-        raise DemoDirectoryError(
+        raise OutputError(
             f"demo directory {str(root)!r} is not a directory; nothing was deleted. "
             "Give a new or empty directory, e.g. `shardedstore demo demo-output`"
         )
     marker = root / DEMO_MARKER
     if root.is_dir() and any(root.iterdir()):
         if marker.is_symlink() or not marker.is_file():
-            raise DemoDirectoryError(
+            raise OutputError(
                 f"demo directory {str(root)!r} is not empty and holds no previous demo "
                 f"(no {DEMO_MARKER} file in it); nothing was deleted. To run the demo, "
                 "give a new or empty directory, e.g. `shardedstore demo demo-output`"
@@ -106,7 +101,7 @@ def prepare_demo_directory(root: Path) -> None:
         for entry, is_dir in entries:
             if entry.is_symlink() or (entry.exists() and entry.is_dir() != is_dir):
                 kind = "a symbolic link" if entry.is_symlink() else "not what the demo writes"
-                raise DemoDirectoryError(
+                raise OutputError(
                     f"{str(entry)!r} is {kind} (the demo writes a "
                     f"{'directory' if is_dir else 'file'} there); nothing was deleted. "
                     "Move it away, or give a new or empty directory"
@@ -131,7 +126,7 @@ def run_demo(out_dir: str | Path = "demo-output", echo: Callable[[str], None] = 
 
     Raises
     ------
-    DemoDirectoryError
+    OutputError
         If ``out_dir`` holds anything but an earlier demo; nothing was deleted.
     """
     root = Path(out_dir)
@@ -172,7 +167,6 @@ def run_demo(out_dir: str | Path = "demo-output", echo: Callable[[str], None] = 
 
 def _echo_chunk_rows(store: Store, echo: Callable[[str], None], shown: int = 4) -> None:
     """A few rows of the dataset's chunk table (or how to get pyarrow for it)."""
-    from shardedstore.table.chunks import MissingDependencyError, chunk_table
 
     array = "simulation/fine/temperature"
     try:

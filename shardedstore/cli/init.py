@@ -30,21 +30,13 @@ from shardedstore.config.layout import (
     dump_config,
     load_config,
 )
-from shardedstore.errors import ConfigError
+from shardedstore.errors import ArgumentError, ConfigError, OutputError
 from shardedstore.store.factories import CHUNK_PLACEHOLDER
 from shardedstore.store.routing import MAX_SHARDED_DIMS
 
-__all__ = ["InitArgumentError", "OutputExistsError", "init_layout", "parse_store"]
+__all__ = ["ArgumentError", "OutputError", "init_layout", "parse_store"]
 
 _TYPE_PREFIX = re.compile(r"^(?P<type>[A-Za-z][A-Za-z0-9_\-]*):(?!//)(?P<value>.+)$")
-
-
-class InitArgumentError(ValueError):
-    """A command-line argument of ``init`` that cannot be read (a usage error)."""
-
-
-class OutputExistsError(FileExistsError):
-    """The config file to write exists already (``--force`` replaces it)."""
 
 
 def parse_store(text: str, what: str) -> dict[str, Any]:
@@ -65,22 +57,22 @@ def parse_store(text: str, what: str) -> dict[str, Any]:
 
     Raises
     ------
-    InitArgumentError
+    ArgumentError
         If ``text`` is empty, names an unknown type, or is not a valid JSON object.
     """
     if not text:
-        raise InitArgumentError(f"{what}: empty store; give a path, TYPE:PATH or a URL")
+        raise ArgumentError(f"{what}: empty store; give a path, TYPE:PATH or a URL")
     # A template may start with its placeholder ({chunk}.zarr): a path, not JSON.
     if text.lstrip().startswith("{") and not text.startswith(CHUNK_PLACEHOLDER):
         try:
             spec = json.loads(text)
         except ValueError as error:
-            raise InitArgumentError(
+            raise ArgumentError(
                 f"{what}: not a JSON object: {error} (a path that starts with '{{' is "
                 "written ./{...})"
             ) from None
         if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
-            raise InitArgumentError(
+            raise ArgumentError(
                 f'{what}: a store given as JSON needs a "type", e.g. '
                 '{"type": "fsspec", "url": "s3://bucket/x.zarr", "storage_options": {...}}'
             )
@@ -89,7 +81,7 @@ def parse_store(text: str, what: str) -> dict[str, Any]:
     elif (match := _TYPE_PREFIX.match(text)) is not None and len(match["type"]) > 1:
         name, value = match["type"], match["value"]
         if name not in known_type_names():
-            raise InitArgumentError(
+            raise ArgumentError(
                 f"{what}: unknown store type {name!r} in {text!r}; known: "
                 f"{', '.join(n for n in known_type_names() if n != SHARDED)} "
                 "(or give a path or a URL)"
@@ -102,7 +94,7 @@ def parse_store(text: str, what: str) -> dict[str, Any]:
             else {"type": "local", "root": text}
         )
     if spec["type"] == SHARDED:
-        raise InitArgumentError(
+        raise ArgumentError(
             f"{what}: a nested sharded store cannot be given on the command line; "
             "write its layout into the config by hand, or mount its stores directly"
         )
@@ -112,7 +104,7 @@ def parse_store(text: str, what: str) -> dict[str, Any]:
 def _path_field(name: str, value: str, what: str) -> dict[str, str]:
     store_type = get_store_type(name, ("type",))
     if len(store_type.path_fields) != 1:
-        raise InitArgumentError(
+        raise ArgumentError(
             f"{what}: store type {name!r} has {len(store_type.path_fields)} path fields; "
             f'give it as JSON: \'{{"type": "{name}", ...}}\''
         )
@@ -124,7 +116,7 @@ def _absolute(spec: dict[str, Any], what: str) -> dict[str, Any]:
     try:
         store_type = get_store_type(str(spec["type"]), ("type",))
     except ValueError as error:
-        raise InitArgumentError(f"{what}: {error}") from None
+        raise ArgumentError(f"{what}: {error}") from None
     spec = dict(spec)
     for name in store_type.path_fields:
         value = spec.get(name)
@@ -141,7 +133,7 @@ def _absolute(spec: dict[str, Any], what: str) -> dict[str, Any]:
 def _split_pair(text: str, option: str, example: str) -> tuple[str, str]:
     path, sep, value = text.partition("=")
     if not sep or not path or not value:
-        raise InitArgumentError(f"{option} expects {example}, got {text!r}")
+        raise ArgumentError(f"{option} expects {example}, got {text!r}")
     return path.strip("/"), value
 
 
@@ -157,18 +149,18 @@ def parse_array_shards(text: str) -> tuple[str, dict[str, Any]]:
     path, rest = _split_pair(text, "--array-shards", example)
     dims_text, sep, template = rest.partition(":")
     if not sep or not dims_text.isascii() or not dims_text.isdigit() or int(dims_text) < 1:
-        raise InitArgumentError(
+        raise ArgumentError(
             f"--array-shards expects {example} (DIMS: how many leading chunk dimensions "
             f"select a shard, at least 1), got {text!r}"
         )
     if int(dims_text) > MAX_SHARDED_DIMS:
-        raise InitArgumentError(
+        raise ArgumentError(
             f"--array-shards {path}: DIMS {dims_text} is more than {MAX_SHARDED_DIMS}, and an "
             f"array has at most {MAX_SHARDED_DIMS} dimensions (numpy's limit); DIMS is how "
             "many leading chunk dimensions select a shard, usually 1"
         )
     if CHUNK_PLACEHOLDER not in template:
-        raise InitArgumentError(
+        raise ArgumentError(
             f"--array-shards {path}: the template {template!r} has no {CHUNK_PLACEHOLDER}; "
             f"put it where each shard's name goes, e.g. {path.rpartition('/')[2] or 'a'}/"
             f"{CHUNK_PLACEHOLDER}.zarr"
@@ -179,7 +171,7 @@ def parse_array_shards(text: str) -> tuple[str, dict[str, Any]]:
 
 def _once(path: str, given: Mapping[str, Any], option: str) -> None:
     if path in given:
-        raise InitArgumentError(f"{option} {path!r} is given twice; give each path once")
+        raise ArgumentError(f"{option} {path!r} is given twice; give each path once")
 
 
 def _folder(target: str) -> str:
@@ -237,7 +229,7 @@ def _write_local(target: str, text: str, force: bool) -> None:
         try:
             os.link(temporary, target)  # atomic, and never replaces a file
         except FileExistsError:
-            raise OutputExistsError(_exists_message(target)) from None
+            raise OutputError(_exists_message(target)) from None
         except OSError:  # a filesystem without hard links
             with open(target, "x", encoding="utf-8") as f:
                 f.write(text)
@@ -263,7 +255,7 @@ def _write_url(
 
     fs, path = url_to_fs(target, **dict(storage_options or {}))
     if not force and fsspec_call(fs, "exists", path, what="checking the config", url=target):
-        raise OutputExistsError(_exists_message(target))
+        raise OutputError(_exists_message(target))
     data = text.encode("utf-8")
     fsspec_call(fs, "pipe_file", path, data, what="writing the config", url=target)
 
@@ -305,21 +297,21 @@ def init_layout(
 
     Raises
     ------
-    InitArgumentError
+    ArgumentError
         An option that cannot be read.
     ConfigError
         The layout is refused as ``shardedstore.open(output, mode="r+")`` would refuse
         it (overlapping stores, a location outside the folder, ...).
-    OutputExistsError
+    OutputError
         ``output`` exists and ``force`` is false.
     """
     target = os.fspath(output)
     if target.startswith("file://"):
         target = target[len("file://") :]
     if not target or target.endswith(("/", os.sep)):
-        raise InitArgumentError(f"the config path must name a file, got {target!r}")
+        raise ArgumentError(f"the config path must name a file, got {target!r}")
     if not _has_scheme(target) and os.path.isdir(target):
-        raise InitArgumentError(
+        raise ArgumentError(
             f"{target} is a directory; the config path must name a file in it, e.g. "
             f"{os.path.join(target, 'layout.json')}"
         )

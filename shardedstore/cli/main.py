@@ -17,6 +17,13 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from shardedstore.errors import ArgumentError, OutputError
+
+
+class _UsageError(ArgumentError):
+    """An argument of the command line that cannot be used (exit status 2)."""
+
+
 if TYPE_CHECKING:
     from concurrent.futures import Executor
 
@@ -100,7 +107,8 @@ _SHOWN_ERRORS = 10
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from shardedstore.report.info import ShardSummary, factory_text, shard_summaries
+    from shardedstore.report.info import ShardSummary, shard_summaries
+    from shardedstore.store.factories import factory_text
 
     store = _open(args.config, _options(args.storage_option), check_data=False)
     summaries = shard_summaries(store)
@@ -239,16 +247,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return code
 
 
-class _UsageError(ValueError):
-    """A command line that cannot run as given (exit code 2, as argparse's own errors)."""
-
-
 def _convert_func(args: argparse.Namespace, options: dict[str, Any]) -> tuple[Any, str]:
     """The built-in transform for ``--to``/``--out`` and the new config's path.
 
     ``--out`` is checked and normalized before anything is read or written.
     """
-    from shardedstore.shards.prefixes import OutputPrefixError, check_path_prefix, check_url_prefix
+    from shardedstore.shards.prefixes import check_path_prefix, check_url_prefix
     from shardedstore.shards.transforms import (
         to_directory_store_with_prefix,
         to_url_with_prefix,
@@ -268,7 +272,7 @@ def _convert_func(args: argparse.Namespace, options: dict[str, Any]) -> tuple[An
                 "use --to url for URLs"
             )
         out = check_path_prefix(args.out, "--out")
-    except OutputPrefixError as error:
+    except OutputError as error:
         raise _UsageError(str(error)) from None
     if args.to == "zip":
         func = to_zip_store_with_prefix(
@@ -313,7 +317,8 @@ def _executor(args: argparse.Namespace) -> Iterator[Executor]:
 def _cmd_convert(args: argparse.Namespace) -> int:
     import warnings
 
-    from shardedstore.shards.transforms import StrayKeysWarning, map_shards
+    from shardedstore.errors import StrayKeysWarning
+    from shardedstore.shards.transforms import map_shards
     from shardedstore.shards.verify import verify_conversion
 
     if args.scheduler:
@@ -361,7 +366,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    from shardedstore.cli.init import InitArgumentError, init_layout, layout_rows
+    from shardedstore.cli.init import init_layout, layout_rows
 
     try:
         config = init_layout(
@@ -373,7 +378,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
             allow_outside=args.allow_outside,
             storage_options=_options(args.storage_option) or None,
         )
-    except InitArgumentError as err:
+    except ArgumentError as err:
         raise _UsageError(str(err)) from None
     if args.json:
         _emit(json.dumps({"config": args.config, "layout": config}, indent=2))

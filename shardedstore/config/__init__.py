@@ -1,1 +1,3 @@
-"""Layouts as JSON: load and dump, the JSON Schema, strict parsing, configs of shardedstore 0.3."""
+"""Layouts as JSON (above ``store``): ``layout`` (load, dump, open, save), ``schema``
+(the shipped JSON Schema), ``strictjson`` (strict parsing) and ``legacy`` (configs of
+shardedstore 0.3)."""

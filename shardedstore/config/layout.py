@@ -23,13 +23,11 @@ translated by ``_legacy.py`` into this format and open read-only.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import posixpath
 import re
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -38,34 +36,36 @@ from zarr.abc.store import Store
 from shardedstore.backends.cache import ShardCache
 from shardedstore.backends.registry import SHARDED, StoreType, get_store_type, store_type_for
 from shardedstore.backends.timeouts import fsspec_call
+from shardedstore.config.legacy import is_legacy_config, translate_legacy_config
 from shardedstore.config.schema import check_schema, describe
 from shardedstore.config.strictjson import parse_config_json
-from shardedstore.errors import ConfigError, LayoutError, json_path
-from shardedstore.shards.transforms import ArrayShardStoresFactory
+from shardedstore.errors import ConfigError, LayoutError, LocationOverlapError, json_path
 from shardedstore.store.factories import (
     CHUNK_PLACEHOLDER,
     ArrayShardDirectoryFactory,
+    ArrayShardStoresFactory,
     ArrayShardTemplateFactory,
     _template_type,
 )
 from shardedstore.store.locations import (
     Location,
-    LocationOverlapError,
     Member,
     escapes_folder,
     folder_location,
     new_resolver,
     placeholder_survives,
 )
+from shardedstore.store.opencheck import check_dims
 from shardedstore.store.routing import validate_node_path
+from shardedstore.store.sharded import ShardedStore
 
 if TYPE_CHECKING:
-    from shardedstore.store.sharded import ArrayShardSpec, ShardedStore
+    from shardedstore.store.factories import ArrayShardSpec
+    from shardedstore.store.sharded import ShardedStore
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
-    "config_schema",
     "dump_config",
     "layout_config",
     "load_config",
@@ -155,7 +155,6 @@ def _relativize(value: str, kind: Literal["local", "url"], relative_to: str | No
 
 
 def _store_spec(store: Store, at: Path_, relative_to: str | None) -> dict[str, Any]:
-    from shardedstore.store.sharded import ShardedStore
 
     if isinstance(store, ShardedStore):
         return {"type": SHARDED, **_layout_spec(store, at, relative_to)}
@@ -222,7 +221,7 @@ def _array_spec(spec: ArrayShardSpec, at: Path_, relative_to: str | None) -> dic
 
 
 def _layout_spec(store: ShardedStore, at: Path_, relative_to: str | None) -> dict[str, Any]:
-    base, mounts = store._given
+    base, mounts = store.parts.base, store.parts.mounts
     spec: dict[str, Any] = {"base": _store_spec(base, (*at, "base"), relative_to)}
     if mounts:
         spec["mounts"] = {
@@ -285,14 +284,6 @@ def save_config(
 # ------------------------------------------------------------------- reading
 
 
-@functools.cache
-def config_schema() -> dict[str, Any]:
-    """The JSON Schema of config format version 1, as shipped in the package."""
-    text = (resources.files("shardedstore.config") / "schema" / "config-v1.json").read_text("utf-8")
-    schema: dict[str, Any] = json.loads(text)
-    return schema
-
-
 def _check_version(config: Mapping[str, Any]) -> None:
     if config.get("format") != FORMAT:
         raise ConfigError(
@@ -304,11 +295,12 @@ def _check_version(config: Mapping[str, Any]) -> None:
     if not isinstance(version, int) or isinstance(version, bool):
         raise ConfigError(("version",), f"expected an integer format version, got {version!r}")
     if version > FORMAT_VERSION:
-        from shardedstore import __version__
+        from importlib.metadata import version as installed
 
         raise ConfigError(
             ("version",),
-            f"format version {version} is newer than this shardedstore ({__version__}) "
+            f"format version {version} is newer than this shardedstore "
+            f"({installed('shardedstore')}) "
             f"reads (up to {FORMAT_VERSION}); upgrade shardedstore",
         )
     if version < 1:
@@ -510,7 +502,6 @@ class _Loader:
         return resolved
 
     def layout(self, spec: Mapping[str, Any], at: Path_) -> ShardedStore:
-        from shardedstore.store.sharded import ShardedStore
 
         base = self.store(spec["base"], (*at, "base"))
         mounts = {}
@@ -549,7 +540,6 @@ def load_config(
     ``check_data``: compare each array's dims with its data (``_opencheck``); off for
     ``validate`` and ``info``, which report what they find instead of raising.
     """
-    from shardedstore.config.legacy import is_legacy_config, translate_legacy_config
 
     if not isinstance(config, Mapping):
         raise ConfigError((), f"expected a JSON object (a dict), got {type(config).__name__}")
@@ -575,10 +565,8 @@ def load_config(
     if folder is not None and "://" not in base.removeprefix("file://"):  # type: ignore[union-attr]
         # Array shards are checked again when first written: a shard of the template
         # may itself be a symlink out of the folder.
-        store._confined_to = os.path.realpath(base.removeprefix("file://"))  # type: ignore[union-attr]
+        store.confine_to(base.removeprefix("file://"))  # type: ignore[union-attr]
     if check_data:
-        from shardedstore.store.opencheck import check_dims
-
         check_dims(store)
     return store
 

@@ -25,6 +25,7 @@ import functools
 import json
 import re
 from collections.abc import Callable, Mapping
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from shardedstore.errors import ConfigError
@@ -37,6 +38,7 @@ __all__ = [
     "MAX_SHARDED_DEPTH",
     "check_depth",
     "check_schema",
+    "config_schema",
     "describe",
     "schema_skeleton",
     "too_deep",
@@ -56,24 +58,25 @@ _UNKNOWN_TYPE = object()  # the shape tag of a store type the schema does not de
 
 
 @functools.cache
-def _schema() -> dict[str, Any]:
-    from shardedstore.config.layout import config_schema
-
-    return config_schema()
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema of config format version 1, as shipped in the package."""
+    text = (resources.files("shardedstore.config") / "schema" / "config-v1.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
 
 @functools.cache
 def _validator() -> Validator:
     from jsonschema import Draft202012Validator
 
-    return Draft202012Validator(_schema())
+    return Draft202012Validator(config_schema())
 
 
 def _definition(schema: Mapping[str, Any]) -> Mapping[str, Any]:
     """``schema`` with a local ``$ref`` followed."""
     reference = schema.get("$ref")
     if isinstance(reference, str) and reference.startswith("#/$defs/"):
-        found: Mapping[str, Any] = _schema()["$defs"][reference.removeprefix("#/$defs/")]
+        found: Mapping[str, Any] = config_schema()["$defs"][reference.removeprefix("#/$defs/")]
         return found
     return schema
 
@@ -81,7 +84,7 @@ def _definition(schema: Mapping[str, Any]) -> Mapping[str, Any]:
 @functools.cache
 def _erasable_fields() -> dict[str, frozenset[str]]:
     """Store type -> fields whose schema is only "a non-empty string"."""
-    defs = _schema()["$defs"]
+    defs = config_schema()["$defs"]
     erasable: dict[str, frozenset[str]] = {}
     for branch in defs["store"]["allOf"]:
         name = branch["if"]["properties"]["type"]["const"]
@@ -111,7 +114,7 @@ def _name_check(schema: Mapping[str, Any]) -> Callable[[str], bool] | None:
 @functools.cache
 def _name_checks() -> tuple[Callable[[str], bool] | None, Callable[[str], bool] | None]:
     """Fast tests of the names of ``mounts`` and of ``shards``."""
-    defs = _schema()["$defs"]
+    defs = config_schema()["$defs"]
     mounts = _name_check(defs["mounts"]["propertyNames"])
     shards = _name_check(defs["arrayShards"]["properties"]["shards"]["propertyNames"])
     return mounts, shards

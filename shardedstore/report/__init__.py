@@ -1,1 +1,2 @@
-"""Looking at a layout without loading its data: ``info``, ``tree`` and ``validate``."""
+"""Looking at a layout without loading its data (above ``shards``): ``info`` (``info``
+and ``tree``) and ``validate``."""

@@ -19,13 +19,15 @@ from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from shardedstore.backends.probe import error_text, reach, store_url
-from shardedstore.errors import LayoutError
-from shardedstore.shards.source import (
-    OwnKeys,
-    describe_shard,
-    is_metadata_document,
-)
+from shardedstore.backends.documents import is_metadata_document
+from shardedstore.backends.handles import gather_bounded, opened, read_only_view
+from shardedstore.backends.probe import error_text, reach
+from shardedstore.backends.registry import facts_of
+from shardedstore.backends.timeouts import resolve_timeout
+from shardedstore.errors import LayoutError, describe_shard
+from shardedstore.shards.listing import list_shards
+from shardedstore.store.factories import factory_text
+from shardedstore.store.ownkeys import OwnKeys
 from shardedstore.store.routing import ARRAY_METADATA, BASE, MOUNT, validate_key
 
 if TYPE_CHECKING:
@@ -35,7 +37,6 @@ if TYPE_CHECKING:
 __all__ = [
     "ShardSummary",
     "checksums",
-    "factory_text",
     "hierarchy",
     "holder_text",
     "node_holder",
@@ -125,15 +126,14 @@ async def _summary(
     timeout: float | None,
 ) -> ShardSummary:
     """What one shard holds; ``keys`` says which keys are its own (None: none are)."""
-    from shardedstore.store.sharded import _gather_bounded
 
-    url = store_url(store)
+    url = facts_of(store).url
     found = await reach(store, timeout)
     if found.state != "ok":
         return ShardSummary.empty(kind, path, index, url, found.error)
     try:
         listed = [key async for key in store.list()]
-        sizes = await _gather_bounded(store.getsize(key) for key in listed)
+        sizes = await gather_bounded(store.getsize(key) for key in listed)
     except Exception as error:  # listed or sized halfway: the shard is broken, say so
         return ShardSummary.empty(kind, path, index, url, error_text(error))
     own = [key for key in listed if _owned(keys, key)]
@@ -169,8 +169,6 @@ async def _array_shard_summary(
 
 
 async def _summaries(store: ShardedStore, timeout: float | None) -> list[ShardSummary]:
-    from shardedstore.shards.listing import list_shards
-    from shardedstore.store.sharded import _gather_bounded
 
     listing = await list_shards(store, strict=False)
     jobs: list[Coroutine[Any, Any, ShardSummary | None]] = []
@@ -193,7 +191,7 @@ async def _summaries(store: ShardedStore, timeout: float | None) -> list[ShardSu
             failed.append(
                 ShardSummary.empty("array shard", path, None, factory_text(factory), error_line)
             )
-    found = await _gather_bounded(jobs)
+    found = await gather_bounded(jobs)
     return [summary for summary in found if summary is not None] + failed
 
 
@@ -211,25 +209,12 @@ def shard_summaries(store: ShardedStore, *, timeout: float | None = None) -> lis
         Seconds each shard may take to open and list its first key (None: the
         ``SHARDEDSTORE_TIMEOUT`` environment variable, else 30 s; ``math.inf``: no limit).
     """
-    from shardedstore.backends.timeouts import resolve_timeout
 
     limit = resolve_timeout(timeout)  # a bad setting fails here, not as a shard's error
     return list(sync(_summaries(store, math.inf if limit is None else limit)))
 
 
 # ------------------------------------------------------------------ the tree
-
-
-def factory_text(factory: object) -> str:
-    """Where an array-shard factory puts its shards (its path template)."""
-    from shardedstore.store.factories import ArrayShardDirectoryFactory, ArrayShardTemplateFactory
-
-    if isinstance(factory, ArrayShardDirectoryFactory):
-        return f"{factory.prefix}/{{chunk}}.zarr"
-    if isinstance(factory, ArrayShardTemplateFactory) and factory.template is not None:
-        template = factory.template
-        return str(template.get("path") or template.get("root") or template.get("url"))
-    return type(factory).__name__
 
 
 def node_holder_info(store: ShardedStore, path: str) -> dict[str, Any]:
@@ -240,13 +225,13 @@ def node_holder_info(store: ShardedStore, path: str) -> dict[str, Any]:
     ``{"kind": "array shards", "path": ARRAY, "store": BASE URL, "dims": N,
     "shards": COUNT, "template": WHERE}``.
     """
-    kind, node = (BASE, "") if not path else store._router.route(f"{path}/zarr.json")[:2]
+    kind, node = (BASE, "") if not path else store.router.route(f"{path}/zarr.json")[:2]
     if kind == MOUNT:
-        return {"kind": "mount", "path": node, "store": store_url(store.mounts[node])}
-    base = store_url(store.base)
+        return {"kind": "mount", "path": node, "store": facts_of(store.mounts[node]).url}
+    base = facts_of(store.base).url
     if kind == ARRAY_METADATA:
         dims, factory = store.array_shards[node]
-        indices = sync(store._existing_chunk_indices(node, probe=False))
+        indices = sync(store.shard_indices(node, probe=False))
         return {
             "kind": "array shards",
             "path": node,
@@ -277,15 +262,14 @@ def node_holder(store: ShardedStore, path: str) -> str:
 
 async def _first_unreadable(store: ShardedStore) -> str | None:
     """``base: cannot be read (URL): ...`` for the first of base and mounts that fails."""
-    from shardedstore.store.sharded import _gather_bounded, _read_only_view
 
     subs = [("base", store.base)]
     subs += [(f"mount {path!r}", mount) for path, mount in sorted(store.mounts.items())]
-    views = [_read_only_view(sub) for _, sub in subs]
-    found = await _gather_bounded(reach(view) for view in views)
+    views = [read_only_view(sub) for _, sub in subs]
+    found = await gather_bounded(reach(view) for view in views)
     for (name, _), view, outcome in zip(subs, views, found, strict=True):
         if outcome.state == "unreadable":
-            return f"{name}: cannot be read ({store_url(view)}): {outcome.error}"
+            return f"{name}: cannot be read ({facts_of(view).url}): {outcome.error}"
     return None
 
 
@@ -325,10 +309,9 @@ def hierarchy(store: ShardedStore) -> list[dict[str, Any]]:
 
 
 async def _checksums(store: Store) -> dict[str, tuple[int, int]]:
-    from shardedstore.store.sharded import _gather_bounded, _opened
 
     prototype = default_buffer_prototype()
-    if not await _opened(store):
+    if not await opened(store):
         return {}
     keys = [key async for key in store.list()]
 
@@ -337,7 +320,7 @@ async def _checksums(store: Store) -> dict[str, tuple[int, int]]:
         data = b"" if value is None else value.to_bytes()
         return len(data), zlib.crc32(data)
 
-    sums = await _gather_bounded(one(key) for key in keys)
+    sums = await gather_bounded(one(key) for key in keys)
     return dict(zip(keys, sums, strict=True))
 
 

@@ -54,13 +54,24 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import ZipStore
 
-from shardedstore.backends.probe import error_text, reach, store_url
+from shardedstore.backends.documents import is_metadata_document
+from shardedstore.backends.handles import gather_bounded
+from shardedstore.backends.probe import error_text, reach
+from shardedstore.backends.registry import facts_of
+from shardedstore.backends.timeouts import resolve_timeout
+from shardedstore.backends.zips import ZipWriter, zip_writers
 from shardedstore.backends.zipstore import leftover_names
-from shardedstore.backends.zipwriters import ZipWriter, zip_writers
 from shardedstore.errors import LayoutError, json_path
-from shardedstore.shards.source import ArrayShardKeys, is_metadata_document
+from shardedstore.shards.listing import base_and_mounts, list_shards
+from shardedstore.store.factories import (
+    CHUNK_PLACEHOLDER,
+    ArrayShardTemplateFactory,
+    factory_text,
+    is_chunk_index,
+)
 from shardedstore.store.metadata import ShardedArrayLayout
 from shardedstore.store.opencheck import dims_mismatches
+from shardedstore.store.ownkeys import ArrayShardKeys
 from shardedstore.store.routing import CHUNK, MOUNT
 
 if TYPE_CHECKING:
@@ -270,7 +281,7 @@ async def _check_array_shard(
     index = shard.chunk_index or ""
     ref = ShardRef("array shard", shard.path, index)
     store = shard.store
-    url = store_url(store)
+    url = facts_of(store).url
     try:
         found = await reach(store, timeout)
         if found.state != "ok":
@@ -321,8 +332,6 @@ async def _check_array(
 
     ``dims_problem``: the array's dims contradict its data (reported already).
     """
-    from shardedstore.report.info import factory_text
-    from shardedstore.store.sharded import _gather_bounded
 
     dims, factory = store.array_shards[path]
     report = validation.arrays[path] = ArrayReport(dims)
@@ -357,7 +366,7 @@ async def _check_array(
         )
 
     shards = [shard for shard in listing.shards if shard.kind == "array shard"]
-    outcomes = await _gather_bounded(
+    outcomes = await gather_bounded(
         _check_array_shard(shard, layout, beyond(shard.chunk_index or ""), timeout)
         for shard in shards
         if shard.path == path
@@ -377,7 +386,7 @@ async def _check_array(
         if outcome.state == "missing":
             if outcome.index in named:  # the config names this shard's store
                 shard = ShardRef("array shard", path, outcome.index)
-                url = store_url(factory(outcome.index))
+                url = facts_of(factory(outcome.index)).url
                 validation.problem(shard, "missing", f"does not exist ({url})")
             continue  # otherwise: no shard at this index (a factory that cannot list)
         if beyond(outcome.index):
@@ -455,7 +464,6 @@ _Matcher = tuple[Callable[[str], bool], Callable[[str], ShardRef]]
 
 def _template_matcher(path: str, leaf: str) -> _Matcher:
     """Zip names of the array shards of ``path`` from a template's last part."""
-    from shardedstore.store.factories import CHUNK_PLACEHOLDER, is_chunk_index
 
     head, _, tail = leaf.partition(CHUNK_PLACEHOLDER)
 
@@ -483,7 +491,6 @@ def _zip_places(store: ShardedStore, existing: dict[str, list[str]]) -> dict[Pat
     A zip template whose last part holds ``{chunk}`` is matched by pattern, which finds
     new array shards being written too; other zip shards by their own names.
     """
-    from shardedstore.store.factories import CHUNK_PLACEHOLDER, ArrayShardTemplateFactory
 
     places: dict[Path, list[_Matcher]] = {}
 
@@ -567,7 +574,7 @@ async def _check_base(store: ShardedStore, validation: Validation) -> None:
     """Keys in base that no reader reaches: under a mount, or chunks of sharded arrays."""
     hidden: dict[str, list[str]] = {}
     chunks: dict[str, list[str]] = {}
-    router = store._router
+    router = store.router
     async for key in store.base.list():
         try:
             kind, node = router.route(key)[:2]
@@ -598,15 +605,13 @@ async def _check_base(store: ShardedStore, validation: Validation) -> None:
 
 
 async def _validate(store: ShardedStore, timeout: float | None) -> Validation:
-    from shardedstore.shards.listing import base_and_mounts, list_shards
-    from shardedstore.store.sharded import _gather_bounded
 
     validation = Validation()
     subs = [(ShardRef(shard.kind, shard.path), shard.store) for shard in base_and_mounts(store)]
-    reached = await _gather_bounded(reach(sub, timeout) for _, sub in subs)
+    reached = await gather_bounded(reach(sub, timeout) for _, sub in subs)
     for (ref, sub), found in zip(subs, reached, strict=True):
         if found.state != "ok":
-            _unreachable(validation, ref, store_url(sub), found.state, found.error)
+            _unreachable(validation, ref, facts_of(sub).url, found.state, found.error)
     base_ok = reached[0].state == "ok"
     if base_ok:
         try:
@@ -615,7 +620,7 @@ async def _validate(store: ShardedStore, timeout: float | None) -> Validation:
             validation.problem(
                 ShardRef("base"),
                 "unreadable",
-                f"cannot be listed ({store_url(store.base)}): {error_text(error)}",
+                f"cannot be listed ({facts_of(store.base).url}): {error_text(error)}",
             )
             base_ok = False
     # Array metadata is read from base only when base answered.
@@ -654,7 +659,6 @@ def validate_layout(store: ShardedStore, *, timeout: float | None = None) -> Val
     Validation
         ``valid`` when there is no problem; warnings never make a layout invalid.
     """
-    from shardedstore.backends.timeouts import resolve_timeout
 
     limit = resolve_timeout(timeout)  # a bad setting fails here, not as a shard's error
     return sync(_validate(store, math.inf if limit is None else limit))

@@ -1,1 +1,8 @@
-"""Shard by shard: the one enumeration of a layout's shards, what a shard's own keys are, transforms (map_shards, convert) and their outputs, verification."""
+"""Shard by shard (above ``config``).
+
+- ``listing``: the one enumeration of a layout's shards (``store.shards()``);
+- ``source``: the keys a reader of the layout reaches through one shard;
+- ``transforms``: ``map_shards`` and the built-in copies (zip, directory, URL), with
+  ``prefixes`` (output names), ``outputlock`` (one conversion per output) and
+  ``verify`` (by content, after a conversion).
+"""

@@ -26,16 +26,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from zarr.abc.store import Store
-from zarr.storage import ZipStore
 
-from shardedstore.errors import LayoutError
-from shardedstore.shards.source import (
-    ArrayShardKeys,
-    BaseKeys,
-    MountKeys,
-    OwnKeys,
-    describe_shard,
-)
+from shardedstore.backends.handles import read_only_handle
+from shardedstore.errors import LayoutError, describe_shard
+from shardedstore.store.ownkeys import ArrayShardKeys, BaseKeys, MountKeys, OwnKeys
 
 if TYPE_CHECKING:
     from shardedstore.store.metadata import ShardedArrayLayout
@@ -49,7 +43,6 @@ __all__ = [
     "base_and_mounts",
     "index_key",
     "list_shards",
-    "shard_handle",
 ]
 
 ShardKind = Literal["base", "mount", "array shard"]
@@ -168,17 +161,6 @@ def index_key(index: str) -> tuple[int, ...]:
     return tuple(int(part) for part in index.split("."))
 
 
-def shard_handle(store: Store) -> Store:
-    """A read-only handle on a shard's store; a zip is a new handle, safe to pickle."""
-    from shardedstore.backends.zips import copy_on_write, read_only_zip
-    from shardedstore.store.sharded import _read_only_view
-
-    store = copy_on_write(store)
-    if isinstance(store, ZipStore):
-        return read_only_zip(store, fresh=True)
-    return _read_only_view(store)
-
-
 def _beyond(index: str, layout: ShardedArrayLayout | None, dims: int) -> bool:
     if layout is None:
         return False
@@ -192,7 +174,7 @@ async def _array_shards(
     info = listing.arrays[path] = ArrayListing(path, dims)
     keys: OwnKeys | None = None  # no usable metadata in base: no reader reaches the shards
     try:
-        info.layout = await store._layout(path) if metadata else None
+        info.layout = await store.array_layout(path) if metadata else None
     except LayoutError as error:  # metadata in base that cannot be sharded
         if strict:
             raise
@@ -206,7 +188,7 @@ async def _array_shards(
         keys = ArrayShardKeys.of(info.layout)
     listed = callable(getattr(factory, "existing_chunk_indices", None))
     try:
-        indices = sorted(await store._existing_chunk_indices(path), key=index_key)
+        indices = sorted(await store.shard_indices(path), key=index_key)
     except Exception as error:  # the template's directory or prefix cannot be listed
         if strict:
             raise
@@ -221,7 +203,7 @@ async def _array_shards(
                     f"array shard {path!r}: the factory returned {type(made).__name__} for "
                     f"chunk index {index!r}; it must return a zarr store"
                 )
-            handle = shard_handle(made)
+            handle = read_only_handle(made)
         except Exception as error:
             if strict:
                 raise
@@ -236,12 +218,14 @@ async def _array_shards(
 
 def base_and_mounts(store: ShardedStore) -> list[Shard]:
     """The base and the mounts (by path) of ``store``: no I/O."""
-    base, mounts = store._given
-    router = store._router
+    base, mounts = store.parts.base, store.parts.mounts
+    router = store.router
     array_dims = tuple(sorted(router.array_dims.items()))
-    shards = [Shard("base", "", None, shard_handle(base), BaseKeys(router.mount_paths, array_dims))]
+    shards = [
+        Shard("base", "", None, read_only_handle(base), BaseKeys(router.mount_paths, array_dims))
+    ]
     for path, mount in sorted(mounts.items()):
-        shards.append(Shard("mount", path, None, shard_handle(mount), MountKeys()))
+        shards.append(Shard("mount", path, None, read_only_handle(mount), MountKeys()))
     return shards
 
 

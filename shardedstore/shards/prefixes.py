@@ -13,22 +13,17 @@ from __future__ import annotations
 import os
 import posixpath
 
-__all__ = ["OutputPrefixError", "check_path_prefix", "check_url_prefix"]
+from shardedstore.errors import OutputError
+
+__all__ = ["OutputError", "check_path_prefix", "check_url_prefix"]
 
 _LOCAL_SCHEMES = ("file", "local")
 _NO_CONTAINER_SCHEMES = ("memory",)
 """fsspec protocols whose paths need no bucket or host before the name."""
 
 
-class OutputPrefixError(ValueError):
-    """An output prefix that names no output (empty, a root, ``.``, a bucket alone).
-
-    Raised before anything is written; the message says what to give instead.
-    """
-
-
 def check_path_prefix(prefix: str | os.PathLike[str], what: str = "prefix") -> str:
-    """The normalized local output prefix, or :class:`OutputPrefixError`.
+    """The normalized local output prefix, or :class:`OutputError`.
 
     Parameters
     ----------
@@ -44,12 +39,12 @@ def check_path_prefix(prefix: str | os.PathLike[str], what: str = "prefix") -> s
     """
     text = os.fspath(prefix)
     if not isinstance(text, str) or not text.strip():
-        raise OutputPrefixError(
+        raise OutputError(
             f"{what} is empty; it names the outputs (PREFIX.zarr.zip or PREFIX.zarr for the "
             "base, PREFIX/... for the other shards): give a path such as archive/ds"
         )
     if "://" in text or "::" in text:
-        raise OutputPrefixError(
+        raise OutputError(
             f"{what} {text!r} is a URL, but zips and directories are written to local paths; "
             "use to_url_with_prefix (shardedstore convert --to url) for URLs"
         )
@@ -57,7 +52,7 @@ def check_path_prefix(prefix: str | os.PathLike[str], what: str = "prefix") -> s
     name = os.path.basename(normalized)
     if name in ("", ".", ".."):
         where = "the filesystem root" if not name else f"the directory {normalized!r}"
-        raise OutputPrefixError(
+        raise OutputError(
             f"{what} {text!r} is {where}, not a name for the outputs (they are PREFIX.zarr.zip "
             f"or PREFIX.zarr and PREFIX/...): give a name below it, such as "
             f"{os.path.join(normalized, 'ds')!r}"
@@ -66,7 +61,7 @@ def check_path_prefix(prefix: str | os.PathLike[str], what: str = "prefix") -> s
 
 
 def check_url_prefix(url: str, what: str = "prefix") -> str:
-    """The normalized output URL prefix, or :class:`OutputPrefixError`.
+    """The normalized output URL prefix, or :class:`OutputError`.
 
     ``file://`` URLs and plain paths follow :func:`check_path_prefix`; other URLs need a
     name below their bucket (or host): ``s3://bucket/ds``, not ``s3://bucket``.
@@ -77,7 +72,7 @@ def check_url_prefix(url: str, what: str = "prefix") -> str:
     's3://bucket/ds'
     """
     if not isinstance(url, str) or not url.strip():
-        raise OutputPrefixError(
+        raise OutputError(
             f"{what} is empty; give the URL the outputs go below, such as s3://bucket/ds"
         )
     head, chain, last = url.rpartition("::")
@@ -86,20 +81,20 @@ def check_url_prefix(url: str, what: str = "prefix") -> str:
         return head + chain + check_path_prefix(last, what)
     if scheme in _LOCAL_SCHEMES:
         if not rest.strip():
-            raise OutputPrefixError(
+            raise OutputError(
                 f"{what} {url!r} has an empty path; give one such as file:///data/archive/ds"
             )
         return f"{head}{chain}{scheme}://{check_path_prefix(rest, what)}"
     parts = [part for part in rest.split("/") if part]
     if any(part in (".", "..") for part in parts):
-        raise OutputPrefixError(
+        raise OutputError(
             f"{what} {url!r} has '.' or '..' in its path, which object stores do not resolve; "
             "spell the path out"
         )
     needed = 1 if scheme in _NO_CONTAINER_SCHEMES else 2
     if len(parts) < needed:
         example = posixpath.join(*(parts or ["bucket"]), "ds")
-        raise OutputPrefixError(
+        raise OutputError(
             f"{what} {url!r} names no output below "
             f"{'its bucket or host' if parts else 'the store'} (the outputs are PREFIX.zarr "
             f"and PREFIX/...): give a name, such as {scheme}://{example}"

@@ -20,165 +20,28 @@ link to a home folder would copy ``.ssh/id_rsa`` into an archive.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import stat
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from functools import cached_property
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from zarr.abc.store import ByteRequest, Store
 from zarr.core.buffer import Buffer, BufferPrototype
-from zarr.storage import FsspecStore, LocalStore, WrapperStore, ZipStore
+from zarr.storage import WrapperStore
 
-from shardedstore.errors import KeyValidationError, LayoutError
-from shardedstore.store.metadata import ShardedArrayLayout
-from shardedstore.store.routing import (
-    ARRAY_METADATA,
-    BASE,
-    ChunkKeyFormat,
-    Router,
-    parse_chunk_key,
-    validate_key,
-)
+from shardedstore.backends.registry import facts_of
+from shardedstore.errors import LayoutError
+from shardedstore.shards.listing import list_shards
+from shardedstore.store.ownkeys import OwnKeys
 
 if TYPE_CHECKING:
     from shardedstore.store.sharded import ShardedStore
 
-__all__ = [
-    "ArrayShardKeys",
-    "BaseKeys",
-    "MountKeys",
-    "OwnKeys",
-    "ShardSource",
-    "describe_shard",
-    "is_metadata_document",
-    "shard_sources",
-]
-
-
-def describe_shard(shard_path: str, chunk_index: str | None) -> str:
-    """A shard as messages name it: ``base``, ``mount 'a/b'``, ``array shard 'x' chunk 3``."""
-    if chunk_index is not None:
-        return f"array shard {shard_path!r} chunk {chunk_index}"
-    return f"mount {shard_path!r}" if shard_path else "base"
-
-
-METADATA_DOCUMENTS = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
-"""Names of Zarr metadata documents (v3, v2, consolidated v2); every other key is a chunk."""
-
-
-def is_metadata_document(key: str) -> bool:
-    """Whether ``key`` names a metadata document (``a/b/zarr.json``) rather than a chunk."""
-    return key.rpartition("/")[2] in METADATA_DOCUMENTS
-
-
-def _valid(key: str) -> bool:
-    try:
-        validate_key(key)
-    except KeyValidationError:
-        return False
-    return True
-
-
-# ------------------------------------------------------------------ own keys
-
-
-class OwnKeys(Protocol):
-    """Which keys of one shard a reader of the layout reaches (picklable)."""
-
-    def owns(self, key: str) -> bool: ...
-
-
-@dataclass(frozen=True)
-class MountKeys:
-    """A mount: every valid key is reachable (``mount/key``)."""
-
-    def owns(self, key: str) -> bool:
-        return _valid(key)
-
-
-@dataclass(frozen=True)
-class BaseKeys:
-    """The base: keys routed to base, not those hidden by mounts or array shards."""
-
-    mount_paths: tuple[str, ...]
-    array_dims: tuple[tuple[str, int], ...]
-
-    @cached_property
-    def _router(self) -> Router:
-        return Router(self.mount_paths, dict(self.array_dims))
-
-    def owns(self, key: str) -> bool:
-        return _valid(key) and self._router.route(key)[0] in (BASE, ARRAY_METADATA)
-
-
-@dataclass(frozen=True)
-class ArrayShardKeys:
-    """An array shard: its metadata documents and chunk keys within the chunk grid.
-
-    Attributes
-    ----------
-    documents
-        Names of the metadata documents base implies for the shard (``zarr.json``).
-    key_format
-        How the array spells chunk keys.
-    grid
-        Number of chunks along each remaining dimension (None: not checked).
-    """
-
-    documents: frozenset[str]
-    key_format: ChunkKeyFormat
-    grid: tuple[int, ...] | None
-
-    @classmethod
-    def of(cls, layout: ShardedArrayLayout) -> ArrayShardKeys:
-        return cls(frozenset(layout.shard_documents), layout.key_format, _grid(layout))
-
-    def owns(self, key: str) -> bool:
-        if key in self.documents:
-            return True
-        fmt = self.key_format
-        coords = parse_chunk_key(key, fmt.prefix, fmt.separator, fmt.remaining_ndim)
-        if coords is None:
-            return False
-        return self.grid is None or all(
-            coord < size for coord, size in zip(coords, self.grid, strict=False)
-        )
-
-
-def _grid(layout: ShardedArrayLayout) -> tuple[int, ...] | None:
-    """Chunks along each remaining dimension, from the shard's own metadata."""
-    try:
-        if "zarr.json" in layout.shard_documents:
-            doc = json.loads(layout.shard_documents["zarr.json"])
-            shape = doc["shape"]
-            chunks = doc["chunk_grid"]["configuration"]["chunk_shape"]
-        else:
-            doc = json.loads(layout.shard_documents[".zarray"])
-            shape, chunks = doc["shape"], doc["chunks"]
-        return tuple(math.ceil(int(s) / int(c)) for s, c in zip(shape, chunks, strict=True))
-    except (KeyError, TypeError, ValueError, ZeroDivisionError):
-        return None  # metadata zarr itself could not read: check key shapes only
+__all__ = ["ShardSource", "shard_sources"]
 
 
 # ------------------------------------------------------------- no symlinks
-
-
-def _local_root(store: Store) -> tuple[str, str] | None:
-    """``(kind, path)`` of a shard on local disk: ``"directory"`` or ``"file"``."""
-    if isinstance(store, LocalStore):
-        return "directory", os.fspath(store.root)
-    if isinstance(store, ZipStore):
-        return "file", os.fspath(store.path)
-    if isinstance(store, FsspecStore):
-        protocols = store.fs.protocol
-        names = (protocols,) if isinstance(protocols, str) else tuple(protocols)
-        if "file" in names or "local" in names:
-            return "directory", str(store.fs._strip_protocol(store.path))
-    return None
 
 
 def _refuse_link(shard: str, path: str, inside: str | None) -> LayoutError:
@@ -252,7 +115,7 @@ class ShardSource(WrapperStore[Store]):
         super().__init__(store)
         self.shard = shard
         self.keys = keys
-        self.local_root = _local_root(store)
+        self.local_root = facts_of(store).local_root
         self._stray: set[str] = set()
 
     # A view is read-only whatever it wraps.
@@ -449,7 +312,6 @@ async def shard_sources(store: ShardedStore, *, include_stray: bool = False) -> 
     include_stray
         List every key of every shard, and array shards outside the shape too.
     """
-    from shardedstore.shards.listing import list_shards
 
     listing = await list_shards(store)
     plan = ShardPlan()

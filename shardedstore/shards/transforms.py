@@ -33,22 +33,24 @@ import uuid
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
-from zarr.storage import FsspecStore, LocalStore, MemoryStore
+from zarr.storage import FsspecStore, LocalStore
 
+from shardedstore.backends.handles import opened
 from shardedstore.backends.oserrors import renamed
 from shardedstore.backends.registry import same_store
 from shardedstore.backends.sync import interruptible_sync
 from shardedstore.backends.zips import ZipReference
 from shardedstore.backends.zipstore import CopyOnWriteZipStore
+from shardedstore.errors import MapShardsError, StrayKeysWarning, describe_shard
 from shardedstore.shards.outputlock import (
     PARTIAL,
     UrlLease,
@@ -58,13 +60,15 @@ from shardedstore.shards.outputlock import (
     remove_url_leftovers,
 )
 from shardedstore.shards.prefixes import check_path_prefix, check_url_prefix
-from shardedstore.shards.source import ShardSource, describe_shard, shard_sources
+from shardedstore.shards.source import ShardSource, shard_sources
 from shardedstore.store.factories import (
     ArrayShardDirectoryFactory,
     ArrayShardFactory,
+    ArrayShardStoresFactory,
     array_shard_template_store,
 )
 from shardedstore.store.routing import validate_key
+from shardedstore.store.sharded import ShardedStore
 
 if TYPE_CHECKING:
     import re
@@ -72,11 +76,12 @@ if TYPE_CHECKING:
     from shardedstore.store.sharded import ShardedStore
 
 __all__ = [
-    "ArrayShardStoresFactory",
-    "MapShardsError",
+    "IncludesStray",
+    "LocksOutput",
+    "MakesArrayShards",
     "RunCancelled",
     "ShardFunc",
-    "StrayKeysWarning",
+    "ShardTransform",
     "ToDirectoryStore",
     "ToUrl",
     "ToZipStore",
@@ -89,6 +94,51 @@ __all__ = [
 ShardFunc = Callable[[Store, str, "str | None"], Store]
 """``func(store, shard_path, chunk_index) -> Store``, as called by ``map_shards``."""
 
+
+@runtime_checkable
+class IncludesStray(Protocol):
+    """A transform that says whether it reads stray keys and shards too."""
+
+    include_stray: bool
+
+
+@runtime_checkable
+class MakesArrayShards(Protocol):
+    """A transform that says where array shards created later in its output go."""
+
+    def array_shard_factory(self, array_path: str) -> ArrayShardFactory:
+        """The factory of the array shards of ``array_path`` in the new layout."""
+        ...
+
+
+@runtime_checkable
+class LocksOutput(Protocol):
+    """A transform that holds its output for the run and cleans up after dead runs."""
+
+    def lock_output(self) -> contextlib.AbstractContextManager[Any]:
+        """A context manager held for the whole run (one run per output)."""
+        ...
+
+    def remove_leftovers(self, store: ShardedStore) -> None:
+        """Remove temporary outputs of dead runs (called holding :meth:`lock_output`)."""
+        ...
+
+
+@runtime_checkable
+class ShardTransform(IncludesStray, MakesArrayShards, LocksOutput, Protocol):
+    """What ``map_shards`` asks of a transform: ``func(store, shard_path, chunk_index)``.
+
+    Every hook is optional for a plain function; :func:`map_shards` uses those a
+    transform has (each a Protocol of its own: :class:`IncludesStray`,
+    :class:`MakesArrayShards`, :class:`LocksOutput`). The built-ins have all of them; a
+    transform wrapping one should forward them.
+    """
+
+    def __call__(self, store: Store, shard_path: str, chunk_index: str | None, /) -> Store:
+        """The new store of one shard, read from ``store`` (a read-only view)."""
+        ...
+
+
 _BATCH = 8
 """Values read ahead per shard while the previous batch is written (memory bound)."""
 
@@ -97,56 +147,6 @@ _STOP_WAIT = 10.0
 
 Digest = tuple[int, int]
 """``(size, crc32)`` of a value."""
-
-
-class MapShardsError(RuntimeError):
-    """A shard failed to transform. Finished shards are complete and usable.
-
-    Attributes
-    ----------
-    shard_path
-        The failing shard's node path (``""`` for the base).
-    chunk_index
-        The failing array shard's chunk index, or None for the base or a mount.
-    finished
-        How many shards were transformed before the run stopped.
-    """
-
-    def __init__(
-        self,
-        shard_path: str,
-        chunk_index: str | None,
-        finished: int,
-        total: int,
-        error: BaseException,
-    ) -> None:
-        self.shard_path = shard_path
-        self.chunk_index = chunk_index
-        self.finished = finished
-        super().__init__(
-            f"map_shards: {describe_shard(shard_path, chunk_index)} failed: "
-            f"{type(error).__name__}: {error}; {finished} of {total} shards finished and are "
-            "usable; fix the cause and run again to finish (complete outputs are skipped)"
-        )
-
-
-class StrayKeysWarning(UserWarning):
-    """``map_shards`` left out keys or array shards that no reader of the layout reaches.
-
-    Attributes
-    ----------
-    notes
-        One line per shard (stray keys, with examples) or per array (array shards
-        outside the array's shape).
-    """
-
-    def __init__(self, notes: Sequence[str]) -> None:
-        self.notes = tuple(notes)
-        super().__init__(
-            "map_shards: not copied, as no reader of the layout reaches them (shardedstore "
-            "validate lists them; give the transform include_stray=True to copy them): "
-            + "; ".join(self.notes)
-        )
 
 
 class RunCancelled(Exception):
@@ -175,9 +175,8 @@ def _cancel_check() -> Callable[[], bool]:
 
 async def _list_source(store: Store) -> list[str] | None:
     """The keys of ``store``, sorted; None if a read-only store does not exist."""
-    from shardedstore.store.sharded import _opened
 
-    if not await _opened(store):
+    if not await opened(store):
         return None
     keys = sorted({key async for key in store.list()})
     for key in keys:
@@ -705,49 +704,6 @@ def to_url_with_prefix(
     return ToUrl(url, dict(storage_options or {}), include_stray, float(lease_seconds))
 
 
-# ------------------------------------------------------------------ factories
-
-
-@dataclass(frozen=True)
-class ArrayShardStoresFactory:
-    """Array shards made by a transform: the stores it returned, by chunk index.
-
-    Shards a transform did not return (created later) come from ``fallback``; without
-    one, they read as empty and cannot be written.
-    """
-
-    stores: Mapping[str, Store]
-    fallback: ArrayShardFactory | None = None
-
-    def __call__(self, chunk_index: str, /) -> Store:
-        store = self.stores.get(chunk_index)
-        if store is not None:
-            return store
-        if self.fallback is not None:
-            return self.fallback(chunk_index)
-        return MemoryStore(read_only=True)
-
-    @property
-    def supports_sync(self) -> bool:
-        from zarr.abc.store import SupportsSyncStore
-
-        from shardedstore.store.factories import factory_supports_sync
-
-        return all(isinstance(s, SupportsSyncStore) for s in self.stores.values()) and (
-            self.fallback is None or factory_supports_sync(self.fallback)
-        )
-
-    def existing_chunk_indices(self) -> list[str] | None:
-        found = set(self.stores)
-        lister = getattr(self.fallback, "existing_chunk_indices", None)
-        if lister is not None:
-            listed = lister()
-            if listed is None:
-                return None
-            found.update(listed)
-        return sorted(found)
-
-
 # ----------------------------------------------------------------- map_shards
 
 
@@ -860,25 +816,26 @@ def map_shards(
     run; skipped if ``output_locked``: the caller holds it) and ``remove_leftovers(store)``
     (called while holding it, before any shard starts).
     """
-    from shardedstore.store.sharded import ShardedStore
 
-    include_stray = bool(getattr(func, "include_stray", False))
-    lock_output = None if output_locked else getattr(func, "lock_output", None)
-    with lock_output() if lock_output is not None else contextlib.nullcontext():
+    hooks: object = func  # a plain function, or a ShardTransform with hooks
+    include_stray = isinstance(hooks, IncludesStray) and bool(hooks.include_stray)
+    locker = hooks if isinstance(hooks, LocksOutput) else None
+    lock = locker.lock_output() if locker is not None and not output_locked else None
+    with lock if lock is not None else contextlib.nullcontext():
         plan = interruptible_sync(shard_sources(store, include_stray=include_stray))
-        remove_leftovers = getattr(func, "remove_leftovers", None)
-        if remove_leftovers is not None:
-            remove_leftovers(store)
+        if locker is not None:
+            locker.remove_leftovers(store)
         results, notes = _run_all(func, plan.sources, executor, progress)
     if plan.left_out or notes:
         warnings.warn(StrayKeysWarning(notes + plan.left_out), stacklevel=3)
 
-    new_mounts = {path: results[(path, None)] for path in store._given[1]}
+    new_mounts = {path: results[(path, None)] for path in store.parts.mounts}
     arrays: dict[str, tuple[int, ArrayShardFactory]] = {}
     for path, (dims, _) in store.array_shards.items():
         made = {index: s for (p, index), s in results.items() if p == path and index is not None}
-        maker = getattr(func, "array_shard_factory", None)
-        fallback: ArrayShardFactory | None = maker(path) if maker is not None else None
+        fallback: ArrayShardFactory | None = None
+        if isinstance(hooks, MakesArrayShards):
+            fallback = hooks.array_shard_factory(path)
         if fallback is not None and all(same_store(fallback(i), s) for i, s in made.items()):
             arrays[path] = (dims, fallback)
         else:

@@ -14,13 +14,11 @@ from typing import TYPE_CHECKING
 
 from zarr.core.buffer import default_buffer_prototype
 
+from shardedstore.backends.documents import is_metadata_document
+from shardedstore.backends.handles import gather_bounded, opened
 from shardedstore.backends.sync import interruptible_sync
-from shardedstore.shards.source import (
-    ShardSource,
-    describe_shard,
-    is_metadata_document,
-    shard_sources,
-)
+from shardedstore.errors import VerificationError, describe_shard
+from shardedstore.shards.source import ShardSource, shard_sources
 
 if TYPE_CHECKING:
     from shardedstore.store.sharded import ShardedStore
@@ -28,10 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["VerificationError", "Verified", "verify_conversion"]
 
 Digests = dict[tuple[str, str | None], dict[str, tuple[int, int]]]
-
-
-class VerificationError(ValueError):
-    """A converted layout does not hold what its source holds; the message says where."""
 
 
 class Verified:
@@ -49,9 +43,8 @@ class Verified:
 
 
 async def _shard_digests(source: ShardSource) -> dict[str, tuple[int, int]]:
-    from shardedstore.store.sharded import _gather_bounded, _opened
 
-    if not await _opened(source):
+    if not await opened(source):
         return {}
     keys = sorted({key async for key in source.list()})
     prototype = default_buffer_prototype()
@@ -61,7 +54,7 @@ async def _shard_digests(source: ShardSource) -> dict[str, tuple[int, int]]:
         data = b"" if value is None else value.to_bytes()
         return len(data), zlib.crc32(data)
 
-    return dict(zip(keys, await _gather_bounded(one(key) for key in keys), strict=True))
+    return dict(zip(keys, await gather_bounded(one(key) for key in keys), strict=True))
 
 
 _SHARDS_AT_ONCE = 8

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from zarr.abc.store import Store
+from zarr.abc.store import Store, SupportsSyncStore
 from zarr.storage import LocalStore, MemoryStore
 
 from shardedstore.backends.registry import SHARDED, StoreType, get_store_type
@@ -25,11 +25,14 @@ __all__ = [
     "CHUNK_PLACEHOLDER",
     "ArrayShardDirectoryFactory",
     "ArrayShardFactory",
+    "ArrayShardSpec",
+    "ArrayShardStoresFactory",
     "ArrayShardTemplateFactory",
     "ListableArrayShardFactory",
     "array_shard_directory_store",
     "array_shard_template_store",
     "factory_supports_sync",
+    "factory_text",
     "sample_chunk_indices",
 ]
 
@@ -56,6 +59,20 @@ class ListableArrayShardFactory(ArrayShardFactory, Protocol):
     """
 
     def existing_chunk_indices(self) -> Iterable[str] | None: ...
+
+
+ArrayShardSpec = tuple[int, ArrayShardFactory]
+"""``(dims, factory)``: shard an array on its first ``dims`` chunk indices."""
+
+
+@runtime_checkable
+class _Located(Protocol):
+    def location_text(self) -> str: ...
+
+
+def factory_text(factory: object) -> str:
+    """Where an array-shard factory puts its shards (its path template), for messages."""
+    return factory.location_text() if isinstance(factory, _Located) else type(factory).__name__
 
 
 def is_chunk_index(text: str) -> bool:
@@ -88,6 +105,10 @@ class ArrayShardDirectoryFactory:
 
     def __call__(self, chunk_index: str, /) -> LocalStore:
         return LocalStore(self.path_for(chunk_index), read_only=self.read_only)
+
+    def location_text(self) -> str:
+        """Where the shards are: ``PREFIX/{chunk}.zarr``."""
+        return f"{self.prefix}/{CHUNK_PLACEHOLDER}.zarr"
 
     def path_for(self, chunk_index: str) -> str:
         """The directory of the array shard at ``chunk_index``."""
@@ -187,6 +208,13 @@ class ArrayShardTemplateFactory:
 
     template: Mapping[str, Any] | None
     shards: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def location_text(self) -> str:
+        """Where the shards are: the template's path or URL."""
+        template = self.template
+        if template is None:
+            return f"{len(self.shards)} explicit shard(s)"
+        return str(template.get("path") or template.get("root") or template.get("url"))
 
     def spec_for(self, chunk_index: str) -> dict[str, Any] | None:
         """The store config of the array shard at ``chunk_index`` (None: no such shard)."""
@@ -402,3 +430,44 @@ def array_shard_template_store(
                 f"array shard override {index!r}: expected a chunk index such as '3' or '3.0'"
             )
     return ArrayShardTemplateFactory(template, overrides)
+
+
+@dataclass(frozen=True)
+class ArrayShardStoresFactory:
+    """Array shards made by a transform: the stores it returned, by chunk index.
+
+    Shards a transform did not return (created later) come from ``fallback``; without
+    one, they read as empty and cannot be written.
+    """
+
+    stores: Mapping[str, Store]
+    fallback: ArrayShardFactory | None = None
+
+    def __call__(self, chunk_index: str, /) -> Store:
+        store = self.stores.get(chunk_index)
+        if store is not None:
+            return store
+        if self.fallback is not None:
+            return self.fallback(chunk_index)
+        return MemoryStore(read_only=True)
+
+    @property
+    def supports_sync(self) -> bool:
+        return all(isinstance(s, SupportsSyncStore) for s in self.stores.values()) and (
+            self.fallback is None or factory_supports_sync(self.fallback)
+        )
+
+    def location_text(self) -> str:
+        """Where the shards are: the stores returned, and the fallback's place."""
+        made = f"{len(self.stores)} store(s) made by a transform"
+        return made if self.fallback is None else f"{made}, then {factory_text(self.fallback)}"
+
+    def existing_chunk_indices(self) -> list[str] | None:
+        found = set(self.stores)
+        lister = getattr(self.fallback, "existing_chunk_indices", None)
+        if lister is not None:
+            listed = lister()
+            if listed is None:
+                return None
+            found.update(listed)
+        return sorted(found)

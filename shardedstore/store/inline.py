@@ -41,6 +41,8 @@ from typing import TypeVar
 
 from zarr.abc.store import Store, SupportsSyncStore
 
+from shardedstore.store.parts import Layered
+
 _resource: ModuleType | None
 try:
     import resource as _resource
@@ -113,11 +115,9 @@ def inline_capable(store: Store) -> bool:
     Only when the class that defines ``get``/``set`` also defines ``get_sync``/
     ``set_sync``: a subclass that overrides ``get`` (to log, authenticate, count) and
     inherits ``get_sync`` must keep being called through its ``get``. A nested
-    ShardedStore is excluded: its sync writes can need its own async code.
+    layout (a ShardedStore) is excluded: its sync writes can need its own async code.
     """
-    from shardedstore.store.sharded import ShardedStore
-
-    if isinstance(store, ShardedStore) or not isinstance(store, SupportsSyncStore):
+    if isinstance(store, Layered) or not isinstance(store, SupportsSyncStore):
         return False
     kind = type(store)
     return all(

@@ -21,30 +21,28 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal, cast
 
 from zarr.abc.store import Store
-from zarr.storage import FsspecStore, LocalStore, MemoryStore, WrapperStore, ZipStore
+from zarr.storage import MemoryStore, WrapperStore
 
-from shardedstore.backends.registry import get_store_type
-from shardedstore.errors import ConfigError, LayoutError
+from shardedstore.backends.registry import facts_of, get_store_type
+from shardedstore.errors import ConfigError, LocationOverlapError
 from shardedstore.store.factories import (
     CHUNK_PLACEHOLDER,
     ArrayShardDirectoryFactory,
+    ArrayShardStoresFactory,
     ArrayShardTemplateFactory,
 )
-
-if TYPE_CHECKING:
-    from shardedstore.store.sharded import ShardedStore
+from shardedstore.store.parts import Layered
 
 __all__ = [
     "ExplicitShards",
     "Location",
-    "LocationOverlapError",
     "Member",
     "Pattern",
     "check_layout",
@@ -317,17 +315,6 @@ def escapes_folder(
     return None if inside else where
 
 
-def _fsspec_location(store: FsspecStore, resolver: _Resolver) -> Location:
-    fs = getattr(store.fs, "sync_fs", store.fs)  # zarr wraps sync filesystems
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    path = str(store.path)
-    if _URL.match(path):  # http(s) keeps the whole URL as its path
-        return value_location(path, "url", resolver)
-    if _ALIASES.get(protocol, protocol) == LOCAL:
-        return resolver.local(path)
-    return _location(*_split(f"{protocol}://{path}", "url"), resolver)
-
-
 def _spec_locations(spec: Mapping[str, Any], resolver: _Resolver) -> list[Location]:
     """The locations a store config names (none for a type that is not registered)."""
     try:
@@ -342,30 +329,16 @@ def _spec_locations(spec: Mapping[str, Any], resolver: _Resolver) -> list[Locati
 
 
 def store_location(store: Store, resolver: _Resolver | None = None) -> Location:
-    """Where ``store`` keeps its keys (its identity if it has no path we know)."""
+    """Where ``store`` keeps its keys (its identity if it has no place of its own)."""
     resolver = resolver or _Resolver()
+    place = facts_of(store).place
+    if place is not None:
+        kind, value = place
+        return resolver.local(value) if kind == "local" else value_location(value, kind, resolver)
     while isinstance(store, WrapperStore):
         store = store._store
-    if isinstance(store, LocalStore):
-        return resolver.local(store.root)
-    if isinstance(store, ZipStore):
-        return resolver.local(store.path)
-    if isinstance(store, FsspecStore):
-        return _fsspec_location(store, resolver)
-    if isinstance(store, MemoryStore):
+    if isinstance(store, MemoryStore):  # two views of one dict are one location
         return Location("", (), store._store_dict, str(store))
-    from shardedstore.backends.registry import _BUILTINS, _plugins
-
-    for store_type in (_BUILTINS["obstore"], *_plugins.values()):
-        if store_type.handles(store):
-            try:
-                spec = {"type": store_type.name, **store_type.to_spec(store)}
-                found = _spec_locations(spec, resolver)
-            except (ConfigError, AttributeError, TypeError, KeyError):
-                break
-            if found:
-                return found[0]
-            break
     return Location("", (), store, f"{type(store).__name__} {store}")
 
 
@@ -429,13 +402,6 @@ def _sample_indices(dims: int) -> tuple[str, str]:
     return ".".join("0" * dims), ".".join("1" * dims)
 
 
-@functools.cache
-def _sharded_store_type() -> type[ShardedStore]:
-    from shardedstore.store.sharded import ShardedStore  # imports this module
-
-    return ShardedStore
-
-
 def _store_members(
     store: Store,
     where: tuple[str, ...],
@@ -443,10 +409,10 @@ def _store_members(
     array: tuple[str, ...] | None = None,
     chunk_index: str | None = None,
 ) -> Iterator[Member | ExplicitShards]:
-    if isinstance(store, _sharded_store_type()):
+    if isinstance(store, Layered):
         # A mounted layout contributes every one of its own locations.
-        base, mounts = store._given
-        yield from _layout_members(base, mounts, store._arrays, where, resolver)
+        parts = store.parts
+        yield from _layout_members(parts.base, parts.mounts, parts.array_shards, where, resolver)
     else:
         yield Member(where, store_location(store, resolver), array, chunk_index)
 
@@ -543,7 +509,7 @@ def _stores_members(
     group = ExplicitShards(where)
     for index, store in stores.items():
         location = None
-        if not isinstance(store, _sharded_store_type()):
+        if not isinstance(store, Layered):
             location = store_location(store, resolver)
             if location.token is None:
                 group.add(index, location.space, location.parts)
@@ -562,8 +528,6 @@ def _stores_members(
 def _factory_members(
     factory: object, dims: int, where: tuple[str, ...], resolver: _Resolver
 ) -> Iterator[Member | ExplicitShards]:
-    from shardedstore.shards.transforms import ArrayShardStoresFactory
-
     if isinstance(factory, ArrayShardDirectoryFactory):
         prefix = os.fspath(factory.prefix)
         pattern = Pattern(LOCAL, resolver.local(prefix).parts, (f"{CHUNK_PLACEHOLDER}.zarr",), dims)
@@ -612,38 +576,6 @@ def layout_members(
 
 
 # -------------------------------------------------------------------- overlap
-
-
-class LocationOverlapError(LayoutError):
-    """Two stores of one layout share a location, or one lies inside the other.
-
-    Attributes
-    ----------
-    first, second
-        The two members; ``second`` is None when one array-shard template maps
-        different chunk indices to one location.
-    relation
-        How ``first`` relates to ``second`` (``"is the same location as"``).
-    """
-
-    def __init__(self, first: Member, second: Member | None, relation: str) -> None:
-        self.first = first
-        self.second = second
-        self.relation = relation
-        super().__init__(self.explain(member_name))
-
-    def explain(self, name: Callable[[Member], str], *, subject: bool = True) -> str:
-        """The message, naming members with ``name``; without the subject's name if not."""
-        head = (
-            f"{name(self.first)} ({self.first.location})" if subject else str(self.first.location)
-        )
-        if self.second is None:
-            return f"{head} {self.relation}; {_COLLAPSE_FIX}"
-        return f"{head} {self.relation} {name(self.second)} ({self.second.location}); {_FIX}"
-
-    def __reduce__(self) -> tuple[type[LayoutError], tuple[str]]:
-        # The members hold stores; a plain LayoutError with the message pickles.
-        return (LayoutError, (str(self),))
 
 
 @functools.lru_cache(maxsize=256)
@@ -896,6 +828,10 @@ def _pattern_candidates(pattern: Pattern, below: Mapping[Place, list[int]]) -> I
             yield from numbers
 
 
+def _overlap(first: Member, second: Member | None, relation: str) -> LocationOverlapError:
+    return LocationOverlapError(first, second, relation, member_name)
+
+
 def find_overlap(members: Sequence[Member | ExplicitShards]) -> LocationOverlapError | None:
     """The first two members whose locations are the same or nested (None: none do).
 
@@ -905,7 +841,7 @@ def find_overlap(members: Sequence[Member | ExplicitShards]) -> LocationOverlapE
     patterns = [m for m in singles if isinstance(m.location, Pattern)]
     for member in singles:
         if member.collapsed is not None:
-            return LocationOverlapError(
+            return _overlap(
                 member,
                 None,
                 f"loses {CHUNK_PLACEHOLDER} in {member.collapsed!r} once '..' is resolved, "
@@ -929,9 +865,7 @@ def find_overlap(members: Sequence[Member | ExplicitShards]) -> LocationOverlapE
         pattern = cast("Pattern", member.location)
         first, second = (pattern.render(i) for i in _sample_indices(pattern.dims))
         if first.parts[: len(second.parts)] == second.parts[: len(first.parts)]:
-            return LocationOverlapError(
-                member, None, "renders the same or nested stores for two chunk indices"
-            )
+            return _overlap(member, None, "renders the same or nested stores for two chunk indices")
     # Concrete locations: the same, or one inside another (its parent chain).
     all_parts = concrete.parts
     seen: dict[str, dict[tuple[str, ...], int]] = {}  # paths: space -> parts -> number
@@ -950,7 +884,7 @@ def find_overlap(members: Sequence[Member | ExplicitShards]) -> LocationOverlapE
         else:
             earlier = identities.setdefault(token, number)
         if earlier != number and not concrete.same_shard(number, earlier):
-            return LocationOverlapError(
+            return _overlap(
                 concrete.member(number), concrete.member(earlier), "is the same location as"
             )
     # Inside another: per parent directory, the first location (in layout order) inside
@@ -968,7 +902,7 @@ def find_overlap(members: Sequence[Member | ExplicitShards]) -> LocationOverlapE
                 break
     if inside is not None:
         number, outer = inside
-        return LocationOverlapError(concrete.member(number), concrete.member(outer), "lies inside")
+        return _overlap(concrete.member(number), concrete.member(outer), "lies inside")
     # Templates against concrete locations: those containing the template's fixed
     # part, and those below it that a rendering of the template meets (the first in
     # path order is reported).
@@ -976,9 +910,7 @@ def find_overlap(members: Sequence[Member | ExplicitShards]) -> LocationOverlapE
         pattern = cast("Pattern", member.location)
         for outer in nesting.at_or_above(pattern.space, pattern.fixed):
             if not concrete.rendered_by(member, outer):
-                return LocationOverlapError(
-                    member, concrete.member(outer), "puts its array shards inside"
-                )
+                return _overlap(member, concrete.member(outer), "puts its array shards inside")
         size = len(pattern.fixed)
         rest = _parts(pattern)[size:]
         met: tuple[tuple[str, ...], int] | None = None
@@ -990,7 +922,7 @@ def find_overlap(members: Sequence[Member | ExplicitShards]) -> LocationOverlapE
                     met = (parts, number)
         if met is not None:
             other = concrete.member(met[1])
-            return LocationOverlapError(other, member, _against_pattern(other, member))
+            return _overlap(other, member, _against_pattern(other, member))
     # Templates against each other.
     for number, member in enumerate(patterns):
         for other_member in patterns[number + 1 :]:
@@ -998,7 +930,7 @@ def find_overlap(members: Sequence[Member | ExplicitShards]) -> LocationOverlapE
             if member.array == other_member.array or a.space != b.space:
                 continue
             if all(_parts_meet(x, y) for x, y in zip(_parts(a), _parts(b), strict=False)):
-                return LocationOverlapError(
+                return _overlap(
                     other_member, member, "can render the same location as (or one nested with)"
                 )
     return None

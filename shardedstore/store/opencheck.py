@@ -24,16 +24,18 @@ import collections
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
+from shardedstore.backends.handles import gather_bounded, opened, read_only_handle
+from shardedstore.backends.probe import reach
+from shardedstore.backends.registry import facts_of
 from shardedstore.errors import ConfigError
-
-if TYPE_CHECKING:
-    from shardedstore.store.sharded import ShardedStore
+from shardedstore.store.factories import factory_text, sample_chunk_indices
+from shardedstore.store.sharded import ShardedStore
 
 __all__ = ["DimsMismatch", "check_base_exists", "check_dims", "dims_mismatches"]
 
@@ -126,9 +128,7 @@ def _names_problem(dims: int, indices: list[str], where: str) -> str | None:
 
 async def _documents(base: Store, path: str) -> dict[str, Any]:
     """The array's metadata documents in base (none when base does not exist)."""
-    from shardedstore.store.sharded import _opened
-
-    if not await _opened(base):
+    if not await opened(base):
         return {}
     prototype = default_buffer_prototype()
     values = await asyncio.gather(*(base.get(f"{path}/{name}", prototype) for name in _DOCUMENTS))
@@ -145,9 +145,6 @@ async def _documents(base: Store, path: str) -> dict[str, Any]:
 async def _array_mismatch(
     base: Store, path: str, dims: int, factory: object, at: Path_, list_remote: bool
 ) -> DimsMismatch | None:
-    from shardedstore.report.info import factory_text
-    from shardedstore.store.factories import sample_chunk_indices
-
     try:
         problem = _metadata_problem(dims, await _documents(base, path))
         if problem is None:
@@ -176,14 +173,11 @@ async def dims_mismatches(
     list_remote
         Also list array shards on object stores (a whole listing each).
     """
-    from shardedstore.shards.listing import base_and_mounts
-    from shardedstore.store.sharded import ShardedStore, _gather_bounded
-
     found: list[DimsMismatch] = []
     if store.array_shards:
-        base = base_and_mounts(store)[0].store  # a read-only handle of its own
+        base = read_only_handle(store.parts.base)  # a handle of its own
         try:
-            results = await _gather_bounded(
+            results = await gather_bounded(
                 _array_mismatch(base, path, dims, factory, at, list_remote)
                 for path, (dims, factory) in sorted(store.array_shards.items())
             )
@@ -227,10 +221,7 @@ def check_base_exists(store: ShardedStore, config: str | None = None) -> None:
     FileNotFoundError
         Naming the config and the base's location.
     """
-    from shardedstore.backends.probe import reach, store_url
-    from shardedstore.shards.listing import base_and_mounts
-
-    base = base_and_mounts(store)[0].store
+    base = read_only_handle(store.parts.base)
     try:
         found = sync(reach(base))
     finally:
@@ -238,7 +229,7 @@ def check_base_exists(store: ShardedStore, config: str | None = None) -> None:
     if found.state == "missing":
         of = f"the base store of {config}" if config else "the layout's base store"
         raise FileNotFoundError(
-            f"{of} does not exist ({store_url(store.base)}), so there is nothing to read: "
+            f"{of} does not exist ({facts_of(store.base).url}), so there is nothing to read: "
             "nothing was written to this layout yet, or its base was moved or deleted; fix "
             "'base' in the config, or write to it first (shardedstore.open(config, mode='a'))"
         )

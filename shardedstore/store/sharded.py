@@ -25,14 +25,19 @@ from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import LocalStore, ZipStore
 
-from shardedstore.backends.cache import ShardCache, wrap
-from shardedstore.backends.documents import DocumentVersions, is_metadata_key
+from shardedstore.backends.cache import Cacheable, CachedStore, ShardCache
+from shardedstore.backends.documents import DocumentVersions, is_metadata_document
+from shardedstore.backends.handles import collect, gather_bounded, opened, read_only_view
 from shardedstore.backends.oserrors import names_keys, names_keys_sync
-from shardedstore.backends.registry import same_store
-from shardedstore.backends.zips import ZipReference, copy_on_write, enable_deflate64, read_only_zip
+from shardedstore.backends.registry import facts_of, same_store
+from shardedstore.backends.zips import ZipReference, copy_on_write, enable_deflate64
 from shardedstore.backends.zipstore import CommitGroup, CopyOnWriteZipStore, finish_group
 from shardedstore.errors import CommitError, ConflictError, KeyValidationError, LayoutError
-from shardedstore.store.factories import ArrayShardFactory, factory_supports_sync
+from shardedstore.store.factories import (
+    ArrayShardSpec,
+    ListableArrayShardFactory,
+    factory_supports_sync,
+)
 from shardedstore.store.inline import LONG_WAIT, Latency, inline_capable
 from shardedstore.store.locations import check_layout, layout_checked
 from shardedstore.store.metadata import (
@@ -41,6 +46,7 @@ from shardedstore.store.metadata import (
     parse_metadata_document,
     sharded_array_layout,
 )
+from shardedstore.store.parts import LayoutParts
 from shardedstore.store.readahead import ReadAhead
 from shardedstore.store.routing import (
     ARRAY_METADATA,
@@ -63,35 +69,11 @@ __all__ = ["ShardedStore"]
 
 T = TypeVar("T")
 
-ArrayShardSpec = tuple[int, ArrayShardFactory]
-"""``(dims, factory)``: shard an array on its first ``dims`` chunk indices."""
 
 _FANOUT_LIMIT = 64
 """Most sub-store requests one listing or delete keeps in flight at once."""
 
 _ARRAY_DOC_NAMES = ("zarr.json", ".zarray", ".zattrs")
-
-
-async def _opened(store: Store) -> bool:
-    """Open ``store`` if needed. False when a read-only store does not exist yet.
-
-    A read-only view of a shard that was never written (a missing directory or zip)
-    reads as empty, as zarr expects of missing keys.
-    """
-    if store._is_open:
-        return True
-    try:
-        await store._open()
-    except FileNotFoundError:
-        if store.read_only:
-            return False
-        raise
-    except ValueError:
-        # "store is already open": another request opened it meanwhile.
-        if getattr(store, "_is_open", False):
-            return True
-        raise
-    return True
 
 
 def _check_buffer(value: object) -> None:
@@ -171,32 +153,6 @@ def _listed(lister: Callable[[], Iterable[str] | None]) -> list[str] | None:
     return None if result is None else list(result)
 
 
-def _read_only_view(store: Store, read_only: bool = True) -> Store:
-    if store.read_only == read_only:
-        return store
-    if read_only and isinstance(store, ZipStore):
-        return read_only_zip(store)
-    try:
-        return store.with_read_only(read_only)
-    except NotImplementedError:
-        return store
-
-
-async def _gather_bounded(awaitables: Iterable[Awaitable[T]]) -> list[T]:
-    """Await concurrently, at most ``_FANOUT_LIMIT`` at a time; results in order."""
-    semaphore = asyncio.Semaphore(_FANOUT_LIMIT)
-
-    async def run(awaitable: Awaitable[T]) -> T:
-        async with semaphore:
-            return await awaitable
-
-    return list(await asyncio.gather(*(run(a) for a in awaitables)))
-
-
-async def _collect(iterator: AsyncIterator[str]) -> list[str]:
-    return [item async for item in iterator]
-
-
 def _supports_sync(
     base: Store, mounts: Mapping[str, Store], arrays: Mapping[str, ArrayShardSpec]
 ) -> bool:
@@ -208,6 +164,22 @@ def _supports_sync(
             for spec in arrays.values()
         )
     )
+
+
+def _through_cache(store: Store, cache: ShardCache) -> Store:
+    """``store`` reading through ``cache``: remote zips and remote directories are; any
+    other store (local disk, memory, a zip file) is returned as it is.
+
+    A directory over plain HTTP is read without the cache: HTTP has no listing to give
+    each object's validator (a zip over HTTP is cached: its HEAD gives them).
+    """
+    if isinstance(store, Cacheable):
+        return store.with_cache(cache)
+    facts = facts_of(store)
+    listable = facts.place is not None and not facts.place[1].startswith(("http://", "https://"))
+    if isinstance(store, CachedStore) or not facts.remote or not listable:
+        return store
+    return CachedStore(store, cache, facts.identity)
 
 
 def _merge_document(docs: Mapping[str, JSON], name: str, doc: JSON) -> dict[str, JSON]:
@@ -342,14 +314,14 @@ class ShardedStore(Store):
         # ones used for I/O are read-only views of them when the store is read-only.
         self._given = (base, dict(mounts))
         if read_only:
-            base = _read_only_view(base)
-            mounts = {path: _read_only_view(store) for path, store in mounts.items()}
+            base = read_only_view(base)
+            mounts = {path: read_only_view(store) for path, store in mounts.items()}
         # Remote shards read through the cache, and ahead along the sharded dims.
         self._cache = cache
         self._read_ahead: ReadAhead | None = None
         if cache is not None:
-            base = wrap(base, cache)
-            mounts = {path: wrap(store, cache) for path, store in mounts.items()}
+            base = _through_cache(base, cache)
+            mounts = {path: _through_cache(store, cache) for path, store in mounts.items()}
             if cache.read_ahead:
                 self._read_ahead = ReadAhead(
                     cache.read_ahead, self._shard_reader, self._sharded_shape
@@ -414,6 +386,26 @@ class ShardedStore(Store):
     def array_shards(self) -> Mapping[str, ArrayShardSpec]:
         """Array path -> ``(dims, factory)``."""
         return dict(self._arrays)
+
+    @property
+    def parts(self) -> LayoutParts:
+        """The stores of the layout as given, which its config describes (not the
+        read-only views and cache wrappers it reads through)."""
+        base, mounts = self._given
+        return LayoutParts(base, mounts, self._arrays)
+
+    @property
+    def router(self) -> Router:
+        """Which store holds a key (pure: no I/O)."""
+        return self._router
+
+    def inner_key(self, key: str) -> str:
+        """The key inside the sub-store that holds ``key`` (``t/c/3/0`` -> ``c/0``)."""
+        return self._router.route(key)[3]
+
+    def confine_to(self, folder: str) -> None:
+        """Refuse to create array shards whose real location is outside ``folder``."""
+        self._confined_to = os.path.realpath(folder)
 
     @property
     def supports_consolidated_metadata(self) -> bool:
@@ -838,9 +830,10 @@ class ShardedStore(Store):
 
     def _check_confined(self, path: str, index: str, store: Store) -> None:
         """Refuse writing an array shard whose real location leaves the config's folder."""
-        location = getattr(store, "root", None) or getattr(store, "path", None)
-        if self._confined_to is None or not isinstance(location, str | os.PathLike):
+        local = facts_of(store).local_root
+        if self._confined_to is None or local is None:
             return
+        location = local[1]
         real = os.path.realpath(location)
         folder = self._confined_to
         if os.path.commonpath([real, folder]) != folder or real == folder:
@@ -908,9 +901,9 @@ class ShardedStore(Store):
                 if not self.read_only:
                     store.join(self._group)
             if self._cache is not None:
-                store = wrap(store, self._cache)
+                store = _through_cache(store, self._cache)
             if self.read_only:
-                store = _read_only_view(store)
+                store = read_only_view(store)
             self._shard_stores[key] = store
         return store
 
@@ -924,7 +917,7 @@ class ShardedStore(Store):
         if store is None:
             store = self._shard_store(path, index)
             if key not in self._written:
-                store = _read_only_view(store)
+                store = read_only_view(store)
             self._shard_readers[key] = store
         return store
 
@@ -968,8 +961,8 @@ class ShardedStore(Store):
         writer waits for this creation (:meth:`_shard_created`) and shares its outcome.
         """
         key = (path, index)
-        layout = await self._layout(path)
-        await _opened(store)
+        layout = await self.array_layout(path)
+        await opened(store)
         if layout is not None:
             # Through the same inline-or-thread path as the shard's chunks.
             await asyncio.gather(
@@ -989,7 +982,7 @@ class ShardedStore(Store):
         docs = self._array_docs.get(path)
         if docs is None:
             docs = {}
-            if await _opened(self._base):
+            if await opened(self._base):
                 # Not noted as read (compare-and-swap): this is the store's own look at
                 # the layout, not what its caller based a write on.
                 values = await asyncio.gather(
@@ -1008,8 +1001,21 @@ class ShardedStore(Store):
             return self._base.peek(key)
         return await self._base.get(key, default_buffer_prototype())
 
-    async def _layout(self, path: str) -> ShardedArrayLayout | None:
-        """How the array at ``path`` is laid out in its shards (None: no metadata yet)."""
+    async def array_layout(self, path: str) -> ShardedArrayLayout | None:
+        """How the array-sharded array at ``path`` is laid out in its shards.
+
+        Its metadata in base, read once and kept (writes through this store update it).
+
+        Returns
+        -------
+        ShardedArrayLayout or None
+            None while the array has no metadata.
+
+        Raises
+        ------
+        LayoutError
+            If the metadata cannot be sharded as the layout says.
+        """
         if path in self._array_layouts:
             return self._array_layouts[path]
         docs = await self._array_documents(path)
@@ -1024,7 +1030,7 @@ class ShardedStore(Store):
 
     async def _layout_or_none(self, path: str) -> ShardedArrayLayout | None:
         try:
-            return await self._layout(path)
+            return await self.array_layout(path)
         except LayoutError:
             return None
 
@@ -1041,7 +1047,7 @@ class ShardedStore(Store):
         the shards' own metadata must say, every existing shard is rewritten.
         """
         key = f"{path}/{name}"
-        await _opened(self._base)
+        await opened(self._base)
         if if_not_exists and await self._base.exists(key):
             return
         doc = parse_metadata_document(path, name, value.to_bytes())
@@ -1061,7 +1067,7 @@ class ShardedStore(Store):
         if old_layout is None or old_layout.shard_documents != layout.shard_documents:
             # Without earlier metadata, only shards known to this store can be stale;
             # probing every possible index of a fresh array would cost O(shape).
-            indices = await self._existing_chunk_indices(path, probe=old_layout is not None)
+            indices = await self.shard_indices(path, probe=old_layout is not None)
             documents = [
                 (name, default_buffer_prototype().buffer.from_bytes(doc))
                 for name, doc in layout.shard_documents.items()
@@ -1071,27 +1077,33 @@ class ShardedStore(Store):
                 if index not in self._created[path] and not await self._shard_exists(path, index):
                     return  # a probed index with no shard: never create one here
                 store = self._shard_store(path, index)
-                await _opened(store)
+                await opened(store)
                 for doc_name, buffer in documents:
                     await store.set(doc_name, buffer)
 
-            await _gather_bounded(rewrite(index) for index in sorted(indices))
+            await gather_bounded(rewrite(index) for index in sorted(indices))
 
     async def _shard_exists(self, path: str, index: str) -> bool:
         """Whether the array shard at ``index`` exists (read-only check, creates nothing)."""
         reader = self._shard_reader(path, index)
-        if not await _opened(reader):
+        if not await opened(reader):
             return False
         async for _ in reader.list():
             return True
         return False
 
-    async def _existing_chunk_indices(self, path: str, *, probe: bool = True) -> set[str]:
-        """Chunk indices of the array shards that exist (or may exist) for ``path``."""
+    async def shard_indices(self, path: str, *, probe: bool = True) -> set[str]:
+        """Chunk indices of the array shards of ``path`` that exist (or may exist).
+
+        Those the factory lists (``existing_chunk_indices``) and those this store
+        created. A factory that cannot list its shards gives, with ``probe``, every
+        index within the array's shape along its sharded dimensions (candidates).
+        """
         factory = self._factories[path]
         found = set(self._created[path])
-        lister = getattr(factory, "existing_chunk_indices", None)
-        listed = None if lister is None else await asyncio.to_thread(_listed, lister)
+        listed = None
+        if isinstance(factory, ListableArrayShardFactory):
+            listed = await asyncio.to_thread(_listed, factory.existing_chunk_indices)
         if listed is not None:
             dims = self._router.array_dims[path]
             found.update(index for index in listed if index.count(".") == dims - 1)
@@ -1107,13 +1119,13 @@ class ShardedStore(Store):
 
     async def _list_array(self, path: str, prefix: str = "") -> list[str]:
         """Outer keys of every chunk stored in the array shards of ``path``."""
-        indices = await self._existing_chunk_indices(path)
+        indices = await self.shard_indices(path)
         layout = await self._layout_or_none(path)
         key_format = layout.key_format if layout is not None else None
 
         async def list_one(index: str) -> list[str]:
             store = self._shard_reader(path, index)
-            if not await _opened(store):
+            if not await opened(store):
                 return []
             keys = []
             async for inner in store.list():
@@ -1124,7 +1136,7 @@ class ShardedStore(Store):
                         keys.append(key)
             return keys
 
-        listed = await _gather_bounded(list_one(index) for index in sorted(indices))
+        listed = await gather_bounded(list_one(index) for index in sorted(indices))
         return [key for keys in listed for key in keys]
 
     # -------------------------------------------------------------- key access
@@ -1161,7 +1173,7 @@ class ShardedStore(Store):
         their metadata documents in directories are compare-and-swap.
         """
         if not store._is_open:
-            await _opened(store)
+            await opened(store)
         if name is not None and self._documents.applies(store, key):
             await asyncio.to_thread(
                 self._documents.write, cast("LocalStore", store), key, value, name
@@ -1187,7 +1199,7 @@ class ShardedStore(Store):
         if prototype is None:
             prototype = default_buffer_prototype()
         store, inner, group = self._read_route(key)
-        if not store._is_open and not await _opened(store):
+        if not store._is_open and not await opened(store):
             return None
         value: Buffer | None
         if _inline_capable(store):
@@ -1203,7 +1215,7 @@ class ShardedStore(Store):
                 value = await latency.run_off_loop(call)
         else:
             value = await store.get(inner, prototype, byte_range)
-        if byte_range is None and is_metadata_key(inner):
+        if byte_range is None and is_metadata_document(inner):
             self._documents.read(store, inner, value)
         return value
 
@@ -1226,7 +1238,7 @@ class ShardedStore(Store):
         async def fetch(
             store: Store, positions: list[int], requests: list[tuple[str, ByteRequest | None]]
         ) -> None:
-            if not await _opened(store):
+            if not await opened(store):
                 return
             values = await store.get_partial_values(prototype, requests)
             for position, value in zip(positions, values, strict=True):
@@ -1249,14 +1261,14 @@ class ShardedStore(Store):
     async def exists(self, key: str) -> bool:
         # docstring inherited
         store, inner = self._read_target(key)
-        if not store._is_open and not await _opened(store):
+        if not store._is_open and not await opened(store):
             return False
         return await store.exists(inner)
 
     async def getsize(self, key: str) -> int:
         # docstring inherited
         store, inner = self._read_target(key)
-        if not store._is_open and not await _opened(store):
+        if not store._is_open and not await opened(store):
             raise FileNotFoundError(key)
         return await store.getsize(inner)
 
@@ -1304,7 +1316,7 @@ class ShardedStore(Store):
             return
         else:
             store = self._base
-        await _opened(store)
+        await opened(store)
         await store.set_if_not_exists(inner, value)
 
     @_tracks_writes
@@ -1317,7 +1329,7 @@ class ShardedStore(Store):
             if shard not in self._written:
                 # Deleting from a shard that was never written must not create it.
                 reader = self._shard_reader(*shard)
-                if not await _opened(reader) or not await reader.exists(inner):
+                if not await opened(reader) or not await reader.exists(inner):
                     return
             store = self._shard_store(*shard)
         elif kind == MOUNT:
@@ -1326,7 +1338,7 @@ class ShardedStore(Store):
             store = self._base
             if kind == ARRAY_METADATA:
                 self._forget_array(node)
-        await _opened(store)
+        await opened(store)
         if kind != CHUNK and self._documents.applies(store, inner):
             await asyncio.to_thread(
                 self._documents.write, cast("LocalStore", store), inner, None, key
@@ -1338,7 +1350,7 @@ class ShardedStore(Store):
 
     async def _list_base(self, prefix: str) -> list[str]:
         """Keys of base under ``prefix`` that are really served from base."""
-        if not await _opened(self._base):
+        if not await opened(self._base):
             return []
         route = self._router.route
         keys = []
@@ -1363,9 +1375,9 @@ class ShardedStore(Store):
         if store._is_open:
             yield store
             return
-        view = _read_only_view(store)
+        view = read_only_view(store)
         try:
-            yield view if await _opened(view) else None
+            yield view if await opened(view) else None
         finally:
             if view is not store and view._is_open:
                 view.close()
@@ -1376,7 +1388,7 @@ class ShardedStore(Store):
 
     async def _list_mount(self, path: str, inner_prefix: str = "") -> list[str]:
         store = self._mounts[path]
-        if not await _opened(store):
+        if not await opened(store):
             return []
         return [f"{path}/{key}" async for key in store.list_prefix(inner_prefix)]
 
@@ -1396,7 +1408,7 @@ class ShardedStore(Store):
         jobs: list[Awaitable[list[str]]] = [self._list_base(prefix)]
         jobs.extend(self._list_mount(path) for path in plan.mounts)
         jobs.extend(self._list_array(path, prefix) for path in plan.arrays)
-        for keys in await _gather_bounded(jobs):
+        for keys in await gather_bounded(jobs):
             for key in keys:
                 yield key
 
@@ -1409,13 +1421,13 @@ class ShardedStore(Store):
             mount = node[1]
             async with self._mount_to_look_at(mount) as store:
                 found = (
-                    [] if store is None else await _collect(store.list_dir(path[len(mount) + 1 :]))
+                    [] if store is None else await collect(store.list_dir(path[len(mount) + 1 :]))
                 )
             for name in found:
                 yield name
             return
         names: set[str] = set()
-        if await _opened(self._base):
+        if await opened(self._base):
             names.update([name async for name in self._base.list_dir(path)])
         dir_prefix = f"{path}/" if path else ""
         if node is not None:  # inside an array-sharded array
@@ -1447,7 +1459,7 @@ class ShardedStore(Store):
             for mount in self._router.plan_prefix(dir_prefix).mounts
             if (name := mount[len(dir_prefix) :].split("/", 1)[0]) in children
         ]
-        empty = await _gather_bounded(self._mount_is_empty(mount) for _, mount in mounts)
+        empty = await gather_bounded(self._mount_is_empty(mount) for _, mount in mounts)
         return frozenset(
             name for (name, _), is_empty in zip(mounts, empty, strict=True) if not is_empty
         )
@@ -1463,7 +1475,7 @@ class ShardedStore(Store):
             return await self._mount_is_empty(*plan.inside_mount)
         if await self._list_base(prefix):
             return False
-        empty = await _gather_bounded(self._mount_is_empty(mount) for mount in plan.mounts)
+        empty = await gather_bounded(self._mount_is_empty(mount) for mount in plan.mounts)
         if not all(empty):
             return False
         for array in plan.arrays:
@@ -1483,7 +1495,7 @@ class ShardedStore(Store):
         if plan.inside_mount is not None:
             mount, inner = plan.inside_mount
             store = self._mounts[mount]
-            await _opened(store)
+            await opened(store)
             await store.delete_dir(inner)
             self._documents.forget(store, inner)
             return
@@ -1495,13 +1507,13 @@ class ShardedStore(Store):
                 arrays.append(self._clear_array(array))
             else:
                 arrays.append(self._delete_array_keys(array, prefix))
-        await _gather_bounded(arrays)
+        await gather_bounded(arrays)
         jobs: list[Awaitable[None]] = [self._delete_base_dir(prefix)]
         jobs.extend(self._clear_mount(path) for path in plan.mounts)
-        await _gather_bounded(jobs)
+        await gather_bounded(jobs)
 
     async def _delete_base_dir(self, prefix: str) -> None:
-        await _opened(self._base)
+        await opened(self._base)
         await self._base.delete_dir(prefix)
         self._documents.forget(self._base, prefix)
 
@@ -1509,22 +1521,22 @@ class ShardedStore(Store):
         store = self._mounts[path]
         if not store._is_open and await self._mount_is_empty(path):
             return  # opening it for writing would create it only to empty it
-        await _opened(store)
+        await opened(store)
         await store.delete_dir("")
         self._documents.forget(store, "")
 
     async def _clear_array(self, path: str) -> None:
         """Remove every array shard of ``path`` (its metadata in base goes separately)."""
-        indices = await self._existing_chunk_indices(path)
+        indices = await self.shard_indices(path)
         # Every shard's store first: one that may not be written raises before any is
         # cleared.
         stores = [self._shard_store(path, index) for index in sorted(indices)]
 
         async def clear(store: Store) -> None:
-            await _opened(store)
+            await opened(store)
             await store.delete_dir("")
 
-        await _gather_bounded(clear(store) for store in stores)
+        await gather_bounded(clear(store) for store in stores)
         for index in indices:
             self._written.discard((path, index))
             self._shard_readers.pop((path, index), None)
@@ -1533,7 +1545,7 @@ class ShardedStore(Store):
 
     async def _delete_array_keys(self, path: str, prefix: str) -> None:
         keys = await self._list_array(path, prefix)
-        await _gather_bounded(self.delete(key) for key in keys)
+        await gather_bounded(self.delete(key) for key in keys)
 
 
 class _SyncShardedStore(ShardedStore):
@@ -1558,7 +1570,7 @@ class _SyncShardedStore(ShardedStore):
             )
         except FileNotFoundError:  # a read-only view of a shard not written yet
             return None
-        if byte_range is None and is_metadata_key(inner):
+        if byte_range is None and is_metadata_document(inner):
             self._documents.read(store, inner, value)
         return value
 

@@ -1,1 +1,3 @@
-"""Arrays as tables: one row per stored chunk, with statistics, as Arrow or Parquet."""
+"""Arrays as tables (above ``shards``): ``stats`` (statistics of one chunk, pure),
+``tasks`` (one shard and array: listed, fingerprinted, read), ``chunks``
+(``chunk_table``) and ``parquet`` (``write_chunk_table``)."""

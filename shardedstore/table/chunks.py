@@ -24,6 +24,11 @@ import numpy as np
 from zarr.abc.store import Store
 from zarr.core.sync import sync
 
+from shardedstore.errors import ArrayNotFoundError, ChunkTableError, MissingDependencyError
+from shardedstore.shards.listing import list_shards
+from shardedstore.store.opencheck import check_base_exists
+from shardedstore.store.routing import ARRAY_METADATA, MOUNT
+from shardedstore.store.sharded import ShardedStore
 from shardedstore.table.stats import (
     Histogram,
     StatsOptions,
@@ -63,35 +68,6 @@ __all__ = [
 ]
 
 
-class MissingDependencyError(ImportError):
-    """An optional dependency is not installed; the message names the extra to install."""
-
-
-class ChunkTableError(RuntimeError):
-    """A shard failed while building a chunk table.
-
-    Attributes
-    ----------
-    shard
-        The shard as messages name it (``base``, ``array shard 'x' chunk 3``).
-    array
-        The array whose chunks were being read.
-    """
-
-    def __init__(self, shard: str, array: str, done: int, total: int, error: BaseException):
-        self.shard = shard
-        self.array = array
-        super().__init__(
-            f"chunk table: {shard}, array {array!r} failed: {type(error).__name__}: {error}; "
-            f"{done} of {total} tasks finished (write_chunk_table keeps their files: run it "
-            "again to finish)"
-        )
-
-
-class ArrayNotFoundError(ValueError):
-    """An array asked for is not in the hierarchy; the message lists those that are."""
-
-
 def require_pyarrow() -> None:
     """Fail in one line when pyarrow is missing."""
     try:
@@ -108,7 +84,6 @@ def require_pyarrow() -> None:
 
 def as_layout(store: Store) -> ShardedStore:
     """``store`` as a layout: any zarr store is a layout with only a base."""
-    from shardedstore.store.sharded import ShardedStore
 
     if isinstance(store, ShardedStore):
         return store
@@ -126,8 +101,6 @@ def _arrays(layout: ShardedStore, wanted: Iterable[str] | None) -> dict[str, Any
 
     import zarr
     from zarr.errors import NodeNotFoundError
-
-    from shardedstore.store.opencheck import check_base_exists
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Object at .* is not recognized")
@@ -158,9 +131,8 @@ def _arrays(layout: ShardedStore, wanted: Iterable[str] | None) -> dict[str, Any
 
 def _holder(layout: ShardedStore, path: str) -> tuple[str, str]:
     """``("base" | "mount" | "array shards", node)``: where the chunks of ``path`` are."""
-    from shardedstore.store.routing import ARRAY_METADATA, MOUNT
 
-    kind, node = layout._router.route(f"{path}/zarr.json" if path else "zarr.json")[:2]
+    kind, node = layout.router.route(f"{path}/zarr.json" if path else "zarr.json")[:2]
     if kind == MOUNT:
         return "mount", node
     if kind == ARRAY_METADATA:
@@ -177,7 +149,6 @@ class TablePlan:
 
 def plan_tasks(store: Store, arrays: Iterable[str] | None, options: StatsOptions) -> TablePlan:
     """One task per shard and array whose chunks it holds."""
-    from shardedstore.shards.listing import list_shards
 
     layout = as_layout(store)
     found = _arrays(layout, arrays)

@@ -26,6 +26,8 @@ from urllib.parse import quote
 from zarr.abc.store import Store
 
 from shardedstore.backends.oserrors import renamed
+from shardedstore.errors import ChunkTableOutputError
+from shardedstore.shards.outputlock import local_output_lock
 from shardedstore.table.chunks import (
     TablePlan,
     as_layout,
@@ -47,10 +49,6 @@ MARKER = "_shardedstore_chunk_table.json"
 """The file that marks a directory as a chunk table ``write_chunk_table`` may update."""
 
 _FINGERPRINT = b"shardedstore.fingerprint"
-
-
-class ChunkTableOutputError(ValueError):
-    """The output directory cannot hold a chunk table; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -171,7 +169,6 @@ def write_chunk_table(
         finishes the job.
     """
     require_pyarrow()
-    from shardedstore.shards.outputlock import local_output_lock
 
     options = parse_stats(stats, histogram)
     text = os.fspath(out)

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from shardedstore.errors import ArgumentError
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -48,10 +50,6 @@ _FLOAT_STATS = frozenset({"min", "max", "mean", "std"})
 
 Histogram = tuple[float, float, int]
 """``(lo, hi, bins)``: fixed bins over ``[lo, hi]``."""
-
-
-class StatsError(ValueError):
-    """Statistics asked for that a chunk table cannot compute; the message says which exist."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +80,7 @@ def parse_stats(
 
     Raises
     ------
-    StatsError
+    ArgumentError
         For an unknown statistic or a histogram that is not ``(lo, hi, bins)`` with
         ``lo < hi`` and ``bins >= 1``.
     """
@@ -97,7 +95,7 @@ def parse_stats(
     unknown = sorted(set(names) - set(STATS))
     if unknown:
         hint = " (give a histogram as histogram=(lo, hi, bins))" if "histogram" in unknown else ""
-        raise StatsError(
+        raise ArgumentError(
             f"unknown statistic(s) {', '.join(unknown)}; choose from {', '.join(STATS)} "
             f"or all{hint}"
         )
@@ -109,11 +107,11 @@ def parse_stats(
                 raise ValueError
             lo, hi, count = float(values[0]), float(values[1]), int(values[2])
         except (TypeError, ValueError):
-            raise StatsError(
+            raise ArgumentError(
                 f"histogram must be (lo, hi, bins), e.g. (0, 1, 10); got {histogram!r}"
             ) from None
         if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi and count >= 1):
-            raise StatsError(
+            raise ArgumentError(
                 f"histogram (lo, hi, bins) needs finite lo < hi and bins >= 1; got {histogram!r}"
             )
         bins = (lo, hi, count)

@@ -34,8 +34,12 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore, ObjectStore, ZipStore
 
-from shardedstore.errors import LayoutError
-from shardedstore.shards.source import OwnKeys, ShardSource, describe_shard
+from shardedstore.backends.cache import CachedStore, object_validator
+from shardedstore.backends.documents import is_metadata_document
+from shardedstore.backends.handles import gather_bounded, opened
+from shardedstore.errors import LayoutError, describe_shard
+from shardedstore.shards.source import ShardSource
+from shardedstore.store.ownkeys import OwnKeys
 from shardedstore.store.routing import parse_chunk_key
 from shardedstore.table.stats import StatsOptions, chunk_stats, read_fill_value, table_schema
 
@@ -224,7 +228,6 @@ def _zip_members(
 
 def _stamp(info: Mapping[str, Any]) -> str:
     """An object's change stamp from a listing: its ETag, else its mtime; "" for neither."""
-    from shardedstore.backends.cache import object_validator
 
     return object_validator(info) or ""
 
@@ -280,11 +283,9 @@ async def _content_stamps(
 
 async def _list_any(store: Store, prefix: str) -> dict[str, tuple[int | None, str]]:
     """Keys with their sizes; stores without stamps: crc32 of metadata documents."""
-    from shardedstore.shards.source import is_metadata_document
-    from shardedstore.store.sharded import _gather_bounded
 
     keys = [key async for key in store.list_prefix(prefix)]
-    sizes = await _gather_bounded(store.getsize(key) for key in keys)
+    sizes = await gather_bounded(store.getsize(key) for key in keys)
     found: dict[str, tuple[int | None, str]] = {}
     prototype = default_buffer_prototype()
     for key, size in zip(keys, sizes, strict=True):
@@ -298,11 +299,9 @@ async def _list_any(store: Store, prefix: str) -> dict[str, tuple[int | None, st
 
 async def _list_chunks(task: TableTask) -> _Listed | None:
     """The task's chunk keys in its shard, with sizes and stamps; None: no such shard."""
-    from shardedstore.backends.cache import CachedStore
-    from shardedstore.store.sharded import _opened
 
     store = task.store
-    if not await _opened(store):
+    if not await opened(store):
         return None
     inner = task.array.inner
     prefix = f"{inner}/" if inner else ""
