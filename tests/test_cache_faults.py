@@ -420,3 +420,87 @@ def test_exit_while_reading_ahead_is_quiet(
     assert "read" in result.stdout
     assert "Task was destroyed" not in result.stderr, result.stderr
     assert "never awaited" not in result.stderr, result.stderr
+
+
+def test_a_changed_object_is_never_cached_under_its_old_version(
+    counted_s3: CountedS3, tmp_path: Path
+) -> None:
+    """A store that opened a zip (X), read it from the cache, then downloads it again
+    after it changed (Y) and was evicted: Y is never kept under X's name, so a new
+    store, after X is restored, reads X."""
+    url, config, values = build_layout(tmp_path / "a", counted_s3, "zip", 4, compressed=False)
+    other_url, _, other = build_layout(
+        tmp_path / "b", counted_s3, "zip", 4, compressed=False, seed=7
+    )
+    fs = _fs(counted_s3)
+    x, y = fs.cat_file(f"{url}/t/0.zarr.zip"), fs.cat_file(f"{other_url}/t/0.zarr.zip")
+    assert len(x) == len(y)
+    cache = {"dir": str(tmp_path / "cache"), "max_bytes": int(2.5 * len(x))}
+    np.testing.assert_array_equal(_step(_open(url, config, cache), 0), values[0])
+    store = _open(url, config, cache)
+    array = zarr.open_array(store, path="temp", mode="r")
+    np.testing.assert_array_equal(array[0], values[0])  # a HEAD, then a cache hit
+    fs.pipe_file(f"{url}/t/0.zarr.zip", y)
+    for t in (1, 2, 3):  # the bound evicts step 0
+        np.testing.assert_array_equal(array[t], values[t])
+    np.testing.assert_array_equal(array[0], other[0])  # asked again, then fetched: Y
+    fs.pipe_file(f"{url}/t/0.zarr.zip", x)  # X restored
+    np.testing.assert_array_equal(_step(_open(url, config, cache), 0), values[0])
+
+
+def test_a_changed_chunk_object_is_never_cached_under_its_old_version(
+    counted_s3: CountedS3, tmp_path: Path
+) -> None:
+    """The same for directory shards: a store holds a listing (X); the chunk changes
+    (Y), and its entry is fetched again: not under X's name."""
+    url, config, values = build_layout(tmp_path / "a", counted_s3, "directory", 2)
+    fs = _fs(counted_s3)
+    key = f"{url}/t/0.zarr/c/0/0"
+    x = fs.cat_file(key)
+    cache = {"dir": str(tmp_path / "cache")}
+    store = _open(url, config, cache)
+    array = zarr.open_array(store, path="temp", mode="r")
+    np.testing.assert_array_equal(array[1], values[1])  # lists shard... and shard 1 only
+    reader = _open(url, config, cache)
+    shard = reader._shard_reader("temp", "0")
+    assert zarr.core.sync.sync(shard.get("c/0/1")) is not None  # listed: X's ETag for c/0/0
+    fs.pipe_file(key, fs.cat_file(f"{url}/t/1.zarr/c/0/0"))  # Y
+    got = zarr.core.sync.sync(shard.get("c/0/0"))
+    assert got is not None
+    assert got.to_bytes() == fs.cat_file(key)  # the listing was stale: asked again
+    fs.pipe_file(key, x)  # X restored
+    fresh = _open(url, config, cache)
+    np.testing.assert_array_equal(_step(fresh, 0), values[0])
+
+
+def test_a_damaged_central_directory_never_reads_as_missing(
+    counted_s3: CountedS3, tmp_path: Path
+) -> None:
+    """One member name flipped in the central directory of every cached zip: chunks do
+    not read as the fill value; the entries are fetched again."""
+    url, config, values = build_layout(tmp_path / "a", counted_s3, "zip", 2)
+    cache = {"dir": str(tmp_path / "cache")}
+    for t in range(2):
+        np.testing.assert_array_equal(_step(_open(url, config, cache), t), values[t])
+    damaged = 0
+    for path in _cache_files(tmp_path / "cache"):
+        data = bytearray(path.read_bytes())
+        at = data.find(b"c/1/0", max(0, data.find(b"PK\x01\x02")))
+        if data[:2] == b"PK" and at > 0:
+            data[at + 4] ^= 0x01  # 'c/1/0' -> 'c/1/1', in the central directory only
+            path.write_bytes(bytes(data))
+            damaged += 1
+    assert damaged == 2
+    for t in range(2):
+        np.testing.assert_array_equal(_step(_open(url, config, cache), t), values[t])
+
+
+def test_a_directory_where_an_entry_goes_is_not_read(counted_s3: CountedS3, tmp_path: Path) -> None:
+    url, config, values = build_layout(tmp_path / "a", counted_s3, "zip", 1)
+    cache = {"dir": str(tmp_path / "cache")}
+    np.testing.assert_array_equal(_step(_open(url, config, cache), 0), values[0])
+    for path in _cache_files(tmp_path / "cache"):
+        path.unlink()
+        path.mkdir()  # empty: removed and fetched again
+    np.testing.assert_array_equal(_step(_open(url, config, cache), 0), values[0])
+    np.testing.assert_array_equal(_step(_open(url, config, cache), 0), values[0])

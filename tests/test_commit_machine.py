@@ -11,6 +11,10 @@ After every step a fresh read-only store must read exactly what the model says w
 committed: no value appears where it was never written, no write that reported success
 and was committed is lost, and every outcome (success, ``ConcurrentWriteError``,
 ``ConflictError``, ``CommitError``, a warning at exit) is the one the model expects.
+
+In directories, chunks are written in place, and so is metadata; but a writer of
+metadata holds the base's metadata lock until it ends (as a zip writer holds its zip),
+and a writer that ends without committing writes its metadata back as it was.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 import shardedstore
+import shardedstore.backends.documents as documents
 from shardedstore import (
     CommitError,
     ConcurrentWriteError,
@@ -70,6 +75,8 @@ class Writer:
     read_version: int  # the version of the array's metadata its store last read or wrote
     snapshot: int  # zips: the version of the base zip its store reads (see reread)
     holds: set[str] = field(default_factory=set)  # zips with staged changes: "base", "3"
+    # (directories: "base" once it wrote metadata; the shape before it did)
+    base_shape: int | None = None
     staged: dict[int, float] = field(default_factory=dict)
     staged_shape: int | None = None
     failures: set[str] = field(default_factory=set)  # keys failed and not written again
@@ -87,8 +94,12 @@ class CommitMachine(RuleBasedStateMachine):
         self.history: list[int] = []  # shape of each committed version of the metadata
         self.counter = 0.0
         self.blocked: int | None = None  # a time step whose shard cannot be written
+        # A writer waits this long for another's metadata lock (30 s in use).
+        self.lock_wait = documents.LOCK_WAIT
+        documents.LOCK_WAIT = 0.05
 
     def teardown(self) -> None:
+        documents.LOCK_WAIT = self.lock_wait
         for writer in self.writers.values():  # discard what is left: nothing commits
             writer.store.__exit__(RuntimeError, RuntimeError("teardown"), None)
         self.writers.clear()
@@ -220,11 +231,21 @@ class CommitMachine(RuleBasedStateMachine):
                 writer.holds.add(str(t))
                 writer.staged[t] = value
         else:
-            if writer.read_version != self.version:
+            if self._other_holds(w, "base"):  # metadata writers take turns
+                with pytest.raises(ConcurrentWriteError):
+                    writer.array.append(new)
+                writer.failures.add(METADATA)
+                return
+            # Compare-and-swap compares content: metadata written back as it was reads
+            # as the version it restored.
+            if self.history[writer.read_version] != self.shape:
                 with pytest.raises(ConflictError, match=r"a/zarr\.json"):
                     writer.array.append(new)
                 writer.failures.add(METADATA)
                 return
+            if "base" not in writer.holds:
+                writer.holds.add("base")
+                writer.base_shape = self.shape
             self.history.append(t + 1)  # the metadata is written first, at once
             writer.read_version = self.version
             if self._appended(writer, new, t):
@@ -251,6 +272,9 @@ class CommitMachine(RuleBasedStateMachine):
         """Make the shard of the next new time step unwritable (a file or directory
         where it goes), as a full or read-only disk would."""
         t = max([self.shape, *(writer.shape for writer in self.writers.values())])
+        where = self.root / "a" / (f"{t}.zip" if self.kind == "zip" else f"{t}.zarr")
+        if where.exists():  # written by an append that was discarded: not blocked
+            return
         if self.kind == "zip":
             (self.root / "a" / f"{t}.zip").mkdir()  # new: no zip beyond the shapes
         else:
@@ -302,6 +326,12 @@ class CommitMachine(RuleBasedStateMachine):
         if writer.staged_shape is not None:
             self.history.append(writer.staged_shape)
 
+    def _discard(self, writer: Writer) -> None:
+        """Nothing of the writer is committed; in directories its metadata is written
+        back (its chunks stay, beyond the shape)."""
+        if self.kind == "directory" and writer.base_shape is not None:
+            self.history.append(writer.base_shape)
+
     def _refused(self, writer: Writer) -> bool:
         """Whether ending this writer must commit nothing (and say so)."""
         return bool(writer.failures) and bool(writer.holds)
@@ -314,6 +344,7 @@ class CommitMachine(RuleBasedStateMachine):
             with pytest.raises(CommitError, match="nothing was committed") as refused:
                 _end(writer.store, how)
             assert any(key in str(refused.value) for key in writer.failures)
+            self._discard(writer)
             return
         _end(writer.store, how)
         self._commit(writer)
@@ -324,7 +355,7 @@ class CommitMachine(RuleBasedStateMachine):
         writer = self.writers.pop(self._pick(data))
         with pytest.raises(RuntimeError, match="the job failed"), writer.store:
             raise RuntimeError("the job failed")
-        # Nothing of a zip is committed; directories keep what was written.
+        self._discard(writer)
 
     @precondition(lambda self: self.writers)
     @rule(data=st.data())
@@ -342,6 +373,7 @@ class CommitMachine(RuleBasedStateMachine):
         if refused:
             assert said, "changes discarded at exit without a warning"
             assert any(key in str(said[0].message) for key in writer.failures)
+            self._discard(writer)
         else:
             assert not said, [str(w.message) for w in said]
             self._commit(writer)

@@ -435,6 +435,8 @@ def test_the_metadata_lock_is_outside_the_store_and_let_go(tmp_path: Path) -> No
     zarr.open_group(store, mode="w").attrs["a"] = 1
     group = zarr.open_group(store, mode="r+")  # read: the next write compares
     group.attrs["a"] = 2
+    assert sorted(sync(_keys(store))) == ["zarr.json"]  # the held lock is not a key
+    store.close()  # the metadata lock is held from the first write until close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base.zarr"]  # lock removed
     assert sorted(sync(_keys(store))) == ["zarr.json"]
 
@@ -445,12 +447,13 @@ async def _keys(store: ShardedStore) -> list[str]:
 
 def test_the_metadata_lock_falls_back_to_the_directory(tmp_path: Path) -> None:
     """Where no lock file can be made beside the store, the directory itself is locked."""
-    from shardedstore.backends.documents import _locked
+    from shardedstore.backends.documents import _lock
 
     root = tmp_path / "store"
     root.mkdir()
-    with _locked(root, tmp_path / "missing" / ".store.lock"):
-        assert not (tmp_path / "missing").exists()
+    held = _lock(root, tmp_path / "missing" / ".store.lock")
+    assert not (tmp_path / "missing").exists()
+    held.release()
 
 
 def test_a_document_deleted_by_another_writer_conflicts(tmp_path: Path) -> None:
@@ -459,6 +462,7 @@ def test_a_document_deleted_by_another_writer_conflicts(tmp_path: Path) -> None:
     second = ShardedStore(LocalStore(tmp_path / "base"))
     group = zarr.open_group(second, mode="r+")
     sync(first.delete("zarr.json"))
+    first.close()  # a writer of metadata holds its lock until close()
     with pytest.raises(ConflictError, match="was deleted"):
         group.attrs["a"] = 2
     assert not (tmp_path / "base" / "zarr.json").exists()
@@ -503,3 +507,110 @@ def test_exit_after_an_uncaught_exception_discards_and_warns(zipped: Path) -> No
     assert "uncaught exception" in result.stderr
     assert "0.zarr.zip" in result.stderr
     assert _digests(zipped.parent) == before
+
+
+# ------------------------------------------- directories: one metadata writer at a time
+
+
+def test_a_with_block_left_by_an_exception_restores_directory_metadata(layout: Path) -> None:
+    """A half-done append in a directory base (its shapes grown, a step missing) is
+    written back as it was; the chunks it wrote stay, unreached."""
+    new = _dataset(range(2, 5))
+    new["t2m"] = new.t2m.copy(data=new.t2m.data.map_blocks(_failing, dtype="f8"))
+    with (
+        pytest.raises(RuntimeError, match="one dask task fails") as raised,
+        shardedstore.open(layout, mode="r+") as store,
+    ):
+        new.to_zarr(store, append_dim="time", consolidated=False)
+    assert "'t2m/zarr.json'" in " ".join(getattr(raised.value, "__notes__", [])) or (
+        layout.name == "ds.json"  # zip base: the zip itself was discarded
+    )
+    assert _read(layout).identical(_dataset(range(2)).compute())
+    assert not [p for p in layout.parent.rglob(".*") if p.name.endswith(".lock")]
+
+
+def test_a_mixed_layout_leaves_no_shape_pointing_at_discarded_zips(tmp_path: Path) -> None:
+    """A directory base with zip array shards: the zips are discarded, and so are the
+    base's new shapes."""
+    layout = tmp_path / "ds" / "layout.json"
+    assert (
+        main(
+            [
+                "init",
+                str(layout),
+                "--base",
+                str(tmp_path / "ds" / "base.zarr"),
+                "--array-shards",
+                f"t2m=1:zip:{tmp_path}/ds/t2m/{{chunk}}.zarr.zip",
+            ]
+        )
+        == 0
+    )
+    with shardedstore.open(layout, mode="r+") as store:
+        _dataset(range(2)).to_zarr(store, consolidated=False, zarr_format=3)
+    new = _dataset(range(2, 6))
+    new["t2m"] = new.t2m.copy(data=new.t2m.data.map_blocks(_failing, dtype="f8"))
+    with pytest.raises(RuntimeError), shardedstore.open(layout, mode="r+") as store:
+        new.to_zarr(store, append_dim="time", consolidated=False)
+    assert _read(layout).identical(_dataset(range(2)).compute())
+
+
+_PAUSED_APPENDER = textwrap.dedent(
+    """
+    import subprocess, sys
+    import numpy as np, xarray as xr, shardedstore
+    from shardedstore import ShardedStore
+    config = sys.argv[1]
+    OTHER = '''
+    import sys, numpy as np, xarray as xr, shardedstore
+    import shardedstore.backends.documents as documents
+    documents.LOCK_WAIT = 1.0
+    ds = xr.Dataset({"t2m": (("time", "x"), np.full((1, 4), 20.0))},
+                    coords={"time": [20], "x": np.arange(4)}).chunk({"time": 1})
+    try:
+        with shardedstore.open(sys.argv[1], mode="r+") as s:
+            ds.to_zarr(s, append_dim="time", consolidated=False)
+        print("other appended")
+    except shardedstore.ConcurrentWriteError:
+        print("other refused")
+    '''
+    original = ShardedStore.get
+    seen = {"n": 0}
+    async def paused(self, key, *args, **kwargs):
+        # This writer has resized `time` and written its value; before it reads t2m's
+        # metadata again to resize it, another process appends a whole step.
+        if getattr(self, "paused", False) and key == "t2m/zarr.json":
+            seen["n"] += 1
+            if seen["n"] == 2:
+                out = subprocess.run([sys.executable, "-c", OTHER, config],
+                                     capture_output=True, text=True)
+                print(out.stdout.strip() or out.stderr.strip().splitlines()[-1])
+        return await original(self, key, *args, **kwargs)
+    ShardedStore.get = paused
+    store = shardedstore.open(config, mode="r+")
+    store.paused = True
+    ds = xr.Dataset({"t2m": (("time", "x"), np.full((1, 4), 30.0))},
+                    coords={"time": [30], "x": np.arange(4)}).chunk({"time": 1})
+    with store:
+        ds.to_zarr(store, append_dim="time", consolidated=False)
+    print("this appended")
+    """
+)
+
+
+def test_metadata_writers_take_turns_so_no_half_done_append_is_read(layout: Path) -> None:
+    """A second appender never works on another's half-done append (which its
+    compare-and-swap of each document alone would let through, and which tore the
+    dataset: time labels under each other's values, or unequal lengths)."""
+    result = subprocess.run(
+        [sys.executable, "-c", _PAUSED_APPENDER, str(layout)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["other refused", "this appended"], result.stdout
+    ds = _read(layout)
+    assert ds.time.values.tolist() == [0, 1, 30]
+    assert ds.t2m.values[:, 0].tolist() == [0.0, 100.0, 30.0]

@@ -196,3 +196,15 @@ def test_commit_keeps_symlink_and_permissions(tmp_path: Path) -> None:
         assert zf.read("k") == b"new"
     assert real.stat().st_mode & 0o777 == 0o640
     assert _leftovers(real.parent) == []
+
+
+def test_a_damaged_zip_is_named(tmp_path: Path) -> None:
+    import zipfile
+
+    from shardedstore import CopyOnWriteZipStore
+
+    path = tmp_path / "t" / "3.zarr.zip"
+    path.parent.mkdir()
+    path.write_bytes(b"not a zip at all")
+    with pytest.raises(zipfile.BadZipFile, match=r"3\.zarr\.zip.*damaged"):
+        zarr.open_array(CopyOnWriteZipStore(path, mode="r"), mode="r")

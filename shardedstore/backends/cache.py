@@ -41,10 +41,13 @@ changed object; this module does those three things and nothing else.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import functools
 import hashlib
 import os
 import socket
+import stat
 import struct
 import threading
 import time
@@ -54,7 +57,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any, NamedTuple, Protocol, Self, runtime_checkable
 
 from zarr.abc.store import (
     ByteRequest,
@@ -71,8 +74,11 @@ __all__ = [
     "CacheStats",
     "Cacheable",
     "CachedStore",
+    "FRAME_SIZE",
     "ShardCache",
     "cache_engine",
+    "content_md5",
+    "framed_size",
     "object_validator",
     "slice_bytes",
 ]
@@ -183,7 +189,10 @@ _HOST = socket.gethostname()
 
 _TRAILER = struct.Struct("<QI4s")
 _MAGIC = b"SSC1"
-"""A chunk entry on disk is its bytes, then their length, CRC-32 and this mark."""
+"""An entry on disk is its bytes, then their length, CRC-32 and this mark."""
+
+FRAME_SIZE = _TRAILER.size
+"""Bytes an entry on disk has after what it holds (its trailer)."""
 
 
 @dataclass
@@ -222,6 +231,47 @@ def _unframed(data: bytes) -> bytes | None:
     if magic != _MAGIC or length != len(body) or zlib.crc32(body) != crc:
         return None
     return body
+
+
+def framed_size(fd: int) -> int | None:
+    """The size of what a framed cache file holds, if it checks out (None: damaged).
+
+    Reads the whole file once (its CRC-32), in blocks.
+    """
+    total = os.fstat(fd).st_size
+    if total < _TRAILER.size:
+        return None
+    length, crc, magic = _TRAILER.unpack(os.pread(fd, _TRAILER.size, total - _TRAILER.size))
+    if magic != _MAGIC or length != total - _TRAILER.size:
+        return None
+    running, offset = 0, 0
+    while offset < length:
+        block = os.pread(fd, min(1 << 20, length - offset), offset)
+        if not block:
+            return None
+        running = zlib.crc32(block, running)
+        offset += len(block)
+    return length if running == crc else None
+
+
+def content_md5(info: Mapping[str, Any]) -> str | None:
+    """The MD5 of an object's content, where its listing or HEAD says it (hex).
+
+    An S3 ETag of a single-part upload is its MD5 (32 hex digits; a multipart one
+    ends in ``-N``); GCS gives ``md5Hash`` and HTTP may give ``Content-MD5`` (base64).
+    """
+    fields = {str(name).lower().replace("-", "").replace("_", ""): v for name, v in info.items()}
+    etag = str(fields.get("etag") or "").removeprefix("W/").strip('"')
+    if len(etag) == 32 and all(c in "0123456789abcdef" for c in etag.lower()):
+        return etag.lower()
+    for name in ("md5hash", "contentmd5"):
+        value = fields.get(name)
+        if isinstance(value, str) and value:
+            try:
+                return base64.b64decode(value, validate=True).hex()
+            except ValueError:
+                return None
+    return None
 
 
 def _entry_name(namespace: str, key: str, validator: str) -> str:
@@ -367,6 +417,10 @@ class _Engine:
         except OSError:
             self.discard(entry)
             return None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a directory where an entry goes
+            os.close(fd)
+            self.discard(entry)
+            return None
         self._touch(path)
         with self._lock:
             self.stats.hits += 1
@@ -385,8 +439,12 @@ class _Engine:
             if old is not None:
                 self._memory_bytes -= len(old)
         if self._root is not None:
+            path = self.path(entry)
             with contextlib.suppress(OSError):
-                os.unlink(self.path(entry))
+                if os.path.isdir(path) and not os.path.islink(path):
+                    os.rmdir(path)  # only if empty: nothing of anyone's is removed
+                else:
+                    os.unlink(path)
 
     @staticmethod
     def _touch(path: str) -> None:
@@ -675,11 +733,32 @@ def object_validator(info: Mapping[str, Any]) -> str | None:
     return None
 
 
-async def _list_objects(store: Store) -> dict[str, tuple[int, str | None]]:
+class Listed(NamedTuple):
+    """An object as its listing says it is."""
+
+    size: int
+    validator: str | None
+    md5: str | None
+
+
+class ObjectChanged(Exception):
+    """What was fetched is not the version the listing (or HEAD) named: the object
+    changed meanwhile. Internal: the caller asks again, and does not cache ``data``."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__("changed while it was fetched")
+        self.data = data
+
+
+CHANGES = 3
+"""Fetches of an object that keeps changing under them, before one is served uncached."""
+
+
+async def _list_objects(store: Store) -> dict[str, Listed]:
     """Every key of a remote store with its size and validator (a few LIST requests)."""
     from zarr.storage import FsspecStore
 
-    found: dict[str, tuple[int, str | None]] = {}
+    found: dict[str, Listed] = {}
     if isinstance(store, FsspecStore):
         root = store.path.rstrip("/")
         store.fs.invalidate_cache(root)  # a listing from the server, not from fsspec's memory
@@ -691,14 +770,31 @@ async def _list_objects(store: Store) -> dict[str, tuple[int, str | None]]:
             if info.get("type", "file") != "file":
                 continue
             key = path[len(root) + 1 :] if root else path
-            found[key] = (int(info.get("size") or 0), object_validator(info))
+            found[key] = Listed(
+                int(info.get("size") or 0), object_validator(info), content_md5(info)
+            )
         return found
     import obstore
 
     async for batch in obstore.list(store.store, chunk_size=1000):  # type: ignore[attr-defined]
         for meta in batch:
-            found[meta["path"]] = (int(meta["size"]), object_validator(meta))
+            found[meta["path"]] = Listed(
+                int(meta["size"]), object_validator(meta), content_md5(meta)
+            )
     return found
+
+
+async def _head_validator(store: Store, key: str) -> str | None:
+    """The validator of one object, asked of the server (a HEAD)."""
+    from zarr.storage import FsspecStore
+
+    if isinstance(store, FsspecStore):
+        path = f"{store.path.rstrip('/')}/{key}"
+        store.fs.invalidate_cache(path)
+        return object_validator(await store.fs._info(path))
+    import obstore
+
+    return object_validator(await obstore.head_async(store.store, key))  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------- CachedStore
@@ -732,7 +828,7 @@ class CachedStore(WrapperStore[Store]):
         self._engine = cache_engine(cache)
         self._namespace = identity
         self._private = f"{self._namespace}\0private:{uuid.uuid4().hex}"
-        self._objects: dict[str, tuple[int, str | None]] | None = None
+        self._objects: dict[str, Listed] | None = None
         self._listing = asyncio.Lock()
 
     @property
@@ -761,7 +857,7 @@ class CachedStore(WrapperStore[Store]):
     def __str__(self) -> str:
         return str(self._store)
 
-    async def _objects_listed(self) -> dict[str, tuple[int, str | None]]:
+    async def _objects_listed(self) -> dict[str, Listed]:
         if self._objects is None:
             async with self._listing:  # one listing however many chunks ask at once
                 if self._objects is None:
@@ -773,9 +869,29 @@ class CachedStore(WrapperStore[Store]):
             return self._engine.entry(self._private, key, "")
         return self._engine.entry(self._namespace, key, validator)
 
-    async def _whole(self, key: str) -> bytes | None:
+    async def _whole(self, key: str, listed: Listed) -> bytes | None:
+        """The object, checked to be the version its listing named (else ObjectChanged).
+
+        By its MD5 where the listing gave one (an S3 ETag of a single-part upload, a
+        GCS md5Hash), else by asking its validator again.
+        """
         buffer = await self._store.get(key, default_buffer_prototype())
-        return None if buffer is None else buffer.to_bytes()
+        if buffer is None:
+            return None
+        data = buffer.to_bytes()
+        if listed.md5 is not None:
+            if hashlib.md5(data, usedforsecurity=False).hexdigest() != listed.md5:
+                raise ObjectChanged(data)
+        elif listed.validator is not None and (
+            len(data) != listed.size or await _head_validator(self._store, key) != listed.validator
+        ):
+            raise ObjectChanged(data)
+        return data
+
+    async def _relisted(self) -> None:
+        """List again: an object changed since the listing this store holds."""
+        async with self._listing:
+            self._objects = await _list_objects(self._store)
 
     async def get(
         self,
@@ -788,17 +904,26 @@ class CachedStore(WrapperStore[Store]):
             prototype = default_buffer_prototype()
         if not self.read_only:
             return await self._store.get(key, prototype, byte_range)
-        listed = (await self._objects_listed()).get(key)
-        if listed is None:
-            return None
-        size, validator = listed
-        if size > self.cache.max_bytes or (
-            byte_range is not None and size > self.cache.max_bytes // _WHOLE_LIMIT_SHARE
-        ):
-            return await self._store.get(key, prototype, byte_range)
-        data = await self._engine.fetch(
-            self._entry(key, validator), lambda: self._whole(key), framed=True
-        )
+        data: bytes | None = None
+        for attempt in range(CHANGES):
+            listed = (await self._objects_listed()).get(key)
+            if listed is None:
+                return None
+            if listed.size > self.cache.max_bytes or (
+                byte_range is not None and listed.size > self.cache.max_bytes // _WHOLE_LIMIT_SHARE
+            ):
+                return await self._store.get(key, prototype, byte_range)
+            try:
+                data = await self._engine.fetch(
+                    self._entry(key, listed.validator),
+                    functools.partial(self._whole, key, listed),
+                    framed=True,
+                )
+                break
+            except ObjectChanged as changed:  # never cached under the old version's name
+                data = changed.data
+                if attempt < CHANGES - 1:
+                    await self._relisted()
         if data is None:
             return None
         return prototype.buffer.from_bytes(slice_bytes(data, byte_range))
@@ -827,17 +952,20 @@ class CachedStore(WrapperStore[Store]):
         objects = await self._objects_listed()
         semaphore = asyncio.Semaphore(_FETCH_LIMIT)
 
-        async def one(key: str, validator: str | None) -> None:
+        async def one(key: str, listed: Listed) -> None:
             async with semaphore:
-                await self._engine.ensure(
-                    self._entry(key, validator), lambda: self._whole(key), framed=True
-                )
+                with contextlib.suppress(ObjectChanged):  # the read fetches it again
+                    await self._engine.ensure(
+                        self._entry(key, listed.validator),
+                        functools.partial(self._whole, key, listed),
+                        framed=True,
+                    )
 
         await asyncio.gather(
             *(
-                one(key, validator)
-                for key, (size, validator) in objects.items()
-                if not is_metadata_document(key) and size <= self.cache.max_bytes
+                one(key, listed)
+                for key, listed in objects.items()
+                if not is_metadata_document(key) and listed.size <= self.cache.max_bytes
             )
         )
 
@@ -853,7 +981,7 @@ class CachedStore(WrapperStore[Store]):
             listed = (await self._objects_listed()).get(key)
             if listed is None:
                 raise FileNotFoundError(key)
-            return listed[0]
+            return listed.size
         return await self._store.getsize(key)
 
 

@@ -5,17 +5,25 @@ step would otherwise both write shape + 1, and the second would overwrite the fi
 step. A :class:`ShardedStore` therefore remembers a digest of every metadata document
 (``zarr.json``, ``.zarray``, ``.zattrs``, ``.zgroup``) it read from, or wrote to, a
 :class:`zarr.storage.LocalStore` of its layout. Writing (or deleting) such a document
-again takes an OS lock, compares the document on disk with what the store last saw,
-and raises :class:`ConflictError` if another writer changed it; otherwise it writes
-under the same lock. A document the store never read is written as asked (what
-``mode="w"`` means).
+compares the document on disk with what the store last saw, and raises
+:class:`ConflictError` if another writer changed it. A document the store never read is
+written as asked (what ``mode="w"`` means).
+
+An append changes several documents (a coordinate's shape, then each variable's), so
+compare-and-swap of each alone is not enough: a writer that read a half-done append of
+another would pass every check. The first metadata write of a store to a directory
+takes an OS lock on it and holds it until the store is closed (or discarded, or the
+process ends), as a zip's lock is held until its commit: writers of a layout's metadata
+take turns, a second one waiting (up to :data:`LOCK_WAIT` seconds) for the first to
+close, then finding what changed. Writers of chunks alone (one per time step) take no
+lock. A store that is discarded (a ``with`` block left by an exception) writes back the
+documents it changed, as they were before its first write, so a half-done append leaves
+no shape that points at steps that were never written.
 
 The lock is ``flock`` on ``.NAME.lock`` beside the store's directory ``NAME``, as a
 zip's is beside the zip: outside the store, so that no listing (zarr's, ``validate``,
-``convert``, chunk tables) ever sees it. It is held only while one document is
-compared and replaced; writers wait for it (up to :data:`LOCK_WAIT` seconds). Where
-that file cannot be created (a folder the writer may not write to), the store's
-directory itself is locked.
+``convert``, chunk tables) ever sees it. Where that file cannot be created (a folder the
+writer may not write to), the store's directory itself is locked.
 
 Chunks are not compared: each chunk has one writer (see the user guide, "What is
 safe"); two writers of one chunk race, the last one wins, as with any Zarr store.
@@ -26,16 +34,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from zarr.abc.store import Store
-from zarr.core.buffer import Buffer
+from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.storage import LocalStore
 
-from shardedstore.backends.filelock import acquire
+from shardedstore.backends.filelock import FileLock, acquire
 from shardedstore.errors import ConcurrentWriteError, ConflictError
 
 try:
@@ -55,7 +63,7 @@ METADATA_DOCUMENTS = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".
 """Names of Zarr metadata documents (v3, v2, consolidated v2); every other key is a chunk."""
 
 LOCK_WAIT = 30.0
-"""Seconds a writer waits for another's compare-and-swap of a document to finish."""
+"""Seconds a writer of metadata waits for another to close its store."""
 
 _Digest = bytes | None
 """A document's BLAKE2b digest; None: there is no such document."""
@@ -77,63 +85,77 @@ def _digest(value: Buffer | None) -> _Digest:
     return hashlib.blake2b(value.as_buffer_like(), digest_size=16).digest()
 
 
-@contextlib.contextmanager
-def _directory_locked(root: Path) -> Iterator[None]:
-    """``flock`` the directory itself (where no lock file can be made beside it)."""
-    if fcntl is None:  # pragma: no cover - Windows
-        raise ConcurrentWriteError(
-            f"metadata of {os.fspath(root)!r}: writing needs POSIX file locks (fcntl), which "
-            "this platform lacks"
-        )
-    fd = os.open(root, os.O_RDONLY)
-    try:
+class _DirectoryLock:
+    """``flock`` on a directory itself (where no lock file can be made beside it)."""
+
+    def __init__(self, root: Path) -> None:
+        if fcntl is None:  # pragma: no cover - Windows
+            raise ConcurrentWriteError(
+                f"metadata of {os.fspath(root)!r}: writing needs POSIX file locks (fcntl), "
+                "which this platform lacks"
+            )
+        self._fd: int | None = os.open(root, os.O_RDONLY)
         deadline = time.monotonic() + LOCK_WAIT
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
             except BlockingIOError:
                 if time.monotonic() >= deadline:
+                    self.release()
                     raise ConcurrentWriteError(
-                        f"metadata of {os.fspath(root)!r}: another writer held its lock for "
-                        f"over {LOCK_WAIT:.0f} s; try again"
+                        f"the metadata of {os.fspath(root)!r} is being written by another "
+                        f"writer, which has not closed its store within {LOCK_WAIT:.0f} s; "
+                        "try again once it has"
                     ) from None
                 time.sleep(0.005)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the lock
+            self._fd = None
 
 
-@contextlib.contextmanager
-def _locked(root: Path, lock: Path | None = None) -> Iterator[None]:
-    """Hold the metadata lock of the directory store at ``root``."""
-    lock = lock_path(root) if lock is None else lock
+def _lock(root: Path, lock: Path | None = None) -> FileLock | _DirectoryLock:
+    """The metadata lock of the directory store at ``root`` (waiting for it)."""
     try:
-        held = acquire(
-            lock,
+        return acquire(
+            lock_path(root) if lock is None else lock,
             f"the metadata of {os.fspath(root)!r}",
-            "another writer took longer than expected; try again",
+            "another writer of this layout's metadata has not closed its store; try again "
+            "once it has (a writer holds this lock from its first metadata write to close())",
             wait=LOCK_WAIT,
         )
+    except ConcurrentWriteError:
+        raise
     except OSError:  # no lock file can be made beside it: lock the directory itself
-        with _directory_locked(root):
-            yield
-        return
-    try:
-        yield
-    finally:
-        held.release()
+        return _DirectoryLock(root)
 
 
 @dataclass(slots=True, eq=False)
 class DocumentVersions:
-    """What one writer last read or wrote of each metadata document in local directories.
+    """What one writer read or wrote of metadata documents in local directories.
 
     Shared by a :class:`ShardedStore` and its read-only views. Keys are the store's
     directory and the document's key in it.
+
+    Attributes
+    ----------
+    seen
+        The digest of what this writer last read or wrote of each document.
+    held
+        The directories whose metadata this writer holds locked (until
+        :meth:`release` or :meth:`rollback`).
+    originals
+        Each document this writer changed, as it was before (None: absent).
     """
 
     seen: dict[tuple[str, str], _Digest] = field(default_factory=dict)
+    held: dict[str, FileLock | _DirectoryLock] = field(default_factory=dict)
+    originals: dict[tuple[str, str], tuple[LocalStore, bytes | None, str]] = field(
+        default_factory=dict
+    )
+    _guard: threading.Lock = field(default_factory=threading.Lock)
 
     @staticmethod
     def applies(store: Store, key: str) -> bool:
@@ -157,7 +179,8 @@ class DocumentVersions:
     def write(self, store: LocalStore, key: str, value: Buffer | None, name: str) -> None:
         """Write ``value`` to ``key`` (None: delete it), compare-and-swap if it was read.
 
-        Blocking: call it from a thread (or inline, for a fast disk).
+        Takes the directory's metadata lock on the first write, and keeps it. Blocking:
+        call it from a thread (or inline, for a fast disk).
 
         Parameters
         ----------
@@ -175,38 +198,72 @@ class DocumentVersions:
         ConflictError
             If another writer changed the document since this writer last read or
             wrote it; nothing was written.
+        ConcurrentWriteError
+            If another writer holds the lock for longer than :data:`LOCK_WAIT`.
         """
-        ident = (os.fspath(store.root), key)
-        if ident not in self.seen:
-            self._put(store, key, value)
-            self.seen[ident] = _digest(value)
-            return
-        with _locked(Path(store.root)):
-            # Read under the lock: a write of this writer that held it before counts.
-            expected = self.seen.get(ident)
-            now = _digest(store.get_sync(key))
-            if now != expected:
-                what = (
-                    "was created"
-                    if expected is None
-                    else "was deleted"
-                    if now is None
-                    else "changed"
-                )
-                node = name.rpartition("/")[0] or "the root"
-                raise ConflictError(
-                    f"{name!r} (the metadata of {node!r}) {what} since this store read it: "
-                    f"another writer wrote it meanwhile (in {os.fspath(store.root)!r}), and "
-                    "writing would lose that update; nothing was written. Open the layout "
-                    "again (a new store), read what is there now, and write again",
-                    name,
-                )
-            self._put(store, key, value)
-            self.seen[ident] = _digest(value)
+        with self._guard:  # zarr writes documents concurrently, from threads
+            self._write(store, key, value, name)
 
-    @staticmethod
-    def _put(store: LocalStore, key: str, value: Buffer | None) -> None:
+    def _write(self, store: LocalStore, key: str, value: Buffer | None, name: str) -> None:
+        root = os.fspath(store.root)
+        if root not in self.held:
+            self.held[root] = _lock(Path(root))
+        ident = (root, key)
+        # Read under the lock: what another writer closed before counts.
+        current = store.get_sync(key)
+        now = _digest(current)
+        if ident in self.seen and now != self.seen[ident]:
+            if not any(known[0] == root for known in self.originals):
+                self.held.pop(root).release()  # refused before writing: blocks nobody
+            expected = self.seen[ident]
+            what = (
+                "was created" if expected is None else "was deleted" if now is None else "changed"
+            )
+            node = name.rpartition("/")[0] or "the root"
+            raise ConflictError(
+                f"{name!r} (the metadata of {node!r}) {what} since this store read it: "
+                f"another writer wrote it meanwhile (in {root!r}), and writing would lose "
+                "that update; nothing was written. Open the layout again (a new store), "
+                "read what is there now, and write again",
+                name,
+            )
+        if ident not in self.originals:
+            self.originals[ident] = (store, None if current is None else current.to_bytes(), name)
         if value is None:
             store.delete_sync(key)
         else:
             store.set_sync(key, value)
+        self.seen[ident] = _digest(value)
+
+    def rollback(self) -> list[str]:
+        """Write back every document this writer changed, as it was; then :meth:`release`.
+
+        Returns the documents restored, as the layout names them. A document that
+        cannot be written back is left as it is (the lock goes in any case).
+        """
+        with self._guard:
+            return self._rollback()
+
+    def _rollback(self) -> list[str]:
+        restored = []
+        prototype = default_buffer_prototype()
+        for (_, key), (store, before, name) in self.originals.items():
+            with contextlib.suppress(OSError):
+                if before is None:
+                    store.delete_sync(key)
+                else:
+                    store.set_sync(key, prototype.buffer.from_bytes(before))
+                restored.append(name)
+        self._release()
+        return sorted(restored)
+
+    def release(self) -> None:
+        """Let other writers of these directories' metadata in (this writer is done)."""
+        with self._guard:
+            self._release()
+
+    def _release(self) -> None:
+        for lock in self.held.values():
+            lock.release()
+        self.held.clear()
+        self.originals.clear()

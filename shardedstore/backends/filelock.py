@@ -145,7 +145,12 @@ def acquire(path: Path, what: str, advice: str, *, wait: float = 0.0) -> FileLoc
         except FileNotFoundError:
             same = False
         if same:
-            os.ftruncate(fd, 0)
-            os.write(fd, str(os.getpid()).encode())
-            return FileLock(path, fd)
+            lock = FileLock(path, fd)
+            try:  # who holds it, for messages (a full disk must not keep the lock held)
+                os.ftruncate(fd, 0)
+                os.write(fd, str(os.getpid()).encode())
+            except BaseException:
+                lock.release()
+                raise
+            return lock
         os.close(fd)  # the previous holder removed the file as we opened it: retry

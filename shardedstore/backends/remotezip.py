@@ -28,6 +28,7 @@ gives wrong values:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import os
 import struct
@@ -41,8 +42,13 @@ from zarr.abc.store import ByteRequest, Store
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
 from shardedstore.backends.cache import (
+    CHANGES,
+    FRAME_SIZE,
+    ObjectChanged,
     ShardCache,
     cache_engine,
+    content_md5,
+    framed_size,
     object_validator,
     slice_bytes,
 )
@@ -96,15 +102,20 @@ class _Damaged(Exception):
 class _Held:
     """One copy of the whole zip being read: bytes in memory, or an open cache file."""
 
-    def __init__(self, data: bytes | None = None, fd: int | None = None, fresh: bool = False):
+    def __init__(
+        self, data: bytes | None = None, fd: int | None = None, fresh: bool = False, entry: str = ""
+    ):
         self.data = data
         self.fd = fd
         self.fresh = fresh
         """Just downloaded (not read from the cache)."""
         if fd is not None:
+            # A cache file: the zip, then a trailer (its length and CRC-32), checked
+            # when its member table is parsed (a file of another entry, or a new file
+            # of this one, is parsed anew).
             info = os.fstat(fd)
-            self.size = info.st_size
-            self.identity: object = (info.st_dev, info.st_ino, info.st_size)
+            self.size = max(0, info.st_size - FRAME_SIZE)
+            self.identity: object = (entry, info.st_dev, info.st_ino, info.st_size)
         else:
             assert data is not None
             self.size = len(data)
@@ -151,8 +162,14 @@ def _table(archive: zipfile.ZipFile) -> dict[str, _Member]:
 
 
 def _parse(held: _Held) -> dict[str, _Member]:
-    """The member table of a whole copy, with each member's data offset checked."""
+    """The member table of a whole copy, with each member's data offset checked.
+
+    A cache file is checked whole first (its trailer): a damaged central directory
+    (a member's name, say) would otherwise read as a missing member.
+    """
     enable_deflate64()
+    if held.fd is not None and framed_size(held.fd) != held.size:
+        raise _Damaged("does not match the checksum it was cached with")
     try:
         with held.file() as source, zipfile.ZipFile(source) as archive:
             members = _table(archive)
@@ -311,6 +328,7 @@ class RemoteZipStore(Store):
         self._opening = asyncio.Lock()
         self._size: int | None = None
         self._validator: str | None = None
+        self._md5: str | None = None
         self._entry: str | None = None
         self._fresh = False  # the last HEAD is not yet followed by a download
         self._table: tuple[object, dict[str, _Member]] | None = None
@@ -381,6 +399,7 @@ class RemoteZipStore(Store):
         size = info.get("size")
         self._size = size if isinstance(size, int) else None
         self._validator = object_validator(info)
+        self._md5 = content_md5(info)
         # Without a validator, nothing tells this content from the next: the entry is
         # this store object's own, never found by another store or process.
         namespace = f"zip:{self.url}" if self._validator else f"zip:{self.url}:{self._private}"
@@ -397,10 +416,28 @@ class RemoteZipStore(Store):
             return await self._call("cat_file")  # large: s3fs fetches parts concurrently
 
         try:
-            data = await retrying(get, f"fetching the zip {self.url}")
+            data = bytes(await retrying(get, f"fetching the zip {self.url}"))
         except FileNotFoundError:
             return None
-        return bytes(data)
+        await self._check_version(data)
+        return data
+
+    async def _check_version(self, data: bytes) -> None:
+        """Raise :class:`ObjectChanged` unless ``data`` is the version the last HEAD named.
+
+        By its MD5 where the HEAD gave one (an S3 ETag of a single-part upload), else
+        by its size and a second HEAD, which must name the same version.
+        """
+        if self._md5 is not None:
+            if hashlib.md5(data, usedforsecurity=False).hexdigest() != self._md5:
+                raise ObjectChanged(data)
+            return
+        validator, size = self._validator, self._size
+        if size is not None and len(data) != size:
+            raise ObjectChanged(data)
+        await self._head()
+        if (self._validator, self._size) != (validator, size):
+            raise ObjectChanged(data)
 
     async def _range(self, start: int, end: int) -> bytes:
         async def get() -> Any:
@@ -430,8 +467,8 @@ class RemoteZipStore(Store):
             assert self._entry is not None
             if not self._engine.contains(self._entry):
                 self._fresh = False
-                await self._engine.fetch_new(self._entry, self._download)
-        except FileNotFoundError:
+                await self._engine.fetch_new(self._entry, self._download, framed=True)
+        except (FileNotFoundError, ObjectChanged):  # the read itself fetches it again
             return
 
     def _cached(self) -> _Held | None:
@@ -440,7 +477,7 @@ class RemoteZipStore(Store):
         if data is not None:
             return _Held(data=data)
         fd = self._engine.open_file(self._entry)
-        return None if fd is None else _Held(fd=fd)
+        return None if fd is None else _Held(fd=fd, entry=self._entry)
 
     async def _held(self) -> _Held:
         """A copy of the whole zip: cached, else downloaded (and kept in the cache)."""
@@ -448,20 +485,28 @@ class RemoteZipStore(Store):
             await self._open()
         held = self._cached()
         if held is not None:
+            self._fresh = False  # what was asked is cached: the next download asks again
             return held
         assert self._entry is not None
-        if not self._fresh and not self._engine.pending(self._entry):
-            # Not cached (evicted, or dropped as damaged): the object may have changed
-            # since it was asked, and must not be kept under its old validator.
-            await self._head()
-            held = self._cached()
-            if held is not None:
-                return held
-        self._fresh = False
-        data = await self._engine.fetch_new(self._entry, self._download)
-        if data is None:
-            raise FileNotFoundError(self.url)
-        return _Held(data=data, fresh=True)
+        for attempt in range(CHANGES):
+            if not self._fresh and not self._engine.pending(self._entry):
+                # Not cached (evicted, or dropped as damaged): the object may have
+                # changed since it was asked, and must not be kept under its old name.
+                await self._head()
+                held = self._cached()
+                if held is not None:
+                    return held
+            self._fresh = False
+            try:
+                data = await self._engine.fetch_new(self._entry, self._download, framed=True)
+            except ObjectChanged as changed:
+                if attempt == CHANGES - 1:  # changing all the time: a version, uncached
+                    return _Held(data=changed.data, fresh=True)
+                continue
+            if data is None:
+                raise FileNotFoundError(self.url)
+            return _Held(data=data, fresh=True)
+        raise AssertionError("unreachable")
 
     def _members_of(self, held: _Held) -> dict[str, _Member]:
         if self._table is not None and held.same(self._table[0]):

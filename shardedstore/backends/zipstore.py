@@ -57,6 +57,7 @@ from zarr.abc.store import (
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.storage import ZipStore
 
+from shardedstore.backends.documents import DocumentVersions
 from shardedstore.backends.filelock import FileLock, acquire
 from shardedstore.errors import ConflictError, LayoutError, UncommittedWarning
 
@@ -132,7 +133,7 @@ def byte_bounds(byte_range: ByteRequest | None, size: int) -> tuple[int, int]:
         return min(byte_range.offset, size), size
     if isinstance(byte_range, SuffixByteRequest):
         return max(0, size - byte_range.suffix), size
-    raise TypeError(f"unexpected byte request {byte_range!r}")
+    raise TypeError(f"Unexpected byte_range, got {byte_range}.")  # as zarr says it
 
 
 def _read_range(f: IO[bytes], size: int, byte_range: ByteRequest | None) -> bytes:
@@ -366,32 +367,39 @@ def _paths(pendings: Iterable[_Pending]) -> str:
     return ", ".join(repr(os.fspath(p.path)) for p in pendings)
 
 
-def _discard_with_warning(pendings: list[_Pending], reason: str) -> None:
+def _discard_with_warning(
+    pendings: list[_Pending], reason: str, restored: list[str] | None = None
+) -> None:
     for pending in pendings:
         pending.discard()
+    undone = [f"the uncommitted changes to {_paths(pendings)}"] if pendings else []
+    undone += [repr(name) for name in restored or []]
     warnings.warn(
-        f"shardedstore: discarded the uncommitted changes to {_paths(pendings)}: {reason}; "
-        "the zips were left as they were. Call close() to commit, and write again what "
-        "failed before it (close() raises instead of committing after a failure)",
+        f"shardedstore: discarded {', '.join(undone)}: {reason}; they were left as they "
+        "were. Call close() to commit, and write again what failed before it (close() "
+        "raises instead of committing after a failure)",
         UncommittedWarning,
         stacklevel=2,
     )
 
 
-def finish_group(group: CommitGroup) -> None:
+def finish_group(group: CommitGroup, documents: DocumentVersions | None = None) -> None:
     """Commit (or discard, with a warning) a group left open at exit or dropped.
 
-    The finalizer of the store that owns ``group`` (see ``weakref.finalize``).
+    The finalizer of the store that owns ``group`` (see ``weakref.finalize``). The
+    metadata documents it wrote to directories (``documents``) are kept with a commit
+    and written back with a discard.
     """
     pendings = group.live()
-    if not pendings:
-        return
     reason = "the program ended with an uncaught exception" if _uncaught else group.refusal()
     if reason is None:
         reason = next((c for c in (p.conflict() for p in pendings) if c is not None), None)
-    if reason is not None:
-        _discard_with_warning(pendings, reason)
+    if reason is not None and (pendings or (documents is not None and documents.originals)):
+        restored = documents.rollback() if documents is not None else []
+        _discard_with_warning(pendings, reason, restored)
         return
+    if documents is not None:
+        documents.release()
     for done, pending in enumerate(pendings):
         try:
             pending.commit()
@@ -506,6 +514,12 @@ class CopyOnWriteZipStore(ZipStore):
             except FileNotFoundError:
                 if self.read_only:
                     raise
+            except zipfile.BadZipFile as error:  # say which zip (zipfile does not)
+                raise zipfile.BadZipFile(
+                    f"zip shard {os.fspath(self.path)!r}: {error}; it is damaged or not a "
+                    "zip: restore it, or remove it if it holds nothing worth keeping "
+                    "(shardedstore validate lists what a layout reaches)"
+                ) from error
         self._names = dict.fromkeys(self._zf.namelist()) if self._zf is not None else {}
         self._is_open = True
 

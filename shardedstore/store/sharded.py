@@ -351,12 +351,14 @@ class ShardedStore(Store):
         self._finalizer: weakref.finalize[Any, Any] | None = None
         if not read_only:
             # Dropped or left open at exit: commit as close() would, or warn.
-            self._finalizer = weakref.finalize(self, finish_group, self._group)
+            self._finalizer = weakref.finalize(self, finish_group, self._group, self._documents)
             for store in (base, *mounts.values()):
                 if isinstance(store, CopyOnWriteZipStore):
                     store.join(self._group, last=store is base)
-        # Why writes are refused: a with block discarded this store's changes.
+        # Why writes are refused: a with block discarded this store's changes; and
+        # the metadata documents it wrote back then.
         self._discarded: str | None = None
+        self._restored: list[str] = []
         # The store this one is a with_read_only view of, if any.
         self._origin: ShardedStore | None = None
         # Set for layouts opened from a config for writing: no array shard may be
@@ -702,11 +704,12 @@ class ShardedStore(Store):
             zips = [s for s in stores if isinstance(s, CopyOnWriteZipStore) and s.has_changes]
             refusal = self._group.refusal() if self._group.failures else None
             self._group.failures.clear()  # this session ends here, whatever follows
-            if refusal is not None and zips:
-                paths = ", ".join(repr(os.fspath(z.path)) for z in zips)
+            if refusal is not None and (zips or self._documents.originals):
+                undone = [f"the uncommitted changes to {os.fspath(z.path)!r}" for z in zips]
+                undone += [repr(name) for _, _, name in self._documents.originals.values()]
                 message = (
-                    f"close(): nothing was committed: {refusal}, so the uncommitted changes "
-                    f"to {paths} were discarded and the zips left as they were"
+                    f"close(): nothing was committed: {refusal}, so {', '.join(undone)} were "
+                    "left (or written back) as they were"
                 )
                 self._discard(stores, message)
                 raise CommitError(
@@ -740,6 +743,8 @@ class ShardedStore(Store):
         base = stores[-1]
         if base is self._base and base._is_open:
             base.close()
+        if self._origin is None:
+            self._documents.release()  # its metadata writes are done: others may write
         super().close()
 
     def __exit__(
@@ -760,11 +765,13 @@ class ShardedStore(Store):
         stores = self._own_stores()
         zips = [s for s in stores if isinstance(s, CopyOnWriteZipStore) and s.has_changes]
         self._discard(stores, f"a with block was left by an exception ({exc_type.__name__})")
-        if zips and exc_value is not None:
-            paths = ", ".join(repr(os.fspath(z.path)) for z in zips)
+        if exc_value is not None and (zips or self._restored):
+            undone = [f"the uncommitted changes to {os.fspath(z.path)!r}" for z in zips]
+            undone += [f"{name!r}" for name in self._restored]
             exc_value.add_note(
-                f"shardedstore: the with block was left by this exception, so the "
-                f"uncommitted changes to {paths} were discarded; the zips are as they were"
+                "shardedstore: the with block was left by this exception, so nothing of it "
+                f"was committed: {', '.join(undone)} are as they were before the block "
+                "(chunks already written to directories stay, unreached)"
             )
 
     def _own_stores(self) -> list[Store]:
@@ -805,8 +812,9 @@ class ShardedStore(Store):
             f"this store's uncommitted changes were discarded ({why}), so it writes nothing "
             "more: open the layout again (a new store) and write again"
         )
-        if self._origin is None:  # a view shares its origin's group
+        if self._origin is None:  # a view shares its origin's group and documents
             self._group.failures.clear()
+            self._restored = self._documents.rollback()
         for store in stores:
             if store is self:
                 continue
