@@ -38,6 +38,7 @@ demo: $(DEMO_STAMP)
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check shardedstore tests benchmarks
 	$(BIN)/ruff format --check shardedstore tests benchmarks
+	$(BIN)/lint-imports
 
 typecheck: $(TEST_STAMP)
 	$(BIN)/mypy

@@ -709,7 +709,7 @@ class ShardedStore(Store):
                 undone += [repr(name) for _, _, name in self._documents.originals.values()]
                 message = (
                     f"close(): nothing was committed: {refusal}, so {', '.join(undone)} were "
-                    "left (or written back) as they were"
+                    "discarded: the zips and metadata documents are left as they were"
                 )
                 self._discard(stores, message)
                 raise CommitError(
