@@ -75,6 +75,7 @@ __all__ = [
     "Cacheable",
     "CachedStore",
     "FRAME_SIZE",
+    "FRESH",
     "ShardCache",
     "cache_engine",
     "content_md5",
@@ -753,6 +754,10 @@ class ObjectChanged(Exception):
 CHANGES = 3
 """Fetches of an object that keeps changing under them, before one is served uncached."""
 
+FRESH = 1.0
+"""Seconds a HEAD or a listing names the version of what is fetched right after it,
+without an MD5 to check it by; an older one is asked again after the fetch."""
+
 
 async def _list_objects(store: Store) -> dict[str, Listed]:
     """Every key of a remote store with its size and validator (a few LIST requests)."""
@@ -829,6 +834,7 @@ class CachedStore(WrapperStore[Store]):
         self._namespace = identity
         self._private = f"{self._namespace}\0private:{uuid.uuid4().hex}"
         self._objects: dict[str, Listed] | None = None
+        self._listed_at = 0.0
         self._listing = asyncio.Lock()
 
     @property
@@ -862,6 +868,7 @@ class CachedStore(WrapperStore[Store]):
             async with self._listing:  # one listing however many chunks ask at once
                 if self._objects is None:
                     self._objects = await _list_objects(self._store)
+                    self._listed_at = time.monotonic()
         return self._objects
 
     def _entry(self, key: str, validator: str | None) -> str:
@@ -873,7 +880,8 @@ class CachedStore(WrapperStore[Store]):
         """The object, checked to be the version its listing named (else ObjectChanged).
 
         By its MD5 where the listing gave one (an S3 ETag of a single-part upload, a
-        GCS md5Hash), else by asking its validator again.
+        GCS md5Hash), else by its size and, once the listing is older than
+        :data:`FRESH` seconds, by asking its validator again.
         """
         buffer = await self._store.get(key, default_buffer_prototype())
         if buffer is None:
@@ -883,7 +891,11 @@ class CachedStore(WrapperStore[Store]):
             if hashlib.md5(data, usedforsecurity=False).hexdigest() != listed.md5:
                 raise ObjectChanged(data)
         elif listed.validator is not None and (
-            len(data) != listed.size or await _head_validator(self._store, key) != listed.validator
+            len(data) != listed.size
+            or (
+                time.monotonic() - self._listed_at > FRESH
+                and await _head_validator(self._store, key) != listed.validator
+            )
         ):
             raise ObjectChanged(data)
         return data
@@ -892,6 +904,7 @@ class CachedStore(WrapperStore[Store]):
         """List again: an object changed since the listing this store holds."""
         async with self._listing:
             self._objects = await _list_objects(self._store)
+            self._listed_at = time.monotonic()
 
     async def get(
         self,

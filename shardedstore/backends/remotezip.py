@@ -32,6 +32,7 @@ import hashlib
 import io
 import os
 import struct
+import time
 import zipfile
 import zlib
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -44,6 +45,7 @@ from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from shardedstore.backends.cache import (
     CHANGES,
     FRAME_SIZE,
+    FRESH,
     ObjectChanged,
     ShardCache,
     cache_engine,
@@ -329,6 +331,7 @@ class RemoteZipStore(Store):
         self._size: int | None = None
         self._validator: str | None = None
         self._md5: str | None = None
+        self._headed_at = 0.0
         self._entry: str | None = None
         self._fresh = False  # the last HEAD is not yet followed by a download
         self._table: tuple[object, dict[str, _Member]] | None = None
@@ -400,6 +403,7 @@ class RemoteZipStore(Store):
         self._size = size if isinstance(size, int) else None
         self._validator = object_validator(info)
         self._md5 = content_md5(info)
+        self._headed_at = time.monotonic()
         # Without a validator, nothing tells this content from the next: the entry is
         # this store object's own, never found by another store or process.
         namespace = f"zip:{self.url}" if self._validator else f"zip:{self.url}:{self._private}"
@@ -426,7 +430,9 @@ class RemoteZipStore(Store):
         """Raise :class:`ObjectChanged` unless ``data`` is the version the last HEAD named.
 
         By its MD5 where the HEAD gave one (an S3 ETag of a single-part upload), else
-        by its size and a second HEAD, which must name the same version.
+        by its size, and by a second HEAD if the first is older than :data:`FRESH`
+        seconds (what changes between a HEAD and the GET right after it cannot be told
+        without an MD5, as with any HEAD-then-GET reader).
         """
         if self._md5 is not None:
             if hashlib.md5(data, usedforsecurity=False).hexdigest() != self._md5:
@@ -435,9 +441,10 @@ class RemoteZipStore(Store):
         validator, size = self._validator, self._size
         if size is not None and len(data) != size:
             raise ObjectChanged(data)
-        await self._head()
-        if (self._validator, self._size) != (validator, size):
-            raise ObjectChanged(data)
+        if time.monotonic() - self._headed_at > FRESH:  # asked too long ago: ask again
+            await self._head()
+            if (self._validator, self._size) != (validator, size):
+                raise ObjectChanged(data)
 
     async def _range(self, start: int, end: int) -> bytes:
         async def get() -> Any:
