@@ -28,7 +28,7 @@ from zarr.storage import LocalStore, ZipStore
 from shardedstore.backends.cache import Cacheable, CachedStore, ShardCache
 from shardedstore.backends.documents import DocumentVersions, is_metadata_document
 from shardedstore.backends.handles import collect, gather_bounded, opened, read_only_view
-from shardedstore.backends.oserrors import names_keys, names_keys_sync
+from shardedstore.backends.oserrors import without_temporary_names
 from shardedstore.backends.registry import facts_of, same_store
 from shardedstore.backends.zips import ZipReference, copy_on_write, enable_deflate64
 from shardedstore.backends.zipstore import CommitGroup, CopyOnWriteZipStore, finish_group
@@ -67,11 +67,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ShardedStore"]
 
-T = TypeVar("T")
-
-
-_FANOUT_LIMIT = 64
-"""Most sub-store requests one listing or delete keeps in flight at once."""
 
 _ARRAY_DOC_NAMES = ("zarr.json", ".zarray", ".zattrs")
 
@@ -98,13 +93,25 @@ def _failure_key(method: Callable[..., Any], key: str) -> str:
     return "" if key in ("", "/") else key.rstrip("/") + "/"
 
 
-def _tracks_writes(
+def _public(store: ShardedStore, key: str, error: BaseException) -> BaseException:
+    """``error`` naming the key and its final place, never a temporary file."""
+    if not isinstance(error, OSError):
+        return error
+    try:
+        name: str | None = store.inner_key(key).rpartition("/")[2]
+    except ValueError:
+        name = None
+    return without_temporary_names(error, key=key, name=name)
+
+
+def _write_method(
     method: Callable[Concatenate[S, str, P], Coroutine[Any, Any, R]],
 ) -> Callable[Concatenate[S, str, P], Coroutine[Any, Any, R]]:
-    """A write method whose outcome is tracked per key (see ``CommitGroup``).
+    """A write method whose outcome is tracked per key (see ``CommitGroup``), and
+    whose errors name the key written, not a temporary file.
 
     A failure is remembered until a later write or delete of the same key succeeds;
-    ``close()`` and exit commit no zip while one is remembered.
+    ``close()`` and exit commit nothing while one is remembered.
     """
 
     @functools.wraps(method)
@@ -114,17 +121,20 @@ def _tracks_writes(
             result = await method(self, key, *args, **kwargs)
         except BaseException as error:
             self._group.write_failed(tracked, error)
-            raise
+            public = _public(self, key, error)
+            if public is error:
+                raise
+            raise public from None
         self._group.write_succeeded(tracked, prefix=method.__name__ == "delete_dir")
         return result
 
     return wrapper
 
 
-def _tracks_writes_sync(
+def _write_method_sync(
     method: Callable[Concatenate[S, str, P], R],
 ) -> Callable[Concatenate[S, str, P], R]:
-    """:func:`_tracks_writes` for the sync protocol methods."""
+    """:func:`_write_method` for the sync protocol methods."""
 
     @functools.wraps(method)
     def wrapper(self: S, key: str, /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -132,7 +142,10 @@ def _tracks_writes_sync(
             result = method(self, key, *args, **kwargs)
         except BaseException as error:
             self._group.write_failed(key, error)
-            raise
+            public = _public(self, key, error)
+            if public is error:
+                raise
+            raise public from None
         self._group.write_succeeded(key)
         return result
 
@@ -164,6 +177,16 @@ def _supports_sync(
             for spec in arrays.values()
         )
     )
+
+
+def _a_store(what: str, value: object) -> Store:
+    """``value``, a zarr store (a zip as a copy-on-write zip), or a LayoutError."""
+    if not isinstance(value, Store):
+        raise LayoutError(
+            f"{what}: expected a zarr store (zarr.abc.store.Store), got {type(value).__name__}; "
+            "wrap a path in zarr.storage.LocalStore(path)"
+        )
+    return copy_on_write(value)
 
 
 def _through_cache(store: Store, cache: ShardCache) -> Store:
@@ -284,20 +307,10 @@ class ShardedStore(Store):
         cache: ShardCache | None = None,
     ) -> None:
         super().__init__(read_only=read_only)
-        if not isinstance(base, Store):
-            raise LayoutError(
-                f"base: expected a zarr store (zarr.abc.store.Store), got {type(base).__name__}; "
-                "wrap a path in zarr.storage.LocalStore(path)"
-            )
-        mounts: dict[str, Store] = {}
-        for path, store in (shards or {}).items():
-            if not isinstance(store, Store):
-                raise LayoutError(
-                    f"mount {path!r}: expected a zarr store (zarr.abc.store.Store), got "
-                    f"{type(store).__name__}; wrap a path in zarr.storage.LocalStore(path)"
-                )
-            mounts[path] = copy_on_write(store)
-        base = copy_on_write(base)
+        base = _a_store("base", base)
+        mounts = {
+            path: _a_store(f"mount {path!r}", store) for path, store in (shards or {}).items()
+        }
         arrays: dict[str, ArrayShardSpec] = {}
         for path, spec in (array_shard_funcs or {}).items():
             if not (isinstance(spec, tuple) and len(spec) == 2 and callable(spec[1])):
@@ -1280,8 +1293,7 @@ class ShardedStore(Store):
             raise FileNotFoundError(key)
         return await store.getsize(inner)
 
-    @_tracks_writes
-    @names_keys
+    @_write_method
     async def set(self, key: str, value: Buffer) -> None:
         # docstring inherited
         self._check_writable()
@@ -1308,8 +1320,7 @@ class ShardedStore(Store):
             node = ""
         await self._set_in(store, node, inner, value, name=key)
 
-    @_tracks_writes
-    @names_keys
+    @_write_method
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:
         # docstring inherited
         self._check_writable()
@@ -1327,7 +1338,7 @@ class ShardedStore(Store):
         await opened(store)
         await store.set_if_not_exists(inner, value)
 
-    @_tracks_writes
+    @_write_method
     async def delete(self, key: str) -> None:
         # docstring inherited
         self._check_writable()
@@ -1491,7 +1502,7 @@ class ShardedStore(Store):
                 return False
         return True
 
-    @_tracks_writes
+    @_write_method
     async def delete_dir(self, prefix: str) -> None:
         # docstring inherited
         self._check_writable()
@@ -1582,8 +1593,7 @@ class _SyncShardedStore(ShardedStore):
             self._documents.read(store, inner, value)
         return value
 
-    @_tracks_writes_sync
-    @names_keys_sync
+    @_write_method_sync
     def set_sync(self, key: str, value: Buffer) -> None:
         self._check_writable()
         _check_buffer(value)
@@ -1605,7 +1615,7 @@ class _SyncShardedStore(ShardedStore):
             return
         cast("SupportsSyncStore", store).set_sync(inner, value)
 
-    @_tracks_writes_sync
+    @_write_method_sync
     def delete_sync(self, key: str) -> None:
         self._check_writable()
         kind, node, index, inner = self._router.route(key)
