@@ -8,8 +8,9 @@ one line) and ``shardedstore --version`` answers at once.
 
 The package is layered, each layer importing only those below it (``make test`` checks
 it): ``errors``; ``backends`` (store types, zips, the cache); ``store``
-(``ShardedStore``); ``config``; ``shards``; ``report`` and ``table``; ``xarray`` and
-``iter``; ``cli``.
+(``ShardedStore``); ``config`` and ``native`` (zarr's codec pipeline for layouts on
+zarrs or TensorStore); ``shards``; ``report`` and ``table``; ``xarray`` and ``iter``;
+``cli``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
         VerificationError,
     )
     from shardedstore.iter import iter_shards
+    from shardedstore.native.pipeline import ShardedCodecPipeline, use_engine
     from shardedstore.shards.listing import Shard
     from shardedstore.shards.transforms import (
         ShardTransform,
@@ -94,6 +96,7 @@ __all__ = [
     "RemoteZipStore",
     "Shard",
     "ShardCache",
+    "ShardedCodecPipeline",
     "ShardedStore",
     "StoreMapping",
     "StoreType",
@@ -111,6 +114,7 @@ __all__ = [
     "to_directory_store_with_prefix",
     "to_url_with_prefix",
     "to_zip_store_with_prefix",
+    "use_engine",
     "write_chunk_table",
 ]
 
@@ -151,6 +155,8 @@ _LAZY: dict[str, str] = {
     "array_shard_template_store": "shardedstore.store.factories",
     "StoreMapping": "shardedstore.store.mapping",
     "ShardedStore": "shardedstore.store.sharded",
+    "ShardedCodecPipeline": "shardedstore.native.pipeline",
+    "use_engine": "shardedstore.native.pipeline",
     "config_schema": "shardedstore.config.schema",
     "open": "shardedstore.config.layout:open_config",
     "Shard": "shardedstore.shards.listing",

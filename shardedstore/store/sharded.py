@@ -1566,6 +1566,70 @@ class ShardedStore(Store):
         keys = await self._list_array(path, prefix)
         await gather_bounded(self.delete(key) for key in keys)
 
+    # ---------------------------------------------- direct access (native engines)
+
+    def store_for_read(self, key: str) -> tuple[Store, str]:
+        """The sub-store that serves reads of ``key``, and the key inside it.
+
+        Routing only, no I/O. An array shard not written through this store comes as a
+        read-only view, so that reading never creates it. For readers that reach the
+        layout's parts directly (``ShardedCodecPipeline``, the native engines).
+
+        Raises
+        ------
+        KeyValidationError
+            If ``key`` is not a valid Zarr key.
+        """
+        return self._read_target(key)
+
+    async def store_for_write(self, key: str) -> tuple[Store, str]:
+        """The sub-store that a write of the chunk ``key`` goes to, and the key inside it.
+
+        Checks what :meth:`set` checks (the store is writable, an array shard lies inside
+        the config's folder) and creates an array shard, with its metadata, on its first
+        write, as :meth:`set` does. Report what became of writes made directly to the
+        sub-store with :meth:`record_writes`.
+
+        Raises
+        ------
+        KeyValidationError
+            If ``key`` is not a valid Zarr key.
+        ValueError
+            If ``key`` is a metadata document of an array-sharded array: write it with
+            :meth:`set`, which keeps the array's shards in step.
+        """
+        self._check_writable()
+        kind, node, index, inner = self._router.route(key)
+        if kind == CHUNK:
+            return await self._shard_for_write(node, cast("str", index)), inner
+        if kind == ARRAY_METADATA:
+            raise ValueError(
+                f"{key!r} is the metadata of the array-sharded array {node!r}: write it "
+                "with ShardedStore.set(), which keeps the array's shards in step"
+            )
+        store = self._mounts[node] if kind == MOUNT else self._base
+        await opened(store)
+        return store, inner
+
+    def record_writes(self, keys: Iterable[str], error: BaseException | None = None) -> None:
+        """Record what became of writes made directly to sub-stores (:meth:`store_for_write`).
+
+        A failed write is remembered, as one through :meth:`set` is, until the key is
+        written again successfully; while one is, :meth:`close` commits nothing.
+
+        Parameters
+        ----------
+        keys
+            The keys written, as this store names them.
+        error
+            What the writes raised; None when they succeeded.
+        """
+        for key in keys:
+            if error is None:
+                self._group.write_succeeded(key)
+            else:
+                self._group.write_failed(key, error)
+
 
 class _SyncShardedStore(ShardedStore):
     """A ShardedStore whose sub-stores all support zarr's synchronous store protocols.
