@@ -352,6 +352,34 @@ def test_read_ahead_stays_inside_the_array(counted_s3: CountedS3, tmp_path: Path
     store.close()
 
 
+@pytest.mark.parametrize("etag", [False, True])
+def test_a_warm_pass_over_http_asks_for_no_shard(
+    http_files: HttpFiles, tmp_path: Path, etag: bool
+) -> None:
+    """Issue 21: zip shards at plain HTTP URLs, read in order with read-ahead 4, then
+    again: the first pass asks for no shard past the array's end, the second pass (every
+    shard in the cache) for no shard at all: neither a HEAD nor a GET."""
+    http_files.etag = etag
+    config, values = _http_zip_layout(http_files, tmp_path, 6)
+    store = _open(http_files.url, config, {"dir": str(tmp_path / "cache"), "read_ahead": 4})
+    array = zarr.open_array(store, path="temp", mode="r")
+    for t in range(6):
+        np.testing.assert_array_equal(array[t], values[t])
+    deadline = time.monotonic() + 20
+    assert store._read_ahead is not None
+    while store._read_ahead.in_flight and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for t in range(6):  # each shard once: one HEAD, one GET
+        assert http_files.count("HEAD", f"/t/{t}.zarr.zip") == 1, t
+        assert http_files.count("GET", f"/t/{t}.zarr.zip") == 1, t
+    assert http_files.count("HEAD", ".zarr.zip") == 6  # none past the end
+    http_files.log.clear()
+    for t in range(6):
+        np.testing.assert_array_equal(array[t], values[t])
+    assert [entry for entry in http_files.log if ".zarr.zip" in entry[1]] == []
+    store.close()
+
+
 def test_a_failed_fetch_ahead_is_not_retried_on_every_read(
     counted_s3: CountedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
