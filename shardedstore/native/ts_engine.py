@@ -6,11 +6,13 @@ the sharded dimensions are fixed), so TensorStore opens it alone, with its ``zar
 in one shard is one box of that shard when zarr was asked for slices and integers; one
 ``read`` or ``write`` of that box replaces one call per chunk.
 
-An array shard is opened with the metadata the layout says it must hold (``metadata``
-in the spec: TensorStore refuses a shard whose metadata differs), so its chunks are
-decoded exactly as zarr decodes them with the array's metadata. Anything TensorStore
-cannot open (a missing shard, a codec it does not know) is declined, and zarr's own
-pipeline serves it. Only TensorStore's public API is used (``open``, indexing, ``read``,
+An array shard is opened assuming the metadata the layout says it holds
+(``assume_metadata``): its own document is neither read nor written (the layout writes
+it), and its chunks are decoded with the array's metadata, exactly as zarr's pipeline
+decodes them (which never reads a shard's document either); opening costs no I/O.
+Anything TensorStore cannot open (a codec it does not know) is declined, and zarr's own
+pipeline serves it; the caller reads a shard that does not exist as fill values. Only
+TensorStore's public API is used (``open`` and its documented spec, indexing, ``read``,
 ``write``).
 """
 
@@ -92,12 +94,13 @@ class TensorStoreEngine:
         write: bool,
         store_empty: bool,
     ) -> ts.TensorStore | None:
-        """The array in ``directory``, holding ``metadata`` (None: TensorStore cannot
-        open it, or it holds other metadata)."""
+        """The array in ``directory``, assumed to hold ``metadata`` (None: TensorStore
+        cannot open such an array)."""
         spec: dict[str, Any] = {
             "driver": self._driver,
             "kvstore": {"driver": "file", "path": directory.rstrip("/") + "/"},
             "metadata": dict(metadata),
+            "assume_metadata": True,
             "store_data_equal_to_fill_value": store_empty,
         }
         key = json.dumps([spec, write], sort_keys=True)
@@ -106,7 +109,7 @@ class TensorStoreEngine:
             return array
         try:
             array = await ts.open(spec, read=True, write=write, context=_OPENED.context)
-        except ValueError:  # missing, not the metadata expected, a codec it lacks
+        except ValueError:  # a codec or data type it lacks
             return None
         _OPENED.put(key, array)
         return array
