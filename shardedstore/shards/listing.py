@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from zarr.abc.store import Store
+from zarr.storage import LocalStore
 
 from shardedstore.backends.handles import read_only_handle
+from shardedstore.backends.registry import facts_of, local_root_of
 from shardedstore.errors import LayoutError, describe_shard
 from shardedstore.store.factories import (
     ArrayShardDirectoryFactory,
@@ -64,7 +66,19 @@ class _Handle:
     index: str
 
     def __call__(self) -> Store:
+        if isinstance(self.factory, ArrayShardDirectoryFactory):  # no second store
+            return LocalStore(self.factory.path_for(self.index), read_only=True)
         return read_only_handle(self.factory(self.index))
+
+    def local_root(self) -> tuple[str, str] | None:
+        """Where the shard is on local disk, if it is, without making its store."""
+        factory = self.factory
+        if isinstance(factory, ArrayShardDirectoryFactory):
+            return "directory", factory.path_for(self.index)
+        if isinstance(factory, ArrayShardTemplateFactory):
+            spec = factory.spec_for(self.index)
+            return None if spec is None else local_root_of(spec)
+        return None
 
 
 _CHEAP = (ArrayShardDirectoryFactory, ArrayShardTemplateFactory, ArrayShardStoresFactory)
@@ -113,6 +127,17 @@ class Shard:
     own_keys: OwnKeys | None
     beyond_shape: bool = False
     listed: bool = True
+
+    @property
+    def local_root(self) -> tuple[str, str] | None:
+        """``("directory", path)`` or ``("file", path)`` of a shard on local disk (a zip
+        file), else None; an array shard's is told without making its store."""
+        source = self.source
+        if isinstance(source, _Handle):
+            root = source.local_root()
+            if root is not None:
+                return root
+        return facts_of(self.store).local_root
 
     @property
     def store(self) -> Store:
