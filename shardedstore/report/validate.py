@@ -56,6 +56,7 @@ from zarr.storage import ZipStore
 
 from shardedstore.backends.documents import is_metadata_document
 from shardedstore.backends.handles import gather_bounded
+from shardedstore.backends.inventory import Inventory, LocalRoot, inventories
 from shardedstore.backends.probe import error_text, reach
 from shardedstore.backends.registry import facts_of
 from shardedstore.backends.timeouts import resolve_timeout
@@ -274,49 +275,88 @@ class _ShardOutcome:
     holds_chunks: bool = False
 
 
-async def _check_array_shard(
-    shard: Shard, layout: ShardedArrayLayout | None, beyond: bool, timeout: float | None
+def _check_array_shard(
+    shard: Shard,
+    url: str,
+    found: Inventory,
+    layout: ShardedArrayLayout | None,
+    expected: dict[str, Any],
+    beyond: bool,
 ) -> _ShardOutcome:
-    """One array shard: there and readable, its metadata, its stray keys."""
+    """One array shard, from what it holds: there and readable, its metadata, its stray
+    keys."""
     index = shard.chunk_index or ""
     ref = ShardRef("array shard", shard.path, index)
-    store = shard.store
-    url = facts_of(store).url
-    try:
-        found = await reach(store, timeout)
-        if found.state != "ok":
-            outcome = _ShardOutcome(index, found.state)
-            if found.state == "unreadable":
-                detail = f"cannot be read ({url}): {found.error}"
-                outcome.findings.append(Finding(ref, "unreadable", detail))
-            return outcome
-        outcome = _ShardOutcome(index, "ok")
-        if layout is None:
-            return outcome
-        keys = ArrayShardKeys.of(layout)
-        listed = [key async for key in store.list()]
-        if beyond:
-            outcome.holds_chunks = any(
-                keys.owns(key) and not is_metadata_document(key) for key in listed
-            )
-            return outcome
-        expected = {name: json.loads(doc) for name, doc in layout.shard_documents.items()}
-        found_docs = await _documents(store, expected)
-        for name, doc in expected.items():
-            if found_docs.get(name) != doc:
-                state = "missing" if name not in found_docs else "differs from what base implies"
-                outcome.findings.append(Finding(ref, "metadata", f"{name} {state}"))
-        stray = sorted(key for key in listed if not keys.owns(key))
-        if stray:
-            outcome.findings.append(
-                Finding(ref, "stray-keys", f"{len(stray)} stray key(s), e.g. {stray[:3]}")
-            )
-        return outcome
-    except Exception as error:  # opened, then failed halfway: the shard is broken
-        detail = f"cannot be read ({url}): {error_text(error)}"
+    if found.error is not None:
+        detail = f"cannot be read ({url}): {error_text(found.error)}"
         return _ShardOutcome(index, "unreadable", [Finding(ref, "unreadable", detail)])
-    finally:
-        store.close()  # a handle of its own: 10^5 zips must not stay open
+    if not found.exists:
+        return _ShardOutcome(index, "missing")
+    outcome = _ShardOutcome(index, "ok")
+    if layout is None:
+        return outcome
+    keys = ArrayShardKeys.of(layout)
+    if beyond:
+        outcome.holds_chunks = any(
+            keys.owns(key) and not is_metadata_document(key) for key in found.sizes
+        )
+        return outcome
+    for name, doc in expected.items():
+        text = found.documents.get(name)
+        try:
+            same = text is not None and json.loads(text) == doc
+        except ValueError:
+            same = False
+        if not same:
+            state = "missing" if text is None else "differs from what base implies"
+            outcome.findings.append(Finding(ref, "metadata", f"{name} {state}"))
+    stray = sorted(key for key in found.sizes if not keys.owns(key))
+    if stray:
+        outcome.findings.append(
+            Finding(ref, "stray-keys", f"{len(stray)} stray key(s), e.g. {stray[:3]}")
+        )
+    return outcome
+
+
+_WINDOW = 4096
+"""Array shards whose stores are open at once (memory stays bounded whatever their number)."""
+
+
+async def _check_array_shards(
+    shards: list[Shard], layout: ShardedArrayLayout | None, beyond: Any, timeout: float | None
+) -> list[_ShardOutcome]:
+    """Every array shard of one array, read a window at a time (a shard on local disk by
+    its place alone)."""
+    expected = (
+        {}
+        if layout is None
+        else {name: json.loads(doc) for name, doc in layout.shard_documents.items()}
+    )
+    outcomes: list[_ShardOutcome] = []
+    for start in range(0, len(shards), _WINDOW):
+        window = shards[start : start + _WINDOW]
+        places: list[Store | LocalRoot] = []
+        for shard in window:
+            root = shard.local_root
+            places.append(root if root is not None else shard.store)
+        try:
+            seen = await inventories(places, list(expected), timeout)
+        finally:
+            for place in places:
+                if not isinstance(place, tuple):
+                    place.close()  # a handle of its own: 10^5 zips must not stay open
+        for shard, place, found in zip(window, places, seen, strict=True):
+            url = (
+                f"{'file' if place[0] == 'directory' else 'zip'}://{place[1]}"
+                if isinstance(place, tuple)
+                else facts_of(place).url
+            )
+            outcomes.append(
+                _check_array_shard(
+                    shard, url, found, layout, expected, beyond(shard.chunk_index or "")
+                )
+            )
+    return outcomes
 
 
 async def _check_array(
@@ -365,12 +405,8 @@ async def _check_array(
             i >= n for i, n in zip(_index_key(index), shape, strict=False)
         )
 
-    shards = [shard for shard in listing.shards if shard.kind == "array shard"]
-    outcomes = await gather_bounded(
-        _check_array_shard(shard, layout, beyond(shard.chunk_index or ""), timeout)
-        for shard in shards
-        if shard.path == path
-    )
+    shards = [s for s in listing.shards if s.kind == "array shard" and s.path == path]
+    outcomes = await _check_array_shards(shards, layout, beyond, timeout)
     for failed_path, index, error in listing.unmade:  # the factory failed for this index
         if failed_path == path:
             detail = f"cannot be made: {error_text(error)}"
