@@ -63,9 +63,10 @@ from shardedstore.backends.timeouts import resolve_timeout
 from shardedstore.backends.zips import ZipWriter, zip_writers
 from shardedstore.backends.zipstore import leftover_names
 from shardedstore.errors import LayoutError, json_path
-from shardedstore.shards.listing import base_and_mounts, list_shards
+from shardedstore.shards.listing import base_and_mounts, index_key, list_shards
 from shardedstore.store.factories import (
     CHUNK_PLACEHOLDER,
+    ArrayShardDirectoryFactory,
     ArrayShardTemplateFactory,
     factory_text,
     is_chunk_index,
@@ -209,10 +210,6 @@ class Validation:
 # ----------------------------------------------------------------- helpers
 
 
-def _index_key(index: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in index.split("."))
-
-
 def _chunks_text(indices: list[str]) -> str:
     """``chunk 5`` or ``chunks 8, 9, 10, 11`` or ``chunks 1, 2, 3, 4, 5 and 7 more``."""
     shown = ", ".join(indices[:_SHOWN])
@@ -277,10 +274,10 @@ class _ShardOutcome:
 
 def _check_array_shard(
     shard: Shard,
-    url: str,
+    place: Store | LocalRoot,
     found: Inventory,
-    layout: ShardedArrayLayout | None,
-    expected: dict[str, Any],
+    keys: ArrayShardKeys | None,
+    expected: dict[str, tuple[bytes, Any]],
     beyond: bool,
 ) -> _ShardOutcome:
     """One array shard, from what it holds: there and readable, its metadata, its stray
@@ -288,23 +285,27 @@ def _check_array_shard(
     index = shard.chunk_index or ""
     ref = ShardRef("array shard", shard.path, index)
     if found.error is not None:
+        url = (
+            f"{'file' if place[0] == 'directory' else 'zip'}://{place[1]}"
+            if isinstance(place, tuple)
+            else facts_of(place).url
+        )
         detail = f"cannot be read ({url}): {error_text(found.error)}"
         return _ShardOutcome(index, "unreadable", [Finding(ref, "unreadable", detail)])
     if not found.exists:
         return _ShardOutcome(index, "missing")
     outcome = _ShardOutcome(index, "ok")
-    if layout is None:
+    if keys is None:
         return outcome
-    keys = ArrayShardKeys.of(layout)
     if beyond:
         outcome.holds_chunks = any(
             keys.owns(key) and not is_metadata_document(key) for key in found.sizes
         )
         return outcome
-    for name, doc in expected.items():
+    for name, (written, doc) in expected.items():
         text = found.documents.get(name)
-        try:
-            same = text is not None and json.loads(text) == doc
+        try:  # as written (the common case), else the same JSON written otherwise
+            same = text is not None and (text == written or json.loads(text) == doc)
         except ValueError:
             same = False
         if not same:
@@ -330,8 +331,9 @@ async def _check_array_shards(
     expected = (
         {}
         if layout is None
-        else {name: json.loads(doc) for name, doc in layout.shard_documents.items()}
+        else {name: (doc, json.loads(doc)) for name, doc in layout.shard_documents.items()}
     )
+    keys = None if layout is None else ArrayShardKeys.of(layout)
     outcomes: list[_ShardOutcome] = []
     for start in range(0, len(shards), _WINDOW):
         window = shards[start : start + _WINDOW]
@@ -346,14 +348,9 @@ async def _check_array_shards(
                 if not isinstance(place, tuple):
                     place.close()  # a handle of its own: 10^5 zips must not stay open
         for shard, place, found in zip(window, places, seen, strict=True):
-            url = (
-                f"{'file' if place[0] == 'directory' else 'zip'}://{place[1]}"
-                if isinstance(place, tuple)
-                else facts_of(place).url
-            )
             outcomes.append(
                 _check_array_shard(
-                    shard, url, found, layout, expected, beyond(shard.chunk_index or "")
+                    shard, place, found, keys, expected, beyond(shard.chunk_index or "")
                 )
             )
     return outcomes
@@ -402,7 +399,7 @@ async def _check_array(
 
     def beyond(index: str) -> bool:
         return shape is not None and any(
-            i >= n for i, n in zip(_index_key(index), shape, strict=False)
+            i >= n for i, n in zip(index_key(index), shape, strict=False)
         )
 
     shards = [s for s in listing.shards if s.kind == "array shard" and s.path == path]
@@ -414,7 +411,7 @@ async def _check_array(
             outcomes.append(
                 _ShardOutcome(index, "unreadable", [Finding(ref, "unreadable", detail)])
             )
-    outcomes.sort(key=lambda outcome: _index_key(outcome.index))
+    outcomes.sort(key=lambda outcome: index_key(outcome.index))
     named = set(getattr(factory, "shards", None) or {})
     existing: list[str] = []
     for outcome in outcomes:
@@ -451,7 +448,7 @@ async def _check_array(
             f"template in the config for a typo ({factory_text(factory)}); an array whose "
             "metadata was written before its data is so until the data is written",
         )
-    report.gaps, report.gap_indices = _gaps((_index_key(i) for i in existing), dims)
+    report.gaps, report.gap_indices = _gaps((index_key(i) for i in existing), dims)
     if report.gaps:
         validation.warning(
             array,
@@ -540,11 +537,15 @@ def _zip_places(store: ShardedStore, existing: dict[str, list[str]]) -> dict[Pat
         if isinstance(sub, ZipStore):
             add_zip(os.fspath(sub.path), ref)
     for path, (_, factory) in sorted(store.array_shards.items()):
+        if isinstance(factory, ArrayShardDirectoryFactory):  # its shards are directories
+            continue
         by_name = existing.get(path, [])
         template = getattr(factory, "template", None)
         if isinstance(factory, ArrayShardTemplateFactory) and template is not None:
             parent, _, leaf = str(template.get("path", "")).rpartition("/")
-            if template.get("type") == "zip" and parent and CHUNK_PLACEHOLDER not in parent:
+            if template.get("type") != "zip":  # only the shards it names may be zips
+                by_name = list(factory.shards)
+            elif parent and CHUNK_PLACEHOLDER not in parent:
                 real = Path(os.path.realpath(parent))
                 places.setdefault(real, []).append(_template_matcher(path, leaf))
                 by_name = list(factory.shards)  # the pattern covers the others
