@@ -56,6 +56,7 @@ from shardedstore.store.routing import (
     ROOT_PREFIX,
     Router,
     outer_chunk_key,
+    select_shards,
     validate_prefix,
 )
 
@@ -187,6 +188,10 @@ def _a_store(what: str, value: object) -> Store:
             "wrap a path in zarr.storage.LocalStore(path)"
         )
     return copy_on_write(value)
+
+
+def _index_order(index: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in index.split("."))
 
 
 def _through_cache(store: Store, cache: ShardCache) -> Store:
@@ -377,6 +382,7 @@ class ShardedStore(Store):
         # Set for layouts opened from a config for writing: no array shard may be
         # written outside this folder (after symlinks), see _check_confined.
         self._confined_to: str | None = None
+        self._real_parents: dict[str, str] = {}  # see _real_location
         # Per-call time of each group of sub-stores: inline or threaded I/O.
         self._latencies: dict[tuple[str, bool], Latency] = {}
 
@@ -854,8 +860,8 @@ class ShardedStore(Store):
         local = facts_of(store).local_root
         if self._confined_to is None or local is None:
             return
-        location = local[1]
-        real = os.path.realpath(location)
+        location = os.fspath(local[1])
+        real = self._real_location(location)
         folder = self._confined_to
         if os.path.commonpath([real, folder]) != folder or real == folder:
             raise LayoutError(
@@ -864,6 +870,21 @@ class ShardedStore(Store):
                 "does not write outside the folder of a config opened for writing. Replace the "
                 "link with the data itself, or open with allow_outside=True"
             )
+
+    def _real_location(self, location: str) -> str:
+        """``os.path.realpath(location)``, resolving each parent folder once.
+
+        Array shards of a template share their parent (``t/{chunk}.zarr``): its real
+        path is looked up once per store, then only whether the shard itself is a
+        symlink (one ``lstat``), instead of every component of every shard.
+        """
+        parent, _, name = location.rpartition("/")
+        if not parent or name in ("", ".", "..") or os.path.islink(location):
+            return os.path.realpath(location)
+        real_parent = self._real_parents.get(parent)
+        if real_parent is None:
+            real_parent = self._real_parents[parent] = os.path.realpath(parent)
+        return os.path.join(real_parent, name)
 
     # ------------------------------------------------------------ array shards
 
@@ -983,7 +1004,25 @@ class ShardedStore(Store):
         """
         key = (path, index)
         layout = await self.array_layout(path)
-        await opened(store)
+        if layout is not None and _inline_capable(store) and not store._is_open:
+            # A local shard: opened (its folder made) and its metadata written in one
+            # blocking call, inline or in one thread hop, as its chunks are.
+            documents = [
+                (name, default_buffer_prototype().buffer.from_bytes(doc))
+                for name, doc in layout.shard_documents.items()
+            ]
+            sync_store = cast("SupportsSyncStore", store)
+
+            def create() -> None:
+                for name, value in documents:
+                    sync_store.set_sync(name, value)  # opens the store first
+
+            await self._latency(path, True).run(create)
+            if not store._is_open:  # a store whose set_sync does not open it
+                await opened(store)
+            layout = None
+        else:
+            await opened(store)
         if layout is not None:
             # Through the same inline-or-thread path as the shard's chunks.
             await asyncio.gather(
@@ -1138,27 +1177,75 @@ class ShardedStore(Store):
                 found.update(".".join(map(str, idx)) for idx in itertools.product(*ranges))
         return found
 
-    async def _list_array(self, path: str, prefix: str = "") -> list[str]:
-        """Outer keys of every chunk stored in the array shards of ``path``."""
+    async def _selected_shards(self, path: str, prefix: str) -> list[str]:
+        """The array shards of ``path`` that can hold keys under ``prefix``, in order.
+
+        A prefix that names one shard (``t/c/3/``, ``t/c/3/0/``) reaches that shard
+        alone, without listing the others; a shorter one keeps the shards whose index
+        it starts (from one listing of the shards' places, no shard opened).
+        """
+        layout = await self._layout_or_none(path)
+        rest = prefix[len(path) + 1 :] if prefix.startswith(f"{path}/") else ""
+        dims = self._router.array_dims[path]
+        selection = select_shards(rest, layout.key_format, dims) if layout else None
+        if selection is not None and (index := selection.single(dims)) is not None:
+            return [index]
         indices = await self.shard_indices(path)
+        chosen = indices if selection is None else filter(selection.matches, indices)
+        return sorted(chosen, key=_index_order)
+
+    async def _list_shard(self, path: str, index: str, prefix: str) -> list[str]:
+        """Outer keys of the chunks stored in one array shard, under ``prefix``."""
+        store = self._shard_reader(path, index)
+        if not await opened(store):
+            return []
         layout = await self._layout_or_none(path)
         key_format = layout.key_format if layout is not None else None
+        keys = []
+        async for inner in store.list():
+            rest = outer_chunk_key(index, inner, key_format)
+            if rest is not None and (key := f"{path}/{rest}").startswith(prefix):
+                keys.append(key)
+        return keys
 
-        async def list_one(index: str) -> list[str]:
-            store = self._shard_reader(path, index)
-            if not await opened(store):
-                return []
-            keys = []
-            async for inner in store.list():
-                rest = outer_chunk_key(index, inner, key_format)
-                if rest is not None:
-                    key = f"{path}/{rest}"
-                    if key.startswith(prefix):
-                        keys.append(key)
-            return keys
-
-        listed = await gather_bounded(list_one(index) for index in sorted(indices))
+    async def _list_array(self, path: str, prefix: str = "") -> list[str]:
+        """Outer keys of the chunks stored in the array shards of ``path``, under ``prefix``."""
+        indices = await self._selected_shards(path, prefix)
+        listed = await gather_bounded(self._list_shard(path, i, prefix) for i in indices)
         return [key for keys in listed for key in keys]
+
+    async def _array_holds(self, path: str, prefix: str) -> bool:
+        """Whether any array shard of ``path`` holds a key under ``prefix`` (stops at one)."""
+        for index in await self._selected_shards(path, prefix):
+            if await self._list_shard(path, index, prefix):
+                return True
+        return False
+
+    async def _array_dir(self, path: str, dir_prefix: str) -> set[str]:
+        """The names right below ``dir_prefix``, inside the array-sharded ``path``.
+
+        Where they are index parts of the shards (``t/c/`` lists the time steps), they
+        come from the shards' places alone: a shard that exists shows, as a directory
+        does. Below that, only the shards the prefix names are listed.
+        """
+        layout = await self._layout_or_none(path)
+        rest = dir_prefix[len(path) + 1 :]
+        dims = self._router.array_dims[path]
+        selection = select_shards(rest, layout.key_format, dims) if layout else None
+        if selection is not None and selection.level is not None:
+            level = selection.level
+            return {
+                index.split(".")[level]
+                for index in await self.shard_indices(path)
+                if selection.matches(index)
+            }
+        if layout is not None and rest == "" and layout.key_format.prefix:
+            prefix = layout.key_format.prefix
+            return {prefix} if await self._array_holds(path, f"{path}/{prefix}") else set()
+        return {
+            key[len(dir_prefix) :].split("/", 1)[0]
+            for key in await self._list_array(path, dir_prefix)
+        }
 
     # -------------------------------------------------------------- key access
 
@@ -1450,13 +1537,12 @@ class ShardedStore(Store):
             names.update([name async for name in self._base.list_dir(path)])
         dir_prefix = f"{path}/" if path else ""
         if node is not None:  # inside an array-sharded array
-            for key in await self._list_array(node[1], dir_prefix):
-                names.add(key[len(dir_prefix) :].split("/", 1)[0])
+            names.update(await self._array_dir(node[1], dir_prefix))
         else:
             names.update(await self._mount_points_in_use(path, dir_prefix, names))
             for array in self._router.plan_prefix(dir_prefix).arrays:
                 name = array[len(dir_prefix) :].split("/", 1)[0]
-                if name not in names and await self._list_array(array):
+                if name not in names and await self._array_holds(array, f"{array}/"):
                     names.add(name)
         for name in names:
             yield name
@@ -1498,7 +1584,7 @@ class ShardedStore(Store):
         if not all(empty):
             return False
         for array in plan.arrays:
-            if await self._list_array(array, prefix):
+            if await self._array_holds(array, prefix):
                 return False
         return True
 
