@@ -208,3 +208,36 @@ def test_a_damaged_zip_is_named(tmp_path: Path) -> None:
     path.write_bytes(b"not a zip at all")
     with pytest.raises(zipfile.BadZipFile, match=r"3\.zarr\.zip.*damaged"):
         zarr.open_array(CopyOnWriteZipStore(path, mode="r"), mode="r")
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_new_zip_shards_keep_every_chunk_written_while_they_open(
+    tmp_path: Path, zarr_format: int
+) -> None:
+    """zarr writes a new array shard's chunks concurrently; the first write creates the
+    zip shard (its metadata) while the others stage their members: none is lost."""
+    factory = array_shard_template_store(
+        {"type": "zip", "path": str(tmp_path / "t" / "{chunk}.zarr.zip")}
+    )
+    store = ShardedStore(LocalStore(tmp_path / "base.zarr"), {}, {"a": (1, factory)})
+    values = np.random.default_rng(0).random((12, 64, 64)).astype("f4")
+    array = zarr.create_array(
+        store,
+        name="a",
+        shape=values.shape,
+        chunks=(1, 16, 16),
+        dtype="f4",
+        compressors=None,
+        zarr_format=zarr_format,
+    )
+    array[:] = values
+    store.close()
+    for t in range(values.shape[0]):
+        with zipfile.ZipFile(tmp_path / "t" / f"{t}.zarr.zip") as shard:
+            documents = {"zarr.json", ".zarray", ".zattrs"}
+            chunks = [name for name in shard.namelist() if name not in documents]
+            assert len(chunks) == 16, (t, chunks)
+    reopened = ShardedStore(
+        LocalStore(tmp_path / "base.zarr", read_only=True), {}, {"a": (1, factory)}, read_only=True
+    )
+    np.testing.assert_array_equal(zarr.open_array(reopened, path="a", mode="r")[:], values)

@@ -162,6 +162,12 @@ def _inline_capable(store: Store) -> bool:
     return capable
 
 
+def _is_directory(store: Store) -> bool:
+    """Whether ``store`` keeps its keys in a directory on local disk."""
+    local = facts_of(store).local_root
+    return local is not None and local[0] == "directory"
+
+
 def _listed(lister: Callable[[], Iterable[str] | None]) -> list[str] | None:
     result = lister()
     return None if result is None else list(result)
@@ -1004,9 +1010,15 @@ class ShardedStore(Store):
         """
         key = (path, index)
         layout = await self.array_layout(path)
-        if layout is not None and _inline_capable(store) and not store._is_open:
-            # A local shard: opened (its folder made) and its metadata written in one
-            # blocking call, inline or in one thread hop, as its chunks are.
+        if (
+            layout is not None
+            and _inline_capable(store)
+            and not store._is_open
+            and _is_directory(store)
+        ):
+            # A local directory shard: opened (its folder made) and its metadata written
+            # in one blocking call, inline or in one thread hop, as its chunks are. Not a
+            # zip shard: its writers stage into it while it opens (members were lost).
             documents = [
                 (name, default_buffer_prototype().buffer.from_bytes(doc))
                 for name, doc in layout.shard_documents.items()
