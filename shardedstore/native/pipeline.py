@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 from zarr.abc.codec import CodecPipeline
 from zarr.codecs._v2 import V2Codec  # as zarr's own create_codec_pipeline makes v2's
-from zarr.core.chunk_grids import RegularChunkGrid
 from zarr.core.codec_pipeline import BatchedCodecPipeline
 from zarr.core.config import config
 from zarr.core.metadata import ArrayV2Metadata, ArrayV3Metadata
@@ -88,11 +87,16 @@ def _chunk_keys(metadata: ArrayMetadata) -> ChunkKeys | None:
 
 def _chunk_shape(metadata: ArrayMetadata) -> tuple[int, ...] | None:
     """The shape of the chunks zarr hands the pipeline: the chunk grid's (with the
-    sharding codec, the shards'); None for a grid of a plugin."""
-    if isinstance(metadata, ArrayV2Metadata):
-        return tuple(metadata.chunks)
-    grid = metadata.chunk_grid
-    return tuple(grid.chunk_shape) if isinstance(grid, RegularChunkGrid) else None
+    sharding codec, the shards'); None for a grid that is not regular.
+
+    Read through the metadata's ``shards`` and ``chunks`` properties, which every zarr
+    3 release has (the grid classes behind them were renamed in zarr 3.2+).
+    """
+    try:
+        shards = metadata.shards
+        return tuple(shards) if shards is not None else tuple(metadata.chunks)
+    except NotImplementedError:  # a rectilinear or plugin grid
+        return None
 
 
 def _fill(spec: ArraySpec) -> Any:
@@ -395,12 +399,16 @@ class ShardedCodecPipeline(CodecPipeline):
         batch_info: Iterable[tuple[ByteGetter, ArraySpec, SelectorTuple, SelectorTuple, bool]],
         out: NDBuffer,
         drop_axes: tuple[int, ...] = (),
-    ) -> None:
+    ) -> Any:
         # docstring inherited
         plan = self._plan
-        if not (plan.read_chunks or plan.read_regions):
-            await self._default.read(batch_info, out, drop_axes)
-            return
+        if not (plan.read_chunks or plan.read_regions) or not config.get(
+            "array.read_missing_chunks", True
+        ):
+            # zarr 3.2+ can be told to raise on missing chunks, from what the pipeline
+            # says of each: zarr's own pipeline says it.
+            return await self._default.read(batch_info, out, drop_axes)
+        batch_info = list(batch_info)
         groups, rest = self._groups(batch_info)
         target = _numpy(out.as_ndarray_like())
         regions = plan.read_regions and not drop_axes and target is not None
@@ -432,6 +440,9 @@ class ShardedCodecPipeline(CodecPipeline):
         await _settled(jobs)
         if declined:
             await self._default.read(declined, out, drop_axes)
+        # zarr 3.2+ reads a result per chunk (zarr 3.1 none); it looks at them only when
+        # told to raise on missing chunks, which is served above.
+        return tuple({"status": "present"} for _ in batch_info)
 
     async def _read_region(
         self, group: _Group, out: np.ndarray[Any, Any], declined: list[BatchItem]
