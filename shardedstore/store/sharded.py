@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 from zarr.abc.store import ByteRequest, Store, SupportsSyncStore
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.sync import sync
-from zarr.storage import LocalStore, ZipStore
+from zarr.storage import LocalStore, MemoryStore, ZipStore
 
 from shardedstore.backends.cache import Cacheable, CachedStore, ShardCache
 from shardedstore.backends.documents import DocumentVersions, is_metadata_document
@@ -153,6 +153,11 @@ def _write_method_sync(
     return wrapper
 
 
+_ONE_CALL_CREATION = (LocalStore, MemoryStore)
+"""Stores whose new array shards are opened and given their metadata in one call: those
+whose ``set_sync`` opens them and writes at once (no staging to commit, as zips have)."""
+
+
 def _inline_capable(store: Store) -> bool:
     """:func:`inline_capable`, cached by type (protocol checks are slow)."""
     kind = type(store)
@@ -160,12 +165,6 @@ def _inline_capable(store: Store) -> bool:
     if capable is None:
         capable = _INLINE_TYPES[kind] = inline_capable(store)
     return capable
-
-
-def _is_directory(store: Store) -> bool:
-    """Whether ``store`` keeps its keys in a directory on local disk."""
-    local = facts_of(store).local_root
-    return local is not None and local[0] == "directory"
 
 
 def _listed(lister: Callable[[], Iterable[str] | None]) -> list[str] | None:
@@ -1012,13 +1011,14 @@ class ShardedStore(Store):
         layout = await self.array_layout(path)
         if (
             layout is not None
-            and _inline_capable(store)
+            and type(store) in _ONE_CALL_CREATION
             and not store._is_open
-            and _is_directory(store)
+            and not isinstance(store, CopyOnWriteZipStore)
         ):
-            # A local directory shard: opened (its folder made) and its metadata written
-            # in one blocking call, inline or in one thread hop, as its chunks are. Not a
-            # zip shard: its writers stage into it while it opens (members were lost).
+            # A local shard: opened (its folder made) and its metadata written in one
+            # blocking call, inline or in one thread hop, as its chunks are. Not a zip:
+            # its writes are staged and committed at close(), which this path skipped
+            # (zip shards of concurrent writers went missing or read as fill values).
             documents = [
                 (name, default_buffer_prototype().buffer.from_bytes(doc))
                 for name, doc in layout.shard_documents.items()
