@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         KeyValidationError,
         LayoutError,
         LocationOverlapError,
+        MapChunksError,
         MapShardsError,
         MissingDependencyError,
         OutputError,
@@ -66,6 +67,8 @@ if TYPE_CHECKING:
     from shardedstore.store.sharded import ShardedStore
     from shardedstore.table.chunks import chunk_table
     from shardedstore.table.parquet import ChunkTableWrite, write_chunk_table
+    from shardedstore.table.planner import chunk_table_schema, chunk_tasks, map_chunks
+    from shardedstore.table.tasks import ChunkTask, StoredChunk
 
 __all__ = [
     "ArgumentError",
@@ -78,6 +81,7 @@ __all__ = [
     "ChunkTableError",
     "ChunkTableOutputError",
     "ChunkTableWrite",
+    "ChunkTask",
     "CommitError",
     "ConcurrentWriteError",
     "ConfigError",
@@ -87,6 +91,7 @@ __all__ = [
     "KeyValidationError",
     "LayoutError",
     "LocationOverlapError",
+    "MapChunksError",
     "MapShardsError",
     "MissingDependencyError",
     "OutputError",
@@ -97,6 +102,7 @@ __all__ = [
     "ShardedStore",
     "StoreMapping",
     "StoreType",
+    "StoredChunk",
     "ShardTransform",
     "StrayKeysWarning",
     "UncommittedWarning",
@@ -105,8 +111,11 @@ __all__ = [
     "array_shard_directory_store",
     "array_shard_template_store",
     "chunk_table",
+    "chunk_table_schema",
+    "chunk_tasks",
     "config_schema",
     "iter_shards",
+    "map_chunks",
     "open",
     "to_directory_store_with_prefix",
     "to_url_with_prefix",
@@ -132,6 +141,7 @@ _LAZY: dict[str, str] = {
     "KeyValidationError": "shardedstore.errors",
     "LayoutError": "shardedstore.errors",
     "LocationOverlapError": "shardedstore.errors",
+    "MapChunksError": "shardedstore.errors",
     "MapShardsError": "shardedstore.errors",
     "MissingDependencyError": "shardedstore.errors",
     "OutputError": "shardedstore.errors",
@@ -161,6 +171,11 @@ _LAZY: dict[str, str] = {
     "chunk_table": "shardedstore.table.chunks",
     "ChunkTableWrite": "shardedstore.table.parquet",
     "write_chunk_table": "shardedstore.table.parquet",
+    "chunk_table_schema": "shardedstore.table.planner",
+    "chunk_tasks": "shardedstore.table.planner",
+    "map_chunks": "shardedstore.table.planner",
+    "ChunkTask": "shardedstore.table.tasks",
+    "StoredChunk": "shardedstore.table.tasks",
     "iter_shards": "shardedstore.iter",
 }
 

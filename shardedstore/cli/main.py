@@ -450,7 +450,8 @@ def _cmd_chunks(args: argparse.Namespace) -> int:
             pattern = os.path.join(args.out, "**", "*.parquet").replace("'", "''")
             connection.execute(
                 "CREATE VIEW chunks AS SELECT * FROM read_parquet("
-                f"'{pattern}', hive_partitioning = true, union_by_name = true)"
+                f"'{pattern}', hive_partitioning = true, hive_types = {{'array': VARCHAR}}, "
+                "union_by_name = true)"
             )
         else:
             connection.register("chunks", table)
