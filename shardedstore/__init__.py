@@ -67,8 +67,11 @@ if TYPE_CHECKING:
     from shardedstore.store.sharded import ShardedStore
     from shardedstore.table.chunks import chunk_table
     from shardedstore.table.parquet import ChunkTableWrite, write_chunk_table
+    from shardedstore.table.datasets import ValuesDataset
     from shardedstore.table.planner import chunk_table_schema, chunk_tasks, map_chunks
+    from shardedstore.table.sql import register_tables, sql
     from shardedstore.table.tasks import ChunkTask, StoredChunk
+    from shardedstore.table.values import values
 
 __all__ = [
     "ArgumentError",
@@ -106,6 +109,7 @@ __all__ = [
     "ShardTransform",
     "StrayKeysWarning",
     "UncommittedWarning",
+    "ValuesDataset",
     "VerificationError",
     "__version__",
     "array_shard_directory_store",
@@ -117,9 +121,12 @@ __all__ = [
     "iter_shards",
     "map_chunks",
     "open",
+    "register_tables",
+    "sql",
     "to_directory_store_with_prefix",
     "to_url_with_prefix",
     "to_zip_store_with_prefix",
+    "values",
     "write_chunk_table",
 ]
 
@@ -176,6 +183,10 @@ _LAZY: dict[str, str] = {
     "map_chunks": "shardedstore.table.planner",
     "ChunkTask": "shardedstore.table.tasks",
     "StoredChunk": "shardedstore.table.tasks",
+    "ValuesDataset": "shardedstore.table.datasets",
+    "register_tables": "shardedstore.table.sql",
+    "sql": "shardedstore.table.sql",
+    "values": "shardedstore.table.values",
     "iter_shards": "shardedstore.iter",
 }
 

@@ -70,6 +70,7 @@ __all__ = [
     "run_tasks",
     "select_arrays",
     "stored_coords",
+    "tasks_for",
 ]
 
 
@@ -171,6 +172,14 @@ def plan_tasks(
     every = hierarchy_arrays(layout)
     found = select_arrays(every, arrays)
     ndim = max((len(array.shape) for array in every.values()), default=0)
+    return TablePlan(tasks_for(layout, found, options, ndim), found, ndim)
+
+
+def tasks_for(
+    layout: ShardedStore, found: dict[str, Any], options: StatsOptions, ndim: int
+) -> list[ChunkTask]:
+    """The tasks of the arrays ``found`` (path -> zarr Array): the shards are listed
+    afresh (array shards written since show)."""
     shards = list(sync(list_shards(layout)).shards)
     by_mount: dict[str, Shard] = {s.path: s for s in shards if s.kind == "mount"}
     by_array: dict[str, list[Shard]] = {}
@@ -210,7 +219,7 @@ def plan_tasks(
                 owner.kind, owner.path, None, owner.store, owner.own_keys, spec, options, ndim
             )
         )
-    return TablePlan(tasks, found, ndim)
+    return tasks
 
 
 # ---------------------------------------------------------------- running

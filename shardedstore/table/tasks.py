@@ -19,6 +19,7 @@ are picklable: they run in threads, processes or on a dask cluster.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import math
@@ -60,7 +61,16 @@ __all__ = [
     "KeyFormat",
     "StoredChunk",
     "TableResult",
+    "Listing",
+    "fingerprint_of",
     "key_format",
+    "list_for_fingerprint",
+    "list_local",
+    "listed_coords",
+    "open_task_array",
+    "read_chunks",
+    "region",
+    "run_on_task_loop",
     "run_task",
     "storage_chunks",
     "to_table",
@@ -95,7 +105,37 @@ class KeyFormat:
         return joined if coords else "0"
 
     def parse(self, key: str, ndim: int) -> tuple[int, ...] | None:
-        return parse_chunk_key(key, self.prefix, self.separator, ndim)
+        return _parse(self, key, ndim)
+
+
+@functools.lru_cache(maxsize=1 << 20)
+def _parse(key_format: KeyFormat, key: str, ndim: int) -> tuple[int, ...] | None:
+    """Chunk indices a key names (cached: scans list the same keys query after query)."""
+    return parse_chunk_key(key, key_format.prefix, key_format.separator, ndim)
+
+
+_OWNED: dict[OwnKeys, dict[str, bool]] = {}
+"""Which keys each shard's readers reach, remembered (shards are listed at every query
+that filters on values)."""
+
+
+def owned(own: OwnKeys | None, keys: dict[str, T]) -> dict[str, T]:
+    """The items of ``keys`` whose key a reader of the layout reaches (all for None)."""
+    if own is None:
+        return keys
+    memo = _OWNED.get(own)
+    if memo is None:
+        if len(_OWNED) > 4096:
+            _OWNED.clear()
+        memo = _OWNED[own] = {}
+    found = {}
+    for key, value in keys.items():
+        reached = memo.get(key)
+        if reached is None:
+            reached = memo[key] = own.owns(key)
+        if reached:
+            found[key] = value
+    return found
 
 
 def key_format(metadata: Any) -> KeyFormat:
@@ -269,8 +309,8 @@ class TableResult:
 
 
 @dataclass
-class _Listed:
-    """Chunk keys of one (sub-)array in one shard: shard key -> (size, stamp)."""
+class Listing:
+    """Keys of one (sub-)array's node in one shard: shard key -> (size, stamp)."""
 
     keys: dict[str, tuple[int | None, str]] = field(default_factory=dict)
     zip_file: str | None = None
@@ -411,7 +451,7 @@ async def _list_any(store: Store, prefix: str) -> dict[str, tuple[int | None, st
     return found
 
 
-async def _list_chunks(task: ChunkTask, content_stamps: bool | None = None) -> _Listed | None:
+async def _list_chunks(task: ChunkTask, content_stamps: bool | None = None) -> Listing | None:
     """The task's chunk keys in its shard, with sizes and stamps; None: no such shard.
 
     ``content_stamps`` (default: when the task's statistics read values) gives each key
@@ -423,7 +463,7 @@ async def _list_chunks(task: ChunkTask, content_stamps: bool | None = None) -> _
         return None
     inner = task.array.inner
     prefix = f"{inner}/" if inner else ""
-    listed = _Listed()
+    listed = Listing()
     listing = store.store if isinstance(store, CachedStore) else store  # the same keys
     if isinstance(listing, ObjectStore):
         listed.keys = await _list_obstore(listing, prefix)
@@ -441,9 +481,7 @@ async def _list_chunks(task: ChunkTask, content_stamps: bool | None = None) -> _
         listed.keys = await _list_fsspec(listing, prefix)
     else:
         listed.keys = await _list_any(store, prefix)
-    own = task.own_keys
-    if own is not None:
-        listed.keys = {key: value for key, value in listed.keys.items() if own.owns(key)}
+    listed.keys = owned(task.own_keys, listed.keys)
     if task.options.reads_values if content_stamps is None else content_stamps:
         # Statistics of a chunk rewritten with the same size must not be kept: where
         # the listing gives no stamp, the chunk's bytes are its stamp.
@@ -451,7 +489,7 @@ async def _list_chunks(task: ChunkTask, content_stamps: bool | None = None) -> _
     return listed
 
 
-def _fingerprint(task: ChunkTask, listed: _Listed) -> str:
+def _fingerprint(task: ChunkTask, listed: Listing) -> str:
     """What a task's rows were computed from: its array, statistics and every key of the
     node (metadata documents included) with its size and stamp."""
     digest = hashlib.sha256()
@@ -464,21 +502,56 @@ def _fingerprint(task: ChunkTask, listed: _Listed) -> str:
         "columns": task.ndim_columns,
     }
     digest.update(json.dumps(head, sort_keys=True).encode())
-    for key, (size, stamp) in sorted(listed.keys.items()):
-        digest.update(f"\n{key}\t{size}\t{stamp}".encode())
+    items = sorted(listed.keys.items())
+    digest.update("".join(f"\n{k}\t{size}\t{stamp}" for k, (size, stamp) in items).encode())
     return digest.hexdigest()
 
 
-def fingerprint_of(task: ChunkTask, listed: _Listed | None) -> str | None:
+def fingerprint_of(task: ChunkTask, listed: Listing | None) -> str | None:
     """The task's fingerprint, or None where a key has no stamp (an unknown change)."""
     if listed is None or any(not stamp for _, stamp in listed.keys.values()):
         return None
     return _fingerprint(task, listed)
 
 
-async def list_for_fingerprint(task: ChunkTask) -> _Listed | None:
+async def list_for_fingerprint(task: ChunkTask) -> Listing | None:
     """The task's listing without reading chunk bytes (for :func:`fingerprint_of`)."""
     return await _list_chunks(task, content_stamps=False)
+
+
+def list_local(task: ChunkTask) -> Listing | None:
+    """:func:`list_for_fingerprint` of a shard in a local directory, without an event
+    loop (scans list every shard before they filter on values)."""
+    store = task.store
+    if not isinstance(store, LocalStore):
+        raise TypeError(f"list_local: {task.shard} is not a local directory")
+    root = os.fspath(store.root)
+    if os.path.islink(root):
+        raise _refuse_link(task.shard, root)
+    if not os.path.isdir(root):
+        if store.read_only:
+            return None  # a shard never written reads as empty
+        raise FileNotFoundError(root)
+    return Listing(owned(task.own_keys, _walk_local(root, task.array.inner, task.shard)))
+
+
+def listed_coords(
+    task: ChunkTask, listing: Listing, shape: tuple[int, ...]
+) -> list[tuple[int, ...]]:
+    """The chunk indices (every dimension) of the chunks ``listing`` holds within the
+    array's ``shape``, sorted; nothing is read."""
+    prefix = f"{task.array.inner}/" if task.array.inner else ""
+    lead = task.array.lead
+    grid = [-(-s // c) if c else 0 for s, c in zip(shape, task.array.chunks, strict=True)]
+    inner_grid = grid[len(lead) :]
+    found = []
+    for shard_key in listing.keys:
+        coords = task.array.key_format.parse(shard_key[len(prefix) :], len(inner_grid))
+        if coords is None or any(i >= n for i, n in zip(coords, inner_grid, strict=True)):
+            continue
+        found.append(lead + coords)
+    found.sort()
+    return found
 
 
 def region(
@@ -575,7 +648,7 @@ async def read_chunks(
 
 
 def _found(
-    task: ChunkTask, listed: _Listed, opened_array: OpenedArray
+    task: ChunkTask, listed: Listing, opened_array: OpenedArray
 ) -> list[tuple[tuple[int, ...], str, int | None]]:
     """``(sub-array chunk indices, shard key, size)`` of the stored chunks, sorted."""
     prefix = f"{task.array.inner}/" if task.array.inner else ""
