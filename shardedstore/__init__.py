@@ -66,8 +66,8 @@ if TYPE_CHECKING:
     from shardedstore.store.mapping import StoreMapping
     from shardedstore.store.sharded import ShardedStore
     from shardedstore.table.chunks import chunk_table
-    from shardedstore.table.parquet import ChunkTableWrite, write_chunk_table
     from shardedstore.table.datasets import ValuesDataset
+    from shardedstore.table.parquet import ChunkTableWrite, write_chunk_table
     from shardedstore.table.planner import chunk_table_schema, chunk_tasks, map_chunks
     from shardedstore.table.sql import register_tables, sql
     from shardedstore.table.tasks import ChunkTask, StoredChunk
