@@ -567,5 +567,8 @@ class _ValuesReader(DataSourceReader):
         assert isinstance(partition, _FragmentPartition)
         plan = _values_plan(self.options)
         fragment = plan.fragments[partition.position]
-        for batch in plan.batches(self.arrow.names, self.where, [fragment]):
-            yield _cast(batch, self.arrow)
+        # The filters skip chunks only (a hint): Spark filters the rows itself, with its
+        # own semantics (NaN is above every number in Spark SQL, not in Arrow).
+        for batch in plan.batches(self.arrow.names, None, [fragment], hint=self.where):
+            if batch.num_rows:
+                yield _cast(batch, self.arrow)
