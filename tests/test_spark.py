@@ -11,14 +11,15 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from shardedstore import chunk_table, chunk_tasks
+from shardedstore import chunk_table, chunk_tasks, write_chunk_table
 
-from .test_values import CHUNKS, HOT, SHAPE, _write
+from .test_values import CHUNKS, HOT, SHAPE, _write, run_guide
 
 pytest.importorskip("pyspark", reason='needs pyspark: pip install "shardedstore[spark]"')
 if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
@@ -134,3 +135,37 @@ def test_values_with_pushed_filters(spark: SparkSession, layout: Any) -> None:
     assert sorted(tuple(r) for r in hot) == sorted([*HOT, (1, 0, 0)])
     means = step.groupBy().avg("humidity").collect()[0][0]
     assert means == pytest.approx(float(ds.humidity.values[2].mean()))
+
+
+def test_user_guide_spark_example(
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    found = run_guide(tmp_path, monkeypatch, spark=True)
+    assert found["spark"] is spark  # getOrCreate: the session of the module
+    t = found["ds"].temperature.values
+    assert found["day_3"].rdd.getNumPartitions() == 1
+    assert sorted(r["key"] for r in found["day_3"].collect()) == sorted(
+        k
+        for k in chunk_table(found["store"], "temperature", progress=False)["key"].to_pylist()
+        if k.startswith("temperature/c/3/")
+    )
+    hot = found["hot"]
+    assert hot["c0"].tolist() == list(range(t.shape[0]))
+    assert hot["sum(hot)"].tolist() == (t > 30).sum(axis=(1, 2)).tolist()
+    assert found["cells"] == int((t[3] > 35).sum())
+
+
+def test_spark_reads_one_partition_of_a_chunk_table_with_base_path(
+    spark: SparkSession, layout: Any, tmp_path: Path
+) -> None:
+    store, _, _ = layout
+    out = tmp_path / "chunks"
+    write_chunk_table(store, out, progress=False)
+    one = spark.read.option("basePath", str(out)).parquet(str(out / "array=temperature"))
+    keys = [r["key"] for r in one.filter("`array` = 'temperature'").select("key").collect()]
+    assert sorted(keys) == sorted(
+        chunk_table(store, "temperature", progress=False)["key"].to_pylist()
+    )
+    # Spark SQL reads "array" as a string literal: one group, not one per array.
+    one.createOrReplaceTempView("chunks")
+    assert len(spark.sql('SELECT "array", count(*) FROM chunks GROUP BY "array"').collect()) == 1

@@ -6,7 +6,11 @@ Every answer is compared with what numpy computes on the data written.
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -429,3 +433,87 @@ def test_chunk_tasks_pickle_and_list_stored_chunks(layout: Any) -> None:
     assert all(c.coords[0] == int(t.shard_index or -1) for t in again for c in t.stored_chunks())
     rows = again[2].table().to_pylist()
     assert [r["key"] for r in rows] == [c.key for c in again[2].stored_chunks()]
+
+
+# ----------------------------------------------------------------- the user guide
+
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "user-guide.md"
+
+
+def guide_blocks() -> list[tuple[str, str]]:
+    """The fenced blocks of the user guide's "Arrays as tables", in order."""
+    text = GUIDE.read_text()
+    start = text.index("## Arrays as tables\n")
+    end = text.index("\n## ", start + 4)
+    return re.findall(r"^```(\w+)\n(.*?)^```$", text[start:end], flags=re.S | re.M)
+
+
+def run_guide(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, spark: bool) -> dict[str, Any]:
+    """Run the section's Python blocks (the Spark one only if asked) in one namespace."""
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {"__name__": "guide"}
+    for language, code in guide_blocks():
+        if language == "python" and ("pyspark" not in code or spark):
+            exec(compile(code, str(GUIDE), "exec"), namespace)
+    return namespace
+
+
+def test_user_guide_arrays_as_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = guide_blocks()
+    assert [language for language, _ in blocks].count("python") >= 6
+    found = run_guide(tmp_path, monkeypatch, spark=False)
+    t = found["ds"].temperature.values
+    lat = found["ds"].lat.values
+    hot = found["hot"]
+    mask = (t > 35) & (lat > 0)[None, :, None]
+    assert len(hot) == int(mask.sum())
+    cells = t[hot.time_index, hot.lat_index, hot.lon_index]
+    np.testing.assert_array_equal(hot.temperature.to_numpy(), cells)
+    daily = found["daily"]
+    np.testing.assert_allclose(daily.hottest, t.max(axis=(1, 2)))
+    np.testing.assert_allclose(daily["mean"], t.mean(axis=(1, 2), dtype="f8"), rtol=1e-6)
+    north = found["north"]
+    by_lat = mask.sum(axis=(0, 2))
+    assert dict(zip(north.lat, north.cells, strict=True)) == {
+        float(lat[i]): int(by_lat[i]) for i in np.flatnonzero(by_lat)
+    }
+    per_step = dict(zip(*found["per_step"].to_pydict().values(), strict=True))
+    assert per_step == {i: int(n) for i, n in enumerate((t > 35).sum(axis=(1, 2))) if n}
+    counts = found["result"].to_pydict()
+    stored = chunk_table(found["store"], progress=False)["array"].to_pylist()
+    assert dict(zip(counts["array"], counts["n"], strict=True)) == {
+        name: stored.count(name) for name in set(stored)
+    }
+
+    # The command lines, as a user runs them.
+    (bash,) = [code for language, code in blocks if language == "bash"]
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    done = subprocess.run(
+        ["bash", "-e", "-c", bash], cwd=tmp_path, env=env, capture_output=True, text=True,
+        check=False, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout[done.stdout.index("[") :])
+    assert len(rows) == int((t > 40).sum())
+    assert f"{t.max():.2f}"[:4] in done.stdout
+
+    # Reading one array's partition of the written chunk table, as the table says.
+    import duckdb
+    import pyarrow.parquet as pq
+    from datafusion import SessionContext
+
+    chunks = tmp_path / "weather-chunks"
+    stored = chunk_table(shardedstore.open("weather/layout.json"), "temperature", progress=False)
+    one = duckdb.sql(
+        f"SELECT key FROM read_parquet('{chunks}/array=temperature/*.parquet', "
+        "hive_partitioning = true, hive_types = {'array': VARCHAR}) WHERE \"array\" = 'temperature'"
+    ).fetchall()
+    assert sorted(k for (k,) in one) == sorted(stored["key"].to_pylist())
+    ctx = SessionContext()
+    ctx.register_parquet("chunks", f"{chunks}/", table_partition_cols=[("array", pa.string())])
+    keys = ctx.sql("SELECT key FROM chunks WHERE \"array\" = 'temperature'").to_pydict()["key"]
+    assert sorted(keys) == sorted(stored["key"].to_pylist())
+    table = pq.read_table(chunks, filters=[("array", "=", "temperature")])
+    assert sorted(table["key"].to_pylist()) == sorted(stored["key"].to_pylist())
+    assert set(table["array_path"].to_pylist()) == {"temperature"}
