@@ -517,3 +517,17 @@ def test_user_guide_arrays_as_tables(tmp_path: Path, monkeypatch: pytest.MonkeyP
     table = pq.read_table(chunks, filters=[("array", "=", "temperature")])
     assert sorted(table["key"].to_pylist()) == sorted(stored["key"].to_pylist())
     assert set(table["array_path"].to_pylist()) == {"temperature"}
+
+
+def test_the_engines_are_imported_only_when_used() -> None:
+    script = (
+        "import sys, shardedstore;"
+        "engines = {'pyarrow', 'duckdb', 'datafusion', 'pyspark'};"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & engines));"
+        "from shardedstore import *;"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & engines))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.splitlines() == ["[]", "['pyarrow']"]
