@@ -229,7 +229,12 @@ _PLANS: dict[tuple[Any, ...], ValuesPlan] = {}
 """Values plans made in this process (an executor reads many partitions of one)."""
 
 
-def _values_plan(options: _Options) -> ValuesPlan:
+def _values_plan(
+    options: _Options, *, fresh: bool = False, shape: tuple[int, ...] | None = None
+) -> ValuesPlan:
+    """The values plan of ``options``: made anew when ``fresh`` (the driver plans from the
+    layout as it is now) or when the one kept has another ``shape`` than the driver's
+    (arrays grown since this worker made it)."""
     from shardedstore.table.values import ValuesPlan
 
     statistics: Any = None
@@ -239,7 +244,7 @@ def _values_plan(options: _Options) -> ValuesPlan:
         statistics = options.statistics
     key = (options.path, options.arrays, options.coords, options.statistics)
     plan = _PLANS.get(key)
-    if plan is None:
+    if plan is None or fresh or (shape is not None and plan.shape != shape):
         if len(_PLANS) > 16:
             _PLANS.clear()
         plan = _PLANS[key] = ValuesPlan(
@@ -357,7 +362,7 @@ class ShardedStoreDataSource(DataSource):
             return _spark_schema(table)[0]
         if options.table == "map":
             return _map_schema(options, self.functions)
-        return _spark_schema(_values_plan(options).schema)[0]
+        return _spark_schema(_values_plan(options, fresh=True).schema)[0]
 
     def reader(self, schema: StructType) -> DataSourceReader:
         options = _Options.of(self.options)
@@ -497,9 +502,10 @@ def _function(name: str, functions: Mapping[str, tuple[ChunkFunction, str]]) -> 
 class _FragmentPartition(InputPartition):
     """One fragment of a values table: an array shard or a run of chunks."""
 
-    def __init__(self, position: int, shard_index: str | None) -> None:
+    def __init__(self, position: int, shard_index: str | None, shape: tuple[int, ...]) -> None:
         super().__init__(shard_index)
         self.position = position
+        self.shape = shape
 
 
 def _expression(filter: Filter, schema: pa.Schema) -> pc.Expression | None:
@@ -544,9 +550,11 @@ class _ValuesReader(DataSourceReader):
         self.options = options
         self.arrow = _arrow_schema(schema)
         self.where: pc.Expression | None = None
+        # Made on the driver: the layout as it is now; executors check their plan's shape.
+        self.shape = _values_plan(options, fresh=True).shape
 
     def pushFilters(self, filters: list[Filter]) -> Iterator[Filter]:
-        table = _values_plan(self.options).schema
+        table = _values_plan(self.options, shape=self.shape).schema
         for filter in filters:
             expression = _expression(filter, table)
             if expression is not None:
@@ -554,18 +562,18 @@ class _ValuesReader(DataSourceReader):
             yield filter  # Spark filters the rows again
 
     def partitions(self) -> Sequence[InputPartition]:
-        plan = _values_plan(self.options)
+        plan = _values_plan(self.options, shape=self.shape)
         pruned = plan.prune(self.where)
         kept = {id(fragment) for fragment, _ in pruned.selected}
         return [
-            _FragmentPartition(position, fragment.shard_index)
+            _FragmentPartition(position, fragment.shard_index, plan.shape)
             for position, fragment in enumerate(plan.fragments)
             if id(fragment) in kept
         ]
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
         assert isinstance(partition, _FragmentPartition)
-        plan = _values_plan(self.options)
+        plan = _values_plan(self.options, shape=partition.shape)
         fragment = plan.fragments[partition.position]
         # The filters skip chunks only (a hint): Spark filters the rows itself, with its
         # own semantics (NaN is above every number in Spark SQL, not in Arrow).

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import zarr
 
 from shardedstore import chunk_table, chunk_tasks, write_chunk_table
 
@@ -169,3 +170,28 @@ def test_spark_reads_one_partition_of_a_chunk_table_with_base_path(
     # Spark SQL reads "array" as a string literal: one group, not one per array.
     one.createOrReplaceTempView("chunks")
     assert len(spark.sql('SELECT "array", count(*) FROM chunks GROUP BY "array"').collect()) == 1
+
+
+def test_values_after_a_time_step_is_appended(spark: SparkSession, tmp_path: Path) -> None:
+    """Workers that read the layout before see the step appended since, never stale rows."""
+    store, _ = _write(tmp_path, 3)
+    config = str(tmp_path / "layout.json")
+    query = "SELECT count(*), max(time), sum(temperature) FROM cells WHERE time >= 5"
+
+    def run() -> tuple[Any, ...]:
+        source = spark.read.format("shardedstore").option("table", "values")
+        cells = source.option("array", "temperature").option("coords", "false").load(config)
+        cells.createOrReplaceTempView("cells")
+        return tuple(spark.sql(query).collect()[0])
+
+    before = run()
+    assert before[:2] == (np.prod(SHAPE[1:]), SHAPE[0] - 1)
+    array = zarr.open_array(store, path="temperature", mode="r+")
+    array.resize((SHAPE[0] + 1, *SHAPE[1:]))
+    array[SHAPE[0]] = 1.0
+    after = run()
+    assert after == (
+        2 * np.prod(SHAPE[1:]),
+        SHAPE[0],
+        pytest.approx(before[2] + np.prod(SHAPE[1:])),
+    )
