@@ -108,11 +108,15 @@ def register(
 
     Examples
     --------
-    >>> def hot(values):  # doctest: +SKIP
-    ...     return {"hot": int((values > 30).sum())}
-    >>> register(spark, functions={"hot": (hot, "hot bigint")})  # doctest: +SKIP
-    >>> spark.read.format("shardedstore").option("table", "map") \\
-    ...     .option("function", "hot").load("layout.json")  # doctest: +SKIP
+    A function of one's own, then a table of its results per chunk (not a doctest:
+    importing this module needs pyspark, which the wheels-only test runs lack)::
+
+        def hot(values):
+            return {"hot": int((values > 30).sum())}
+
+        register(spark, functions={"hot": (hot, "hot bigint")})
+        spark.read.format("shardedstore").option("table", "map") \
+            .option("function", "hot").load("/data/layout.json")
     """
     source: type[ShardedStoreDataSource] = ShardedStoreDataSource
     if functions:
