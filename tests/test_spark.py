@@ -30,8 +30,11 @@ from pyspark.sql import SparkSession
 
 import shardedstore.spark
 
-# pyspark 4 says so on pandas 3; nothing here goes through pandas.
-pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas")
+# pyspark 4 on pandas 3 warns about itself (its toPandas passes copy=False to astype).
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas"),
+    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
+]
 
 
 def _hot(values: np.ndarray) -> dict[str, int]:
