@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         KeyValidationError,
         LayoutError,
         LocationOverlapError,
+        MapChunksError,
         MapShardsError,
         MissingDependencyError,
         OutputError,
@@ -67,7 +68,12 @@ if TYPE_CHECKING:
     from shardedstore.store.mapping import StoreMapping
     from shardedstore.store.sharded import ShardedStore
     from shardedstore.table.chunks import chunk_table
+    from shardedstore.table.datasets import ValuesDataset
     from shardedstore.table.parquet import ChunkTableWrite, write_chunk_table
+    from shardedstore.table.planner import chunk_table_schema, chunk_tasks, map_chunks
+    from shardedstore.table.sql import register_tables, sql
+    from shardedstore.table.tasks import ChunkTask, StoredChunk
+    from shardedstore.table.values import values
 
 __all__ = [
     "ArgumentError",
@@ -80,6 +86,7 @@ __all__ = [
     "ChunkTableError",
     "ChunkTableOutputError",
     "ChunkTableWrite",
+    "ChunkTask",
     "CommitError",
     "ConcurrentWriteError",
     "ConfigError",
@@ -89,6 +96,7 @@ __all__ = [
     "KeyValidationError",
     "LayoutError",
     "LocationOverlapError",
+    "MapChunksError",
     "MapShardsError",
     "MissingDependencyError",
     "OutputError",
@@ -100,21 +108,29 @@ __all__ = [
     "ShardedStore",
     "StoreMapping",
     "StoreType",
+    "StoredChunk",
     "ShardTransform",
     "StrayKeysWarning",
     "UncommittedWarning",
+    "ValuesDataset",
     "VerificationError",
     "__version__",
     "array_shard_directory_store",
     "array_shard_template_store",
     "chunk_table",
+    "chunk_table_schema",
+    "chunk_tasks",
     "config_schema",
     "iter_shards",
+    "map_chunks",
     "open",
+    "register_tables",
+    "sql",
     "to_directory_store_with_prefix",
     "to_url_with_prefix",
     "to_zip_store_with_prefix",
     "use_engine",
+    "values",
     "write_chunk_table",
 ]
 
@@ -136,6 +152,7 @@ _LAZY: dict[str, str] = {
     "KeyValidationError": "shardedstore.errors",
     "LayoutError": "shardedstore.errors",
     "LocationOverlapError": "shardedstore.errors",
+    "MapChunksError": "shardedstore.errors",
     "MapShardsError": "shardedstore.errors",
     "MissingDependencyError": "shardedstore.errors",
     "OutputError": "shardedstore.errors",
@@ -167,6 +184,15 @@ _LAZY: dict[str, str] = {
     "chunk_table": "shardedstore.table.chunks",
     "ChunkTableWrite": "shardedstore.table.parquet",
     "write_chunk_table": "shardedstore.table.parquet",
+    "chunk_table_schema": "shardedstore.table.planner",
+    "chunk_tasks": "shardedstore.table.planner",
+    "map_chunks": "shardedstore.table.planner",
+    "ChunkTask": "shardedstore.table.tasks",
+    "StoredChunk": "shardedstore.table.tasks",
+    "ValuesDataset": "shardedstore.table.datasets",
+    "register_tables": "shardedstore.table.sql",
+    "sql": "shardedstore.table.sql",
+    "values": "shardedstore.table.values",
     "iter_shards": "shardedstore.iter",
 }
 
