@@ -9,7 +9,7 @@ one line) and ``shardedstore --version`` answers at once.
 The package is layered, each layer importing only those below it (``make test`` checks
 it): ``errors``; ``backends`` (store types, zips, the cache); ``store``
 (``ShardedStore``); ``config``; ``shards``; ``report`` and ``table``; ``xarray`` and
-``iter``; ``cli``.
+``iter``, ``fsspec`` (the ``shardedstore::`` protocol) and ``ome``; ``cli``.
 """
 
 from __future__ import annotations
@@ -41,12 +41,16 @@ if TYPE_CHECKING:
         MapShardsError,
         MissingDependencyError,
         OutputError,
+        ReadOnlyError,
         RemoteTimeoutError,
         StrayKeysWarning,
         UncommittedWarning,
         VerificationError,
     )
+    from shardedstore.fsspec import ShardedFileSystem
     from shardedstore.iter import iter_shards
+    from shardedstore.ome import ome_zarr_layout
+    from shardedstore.shards.importing import ImportSummary, import_zarr
     from shardedstore.shards.listing import Shard
     from shardedstore.shards.transforms import (
         ShardTransform,
@@ -84,16 +88,19 @@ __all__ = [
     "ConflictError",
     "CopyOnWriteZipStore",
     "CorruptDataError",
+    "ImportSummary",
     "KeyValidationError",
     "LayoutError",
     "LocationOverlapError",
     "MapShardsError",
     "MissingDependencyError",
     "OutputError",
+    "ReadOnlyError",
     "RemoteTimeoutError",
     "RemoteZipStore",
     "Shard",
     "ShardCache",
+    "ShardedFileSystem",
     "ShardedStore",
     "StoreMapping",
     "StoreType",
@@ -106,7 +113,9 @@ __all__ = [
     "array_shard_template_store",
     "chunk_table",
     "config_schema",
+    "import_zarr",
     "iter_shards",
+    "ome_zarr_layout",
     "open",
     "to_directory_store_with_prefix",
     "to_url_with_prefix",
@@ -135,6 +144,7 @@ _LAZY: dict[str, str] = {
     "MapShardsError": "shardedstore.errors",
     "MissingDependencyError": "shardedstore.errors",
     "OutputError": "shardedstore.errors",
+    "ReadOnlyError": "shardedstore.errors",
     "RemoteTimeoutError": "shardedstore.errors",
     "StrayKeysWarning": "shardedstore.errors",
     "UncommittedWarning": "shardedstore.errors",
@@ -154,6 +164,8 @@ _LAZY: dict[str, str] = {
     "config_schema": "shardedstore.config.schema",
     "open": "shardedstore.config.layout:open_config",
     "Shard": "shardedstore.shards.listing",
+    "ImportSummary": "shardedstore.shards.importing",
+    "import_zarr": "shardedstore.shards.importing",
     "ShardTransform": "shardedstore.shards.transforms",
     "to_directory_store_with_prefix": "shardedstore.shards.transforms",
     "to_url_with_prefix": "shardedstore.shards.transforms",
@@ -162,6 +174,8 @@ _LAZY: dict[str, str] = {
     "ChunkTableWrite": "shardedstore.table.parquet",
     "write_chunk_table": "shardedstore.table.parquet",
     "iter_shards": "shardedstore.iter",
+    "ShardedFileSystem": "shardedstore.fsspec",
+    "ome_zarr_layout": "shardedstore.ome",
 }
 
 

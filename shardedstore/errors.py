@@ -8,7 +8,8 @@ are exported from ``shardedstore``.
 - Writers: :class:`ConcurrentWriteError`, :class:`ConflictError`, :class:`CommitError`,
   :class:`UncommittedWarning`.
 - Reading: :class:`CorruptDataError`, :class:`RemoteTimeoutError`,
-  :class:`CacheWarning`, :class:`ArrayNotFoundError`, :class:`MissingDependencyError`.
+  :class:`CacheWarning`, :class:`ArrayNotFoundError`, :class:`MissingDependencyError`,
+  :class:`ReadOnlyError`.
 - Shard by shard: :class:`MapShardsError`, :class:`StrayKeysWarning`,
   :class:`VerificationError`, :class:`ChunkTableError`, :class:`OutputError` (and
   :class:`ChunkTableOutputError`).
@@ -36,6 +37,7 @@ __all__ = [
     "MapShardsError",
     "MissingDependencyError",
     "OutputError",
+    "ReadOnlyError",
     "RemoteTimeoutError",
     "StrayKeysWarning",
     "UncommittedWarning",
@@ -179,6 +181,16 @@ class OutputError(ValueError):
 
 class ChunkTableOutputError(OutputError):
     """The output directory cannot hold a chunk table; the message says what to do."""
+
+
+class ReadOnlyError(PermissionError):
+    """A write through a read-only way of reaching a layout (the ``shardedstore::``
+    fsspec protocol); nothing was written.
+
+    The message names the path and the store API that writes with every guarantee of
+    the layout: ``shardedstore.open(CONFIG, mode="r+")``, or ``shardedstore import``
+    for writers that only write to paths.
+    """
 
 
 class MissingDependencyError(ImportError):
