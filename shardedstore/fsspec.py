@@ -126,7 +126,7 @@ class ShardedFileSystem(AsyncFileSystem):  # type: ignore[misc]
     >>> group = zarr.open_group("shardedstore::ds/layout.json", mode="r")  # doctest: +SKIP
     >>> ds = xr.open_zarr("shardedstore::ds/layout.json", group="simulation/fine")  # doctest: +SKIP
     >>> fs = ShardedFileSystem("ds/layout.json")  # doctest: +SKIP
-    >>> fs.ls("")  # doctest: +SKIP
+    >>> fs.ls("", detail=False)  # doctest: +SKIP
     ['/people', '/simulation', '/zarr.json']
     """
 
@@ -300,21 +300,19 @@ class ShardedFileSystem(AsyncFileSystem):  # type: ignore[misc]
         prefix = f"{key}/" if key else ""
         # One merged listing of every shard below the path, not a walk directory by
         # directory.
-        keys = sorted({found async for found in store.list_prefix(prefix)})
-        if maxdepth is not None:
-            keys = [k for k in keys if k[len(prefix) :].count("/") < maxdepth]
-        if not keys and key and await store.exists(key):
+        listed = sorted({found async for found in store.list_prefix(prefix)})
+        directories: set[str] = set()
+        if not listed and key and await store.exists(key):
             keys = [key]  # find on a file gives the file
-            directories: set[str] = set()
         else:
-            directories = set()
-            if withdirs:
-                for found in keys:
+            keys = [k for k in listed if maxdepth is None or k[len(prefix) :].count("/") < maxdepth]
+            if withdirs and listed:
+                if key:
+                    directories.add(key)  # as fsspec's find: the directory itself
+                for found in listed:
                     parts = found[len(prefix) :].split("/")[:-1]
-                    for depth in range(1, len(parts) + 1):
-                        directories.add(prefix + "/".join(parts[:depth]))
-                if key and keys:
-                    directories.add(key)
+                    deepest = len(parts) if maxdepth is None else min(len(parts), maxdepth)
+                    directories.update(prefix + "/".join(parts[:n]) for n in range(1, deepest + 1))
         names = sorted({*keys, *directories})
         if not detail:
             return [self._path(name) for name in names]

@@ -147,6 +147,15 @@ def test_filesystem_methods(layout: Path, tmp_path: Path) -> None:
     assert chunks[0] == "/temp/c/0/0/0"
     assert "/temp/c/4" in fs.find("temp", withdirs=True)
     assert fs.find("temp", maxdepth=1) == ["/temp/zarr.json"]
+    assert fs.find("temp", maxdepth=1, withdirs=True) == ["/temp", "/temp/c", "/temp/zarr.json"]
+    assert fs.find("temp", maxdepth=2, withdirs=True)[:3] == ["/temp", "/temp/c", "/temp/c/0"]
+    assert fs.find("temp/zarr.json") == ["/temp/zarr.json"]
+    assert fs.find("temp/zarr.json", withdirs=True) == ["/temp/zarr.json"]
+    assert fs.find("nothing") == fs.find("nothing", withdirs=True) == []
+    assert fs.find("", maxdepth=1) == ["/zarr.json"]
+    found = fs.find("people", detail=True, withdirs=True)
+    assert found["/people/heights"]["type"] == "directory"
+    assert found["/people/zarr.json"]["size"] == len(fs.cat("people/zarr.json"))
     data = zarr.core.sync.sync(store.get("temp/c/4/1/1")).to_bytes()
     assert fs.cat("temp/c/4/1/1") == data
     assert fs.cat_file("temp/c/4/1/1", start=3, end=9) == data[3:9]
