@@ -14,24 +14,12 @@ errno and type (``FileNotFoundError``, ``PermissionError``, ...).
 from __future__ import annotations
 
 import builtins
-import functools
 import re
-from collections.abc import Callable, Coroutine
 from pathlib import PurePosixPath
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any
 
+__all__ = ["final_path", "renamed", "without_temporary_names"]
 
-class _Routed(Protocol):
-    """A store that knows the key inside the sub-store holding a key (ShardedStore)."""
-
-    def inner_key(self, key: str) -> str: ...
-
-
-__all__ = ["final_path", "names_keys", "names_keys_sync", "renamed", "without_temporary_names"]
-
-P = ParamSpec("P")
-R = TypeVar("R")
-S = TypeVar("S", bound=_Routed)
 
 _ZARR_PARTIAL = re.compile(r"^(?P<stem>.+)\.[0-9a-f]{32}\.partial$")
 _ZIP_TEMPORARY = re.compile(
@@ -130,47 +118,3 @@ def renamed(error: BaseException, temporary: str, final: str) -> BaseException:
     rebuilt = type(error)(text.replace(temporary, final))
     rebuilt.__traceback__ = error.__traceback__
     return rebuilt
-
-
-def _inner_name(store: _Routed, key: str) -> str | None:
-    try:
-        inner = store.inner_key(key)
-    except ValueError:
-        return None
-    return inner.rpartition("/")[2]
-
-
-def names_keys(
-    method: Callable[Concatenate[S, str, P], Coroutine[Any, Any, R]],
-) -> Callable[Concatenate[S, str, P], Coroutine[Any, Any, R]]:
-    """A ShardedStore write method whose OSErrors name the key, not temporary files."""
-
-    @functools.wraps(method)
-    async def wrapper(self: S, key: str, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await method(self, key, *args, **kwargs)
-        except OSError as error:
-            public = without_temporary_names(error, key=key, name=_inner_name(self, key))
-            if public is error:
-                raise
-            raise public from None
-
-    return wrapper
-
-
-def names_keys_sync(
-    method: Callable[Concatenate[S, str, P], R],
-) -> Callable[Concatenate[S, str, P], R]:
-    """:func:`names_keys` for the sync protocol methods."""
-
-    @functools.wraps(method)
-    def wrapper(self: S, key: str, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return method(self, key, *args, **kwargs)
-        except OSError as error:
-            public = without_temporary_names(error, key=key, name=_inner_name(self, key))
-            if public is error:
-                raise
-            raise public from None
-
-    return wrapper

@@ -13,9 +13,10 @@ paths against the config's location, and writing them relative, happens in
 
 from __future__ import annotations
 
+import functools
 import os
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -40,6 +41,7 @@ __all__ = [
     "StoreFacts",
     "StoreType",
     "facts_of",
+    "local_root_of",
     "get_store_type",
     "known_type_names",
     "same_store",
@@ -169,7 +171,8 @@ class _LocalType:
     def facts(self, store: Store) -> StoreFacts:
         assert isinstance(store, LocalStore)
         root = os.fspath(store.root)
-        return StoreFacts(str(store), ("local", root), False, ("directory", root), str(store))
+        url = f"file://{root}"
+        return StoreFacts(url, ("local", root), False, ("directory", root), url)
 
     def from_spec(self, spec: Mapping[str, Any], *, read_only: bool) -> Store:
         return LocalStore(spec["root"], read_only=read_only)
@@ -566,6 +569,21 @@ def same_store(a: Store, b: Store) -> bool:
         return False
 
 
+_LOCAL_ROOTS: dict[str, tuple[Literal["directory", "file"], str]] = {
+    "local": ("directory", "root"),
+    "zip": ("file", "path"),
+}
+
+
+def local_root_of(spec: Mapping[str, Any]) -> tuple[Literal["directory", "file"], str] | None:
+    """Where a store config keeps its keys on local disk, without making the store
+    (``("directory", root)`` of a ``local`` store, ``("file", path)`` of a ``zip``)."""
+    found = _LOCAL_ROOTS.get(str(spec.get("type")))
+    if found is None or not isinstance(spec.get(found[1]), str):
+        return None
+    return found[0], spec[found[1]]
+
+
 def _facts_from_spec(store_type: StoreType, store: Store) -> StoreFacts:
     """What a store whose type does not say (a plugin's) tells through its config."""
     try:
@@ -581,6 +599,17 @@ def _facts_from_spec(store_type: StoreType, store: Store) -> StoreFacts:
     return StoreFacts(value, ("url", value), True, None, f"{store_type.name}:{value}")
 
 
+_TELLERS: dict[type, Callable[[Store], StoreFacts]] = {}
+"""How the built-in store type of each store class met tells its facts (built-ins
+handle by class)."""
+
+
+def _teller(store_type: StoreType) -> Callable[[Store], StoreFacts]:
+    if isinstance(store_type, _KnowsFacts):
+        return store_type.facts
+    return functools.partial(_facts_from_spec, store_type)
+
+
 def facts_of(store: Store) -> StoreFacts:
     """What ``store`` says of itself, asked of its store type (wrappers looked through).
 
@@ -589,9 +618,14 @@ def facts_of(store: Store) -> StoreFacts:
     """
     while isinstance(store, WrapperStore):
         store = store._store
-    for store_type in (*_BUILTINS.values(), *_plugins.values()):
-        if store_type.handles(store):
-            if isinstance(store_type, _KnowsFacts):
-                return store_type.facts(store)
-            return _facts_from_spec(store_type, store)
-    return StoreFacts(str(store), None, identity=f"{type(store).__name__}:{id(store)}")
+    teller = _TELLERS.get(type(store))
+    if teller is None:
+        builtin = next((t for t in _BUILTINS.values() if t.handles(store)), None)
+        if builtin is not None:
+            teller = _TELLERS[type(store)] = _teller(builtin)
+        else:
+            plugin = next((t for t in _plugins.values() if t.handles(store)), None)
+            if plugin is None:
+                return StoreFacts(str(store), None, identity=f"{type(store).__name__}:{id(store)}")
+            teller = _teller(plugin)
+    return teller(store)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import warnings
 import zlib
-from collections.abc import Coroutine
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,7 @@ from zarr.core.sync import sync
 
 from shardedstore.backends.documents import is_metadata_document
 from shardedstore.backends.handles import gather_bounded, opened, read_only_view
+from shardedstore.backends.inventory import Inventory, LocalRoot, inventories
 from shardedstore.backends.probe import error_text, reach
 from shardedstore.backends.registry import facts_of
 from shardedstore.backends.timeouts import resolve_timeout
@@ -31,7 +31,6 @@ from shardedstore.store.ownkeys import OwnKeys
 from shardedstore.store.routing import ARRAY_METADATA, BASE, MOUNT, validate_key
 
 if TYPE_CHECKING:
-    from shardedstore.shards.listing import Shard
     from shardedstore.store.sharded import ShardedStore
 
 __all__ = [
@@ -117,25 +116,14 @@ def _owned(keys: OwnKeys | None, key: str) -> bool:
     return keys.owns(key)
 
 
-async def _summary(
-    kind: str,
-    path: str,
-    index: str | None,
-    store: Store,
-    keys: OwnKeys | None,
-    timeout: float | None,
+def _summary(
+    kind: str, path: str, index: str | None, url: str, keys: OwnKeys | None, found: Inventory
 ) -> ShardSummary:
     """What one shard holds; ``keys`` says which keys are its own (None: none are)."""
-
-    url = facts_of(store).url
-    found = await reach(store, timeout)
-    if found.state != "ok":
-        return ShardSummary.empty(kind, path, index, url, found.error)
-    try:
-        listed = [key async for key in store.list()]
-        sizes = await gather_bounded(store.getsize(key) for key in listed)
-    except Exception as error:  # listed or sized halfway: the shard is broken, say so
-        return ShardSummary.empty(kind, path, index, url, error_text(error))
+    if not found.exists:
+        error = None if found.error is None else error_text(found.error)
+        return ShardSummary.empty(kind, path, index, url, error)
+    listed = found.sizes
     own = [key for key in listed if _owned(keys, key)]
     documents = sum(is_metadata_document(key) for key in own)
     return ShardSummary(
@@ -149,37 +137,48 @@ async def _summary(
         documents,
         len(own) - documents,
         len(listed) - len(own),
-        sum(sizes),
+        sum(listed.values()),
     )
 
 
-async def _array_shard_summary(
-    shard: Shard, named: bool, timeout: float | None
-) -> ShardSummary | None:
-    """An array shard's summary; None for a shard that is not there and not named."""
-    try:
-        summary = await _summary(
-            "array shard", shard.path, shard.chunk_index, shard.store, shard.own_keys, timeout
-        )
-    finally:
-        shard.store.close()  # a handle of its own: 10^5 zips must not stay open
-    if summary.exists is False and not named:
-        return None  # a candidate index of a factory that cannot list its shards
-    return summary
+def _place_url(place: LocalRoot) -> str:
+    """A local shard's place as zarr writes its stores: ``file://...``, ``zip://...``."""
+    kind, path = place
+    return f"file://{path}" if kind == "directory" else f"zip://{path}"
+
+
+_WINDOW = 4096
+"""Shards whose stores are open at once (memory stays bounded whatever their number)."""
 
 
 async def _summaries(store: ShardedStore, timeout: float | None) -> list[ShardSummary]:
-
     listing = await list_shards(store, strict=False)
-    jobs: list[Coroutine[Any, Any, ShardSummary | None]] = []
-    for shard in listing.shards:
-        if shard.kind == "array shard":
-            factory = store.array_shards[shard.path][1]
-            named = shard.chunk_index in (getattr(factory, "shards", None) or {})
-            jobs.append(_array_shard_summary(shard, named, timeout))
-        else:
-            kind, path = shard.kind, shard.path
-            jobs.append(_summary(kind, path, None, shard.store, shard.own_keys, timeout))
+    found: list[ShardSummary] = []
+    shards = listing.shards
+    for start in range(0, len(shards), _WINDOW):
+        window = shards[start : start + _WINDOW]
+        # A shard on local disk is read by its place: no store is made for it.
+        places: list[Store | LocalRoot] = []
+        for shard in window:
+            root = shard.local_root if shard.kind == "array shard" else None
+            places.append(root if root is not None else shard.store)
+        try:
+            seen = await inventories(places, timeout=timeout)
+        finally:
+            for place, shard in zip(places, window, strict=True):
+                if shard.kind == "array shard" and not isinstance(place, tuple):
+                    place.close()  # a handle of its own: 10^5 zips must not stay open
+        for shard, place, inventory in zip(window, places, seen, strict=True):
+            index = shard.chunk_index
+            url = _place_url(place) if isinstance(place, tuple) else facts_of(place).url
+            summary = _summary(shard.kind, shard.path, index, url, shard.own_keys, inventory)
+            named = False
+            if shard.kind == "array shard":
+                factory = store.array_shards[shard.path][1]
+                named = index in (getattr(factory, "shards", None) or {})
+            if summary.exists is False and shard.kind == "array shard" and not named:
+                continue  # a candidate index of a factory that cannot list its shards
+            found.append(summary)
     failed = [
         ShardSummary.empty("array shard", path, index, "?", error_text(error))
         for path, index, error in listing.unmade  # the factory itself failed for this index
@@ -191,8 +190,7 @@ async def _summaries(store: ShardedStore, timeout: float | None) -> list[ShardSu
             failed.append(
                 ShardSummary.empty("array shard", path, None, factory_text(factory), error_line)
             )
-    found = await gather_bounded(jobs)
-    return [summary for summary in found if summary is not None] + failed
+    return found + failed
 
 
 def shard_summaries(store: ShardedStore, *, timeout: float | None = None) -> list[ShardSummary]:

@@ -56,15 +56,17 @@ from zarr.storage import ZipStore
 
 from shardedstore.backends.documents import is_metadata_document
 from shardedstore.backends.handles import gather_bounded
+from shardedstore.backends.inventory import Inventory, LocalRoot, inventories
 from shardedstore.backends.probe import error_text, reach
 from shardedstore.backends.registry import facts_of
 from shardedstore.backends.timeouts import resolve_timeout
 from shardedstore.backends.zips import ZipWriter, zip_writers
 from shardedstore.backends.zipstore import leftover_names
 from shardedstore.errors import LayoutError, json_path
-from shardedstore.shards.listing import base_and_mounts, list_shards
+from shardedstore.shards.listing import base_and_mounts, index_key, list_shards
 from shardedstore.store.factories import (
     CHUNK_PLACEHOLDER,
+    ArrayShardDirectoryFactory,
     ArrayShardTemplateFactory,
     factory_text,
     is_chunk_index,
@@ -208,10 +210,6 @@ class Validation:
 # ----------------------------------------------------------------- helpers
 
 
-def _index_key(index: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in index.split("."))
-
-
 def _chunks_text(indices: list[str]) -> str:
     """``chunk 5`` or ``chunks 8, 9, 10, 11`` or ``chunks 1, 2, 3, 4, 5 and 7 more``."""
     shown = ", ".join(indices[:_SHOWN])
@@ -274,49 +272,88 @@ class _ShardOutcome:
     holds_chunks: bool = False
 
 
-async def _check_array_shard(
-    shard: Shard, layout: ShardedArrayLayout | None, beyond: bool, timeout: float | None
+def _check_array_shard(
+    shard: Shard,
+    place: Store | LocalRoot,
+    found: Inventory,
+    keys: ArrayShardKeys | None,
+    expected: dict[str, tuple[bytes, Any]],
+    beyond: bool,
 ) -> _ShardOutcome:
-    """One array shard: there and readable, its metadata, its stray keys."""
+    """One array shard, from what it holds: there and readable, its metadata, its stray
+    keys."""
     index = shard.chunk_index or ""
     ref = ShardRef("array shard", shard.path, index)
-    store = shard.store
-    url = facts_of(store).url
-    try:
-        found = await reach(store, timeout)
-        if found.state != "ok":
-            outcome = _ShardOutcome(index, found.state)
-            if found.state == "unreadable":
-                detail = f"cannot be read ({url}): {found.error}"
-                outcome.findings.append(Finding(ref, "unreadable", detail))
-            return outcome
-        outcome = _ShardOutcome(index, "ok")
-        if layout is None:
-            return outcome
-        keys = ArrayShardKeys.of(layout)
-        listed = [key async for key in store.list()]
-        if beyond:
-            outcome.holds_chunks = any(
-                keys.owns(key) and not is_metadata_document(key) for key in listed
-            )
-            return outcome
-        expected = {name: json.loads(doc) for name, doc in layout.shard_documents.items()}
-        found_docs = await _documents(store, expected)
-        for name, doc in expected.items():
-            if found_docs.get(name) != doc:
-                state = "missing" if name not in found_docs else "differs from what base implies"
-                outcome.findings.append(Finding(ref, "metadata", f"{name} {state}"))
-        stray = sorted(key for key in listed if not keys.owns(key))
-        if stray:
-            outcome.findings.append(
-                Finding(ref, "stray-keys", f"{len(stray)} stray key(s), e.g. {stray[:3]}")
-            )
-        return outcome
-    except Exception as error:  # opened, then failed halfway: the shard is broken
-        detail = f"cannot be read ({url}): {error_text(error)}"
+    if found.error is not None:
+        url = (
+            f"{'file' if place[0] == 'directory' else 'zip'}://{place[1]}"
+            if isinstance(place, tuple)
+            else facts_of(place).url
+        )
+        detail = f"cannot be read ({url}): {error_text(found.error)}"
         return _ShardOutcome(index, "unreadable", [Finding(ref, "unreadable", detail)])
-    finally:
-        store.close()  # a handle of its own: 10^5 zips must not stay open
+    if not found.exists:
+        return _ShardOutcome(index, "missing")
+    outcome = _ShardOutcome(index, "ok")
+    if keys is None:
+        return outcome
+    if beyond:
+        outcome.holds_chunks = any(
+            keys.owns(key) and not is_metadata_document(key) for key in found.sizes
+        )
+        return outcome
+    for name, (written, doc) in expected.items():
+        text = found.documents.get(name)
+        try:  # as written (the common case), else the same JSON written otherwise
+            same = text is not None and (text == written or json.loads(text) == doc)
+        except ValueError:
+            same = False
+        if not same:
+            state = "missing" if text is None else "differs from what base implies"
+            outcome.findings.append(Finding(ref, "metadata", f"{name} {state}"))
+    stray = sorted(key for key in found.sizes if not keys.owns(key))
+    if stray:
+        outcome.findings.append(
+            Finding(ref, "stray-keys", f"{len(stray)} stray key(s), e.g. {stray[:3]}")
+        )
+    return outcome
+
+
+_WINDOW = 4096
+"""Array shards whose stores are open at once (memory stays bounded whatever their number)."""
+
+
+async def _check_array_shards(
+    shards: list[Shard], layout: ShardedArrayLayout | None, beyond: Any, timeout: float | None
+) -> list[_ShardOutcome]:
+    """Every array shard of one array, read a window at a time (a shard on local disk by
+    its place alone)."""
+    expected = (
+        {}
+        if layout is None
+        else {name: (doc, json.loads(doc)) for name, doc in layout.shard_documents.items()}
+    )
+    keys = None if layout is None else ArrayShardKeys.of(layout)
+    outcomes: list[_ShardOutcome] = []
+    for start in range(0, len(shards), _WINDOW):
+        window = shards[start : start + _WINDOW]
+        places: list[Store | LocalRoot] = []
+        for shard in window:
+            root = shard.local_root
+            places.append(root if root is not None else shard.store)
+        try:
+            seen = await inventories(places, list(expected), timeout)
+        finally:
+            for place in places:
+                if not isinstance(place, tuple):
+                    place.close()  # a handle of its own: 10^5 zips must not stay open
+        for shard, place, found in zip(window, places, seen, strict=True):
+            outcomes.append(
+                _check_array_shard(
+                    shard, place, found, keys, expected, beyond(shard.chunk_index or "")
+                )
+            )
+    return outcomes
 
 
 async def _check_array(
@@ -362,15 +399,11 @@ async def _check_array(
 
     def beyond(index: str) -> bool:
         return shape is not None and any(
-            i >= n for i, n in zip(_index_key(index), shape, strict=False)
+            i >= n for i, n in zip(index_key(index), shape, strict=False)
         )
 
-    shards = [shard for shard in listing.shards if shard.kind == "array shard"]
-    outcomes = await gather_bounded(
-        _check_array_shard(shard, layout, beyond(shard.chunk_index or ""), timeout)
-        for shard in shards
-        if shard.path == path
-    )
+    shards = [s for s in listing.shards if s.kind == "array shard" and s.path == path]
+    outcomes = await _check_array_shards(shards, layout, beyond, timeout)
     for failed_path, index, error in listing.unmade:  # the factory failed for this index
         if failed_path == path:
             detail = f"cannot be made: {error_text(error)}"
@@ -378,7 +411,7 @@ async def _check_array(
             outcomes.append(
                 _ShardOutcome(index, "unreadable", [Finding(ref, "unreadable", detail)])
             )
-    outcomes.sort(key=lambda outcome: _index_key(outcome.index))
+    outcomes.sort(key=lambda outcome: index_key(outcome.index))
     named = set(getattr(factory, "shards", None) or {})
     existing: list[str] = []
     for outcome in outcomes:
@@ -415,7 +448,7 @@ async def _check_array(
             f"template in the config for a typo ({factory_text(factory)}); an array whose "
             "metadata was written before its data is so until the data is written",
         )
-    report.gaps, report.gap_indices = _gaps((_index_key(i) for i in existing), dims)
+    report.gaps, report.gap_indices = _gaps((index_key(i) for i in existing), dims)
     if report.gaps:
         validation.warning(
             array,
@@ -504,11 +537,15 @@ def _zip_places(store: ShardedStore, existing: dict[str, list[str]]) -> dict[Pat
         if isinstance(sub, ZipStore):
             add_zip(os.fspath(sub.path), ref)
     for path, (_, factory) in sorted(store.array_shards.items()):
+        if isinstance(factory, ArrayShardDirectoryFactory):  # its shards are directories
+            continue
         by_name = existing.get(path, [])
         template = getattr(factory, "template", None)
         if isinstance(factory, ArrayShardTemplateFactory) and template is not None:
             parent, _, leaf = str(template.get("path", "")).rpartition("/")
-            if template.get("type") == "zip" and parent and CHUNK_PLACEHOLDER not in parent:
+            if template.get("type") != "zip":  # only the shards it names may be zips
+                by_name = list(factory.shards)
+            elif parent and CHUNK_PLACEHOLDER not in parent:
                 real = Path(os.path.realpath(parent))
                 places.setdefault(real, []).append(_template_matcher(path, leaf))
                 by_name = list(factory.shards)  # the pattern covers the others

@@ -26,9 +26,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from zarr.abc.store import Store
+from zarr.storage import LocalStore
 
 from shardedstore.backends.handles import read_only_handle
+from shardedstore.backends.registry import facts_of, local_root_of
 from shardedstore.errors import LayoutError, describe_shard
+from shardedstore.store.factories import (
+    ArrayShardDirectoryFactory,
+    ArrayShardFactory,
+    ArrayShardStoresFactory,
+    ArrayShardTemplateFactory,
+    ListableArrayShardFactory,
+)
 from shardedstore.store.ownkeys import ArrayShardKeys, BaseKeys, MountKeys, OwnKeys
 
 if TYPE_CHECKING:
@@ -46,6 +55,34 @@ __all__ = [
 ]
 
 ShardKind = Literal["base", "mount", "array shard"]
+
+
+@dataclass(frozen=True)
+class _Handle:
+    """An array shard's read-only store, made when first asked for (picklable): listing
+    10^6 shards makes no store."""
+
+    factory: ArrayShardFactory
+    index: str
+
+    def __call__(self) -> Store:
+        if isinstance(self.factory, ArrayShardDirectoryFactory):  # no second store
+            return LocalStore(self.factory.path_for(self.index), read_only=True)
+        return read_only_handle(self.factory(self.index))
+
+    def local_root(self) -> tuple[str, str] | None:
+        """Where the shard is on local disk, if it is, without making its store."""
+        factory = self.factory
+        if isinstance(factory, ArrayShardDirectoryFactory):
+            return "directory", factory.path_for(self.index)
+        if isinstance(factory, ArrayShardTemplateFactory):
+            spec = factory.spec_for(self.index)
+            return None if spec is None else local_root_of(spec)
+        return None
+
+
+_CHEAP = (ArrayShardDirectoryFactory, ArrayShardTemplateFactory, ArrayShardStoresFactory)
+"""Factories that always make a store, at no cost but their own: made when needed."""
 
 
 @dataclass(frozen=True)
@@ -86,10 +123,30 @@ class Shard:
     kind: ShardKind
     path: str
     chunk_index: str | None
-    store: Store
+    source: Store | _Handle = field(repr=False)
     own_keys: OwnKeys | None
     beyond_shape: bool = False
     listed: bool = True
+
+    @property
+    def local_root(self) -> tuple[str, str] | None:
+        """``("directory", path)`` or ``("file", path)`` of a shard on local disk (a zip
+        file), else None; an array shard's is told without making its store."""
+        source = self.source
+        if isinstance(source, _Handle):
+            root = source.local_root()
+            if root is not None:
+                return root
+        return facts_of(self.store).local_root
+
+    @property
+    def store(self) -> Store:
+        """A read-only store of the shard (an array shard's is made when first asked for)."""
+        source = self.source
+        if isinstance(source, _Handle):
+            source = source()
+            object.__setattr__(self, "source", source)
+        return source
 
     @property
     def name(self) -> str:
@@ -161,12 +218,6 @@ def index_key(index: str) -> tuple[int, ...]:
     return tuple(int(part) for part in index.split("."))
 
 
-def _beyond(index: str, layout: ShardedArrayLayout | None, dims: int) -> bool:
-    if layout is None:
-        return False
-    return any(i >= n for i, n in zip(index_key(index), layout.shape[:dims], strict=False))
-
-
 async def _array_shards(
     store: ShardedStore, path: str, listing: ShardListing, strict: bool, metadata: bool
 ) -> list[Shard]:
@@ -186,7 +237,7 @@ async def _array_shards(
         keys = MountKeys()
     if info.layout is not None:
         keys = ArrayShardKeys.of(info.layout)
-    listed = callable(getattr(factory, "existing_chunk_indices", None))
+    listed = isinstance(factory, ListableArrayShardFactory)
     try:
         indices = sorted(await store.shard_indices(path), key=index_key)
     except Exception as error:  # the template's directory or prefix cannot be listed
@@ -195,24 +246,31 @@ async def _array_shards(
         info.listing_error = error
         return []
     found: list[Shard] = []
+    lazy = isinstance(factory, _CHEAP)
+    shape = info.layout.shape[:dims] if info.layout is not None else None
     for index in indices:
-        try:
-            made = factory(index)
-            if not isinstance(made, Store):
-                raise LayoutError(
-                    f"array shard {path!r}: the factory returned {type(made).__name__} for "
-                    f"chunk index {index!r}; it must return a zarr store"
-                )
-            handle = read_only_handle(made)
-        except Exception as error:
-            if strict:
-                raise
-            listing.unmade.append((path, index, error))
-            continue
-        beyond = _beyond(index, info.layout, dims)
+        handle: Store | _Handle = _Handle(factory, index)
+        if not lazy:  # any callable: made now, so that what it raises is reported
+            try:
+                made = factory(index)
+                if not isinstance(made, Store):
+                    raise LayoutError(
+                        f"array shard {path!r}: the factory returned {type(made).__name__} "
+                        f"for chunk index {index!r}; it must return a zarr store"
+                    )
+                handle = read_only_handle(made)
+            except Exception as error:
+                if strict:
+                    raise
+                listing.unmade.append((path, index, error))
+                continue
+        beyond = shape is not None and any(
+            i >= n for i, n in zip(index_key(index), shape, strict=False)
+        )
         info.indices.append(index)
-        own = None if beyond else keys
-        found.append(Shard("array shard", path, index, handle, own, beyond, listed))
+        found.append(
+            Shard("array shard", path, index, handle, None if beyond else keys, beyond, listed)
+        )
     return found
 
 

@@ -116,16 +116,15 @@ class ArrayShardDirectoryFactory:
 
     def existing_chunk_indices(self) -> list[str]:
         """Chunk indices of the shard directories present under ``prefix``."""
+        found = []
         try:
-            names = os.listdir(self.prefix)
+            with os.scandir(self.prefix) as entries:  # d_type: no stat per shard
+                for entry in entries:
+                    index = entry.name[: -len(".zarr")]
+                    if entry.name.endswith(".zarr") and is_chunk_index(index) and entry.is_dir():
+                        found.append(index)
         except (FileNotFoundError, NotADirectoryError):
             return []
-        found = []
-        for name in names:
-            if name.endswith(".zarr"):
-                index = name[: -len(".zarr")]
-                if is_chunk_index(index) and os.path.isdir(os.path.join(self.prefix, name)):
-                    found.append(index)
         return found
 
 

@@ -16,6 +16,7 @@ from shardedstore.errors import KeyValidationError, LayoutError
 
 __all__ = [
     "ARRAY_METADATA",
+    "NO_SHARD",
     "BASE",
     "CHUNK",
     "MAX_SHARDED_DIMS",
@@ -25,7 +26,9 @@ __all__ = [
     "PrefixPlan",
     "Route",
     "Router",
+    "ShardSelection",
     "outer_chunk_key",
+    "select_shards",
     "split_chunk_key",
     "validate_key",
     "validate_prefix",
@@ -252,6 +255,71 @@ def outer_chunk_key(chunk_index: str, inner_key: str, fmt: ChunkKeyFormat | None
             return None
     parts = sep.join(indices + rest)
     return prefix + sep + parts if prefix else parts
+
+
+@dataclass(frozen=True, slots=True)
+class ShardSelection:
+    """The array shards a listing prefix below an array can reach (pure).
+
+    Attributes
+    ----------
+    parts
+        The index parts the prefix spells out in full (``("3",)`` for ``c/3/``).
+    partial
+        The start of the next index part (``"3"`` for ``c/3``: shards 3, 30, 31 ...).
+    level
+        When the prefix ends where an index part begins (``c/``, ``c/3/`` of a layout
+        sharded on two dims) and the parts are directories (``/``): how many parts it
+        spelled; the names below it are then that part of each shard's index. Else None.
+    """
+
+    parts: tuple[str, ...]
+    partial: str
+    level: int | None
+
+    def matches(self, index: str) -> bool:
+        """Whether the array shard at ``index`` can hold keys under the prefix."""
+        found = index.split(".")
+        given = len(self.parts)
+        if given >= len(found):
+            return tuple(found) == self.parts[: len(found)]
+        return tuple(found[:given]) == self.parts and found[given].startswith(self.partial)
+
+    def single(self, dims: int) -> str | None:
+        """The one shard the prefix names in full (its index), if it does."""
+        return ".".join(self.parts[:dims]) if len(self.parts) >= dims else None
+
+
+NO_SHARD = ShardSelection(("",), "", None)
+"""A selection no array shard matches (a prefix no chunk key has)."""
+
+
+def select_shards(rest: str, fmt: ChunkKeyFormat, dims: int) -> ShardSelection | None:
+    """Which array shards hold keys under ``array/rest``; None: possibly every one.
+
+    Examples
+    --------
+    >>> fmt = ChunkKeyFormat("c", "/", 2)
+    >>> select_shards("c/3/0/", fmt, 1)
+    ShardSelection(parts=('3', '0'), partial='', level=None)
+    >>> select_shards("c/", fmt, 1)
+    ShardSelection(parts=(), partial='', level=0)
+    >>> select_shards("zarr.json", fmt, 1) == NO_SHARD
+    True
+    """
+    if fmt.prefix:
+        if rest in ("", fmt.prefix):
+            return None
+        if not rest.startswith(fmt.prefix + fmt.separator):
+            return NO_SHARD if not fmt.prefix.startswith(rest) else None
+        rest = rest[len(fmt.prefix) + 1 :]
+    if rest == "" and fmt.separator != "/":
+        return None  # v2 keys spelled with "." are names of their own: every shard's
+    *parts, partial = rest.split(fmt.separator)
+    if not all(_is_index(part) for part in parts):
+        return NO_SHARD
+    level = len(parts) if partial == "" and fmt.separator == "/" and len(parts) < dims else None
+    return ShardSelection(tuple(parts), partial, level)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from zarr.storage import LocalStore, ZipStore
 from shardedstore.backends.cache import Cacheable, CachedStore, ShardCache
 from shardedstore.backends.documents import DocumentVersions, is_metadata_document
 from shardedstore.backends.handles import collect, gather_bounded, opened, read_only_view
-from shardedstore.backends.oserrors import names_keys, names_keys_sync
+from shardedstore.backends.oserrors import without_temporary_names
 from shardedstore.backends.registry import facts_of, same_store
 from shardedstore.backends.zips import ZipReference, copy_on_write, enable_deflate64
 from shardedstore.backends.zipstore import CommitGroup, CopyOnWriteZipStore, finish_group
@@ -56,6 +56,7 @@ from shardedstore.store.routing import (
     ROOT_PREFIX,
     Router,
     outer_chunk_key,
+    select_shards,
     validate_prefix,
 )
 
@@ -67,11 +68,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ShardedStore"]
 
-T = TypeVar("T")
-
-
-_FANOUT_LIMIT = 64
-"""Most sub-store requests one listing or delete keeps in flight at once."""
 
 _ARRAY_DOC_NAMES = ("zarr.json", ".zarray", ".zattrs")
 
@@ -98,13 +94,25 @@ def _failure_key(method: Callable[..., Any], key: str) -> str:
     return "" if key in ("", "/") else key.rstrip("/") + "/"
 
 
-def _tracks_writes(
+def _public(store: ShardedStore, key: str, error: BaseException) -> BaseException:
+    """``error`` naming the key and its final place, never a temporary file."""
+    if not isinstance(error, OSError):
+        return error
+    try:
+        name: str | None = store.inner_key(key).rpartition("/")[2]
+    except ValueError:
+        name = None
+    return without_temporary_names(error, key=key, name=name)
+
+
+def _write_method(
     method: Callable[Concatenate[S, str, P], Coroutine[Any, Any, R]],
 ) -> Callable[Concatenate[S, str, P], Coroutine[Any, Any, R]]:
-    """A write method whose outcome is tracked per key (see ``CommitGroup``).
+    """A write method whose outcome is tracked per key (see ``CommitGroup``), and
+    whose errors name the key written, not a temporary file.
 
     A failure is remembered until a later write or delete of the same key succeeds;
-    ``close()`` and exit commit no zip while one is remembered.
+    ``close()`` and exit commit nothing while one is remembered.
     """
 
     @functools.wraps(method)
@@ -114,17 +122,20 @@ def _tracks_writes(
             result = await method(self, key, *args, **kwargs)
         except BaseException as error:
             self._group.write_failed(tracked, error)
-            raise
+            public = _public(self, key, error)
+            if public is error:
+                raise
+            raise public from None
         self._group.write_succeeded(tracked, prefix=method.__name__ == "delete_dir")
         return result
 
     return wrapper
 
 
-def _tracks_writes_sync(
+def _write_method_sync(
     method: Callable[Concatenate[S, str, P], R],
 ) -> Callable[Concatenate[S, str, P], R]:
-    """:func:`_tracks_writes` for the sync protocol methods."""
+    """:func:`_write_method` for the sync protocol methods."""
 
     @functools.wraps(method)
     def wrapper(self: S, key: str, /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -132,7 +143,10 @@ def _tracks_writes_sync(
             result = method(self, key, *args, **kwargs)
         except BaseException as error:
             self._group.write_failed(key, error)
-            raise
+            public = _public(self, key, error)
+            if public is error:
+                raise
+            raise public from None
         self._group.write_succeeded(key)
         return result
 
@@ -164,6 +178,20 @@ def _supports_sync(
             for spec in arrays.values()
         )
     )
+
+
+def _a_store(what: str, value: object) -> Store:
+    """``value``, a zarr store (a zip as a copy-on-write zip), or a LayoutError."""
+    if not isinstance(value, Store):
+        raise LayoutError(
+            f"{what}: expected a zarr store (zarr.abc.store.Store), got {type(value).__name__}; "
+            "wrap a path in zarr.storage.LocalStore(path)"
+        )
+    return copy_on_write(value)
+
+
+def _index_order(index: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in index.split("."))
 
 
 def _through_cache(store: Store, cache: ShardCache) -> Store:
@@ -284,20 +312,10 @@ class ShardedStore(Store):
         cache: ShardCache | None = None,
     ) -> None:
         super().__init__(read_only=read_only)
-        if not isinstance(base, Store):
-            raise LayoutError(
-                f"base: expected a zarr store (zarr.abc.store.Store), got {type(base).__name__}; "
-                "wrap a path in zarr.storage.LocalStore(path)"
-            )
-        mounts: dict[str, Store] = {}
-        for path, store in (shards or {}).items():
-            if not isinstance(store, Store):
-                raise LayoutError(
-                    f"mount {path!r}: expected a zarr store (zarr.abc.store.Store), got "
-                    f"{type(store).__name__}; wrap a path in zarr.storage.LocalStore(path)"
-                )
-            mounts[path] = copy_on_write(store)
-        base = copy_on_write(base)
+        base = _a_store("base", base)
+        mounts = {
+            path: _a_store(f"mount {path!r}", store) for path, store in (shards or {}).items()
+        }
         arrays: dict[str, ArrayShardSpec] = {}
         for path, spec in (array_shard_funcs or {}).items():
             if not (isinstance(spec, tuple) and len(spec) == 2 and callable(spec[1])):
@@ -1125,27 +1143,75 @@ class ShardedStore(Store):
                 found.update(".".join(map(str, idx)) for idx in itertools.product(*ranges))
         return found
 
-    async def _list_array(self, path: str, prefix: str = "") -> list[str]:
-        """Outer keys of every chunk stored in the array shards of ``path``."""
+    async def _selected_shards(self, path: str, prefix: str) -> list[str]:
+        """The array shards of ``path`` that can hold keys under ``prefix``, in order.
+
+        A prefix that names one shard (``t/c/3/``, ``t/c/3/0/``) reaches that shard
+        alone, without listing the others; a shorter one keeps the shards whose index
+        it starts (from one listing of the shards' places, no shard opened).
+        """
+        layout = await self._layout_or_none(path)
+        rest = prefix[len(path) + 1 :] if prefix.startswith(f"{path}/") else ""
+        dims = self._router.array_dims[path]
+        selection = select_shards(rest, layout.key_format, dims) if layout else None
+        if selection is not None and (index := selection.single(dims)) is not None:
+            return [index]
         indices = await self.shard_indices(path)
+        chosen = indices if selection is None else filter(selection.matches, indices)
+        return sorted(chosen, key=_index_order)
+
+    async def _list_shard(self, path: str, index: str, prefix: str) -> list[str]:
+        """Outer keys of the chunks stored in one array shard, under ``prefix``."""
+        store = self._shard_reader(path, index)
+        if not await opened(store):
+            return []
         layout = await self._layout_or_none(path)
         key_format = layout.key_format if layout is not None else None
+        keys = []
+        async for inner in store.list():
+            rest = outer_chunk_key(index, inner, key_format)
+            if rest is not None and (key := f"{path}/{rest}").startswith(prefix):
+                keys.append(key)
+        return keys
 
-        async def list_one(index: str) -> list[str]:
-            store = self._shard_reader(path, index)
-            if not await opened(store):
-                return []
-            keys = []
-            async for inner in store.list():
-                rest = outer_chunk_key(index, inner, key_format)
-                if rest is not None:
-                    key = f"{path}/{rest}"
-                    if key.startswith(prefix):
-                        keys.append(key)
-            return keys
-
-        listed = await gather_bounded(list_one(index) for index in sorted(indices))
+    async def _list_array(self, path: str, prefix: str = "") -> list[str]:
+        """Outer keys of the chunks stored in the array shards of ``path``, under ``prefix``."""
+        indices = await self._selected_shards(path, prefix)
+        listed = await gather_bounded(self._list_shard(path, i, prefix) for i in indices)
         return [key for keys in listed for key in keys]
+
+    async def _array_holds(self, path: str, prefix: str) -> bool:
+        """Whether any array shard of ``path`` holds a key under ``prefix`` (stops at one)."""
+        for index in await self._selected_shards(path, prefix):
+            if await self._list_shard(path, index, prefix):
+                return True
+        return False
+
+    async def _array_dir(self, path: str, dir_prefix: str) -> set[str]:
+        """The names right below ``dir_prefix``, inside the array-sharded ``path``.
+
+        Where they are index parts of the shards (``t/c/`` lists the time steps), they
+        come from the shards' places alone: a shard that exists shows, as a directory
+        does. Below that, only the shards the prefix names are listed.
+        """
+        layout = await self._layout_or_none(path)
+        rest = dir_prefix[len(path) + 1 :]
+        dims = self._router.array_dims[path]
+        selection = select_shards(rest, layout.key_format, dims) if layout else None
+        if selection is not None and selection.level is not None:
+            level = selection.level
+            return {
+                index.split(".")[level]
+                for index in await self.shard_indices(path)
+                if selection.matches(index)
+            }
+        if layout is not None and rest == "" and layout.key_format.prefix:
+            prefix = layout.key_format.prefix
+            return {prefix} if await self._array_holds(path, f"{path}/{prefix}") else set()
+        return {
+            key[len(dir_prefix) :].split("/", 1)[0]
+            for key in await self._list_array(path, dir_prefix)
+        }
 
     # -------------------------------------------------------------- key access
 
@@ -1280,8 +1346,7 @@ class ShardedStore(Store):
             raise FileNotFoundError(key)
         return await store.getsize(inner)
 
-    @_tracks_writes
-    @names_keys
+    @_write_method
     async def set(self, key: str, value: Buffer) -> None:
         # docstring inherited
         self._check_writable()
@@ -1308,8 +1373,7 @@ class ShardedStore(Store):
             node = ""
         await self._set_in(store, node, inner, value, name=key)
 
-    @_tracks_writes
-    @names_keys
+    @_write_method
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:
         # docstring inherited
         self._check_writable()
@@ -1327,7 +1391,7 @@ class ShardedStore(Store):
         await opened(store)
         await store.set_if_not_exists(inner, value)
 
-    @_tracks_writes
+    @_write_method
     async def delete(self, key: str) -> None:
         # docstring inherited
         self._check_writable()
@@ -1439,13 +1503,12 @@ class ShardedStore(Store):
             names.update([name async for name in self._base.list_dir(path)])
         dir_prefix = f"{path}/" if path else ""
         if node is not None:  # inside an array-sharded array
-            for key in await self._list_array(node[1], dir_prefix):
-                names.add(key[len(dir_prefix) :].split("/", 1)[0])
+            names.update(await self._array_dir(node[1], dir_prefix))
         else:
             names.update(await self._mount_points_in_use(path, dir_prefix, names))
             for array in self._router.plan_prefix(dir_prefix).arrays:
                 name = array[len(dir_prefix) :].split("/", 1)[0]
-                if name not in names and await self._list_array(array):
+                if name not in names and await self._array_holds(array, f"{array}/"):
                     names.add(name)
         for name in names:
             yield name
@@ -1487,11 +1550,11 @@ class ShardedStore(Store):
         if not all(empty):
             return False
         for array in plan.arrays:
-            if await self._list_array(array, prefix):
+            if await self._array_holds(array, prefix):
                 return False
         return True
 
-    @_tracks_writes
+    @_write_method
     async def delete_dir(self, prefix: str) -> None:
         # docstring inherited
         self._check_writable()
@@ -1582,8 +1645,7 @@ class _SyncShardedStore(ShardedStore):
             self._documents.read(store, inner, value)
         return value
 
-    @_tracks_writes_sync
-    @names_keys_sync
+    @_write_method_sync
     def set_sync(self, key: str, value: Buffer) -> None:
         self._check_writable()
         _check_buffer(value)
@@ -1605,7 +1667,7 @@ class _SyncShardedStore(ShardedStore):
             return
         cast("SupportsSyncStore", store).set_sync(inner, value)
 
-    @_tracks_writes_sync
+    @_write_method_sync
     def delete_sync(self, key: str) -> None:
         self._check_writable()
         kind, node, index, inner = self._router.route(key)

@@ -1,0 +1,262 @@
+"""Layouts of 10^3 to 10^6 time steps: what each operation costs, and how it grows.
+
+A layout as the first users have it: an array ``temperature`` float32 (N, 8, 8), one
+chunk per step, zstd, sharded on time with the template ``t/{chunk}.zarr`` (directory
+shards) or ``t/{chunk}.zarr.zip`` (zip shards). The writer of the big layouts writes
+one shard through the store and copies its files for the others, in parallel
+processes (what many independent writers produce); the write rate through the store
+is measured on its own (``write``).
+
+Each operation runs in a process of its own (for its peak memory, ``ru_maxrss``):
+
+- ``open``: ``shardedstore.open(config)``, plus reading one step (``read``);
+- ``list``: ``list_dir`` of one shard's prefix (``temperature/c/K/``) and of the
+  array's chunk prefix (``temperature/c/``);
+- ``shards``: ``store.shards()``;
+- ``info``, ``validate``: the CLI commands (``--json``);
+- ``chunks``: ``chunks --stats min,max --out DIR``, then again with nothing changed;
+- ``write``: new shards written through the store, in batches of 1,000 steps;
+- ``explicit``: opening a config that lists every shard (what ``map_shards`` writes
+  for outputs a template cannot describe).
+
+Targets at 10^5 directory shards (issue 22): info <= 10 s, validate <= 15 s, shards()
+<= 1 s, chunks <= 60 s, rerun <= 5 s, each <= 300 MB; writes >= 2,000 new shards/s;
+an explicit config of 10^6 shards opens in <= 10 s; list of one shard independent of N.
+
+Usage: python benchmarks/scale.py [--counts 1000 10000 100000] [--kinds directory zip]
+       [--skip chunks validate] [--write 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+WORKER = r"""
+import json, resource, sys, time
+what, config, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+started = time.perf_counter()
+out = {}
+if what == "open":
+    import shardedstore, zarr
+    store = shardedstore.open(config)
+    out["open"] = time.perf_counter() - started
+    step = time.perf_counter()
+    zarr.open_array(store, path="temperature", mode="r")[count // 2]
+    out["read"] = time.perf_counter() - step
+elif what == "list":
+    import shardedstore
+    from zarr.core.sync import sync
+    store = shardedstore.open(config)
+    async def names(prefix):
+        return [name async for name in store.list_dir(prefix)]
+    step = time.perf_counter()
+    one = sync(names(f"temperature/c/{count // 2}/"))
+    out["list one"] = time.perf_counter() - step
+    step = time.perf_counter()
+    every = sync(names("temperature/c/"))
+    out["list all"] = time.perf_counter() - step
+    assert len(one) == 1 and len(every) == count, (len(one), len(every))
+elif what == "shards":
+    import shardedstore
+    store = shardedstore.open(config)
+    step = time.perf_counter()
+    assert len(store.shards()) == count + 1
+    out["shards"] = time.perf_counter() - step
+elif what in ("info", "validate"):
+    import contextlib, io
+    from shardedstore.cli import main
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = main([what, config, "--json"])
+    assert code == 0, code
+    out[what] = time.perf_counter() - started
+elif what == "chunks":
+    import contextlib, io
+    from shardedstore.cli import main
+    target = sys.argv[4]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["chunks", config, "--stats", "min,max", "--out", target]) == 0
+    out["chunks"] = time.perf_counter() - started
+    step = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["chunks", config, "--stats", "min,max", "--out", target]) == 0
+    out["rerun"] = time.perf_counter() - step
+elif what == "explicit":
+    import shardedstore
+    out["explicit"] = (shardedstore.open(config), time.perf_counter() - started)[1]
+out["rss MB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(out))
+"""
+
+
+def _template(kind: str) -> dict[str, Any]:
+    if kind == "zip":
+        return {"type": "zip", "path": "t/{chunk}.zarr.zip"}
+    return {"type": "local", "root": "t/{chunk}.zarr"}
+
+
+def _copy_shards(source: str, target_dir: str, kind: str, first: int, last: int) -> None:
+    for t in range(first, last):
+        if kind == "zip":
+            shutil.copyfile(source, os.path.join(target_dir, f"{t}.zarr.zip"))
+        else:
+            shutil.copytree(source, os.path.join(target_dir, f"{t}.zarr"))
+
+
+def build(root: Path, count: int, kind: str) -> Path:
+    """The layout of ``count`` steps under ``root``; its config's path."""
+    import numpy as np
+    import zarr
+    from zarr.codecs import ZstdCodec
+
+    import shardedstore
+
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "layout.json"
+    config.write_text(
+        json.dumps(
+            {
+                "format": "shardedstore",
+                "version": 1,
+                "base": {"type": "local", "root": "base.zarr"},
+                "array_shards": {"temperature": {"dims": 1, "store": _template(kind)}},
+            }
+        )
+    )
+    store = shardedstore.open(config, mode="r+")
+    array = zarr.create_array(
+        store,
+        name="temperature",
+        shape=(count, 8, 8),
+        chunks=(1, 8, 8),
+        dtype="f4",
+        compressors=ZstdCodec(),
+    )
+    array[0] = np.arange(64, dtype="f4").reshape(8, 8)
+    store.close()
+    source = root / "t" / ("0.zarr.zip" if kind == "zip" else "0.zarr")
+    jobs = max(1, os.cpu_count() or 1)
+    edges = [1 + (count - 1) * i // jobs for i in range(jobs + 1)]
+    with ProcessPoolExecutor(jobs) as pool:
+        list(
+            pool.map(
+                _copy_shards,
+                [str(source)] * jobs,
+                [str(root / "t")] * jobs,
+                [kind] * jobs,
+                edges[:-1],
+                edges[1:],
+            )
+        )
+    return config
+
+
+def build_explicit(root: Path, count: int) -> Path:
+    """A config listing ``count`` zip shards one by one (only the config exists)."""
+    shards = {str(i): {"type": "zip", "path": f"z/{i}.zarr.zip", "mode": "r"} for i in range(count)}
+    config = root / "explicit.json"
+    config.write_text(
+        json.dumps(
+            {
+                "format": "shardedstore",
+                "version": 1,
+                "base": {"type": "local", "root": "base.zarr"},
+                "array_shards": {"temperature": {"dims": 1, "shards": shards}},
+            }
+        )
+    )
+    return config
+
+
+def run(what: str, config: Path, count: int, *extra: str) -> dict[str, float]:
+    result = subprocess.run(
+        [sys.executable, "-c", WORKER, what, str(config), str(count), *extra],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{what} failed: {result.stderr[-2000:]}")
+    found: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
+    return found
+
+
+def write_rate(root: Path, steps: int) -> float:
+    """New shards per second written through the store (batches of 1,000 steps)."""
+    import numpy as np
+    import zarr
+
+    import shardedstore
+
+    config = build(root, 1, "directory")
+    store = shardedstore.open(config, mode="r+")
+    array = zarr.open_array(store, path="temperature", mode="r+")
+    array.resize((steps, 8, 8))
+    values = np.ones((1000, 8, 8), dtype="f4")
+    started = time.perf_counter()
+    for first in range(0, steps, 1000):
+        stop = min(steps, first + 1000)
+        array[first:stop] = values[: stop - first]
+    elapsed = time.perf_counter() - started
+    store.close()
+    return steps / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--counts", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--kinds", nargs="+", default=["directory", "zip"])
+    parser.add_argument("--skip", nargs="*", default=[])
+    parser.add_argument("--write", type=int, default=5000, help="steps written through the store")
+    parser.add_argument("--explicit", type=int, nargs="*", default=[])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="shardedstore-scale-") as scratch:
+        base = Path(scratch)
+        if args.write:
+            rate = write_rate(base / "write", args.write)
+            print(f"write through the store: {rate:,.0f} new shards/s ({args.write} steps)")
+        for count in args.explicit:
+            folder = base / f"explicit-{count}"
+            folder.mkdir()
+            found = run("explicit", build_explicit(folder, count), count)
+            print(
+                f"explicit config of {count:,} shards: open {found['explicit']:.2f} s, "
+                f"{found['rss MB']:.0f} MB"
+            )
+        for kind in args.kinds:
+            for count in args.counts:
+                root = base / f"{kind}-{count}"
+                root.mkdir()
+                started = time.perf_counter()
+                config = build(root, count, kind)
+                print(
+                    f"\n{kind} shards, N = {count:,} "
+                    f"(built in {time.perf_counter() - started:.1f} s)"
+                )
+                rows: dict[str, float] = {}
+                peaks: dict[str, float] = {}
+                for what in ("open", "list", "shards", "info", "validate", "chunks"):
+                    if what in args.skip:
+                        continue
+                    extra = (str(root / "chunks"),) if what == "chunks" else ()
+                    found = run(what, config, count, *extra)
+                    peaks[what] = found.pop("rss MB")
+                    rows.update(found)
+                for name, seconds in rows.items():
+                    per = seconds / count * 1e6
+                    print(f"  {name:<10} {seconds:9.3f} s  {per:9.1f} us/shard")
+                print("  peak RSS MB: " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
+                shutil.rmtree(root)  # made here, below the scratch directory
+
+
+if __name__ == "__main__":
+    main()

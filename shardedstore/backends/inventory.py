@@ -1,0 +1,168 @@
+"""What a store holds, read in one pass: every key's size, and a few documents.
+
+``info`` and ``validate`` look at every shard of a layout: 10^5 or 10^6 of them. A
+shard on local disk is read directly, without zarr's store methods: a directory with
+one ``scandir`` per level (the kernel gives names, types and sizes), a zip from its
+central directory alone; and many shards in one thread call, since a thread hop costs
+more than reading a small shard. Other stores (object stores, memory) are asked
+through zarr's API: one listing, then sizes and documents, concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from zarr.abc.store import Store
+from zarr.core.buffer import default_buffer_prototype
+
+from shardedstore.backends.handles import gather_bounded, opened
+from shardedstore.backends.registry import facts_of
+from shardedstore.backends.timeouts import within
+
+__all__ = ["Inventory", "LocalRoot", "inventories"]
+
+_BATCH = 256
+"""Shards on local disk read in one thread call."""
+
+
+@dataclass
+class Inventory:
+    """What one store holds.
+
+    Attributes
+    ----------
+    exists
+        Whether the store is there (a directory or zip that exists; an object store
+        prefix that holds a key).
+    sizes
+        Key -> size in bytes, for every key.
+    documents
+        Name -> bytes of the documents asked for that are there.
+    error
+        Why the store could not be read (then it is not known to exist).
+    """
+
+    exists: bool
+    sizes: dict[str, int] = field(default_factory=dict)
+    documents: dict[str, bytes] = field(default_factory=dict)
+    error: BaseException | None = None
+
+
+def _directory(root: str, wanted: Sequence[str]) -> Inventory:
+    try:
+        if not stat.S_ISDIR(os.stat(root).st_mode):
+            return Inventory(False)
+    except FileNotFoundError:
+        return Inventory(False)
+    found = Inventory(True)
+    pending = [("", root)]
+    while pending:
+        relative, directory = pending.pop()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                key = f"{relative}/{entry.name}" if relative else entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append((key, entry.path))
+                else:
+                    found.sizes[key] = entry.stat(follow_symlinks=False).st_size
+    for name in wanted:
+        if name in found.sizes:
+            with open(os.path.join(root, name), "rb") as f:
+                found.documents[name] = f.read()
+    return found
+
+
+def _zip(path: str, wanted: Sequence[str]) -> Inventory:
+    try:
+        archive = zipfile.ZipFile(path)
+    except FileNotFoundError:
+        return Inventory(False)
+    with archive:
+        found = Inventory(True)
+        for info in archive.infolist():
+            if not info.is_dir():
+                found.sizes[info.filename] = info.file_size
+        for name in wanted:
+            if name in found.sizes:
+                found.documents[name] = archive.read(name)
+    return found
+
+
+def _local(root: tuple[str, str], wanted: Sequence[str]) -> Inventory:
+    kind, path = root
+    try:
+        return _directory(path, wanted) if kind == "directory" else _zip(path, wanted)
+    except Exception as error:  # a shard that cannot be read is reported, not raised
+        return Inventory(False, error=error)
+
+
+def _local_batch(roots: list[tuple[str, str]], wanted: Sequence[str]) -> list[Inventory]:
+    return [_local(root, wanted) for root in roots]
+
+
+async def _remote(store: Store, wanted: Sequence[str], timeout: float | None) -> Inventory:
+    try:
+        return await within(_listed(store, wanted), "probing", facts_of(store).url, timeout)
+    except Exception as error:  # a shard that cannot be read is reported, not raised
+        return Inventory(False, error=error)
+
+
+async def _listed(store: Store, wanted: Sequence[str]) -> Inventory:
+    if not await opened(store):
+        return Inventory(False)
+    keys = [key async for key in store.list()]
+    if not keys:
+        return Inventory(False)
+    sizes = await gather_bounded(store.getsize(key) for key in keys)
+    found = Inventory(True, dict(zip(keys, sizes, strict=True)))
+    prototype = default_buffer_prototype()
+    for name in wanted:
+        if name in found.sizes and (value := await store.get(name, prototype)) is not None:
+            found.documents[name] = value.to_bytes()
+    return found
+
+
+LocalRoot = tuple[str, str]
+"""``("directory", path)`` or ``("file", path)``: a store on local disk, by its place."""
+
+
+async def inventories(
+    stores: Iterable[Store | LocalRoot], documents: Sequence[str] = (), timeout: float | None = None
+) -> list[Inventory]:
+    """What each store holds (in order), with the ``documents`` asked for.
+
+    A store on local disk may be given by its place alone (a :data:`LocalRoot`): it is
+    read without making a store. Stores on local disk are read in batches of threads;
+    others concurrently (at most 64 at a time), each within ``timeout`` seconds (as
+    :func:`~shardedstore.backends.timeouts.resolve_timeout` says for None). Never
+    raises for a store that cannot be read: its ``error`` says why.
+    """
+    stores = list(stores)
+    found: list[Inventory | None] = [None] * len(stores)
+    local: list[tuple[int, LocalRoot]] = []
+    remote: list[int] = []
+    for position, store in enumerate(stores):
+        root = store if isinstance(store, tuple) else facts_of(store).local_root
+        if root is None:
+            remote.append(position)
+        else:
+            local.append((position, root))
+    batches = [local[start : start + _BATCH] for start in range(0, len(local), _BATCH)]
+
+    async def batch(items: list[tuple[int, tuple[str, str]]]) -> None:
+        results = await asyncio.to_thread(_local_batch, [root for _, root in items], documents)
+        for (position, _), result in zip(items, results, strict=True):
+            found[position] = result
+
+    async def one(position: int) -> None:
+        store = stores[position]
+        assert not isinstance(store, tuple)
+        found[position] = await _remote(store, documents, timeout)
+
+    await gather_bounded([*(batch(items) for items in batches), *(one(p) for p in remote)])
+    return [result if result is not None else Inventory(False) for result in found]
