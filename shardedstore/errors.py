@@ -12,7 +12,8 @@ are exported from ``shardedstore``.
   :class:`ReadOnlyError`.
 - Shard by shard: :class:`MapShardsError`, :class:`StrayKeysWarning`,
   :class:`VerificationError`, :class:`ChunkTableError`, :class:`OutputError` (and
-  :class:`ChunkTableOutputError`).
+  :class:`ChunkTableOutputError`), :class:`SourceError` (and
+  :class:`SourceNotFoundError`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ __all__ = [
     "OutputError",
     "ReadOnlyError",
     "RemoteTimeoutError",
+    "SourceError",
+    "SourceNotFoundError",
     "StrayKeysWarning",
     "UncommittedWarning",
     "VerificationError",
@@ -181,6 +184,17 @@ class OutputError(ValueError):
 
 class ChunkTableOutputError(OutputError):
     """The output directory cannot hold a chunk table; the message says what to do."""
+
+
+class SourceError(ValueError):
+    """The Zarr given to ``import`` is not one: not a directory, a zip file, a URL or a
+    layout config, or without Zarr metadata at its root. Nothing was written; the message
+    names the source and says what to give instead."""
+
+
+class SourceNotFoundError(SourceError, FileNotFoundError):
+    """The Zarr given to ``import`` does not exist (also a ``FileNotFoundError``).
+    Nothing was written."""
 
 
 class ReadOnlyError(PermissionError):

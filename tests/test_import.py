@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from shardedstore import (
     ConcurrentWriteError,
     LayoutError,
     ShardedStore,
+    SourceError,
     import_zarr,
 )
 from shardedstore.cli import main
@@ -348,3 +350,96 @@ def test_one_writer_per_zip_holds_for_imports(tmp_path: Path) -> None:
     with pytest.raises(ConcurrentWriteError, match=r"people\.zarr\.zip"):
         import_zarr(source, layout, progress=False)
     holder.close()
+
+
+# ------------------------------------------------------------- bad sources
+
+
+@pytest.mark.parametrize("what", ["missing", "empty", "not zarr", "text file", "nested"])
+def test_a_source_that_is_not_a_zarr_is_refused_saying_what_to_give(
+    tmp_path: Path, what: str
+) -> None:
+    source = tmp_path / "src"
+    expected = {
+        "missing": r"src does not exist; give the Zarr to import as a directory, a zip",
+        "empty": r"src is not a Zarr hierarchy: it is empty",
+        "not zarr": r"src is not a Zarr hierarchy: no zarr\.json .* e\.g\. 'readme\.md'",
+        "text file": r"src is a file but not a zip file",
+        "nested": r"a Zarr in its folder 'inner\.zarr': give .*src/inner\.zarr",
+    }[what]
+    if what == "empty":
+        source.mkdir()
+    elif what == "not zarr":
+        source.mkdir()
+        (source / "readme.md").write_text("notes")
+    elif what == "text file":
+        source.write_text("not a zip")
+    elif what == "nested":
+        _source(source / "inner.zarr")
+    layout = _layout(tmp_path / "ds", "directory")
+    with pytest.raises(SourceError, match=expected) as error:
+        import_zarr(source, layout, progress=False)
+    assert isinstance(error.value, ValueError)
+    assert isinstance(error.value, FileNotFoundError) == (what == "missing")
+    assert sorted(p.name for p in (tmp_path / "ds").iterdir()) == ["layout.json"]
+    assert main(["import", str(source), str(layout), "-q"]) == 1
+
+
+def test_a_zip_made_by_common_tools_imports(tmp_path: Path) -> None:
+    """Zips from zip -r, shutil.make_archive or a file manager hold directory entries
+    (``people/``), which are not keys; one made from the folder holds the Zarr one
+    folder down, reached as zip://FOLDER::ZIP."""
+    source = _source(tmp_path / "src.zarr")
+    flat = shutil.make_archive(str(tmp_path / "flat"), "zip", source)
+    with zipfile.ZipFile(flat) as archive:
+        assert "people/" in archive.namelist()  # a directory entry
+    layout = _layout(tmp_path / "ds", "directory")
+    assert import_zarr(flat, layout, progress=False).verified
+    _assert_same_data(layout, source)
+    nested = shutil.make_archive(str(tmp_path / "nested"), "zip", tmp_path, "src.zarr")
+    other = _layout(tmp_path / "other", "zip")
+    with pytest.raises(SourceError, match=r"give zip://src\.zarr::.*nested\.zip"):
+        import_zarr(nested, other, progress=False)
+    assert import_zarr(f"zip://src.zarr::{nested}", other, progress=False).verified
+    _assert_same_data(other, source)
+
+
+def test_a_layout_source_by_url(tmp_path: Path) -> None:
+    source = _source(tmp_path / "src.zarr")
+    first = _layout(tmp_path / "first", "directory")
+    import_zarr(source, first, progress=False)
+    second = _layout(tmp_path / "second", "zip")
+    assert import_zarr(f"shardedstore::{first}", second, progress=False).verified
+    _assert_same_data(second, source)
+
+
+@pytest.mark.parametrize("field", ["mounts", "array_shards"])
+def test_a_layout_whose_shards_miss_the_source_is_refused(tmp_path: Path, field: str) -> None:
+    """A layout whose paths name no node of the source would put everything in its base:
+    refused, naming the field and the source's nodes, unless partial."""
+    source = _source(tmp_path / "src.zarr")
+    layout = _layout(tmp_path / "ds", "directory")
+    config = json.loads(layout.read_text())
+    if field == "mounts":
+        config["mounts"]["labels"] = {"type": "local", "root": "labels.zarr"}
+    else:
+        config["array_shards"]["temperature"] = config["array_shards"].pop("temp")
+    layout.write_text(json.dumps(config))
+    missing = "mounts.labels" if field == "mounts" else "array_shards.temperature"
+    with pytest.raises(LayoutError, match=rf"its {missing} name\(s\) no node") as error:
+        import_zarr(source, layout, progress=False)
+    assert "'', 'people', 'people/heights', 't', 'temp'" in str(error.value)
+    assert "partial=True (--partial)" in str(error.value)
+    assert "nothing was written" in str(error.value)
+    assert sorted(p.name for p in (tmp_path / "ds").iterdir()) == ["layout.json"]
+    assert main(["import", str(source), str(layout), "-q"]) == 1
+    assert main(["import", str(source), str(layout), "-q", "--partial"]) == 0
+    _assert_same_data(layout, source)
+    if field == "mounts":
+        # Once the layout holds the node, a source without it imports without --partial.
+        labels = _source(tmp_path / "with-labels.zarr")
+        xr.Dataset({"mask": ("p", [1, 0])}).to_zarr(
+            labels, group="labels", consolidated=False
+        )
+        assert import_zarr(labels, layout, progress=False).verified
+        assert import_zarr(source, layout, progress=False).skipped > 0

@@ -377,6 +377,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
         source_options=_options(args.source_option) or None,
         storage_options=_options(args.storage_option) or None,
         allow_outside=args.allow_outside,
+        partial=args.partial,
     )
     if args.json:
         document = {"source": args.source, "config": args.config, **vars(summary)}
@@ -671,8 +672,9 @@ def build_parser() -> argparse.ArgumentParser:
         "copy a plain Zarr (directory, zip or URL) into an existing layout's stores",
         "Copy every key of SRC, a plain Zarr hierarchy (a directory, a zip file or a URL), "
         "into the stores of the layout CONFIG (opened for writing), each to the store the "
-        "layout routes it to: for writers that only write to a path. Metadata first (the "
-        "arrays the layout shards are checked against SRC before anything is written), "
+        "layout routes it to: for writers that only write to a path. Metadata first (each "
+        "mount and array shard of the layout must name a node of SRC unless --partial, and "
+        "the arrays the layout shards are checked against SRC, before anything is written), "
         "then the chunks, -j at a time; a key already in the layout is skipped if it holds "
         "the same bytes and refused if not (nothing is overwritten); zip shards are "
         "committed at the end, all or none. Re-running after a failure or Ctrl-C finishes "
@@ -704,6 +706,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-outside",
         action="store_true",
         help="let CONFIG name stores outside its own folder (as shardedstore.open allows)",
+    )
+    imports.add_argument(
+        "--partial",
+        action="store_true",
+        help="import a SRC that fills only some of the layout's mounts and array shards",
     )
     imports.add_argument("--no-verify", action="store_true", help="skip the checksum comparison")
     imports.add_argument("--json", action="store_true", help="print the summary as JSON")

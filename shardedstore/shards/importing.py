@@ -39,6 +39,7 @@ import asyncio
 import os
 import sys
 import time
+import zipfile
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -52,7 +53,13 @@ from shardedstore.backends.handles import opened
 from shardedstore.backends.sync import interruptible_sync
 from shardedstore.backends.zips import enable_deflate64
 from shardedstore.config.layout import open_config
-from shardedstore.errors import ArgumentError, LayoutError, VerificationError
+from shardedstore.errors import (
+    ArgumentError,
+    LayoutError,
+    SourceError,
+    SourceNotFoundError,
+    VerificationError,
+)
 from shardedstore.shards.source import ShardSource
 from shardedstore.store.locations import (
     Member,
@@ -127,26 +134,31 @@ def open_source(
 
     Raises
     ------
-    FileNotFoundError
-        If a local source does not exist.
+    SourceNotFoundError
+        If a local source does not exist (a ``FileNotFoundError`` too).
+    SourceError
+        If a local file is not a zip file.
     """
     if isinstance(source, Store):
         return source if source.read_only else source.with_read_only(True)
     location = os.fspath(source)
+    if "::" in location:  # a chained fsspec URL (zip::, shardedstore::, simplecache::...)
+        return _fsspec_source(location, storage_options)
     if location.endswith(".json"):
         return open_config(location, "r", storage_options=storage_options)
-    if "://" in location or "::" in location:
-        from zarr.storage import FsspecStore
-
-        return FsspecStore.from_url(
-            location, read_only=True, storage_options=dict(storage_options or {}) or None
-        )
+    if "://" in location:
+        return _fsspec_source(location, storage_options)
     if not os.path.exists(location):
-        raise FileNotFoundError(
+        raise SourceNotFoundError(
             f"{location} does not exist; give the Zarr to import as a directory, a zip file, "
             "a URL or a layout config (.json)"
         )
     if os.path.isfile(location):
+        if not zipfile.is_zipfile(location):
+            raise SourceError(
+                f"{location} is a file but not a zip file; give the Zarr to import as a "
+                "directory, a zip file, a URL or a layout config (.json)"
+            )
         from zarr.storage import ZipStore
 
         enable_deflate64()  # zips from Windows tools
@@ -154,6 +166,14 @@ def open_source(
     from zarr.storage import LocalStore
 
     return LocalStore(location, read_only=True)
+
+
+def _fsspec_source(url: str, storage_options: Mapping[str, Any] | None) -> Store:
+    from zarr.storage import FsspecStore
+
+    return FsspecStore.from_url(
+        url, read_only=True, storage_options=dict(storage_options or {}) or None
+    )
 
 
 def _check_apart(source: Store, layout: ShardedStore, name: str) -> None:
@@ -195,6 +215,60 @@ def _check_sharded_arrays(layout: ShardedStore, documents: Mapping[str, bytes]) 
                 f"the source cannot be imported into this layout: {error} (the layout's "
                 f"array_shards.{path}.dims is {dims}); nothing was written"
             ) from None
+
+
+def _nodes(keys: Iterable[str]) -> set[str]:
+    """The node paths of a hierarchy's keys (``""`` for the root)."""
+    nodes = set()
+    for key in keys:
+        parent, _, name = key.rpartition("/")
+        if name in _ROOT_DOCUMENTS:
+            nodes.add(parent)
+    return nodes
+
+
+async def _uncovered(keys: Iterable[str], layout: ShardedStore) -> list[str]:
+    """The layout's mounts and array shards that name no node of the source and that
+    the layout does not hold either, as config fields (``mounts.people``)."""
+    nodes = _nodes(keys)
+    wanted = [("mounts", path) for path in sorted(layout.mounts)]
+    wanted += [("array_shards", path) for path in sorted(layout.array_shards)]
+    missing = [(field, path) for field, path in wanted if path not in nodes]
+    held = await asyncio.gather(*(layout.is_empty(path) for _, path in missing))
+    return [f"{field}.{path}" for (field, path), empty in zip(missing, held, strict=True) if empty]
+
+
+def _check_covered(
+    keys: list[str],
+    reopen: Callable[[], ShardedStore],
+    source: str,
+    layout: str,
+) -> None:
+    """Refuse a source that leaves mounts or array shards of the layout empty.
+
+    Raises
+    ------
+    LayoutError
+        Naming the config fields, the source's nodes, and what to do (fix the
+        layout, or ``partial=True``); nothing was written.
+    """
+    check = reopen()  # read-only: looking opens no store for writing
+    try:
+        uncovered = interruptible_sync(_uncovered(keys, check))
+    finally:
+        check.close()
+    if not uncovered:
+        return
+    nodes = sorted(_nodes(keys))
+    shown = ", ".join(repr(node) for node in nodes[:8]) + (", ..." if len(nodes) > 8 else "")
+    raise LayoutError(
+        f"{layout} does not fit the source {source}: its "
+        f"{', '.join(uncovered)} name(s) no node of the source (whose nodes are {shown}), "
+        "so what the layout means to place there would land elsewhere; fix those paths "
+        "in the layout (for an OME-Zarr image, shardedstore.ome_zarr_layout(SRC) "
+        "proposes one from the image), or import anyway with partial=True (--partial) if "
+        "another source fills them later; nothing was written"
+    )
 
 
 def _differs(layout: str, key: str, source: str, detail: str) -> FileExistsError:
@@ -257,13 +331,49 @@ async def _pool(items: Iterable[T], func: Callable[[T], Awaitable[None]], jobs: 
         raise failed.exceptions[0] from None
 
 
-async def _list(source: Store) -> list[str]:
+_ROOT_DOCUMENTS = ("zarr.json", ".zgroup", ".zarray")
+
+
+async def _list(source: Store, name: str) -> list[str]:
+    """Every key of the source, once it is known to be a Zarr hierarchy.
+
+    Directory entries of zips and folder markers of object stores (``people/``) are not
+    keys, and are left out.
+
+    Raises
+    ------
+    SourceNotFoundError
+        If the source does not exist.
+    SourceError
+        If it holds no Zarr metadata at its root (empty, another kind of data, or a
+        Zarr one folder down, as a zip made from the folder rather than its contents).
+    """
     if not await opened(source):
-        raise FileNotFoundError(f"{source} does not exist: nothing to import")
-    keys = sorted({key async for key in source.list()})
+        raise SourceNotFoundError(f"{name} does not exist: nothing to import")
+    keys = sorted({key async for key in source.list() if not key.endswith("/")})
+    if not any(document in keys for document in _ROOT_DOCUMENTS):
+        raise SourceError(f"{name} is not a Zarr hierarchy: {_not_zarr(keys, name)}")
     for key in keys:
         validate_key(key)  # never write outside a store, whatever a source lists
     return keys
+
+
+def _not_zarr(keys: list[str], name: str) -> str:
+    """What a source without root metadata holds, and what to give instead."""
+    if not keys:
+        return "it is empty; give the Zarr's own folder, zip file or URL"
+    what = "no zarr.json (Zarr 3) nor .zgroup or .zarray (Zarr 2) at its root"
+    tops = sorted({key.split("/", 1)[0] for key in keys if "/" in key})
+    nested = [top for top in tops if any(f"{top}/{doc}" in keys for doc in _ROOT_DOCUMENTS)]
+    if len(nested) != 1:
+        return f"{what} (it holds {len(keys)} other key(s), e.g. {keys[0]!r})"
+    folder = nested[0]
+    if name.endswith(".zip"):
+        return (
+            f"{what}, but a Zarr in its folder {folder!r} (a zip made from the folder rather "
+            f"than its contents): give zip://{folder}::{name}, or zip the folder's contents"
+        )
+    return f"{what}, but a Zarr in its folder {folder!r}: give {name.rstrip('/')}/{folder}"
 
 
 async def _get(store: Store, key: str) -> bytes | None:
@@ -401,6 +511,7 @@ def import_zarr(
     source_options: Mapping[str, Any] | None = None,
     storage_options: Mapping[str, Any] | None = None,
     allow_outside: bool = False,
+    partial: bool = False,
 ) -> ImportSummary:
     """Copy a plain Zarr hierarchy into the stores of an existing layout.
 
@@ -432,6 +543,11 @@ def import_zarr(
     allow_outside
         Let a layout config name stores outside its own folder (as for
         :func:`shardedstore.open`).
+    partial
+        Import a source that fills only some of the layout's mounts and array shards
+        (others to come from another source). By default each of them must name a node
+        of the source, or hold data already: a layout whose paths miss the source
+        would put everything in its base.
 
     Returns
     -------
@@ -440,12 +556,19 @@ def import_zarr(
 
     Raises
     ------
+    SourceNotFoundError
+        The source does not exist (a ``FileNotFoundError`` too).
+    SourceError
+        The source is not a Zarr hierarchy (no metadata at its root, a file that is
+        not a zip); the message says what to give instead.
     FileExistsError
         A key the layout holds with other content than the source; nothing is
         overwritten (the message names the key).
     LayoutError
-        An array the layout shards that the source cannot fill (checked before any
-        write), a source holding a symlink, or a source in a store of the layout.
+        A mount or array shard of the layout that names no node of the source (unless
+        ``partial``), an array the layout shards that the source cannot fill (both
+        checked before any write), a source holding a symlink, or a source in a store
+        of the layout.
     VerificationError
         A key that does not read back as it was copied.
     ConcurrentWriteError, ConflictError, CommitError
@@ -466,7 +589,9 @@ def import_zarr(
     view = ShardSource(opened_source, f"source {source_name}", None)  # no symlinks
     store, layout_name, reopen = _layout_store(layout, storage_options, allow_outside)
     _check_apart(opened_source, store, source_name)
-    keys = interruptible_sync(_list(view))
+    keys = interruptible_sync(_list(view, source_name))
+    if not partial:
+        _check_covered(keys, reopen, source_name, layout_name)
     digests: dict[str, Digest] = {}
     bar = _Progress(progress, len(keys))
     copy = _Copy(view, store, source_name, layout_name, jobs, bar, digests)
