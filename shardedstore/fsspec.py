@@ -10,7 +10,11 @@ and Arrow's fsspec filesystems) reach a layout through the fsspec protocol
 - ``shardedstore::s3://bucket/ds/layout.json``: the config at any fsspec URL, its
   options given under the protocol's name (``storage_options={"s3": {...}}``), as for
   every chained fsspec URL;
-- ``shardedstore://group/path::ds/layout.json``: one node of the hierarchy.
+- ``shardedstore://group/path::ds/layout.json``: one node of the hierarchy;
+- ``shardedstore::ds/layout.json/group/path``: the same, as clients write it when they
+  append a key to a URL (``url + "/zarr.json"``): what follows the config's name (the
+  first path component ending in ``.json``) is a node or key of the hierarchy, and the
+  filesystem is rooted there.
 
 Why chaining and not a ``shardedstore://`` scheme of its own: a layout is a filesystem
 *over a file*, as ``zip::`` and ``tar::`` are, and fsspec's chaining says exactly that:
@@ -64,26 +68,37 @@ _GENERIC_OPTIONS = frozenset(
 )
 """Options every fsspec filesystem takes (they change nothing here)."""
 
-_LOCAL_PROTOCOLS = ("file", "local")
+_LOCAL = ("file", "local")
 
 _EMPTY = object()
 """A byte range that selects nothing (``end <= start``)."""
 
 
-def _config_location(fo: str, target_protocol: str | None) -> str:
-    """The config's absolute path or URL from a chained URL's parts.
+def _config_location(fo: str, target_protocol: str | None) -> tuple[str, str]:
+    """The config's absolute path or URL, and the node below it, from a chained URL's parts.
 
     fsspec hands over the part after ``::`` stripped of its protocol (``bucket/ds/...``
     for ``s3://bucket/ds/...``); a local path is made absolute, so that the filesystem
-    means the same config in another working directory (a dask worker).
+    means the same config in another working directory (a dask worker). What follows the
+    first path component ending in ``.json`` is a node of the hierarchy
+    (``ds/layout.json/people/zarr.json``), as clients write a URL with a key appended;
+    a local file of that whole name is the config itself.
     """
     if fo.startswith("file://"):
         fo = fo[len("file://") :]
-    elif "://" in fo:
-        return fo
-    if target_protocol is None or target_protocol in _LOCAL_PROTOCOLS:
-        return os.path.abspath(fo)
-    return f"{target_protocol}://{fo}"
+    remote = "://" in fo or (target_protocol is not None and target_protocol not in _LOCAL)
+    config, node = fo, ""
+    if remote or not os.path.isfile(fo):
+        parts = fo.split("/")
+        for i, part in enumerate(parts[:-1]):
+            if part.endswith(".json") and (remote or os.path.isfile("/".join(parts[: i + 1]))):
+                config, node = "/".join(parts[: i + 1]), "/".join(parts[i + 1 :]).strip("/")
+                break
+    if "://" in config:
+        return config, node
+    if not remote:
+        return os.path.abspath(config), node
+    return f"{target_protocol}://{config}", node
 
 
 class ShardedFileSystem(AsyncFileSystem):  # type: ignore[misc]
@@ -102,6 +117,9 @@ class ShardedFileSystem(AsyncFileSystem):  # type: ignore[misc]
         The fsspec protocol and options of the config's location, as fsspec's URL
         chaining passes them (``shardedstore::s3://...`` with
         ``storage_options={"s3": {...}}``).
+    node
+        A node (or key) of the hierarchy to root the filesystem at: its paths are then
+        relative to it, as ``shardedstore::ds/layout.json/people`` gives.
     mode
         Only ``"r"``: writes are refused (:class:`ReadOnlyError`).
     timeout
@@ -142,6 +160,7 @@ class ShardedFileSystem(AsyncFileSystem):  # type: ignore[misc]
         *,
         target_protocol: str | None = None,
         target_options: Mapping[str, Any] | None = None,
+        node: str = "",
         mode: Literal["r"] = "r",
         timeout: float | None = None,
         asynchronous: bool = False,
@@ -167,12 +186,16 @@ class ShardedFileSystem(AsyncFileSystem):  # type: ignore[misc]
         super().__init__(asynchronous=asynchronous, loop=loop, **kwargs)
         self.config: str | None = None
         """The config's absolute path or URL (None for a filesystem over a store)."""
+        self.node = node.strip("/")
+        """The node of the hierarchy the filesystem's root is (``""``: the whole)."""
         if isinstance(fo, ShardedStore):
             self._refuse_mode(mode)
             store = fo if fo.read_only else fo.with_read_only(True)
             self._checked = True
         else:
-            config = self.config = _config_location(stringify_path(fo), target_protocol)
+            config, below = _config_location(stringify_path(fo), target_protocol)
+            self.config = config
+            self.node = "/".join(part for part in (below, self.node) if part)
             self._refuse_mode(mode)
             # zarr makes the filesystem on its own event loop, where nothing may wait for
             # that loop: the config is read here (a missing one raises here), and its
@@ -189,7 +212,12 @@ class ShardedFileSystem(AsyncFileSystem):  # type: ignore[misc]
         options = dict(self.storage_options)
         options.pop("target_protocol", None)
         options["fo"] = self.store if self.config is None else self.config
+        options["node"] = self.node
         return make_instance, (type(self), (), options)
+
+    def __repr__(self) -> str:
+        where = repr(self.store) if self.config is None else repr(self.config)
+        return f"ShardedFileSystem({where}{f', node={self.node!r}' if self.node else ''})"
 
     # ------------------------------------------------------------------ paths
 
@@ -205,13 +233,16 @@ class ShardedFileSystem(AsyncFileSystem):  # type: ignore[misc]
         text = text.split("::", 1)[0].strip("/")
         return f"/{text}" if text else ""
 
-    @staticmethod
-    def _key(path: str) -> str:
-        """The layout's key of a path (``/people/zarr.json`` -> ``people/zarr.json``)."""
-        return str(ShardedFileSystem._strip_protocol(path)).lstrip("/")
+    def _key(self, path: str) -> str:
+        """The layout's key of a path (``/people/zarr.json`` -> ``people/zarr.json``),
+        below the node the filesystem is rooted at."""
+        relative = str(self._strip_protocol(path)).lstrip("/")
+        return "/".join(part for part in (self.node, relative) if part)
 
-    @staticmethod
-    def _path(key: str) -> str:
+    def _path(self, key: str) -> str:
+        """The path of a layout's key, relative to the filesystem's node."""
+        if self.node:
+            key = "" if key == self.node else key.removeprefix(f"{self.node}/")
         return f"/{key}" if key else ""
 
     def unstrip_protocol(self, name: str) -> str:
@@ -220,6 +251,15 @@ class ShardedFileSystem(AsyncFileSystem):  # type: ignore[misc]
         if self.config is None:
             return f"{PROTOCOL}://{key}"
         return f"{PROTOCOL}://{key}::{self.config}" if key else f"{PROTOCOL}::{self.config}"
+
+    def _missing(self, path: str) -> FileNotFoundError:
+        key = self._key(path)
+        where = f"the layout {self.config}" if self.config else "the layout"
+        return FileNotFoundError(
+            f"{key!r} is in no store of {where}: no such key or node"
+            if key
+            else f"{where} is empty"
+        )
 
     def _refuse_mode(self, mode: str) -> None:
         if mode != "r":
@@ -264,7 +304,7 @@ class ShardedFileSystem(AsyncFileSystem):  # type: ignore[misc]
             return {"name": self._path(key), "size": await store.getsize(key), "type": "file"}
         if not await store.is_empty(key):
             return {"name": self._path(key), "size": 0, "type": "directory"}
-        raise FileNotFoundError(path)
+        raise self._missing(path)
 
     async def _exists(self, path: str, **kwargs: Any) -> bool:
         try:
@@ -307,7 +347,7 @@ class ShardedFileSystem(AsyncFileSystem):  # type: ignore[misc]
         else:
             keys = [k for k in listed if maxdepth is None or k[len(prefix) :].count("/") < maxdepth]
             if withdirs and listed:
-                if key:
+                if self._path(key):
                     directories.add(key)  # as fsspec's find: the directory itself
                 for found in listed:
                     parts = found[len(prefix) :].split("/")[:-1]
@@ -350,13 +390,13 @@ class ShardedFileSystem(AsyncFileSystem):  # type: ignore[misc]
         request = await self._byte_request(key, start, end)
         if request is _EMPTY:
             if not await store.exists(key):
-                raise FileNotFoundError(path)
+                raise self._missing(path)
             return b""
         value = await store.get(
             key, default_buffer_prototype(), request if isinstance(request, ByteRequest) else None
         )
         if value is None:
-            raise FileNotFoundError(path)
+            raise self._missing(path)
         return value.to_bytes()
 
     async def _cat_ranges(
@@ -404,10 +444,10 @@ class ShardedFileSystem(AsyncFileSystem):  # type: ignore[misc]
                     results[i] = error
         else:
             for i, value in zip(fetched, values, strict=True):
-                results[i] = FileNotFoundError(paths[i]) if value is None else value.to_bytes()
+                results[i] = self._missing(paths[i]) if value is None else value.to_bytes()
         for i in wanted:
             if requests[i] is _EMPTY:
-                results[i] = b"" if await store.exists(keys[i]) else FileNotFoundError(paths[i])
+                results[i] = b"" if await store.exists(keys[i]) else self._missing(paths[i])
         if on_error != "return":
             for result in results:
                 if isinstance(result, BaseException):

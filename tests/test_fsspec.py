@@ -289,6 +289,8 @@ def test_remote_zip_shards_read_through_the_cache_and_ahead(
     array = zarr.open_array(
         f"{PROTOCOL}::{url}/layout.json", path="temp", mode="r", storage_options=options
     )
+    with fsspec.open(f"{PROTOCOL}::{url}/layout.json/temp/zarr.json", **options) as f:
+        assert json.loads(f.read())["shape"][0] == steps  # a key appended to a remote URL
     store = array.store.fs.store
     assert store.cache is not None
     assert store.cache.read_ahead == 2
@@ -350,3 +352,49 @@ def test_what_open_returns_is_named_shardedstore_in_client_errors(tmp_path: Path
         parse_url(store)  # type: ignore[arg-type]
     assert str(refused.value).endswith("ShardedStore'>")
     assert "_Sync" not in str(refused.value)
+
+
+# ------------------------------------------------------- a key appended to the URL
+
+
+def test_a_key_or_node_appended_to_the_url(layout: Path) -> None:
+    """Clients build URLs by appending keys (``url + "/zarr.json"``): what follows the
+    config's name is a node of the hierarchy, the filesystem rooted there."""
+    url = f"{PROTOCOL}::{layout}"
+    store = shardedstore.open(layout)
+    expected = dict(store.as_mapping())
+    with fsspec.open(url + "/zarr.json") as f:
+        assert f.read() == expected["zarr.json"]
+    with fsspec.open(url + "/people/heights/zarr.json") as f:
+        assert f.read() == expected["people/heights/zarr.json"]
+    people = zarr.open_group(url + "/people", mode="r")
+    np.testing.assert_array_equal(people["heights"][:], _values()[1])
+    ds = xr.open_zarr(url + "/people", consolidated=False)
+    np.testing.assert_array_equal(ds.heights.values, _values()[1])
+    fs, path = fsspec.core.url_to_fs(url + "/people")
+    assert (fs.node, path) == ("people", "")
+    assert repr(fs) == f"ShardedFileSystem({str(layout)!r}, node='people')"
+    assert fs.ls("", detail=False) == ["/heights", "/zarr.json"]
+    assert fs.find("", withdirs=True)[:2] == ["/heights", "/heights/c"]
+    assert dict(fsspec.get_mapper(url + "/people")) == {
+        key.removeprefix("people/"): value
+        for key, value in expected.items()
+        if key.startswith("people/")
+    }
+    again = pickle.loads(pickle.dumps(fs))
+    assert again.node == "people"
+    assert again.cat("zarr.json") == expected["people/zarr.json"]
+    # The URL of a path reaches it again from anywhere.
+    with fsspec.open(fs.unstrip_protocol("/heights/zarr.json")) as f:
+        assert f.read() == expected["people/heights/zarr.json"]
+    with pytest.raises(FileNotFoundError, match=r"'people/nope' is in no store of the layout"):
+        fsspec.open(url + "/people/nope").open()
+
+
+def test_a_missing_key_names_itself_and_the_layout(layout: Path) -> None:
+    fs = fsspec.filesystem(PROTOCOL, fo=str(layout))
+    with pytest.raises(
+        FileNotFoundError,
+        match=rf"'temp/c/9/0/0' is in no store of the layout {re.escape(str(layout))}",
+    ):
+        fs.cat("temp/c/9/0/0")
