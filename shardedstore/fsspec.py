@@ -25,10 +25,14 @@ string with ``::`` or ``://`` through fsspec, so both forms reach zarr alike.
 
 Listing and reading are the merged hierarchy: the filesystem is a :class:`ShardedStore`
 opened from the config (read-only), so every shard is included (zips and remote ones
-too), and the config's cache and read-ahead apply. It is an ``AsyncFileSystem``: zarr's
-``FsspecStore`` awaits it directly, with no thread in between. Its synchronous methods
-(``fs.cat``, ``fsspec.get_mapper``, files from ``fs.open``) run on zarr's event loop, where
-the stores of a layout live, never on a second loop.
+too), and the config's cache and read-ahead apply. A filesystem kept by a client reads
+directory and object-store shards as they are, and each zip shard as it was when first
+opened (a consistent snapshot while a computation runs, as every store reads zips);
+``fs.invalidate_cache()`` reads the config and every shard afresh. It is an
+``AsyncFileSystem``: zarr's ``FsspecStore`` awaits it directly, with no thread in
+between. Its synchronous methods (``fs.cat``, ``fsspec.get_mapper``, files from
+``fs.open``) run on zarr's event loop, where the stores of a layout live, never on a
+second loop.
 
 Writing is refused with :class:`ReadOnlyError`. A layout's guarantees rest on its
 writer's ``close()``: zip shards are committed then, the metadata lock is held until
@@ -188,6 +192,7 @@ class ShardedFileSystem(AsyncFileSystem):  # type: ignore[misc]
         """The config's absolute path or URL (None for a filesystem over a store)."""
         self.node = node.strip("/")
         """The node of the hierarchy the filesystem's root is (``""``: the whole)."""
+        self._reopen = False
         if isinstance(fo, ShardedStore):
             self._refuse_mode(mode)
             store = fo if fo.read_only else fo.with_read_only(True)
@@ -200,9 +205,9 @@ class ShardedFileSystem(AsyncFileSystem):  # type: ignore[misc]
             # zarr makes the filesystem on its own event loop, where nothing may wait for
             # that loop: the config is read here (a missing one raises here), and its
             # dims are compared with the data on first use (_ready), as open() would.
-            store = open_layout_config(
-                config, "r", storage_options=target_options, timeout=timeout, check_data=False
-            )
+            self._target_options = dict(target_options or {}) or None
+            self._timeout = timeout
+            store = self._open_config()
             self._checked = False
         self.store: ShardedStore = store
         """The read-only store the filesystem reads (its cache is the config's)."""
@@ -277,6 +282,16 @@ class ShardedFileSystem(AsyncFileSystem):  # type: ignore[misc]
             f"`shardedstore import SRC {config}`"
         )
 
+    def _open_config(self) -> ShardedStore:
+        assert self.config is not None
+        return open_layout_config(
+            self.config,
+            "r",
+            storage_options=self._target_options,
+            timeout=self._timeout,
+            check_data=False,
+        )
+
     # ---------------------------------------------------------------- reading
 
     async def _ready(self) -> ShardedStore:
@@ -288,6 +303,12 @@ class ShardedFileSystem(AsyncFileSystem):  # type: ignore[misc]
             As :func:`shardedstore.open` does, at the ``dims`` field of the first array
             whose dims contradict its data.
         """
+        if self._reopen:
+            # The config and every shard afresh (invalidate_cache), in a thread: the
+            # config may be at a URL, and this runs on zarr's event loop.
+            self._reopen = False
+            self.store = await asyncio.to_thread(self._open_config)
+            self._checked = False
         if not self._checked:
             mismatches = await dims_mismatches(self.store)
             if mismatches:
@@ -488,7 +509,22 @@ class ShardedFileSystem(AsyncFileSystem):  # type: ignore[misc]
         )
 
     def invalidate_cache(self, path: str | None = None) -> None:
-        """Nothing to do: listings are never kept (every listing asks the shards)."""
+        """Read the layout afresh: its config, and every shard on its next read.
+
+        Listings are never kept (every listing asks the shards), and directory and
+        object-store shards are read as they are; but a zip shard is read as it was when
+        first opened (a consistent snapshot while a computation runs), as every
+        :class:`ShardedStore` reads it. After a writer committed, or a config was
+        rewritten, this makes the next read see it. A filesystem over a store object
+        (rather than a config) reads through that store, and is left as it is.
+
+        Parameters
+        ----------
+        path
+            Ignored: the whole layout is read afresh (as fsspec allows).
+        """
+        if self.config is not None:
+            self._reopen = True
 
     # ---------------------------------------------------------------- writing
 

@@ -398,3 +398,30 @@ def test_a_missing_key_names_itself_and_the_layout(layout: Path) -> None:
         match=rf"'temp/c/9/0/0' is in no store of the layout {re.escape(str(layout))}",
     ):
         fs.cat("temp/c/9/0/0")
+
+
+def test_invalidate_cache_reads_the_layout_afresh(layout: Path) -> None:
+    """A kept filesystem reads each zip as first opened (a snapshot); after a writer
+    committed, invalidate_cache() shows what it wrote, as fsspec clients expect."""
+    fs = fsspec.filesystem(PROTOCOL, fo=str(layout))
+    key = "temp/c/4/1/1"
+    before = fs.cat(key)
+    writer = shardedstore.open(layout, mode="r+")
+    zarr.core.sync.sync(
+        writer.set(key, zarr.core.buffer.default_buffer_prototype().buffer.from_bytes(b"new"))
+    )
+    writer.close()
+    assert fs.cat(key) in (before, b"new")  # a zip's snapshot, or a directory as it is
+    fs.invalidate_cache()
+    assert fs.cat(key) == b"new"
+    assert fs.info(key)["size"] == 3
+    # The config too: a layout converted to zips, its config rewritten in place.
+    if layout.name == "layout.json":
+        zipped = shardedstore.open(layout).map_shards(
+            to_zip_store_with_prefix(layout.parent / "zipped"), progress=False
+        )
+        config = zipped.get_config()
+        layout.write_text(json.dumps(config))
+        fs.invalidate_cache()
+        assert fs.cat(key) == b"new"
+        assert "zipped" in json.dumps(fs.store.get_config())

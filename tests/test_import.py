@@ -438,8 +438,6 @@ def test_a_layout_whose_shards_miss_the_source_is_refused(tmp_path: Path, field:
     if field == "mounts":
         # Once the layout holds the node, a source without it imports without --partial.
         labels = _source(tmp_path / "with-labels.zarr")
-        xr.Dataset({"mask": ("p", [1, 0])}).to_zarr(
-            labels, group="labels", consolidated=False
-        )
+        xr.Dataset({"mask": ("p", [1, 0])}).to_zarr(labels, group="labels", consolidated=False)
         assert import_zarr(labels, layout, progress=False).verified
         assert import_zarr(source, layout, progress=False).skipped > 0
