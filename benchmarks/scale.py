@@ -24,7 +24,8 @@ Targets at 10^5 directory shards (issue 22): info <= 10 s, validate <= 15 s, sha
 an explicit config of 10^6 shards opens in <= 10 s; list of one shard independent of N.
 
 Usage: python benchmarks/scale.py [--counts 1000 10000 100000] [--kinds directory zip]
-       [--skip chunks validate] [--write 5000]
+       [--skip chunks validate] [--write 5000] [--repeat 3] [--explicit 1000000]
+       [--layouts DIR]   (keep and reuse the built layouts, e.g. for --counts 1000000)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -211,19 +213,77 @@ def write_rate(root: Path, steps: int) -> float:
     return steps / elapsed
 
 
+def reuse_or_build(folder: Path, count: int, kind: str) -> tuple[Path, float | None]:
+    """The layout kept in ``folder`` (built there first if it is not complete).
+
+    A layout counts as complete once its marker is written, after the last shard; a
+    folder without it is refused rather than deleted (it may not be ours).
+    """
+    marker = folder / "built.json"
+    if marker.exists():
+        found = json.loads(marker.read_text())
+        if found == {"count": count, "kind": kind}:
+            return folder / "layout.json", None
+        raise SystemExit(f"{folder} holds another layout ({found}); pick another --layouts")
+    if folder.exists() and any(folder.iterdir()):
+        raise SystemExit(f"{folder} exists without {marker.name} (an unfinished build?); remove it")
+    started = time.perf_counter()
+    config = build(folder, count, kind)
+    marker.write_text(json.dumps({"count": count, "kind": kind}))
+    return config, time.perf_counter() - started
+
+
+def plain_write_rate(root: Path, steps: int) -> float:
+    """The same writes into one plain zarr ``LocalStore`` (the baseline of ``write``)."""
+    import numpy as np
+    import zarr
+    from zarr.codecs import ZstdCodec
+
+    array = zarr.create_array(
+        zarr.storage.LocalStore(root),
+        name="temperature",
+        shape=(steps, 8, 8),
+        chunks=(1, 8, 8),
+        dtype="f4",
+        compressors=ZstdCodec(),
+    )
+    values = np.ones((1000, 8, 8), dtype="f4")
+    started = time.perf_counter()
+    for first in range(0, steps, 1000):
+        stop = min(steps, first + 1000)
+        array[first:stop] = values[: stop - first]
+    return steps / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--counts", type=int, nargs="+", default=[1000, 10000, 100000])
-    parser.add_argument("--kinds", nargs="+", default=["directory", "zip"])
+    parser.add_argument("--kinds", nargs="*", default=["directory", "zip"])
     parser.add_argument("--skip", nargs="*", default=[])
     parser.add_argument("--write", type=int, default=5000, help="steps written through the store")
     parser.add_argument("--explicit", type=int, nargs="*", default=[])
+    parser.add_argument("--repeat", type=int, default=3, help="write runs (medians)")
+    parser.add_argument(
+        "--layouts",
+        type=Path,
+        help="keep the built layouts in this folder and reuse them in later runs "
+        "(a 10^6 layout takes long to build); by default they are built in a "
+        "temporary folder and removed",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="shardedstore-scale-") as scratch:
         base = Path(scratch)
         if args.write:
-            rate = write_rate(base / "write", args.write)
-            print(f"write through the store: {rate:,.0f} new shards/s ({args.write} steps)")
+            ours, plain = [], []
+            for run_number in range(args.repeat):  # side by side, alternating
+                ours.append(write_rate(base / f"write-{run_number}", args.write))
+                plain.append(plain_write_rate(base / f"plain-{run_number}", args.write))
+            mine, theirs = statistics.median(ours), statistics.median(plain)
+            print(
+                f"write through the store: {mine:,.0f} new shards/s, plain zarr LocalStore "
+                f"{theirs:,.0f} chunks/s: ratio {mine / theirs:.2f} (medians of {args.repeat}, "
+                f"{args.write} steps; runs at >= 2,000/s: {sum(r >= 2000 for r in ours)})"
+            )
         for count in args.explicit:
             folder = base / f"explicit-{count}"
             folder.mkdir()
@@ -234,14 +294,11 @@ def main() -> None:
             )
         for kind in args.kinds:
             for count in args.counts:
-                root = base / f"{kind}-{count}"
-                root.mkdir()
-                started = time.perf_counter()
-                config = build(root, count, kind)
-                print(
-                    f"\n{kind} shards, N = {count:,} "
-                    f"(built in {time.perf_counter() - started:.1f} s)"
-                )
+                root = (args.layouts or base) / f"{kind}-{count}"
+                root.mkdir(parents=True, exist_ok=True)
+                config, took = reuse_or_build(root, count, kind)
+                built = "reused" if took is None else f"built in {took:.1f} s"
+                print(f"\n{kind} shards, N = {count:,} ({built})", flush=True)
                 rows: dict[str, float] = {}
                 peaks: dict[str, float] = {}
                 for what in ("open", "list", "shards", "info", "validate", "chunks"):
@@ -255,7 +312,10 @@ def main() -> None:
                     per = seconds / count * 1e6
                     print(f"  {name:<10} {seconds:9.3f} s  {per:9.1f} us/shard")
                 print("  peak RSS MB: " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
-                shutil.rmtree(root)  # made here, below the scratch directory
+                if args.layouts is None:
+                    shutil.rmtree(root)  # made here, below the scratch directory
+                else:
+                    shutil.rmtree(root / "chunks", ignore_errors=True)  # made by "chunks"
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, runtime_checkable
 
 from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
@@ -801,6 +801,11 @@ def _run_all(
     return results, [notes[position] for position in sorted(notes)]
 
 
+def _has_hooks(func: object, *names: str) -> bool:
+    """Whether ``func`` has every hook in ``names`` (as attribute access finds them)."""
+    return all(callable(getattr(func, name, None)) for name in names)
+
+
 def map_shards(
     store: ShardedStore,
     func: ShardFunc,
@@ -817,9 +822,13 @@ def map_shards(
     (called while holding it, before any shard starts).
     """
 
-    hooks: object = func  # a plain function, or a ShardTransform with hooks
-    include_stray = isinstance(hooks, IncludesStray) and bool(hooks.include_stray)
-    locker = hooks if isinstance(hooks, LocksOutput) else None
+    # Hooks are looked up by attribute access, not isinstance(func, Protocol): since
+    # Python 3.12 that check reads attributes statically, so a wrapper forwarding them by
+    # __getattr__ would silently lose its output lock and its cleanup of dead runs.
+    include_stray = bool(getattr(func, "include_stray", False))
+    locker = (
+        cast("LocksOutput", func) if _has_hooks(func, "lock_output", "remove_leftovers") else None
+    )
     lock = locker.lock_output() if locker is not None and not output_locked else None
     with lock if lock is not None else contextlib.nullcontext():
         plan = interruptible_sync(shard_sources(store, include_stray=include_stray))
@@ -834,8 +843,8 @@ def map_shards(
     for path, (dims, _) in store.array_shards.items():
         made = {index: s for (p, index), s in results.items() if p == path and index is not None}
         fallback: ArrayShardFactory | None = None
-        if isinstance(hooks, MakesArrayShards):
-            fallback = hooks.array_shard_factory(path)
+        if _has_hooks(func, "array_shard_factory"):
+            fallback = cast("MakesArrayShards", func).array_shard_factory(path)
         if fallback is not None and all(same_store(fallback(i), s) for i, s in made.items()):
             arrays[path] = (dims, fallback)
         else:

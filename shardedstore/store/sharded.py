@@ -382,6 +382,7 @@ class ShardedStore(Store):
         # Set for layouts opened from a config for writing: no array shard may be
         # written outside this folder (after symlinks), see _check_confined.
         self._confined_to: str | None = None
+        self._real_parents: dict[str, str] = {}  # see _real_location
         # Per-call time of each group of sub-stores: inline or threaded I/O.
         self._latencies: dict[tuple[str, bool], Latency] = {}
 
@@ -859,8 +860,8 @@ class ShardedStore(Store):
         local = facts_of(store).local_root
         if self._confined_to is None or local is None:
             return
-        location = local[1]
-        real = os.path.realpath(location)
+        location = os.fspath(local[1])
+        real = self._real_location(location)
         folder = self._confined_to
         if os.path.commonpath([real, folder]) != folder or real == folder:
             raise LayoutError(
@@ -869,6 +870,21 @@ class ShardedStore(Store):
                 "does not write outside the folder of a config opened for writing. Replace the "
                 "link with the data itself, or open with allow_outside=True"
             )
+
+    def _real_location(self, location: str) -> str:
+        """``os.path.realpath(location)``, resolving each parent folder once.
+
+        Array shards of a template share their parent (``t/{chunk}.zarr``): its real
+        path is looked up once per store, then only whether the shard itself is a
+        symlink (one ``lstat``), instead of every component of every shard.
+        """
+        parent, _, name = location.rpartition("/")
+        if not parent or name in ("", ".", "..") or os.path.islink(location):
+            return os.path.realpath(location)
+        real_parent = self._real_parents.get(parent)
+        if real_parent is None:
+            real_parent = self._real_parents[parent] = os.path.realpath(parent)
+        return os.path.join(real_parent, name)
 
     # ------------------------------------------------------------ array shards
 
@@ -988,7 +1004,25 @@ class ShardedStore(Store):
         """
         key = (path, index)
         layout = await self.array_layout(path)
-        await opened(store)
+        if layout is not None and _inline_capable(store) and not store._is_open:
+            # A local shard: opened (its folder made) and its metadata written in one
+            # blocking call, inline or in one thread hop, as its chunks are.
+            documents = [
+                (name, default_buffer_prototype().buffer.from_bytes(doc))
+                for name, doc in layout.shard_documents.items()
+            ]
+            sync_store = cast("SupportsSyncStore", store)
+
+            def create() -> None:
+                for name, value in documents:
+                    sync_store.set_sync(name, value)  # opens the store first
+
+            await self._latency(path, True).run(create)
+            if not store._is_open:  # a store whose set_sync does not open it
+                await opened(store)
+            layout = None
+        else:
+            await opened(store)
         if layout is not None:
             # Through the same inline-or-thread path as the shard's chunks.
             await asyncio.gather(
