@@ -547,3 +547,37 @@ def test_an_unpickled_zip_store_refuses_writes(tmp_path: Path) -> None:
     with pytest.raises(shardedstore.LayoutError, match="copy sent to another process"):
         sync(copy.set("k", default_buffer_prototype().buffer.from_bytes(b"v")))
     assert not (tmp_path / "z.zip").exists()
+
+
+@pytest.mark.parametrize("attempt", range(3))  # a race: more than one try to meet it
+def test_zip_array_shards_created_by_one_write_are_all_committed(
+    tmp_path: Path, attempt: int
+) -> None:
+    """One zarr write creating many zip array shards at once (as ome-zarr-py's dask
+    write does): every zip is committed at close() and reads back exactly."""
+    import json
+
+    import zarr
+
+    config = tmp_path / "layout.json"
+    config.write_text(
+        json.dumps(
+            {
+                "format": "shardedstore",
+                "version": 1,
+                "base": {"type": "local", "root": "base.zarr"},
+                "array_shards": {
+                    "a": {"dims": 1, "store": {"type": "zip", "path": "a/{chunk}.zarr.zip"}}
+                },
+            }
+        )
+    )
+    data = np.random.default_rng(attempt).integers(0, 1000, (12, 2, 64, 64), dtype="u2")
+    store = shardedstore.open(config, mode="r+")
+    group = zarr.open_group(store, mode="w")
+    group.create_array("a", shape=data.shape, chunks=(1, 1, 32, 32), dtype="u2")[:] = data
+    store.close()
+    zips = sorted(p.name for p in (tmp_path / "a").iterdir() if p.suffix == ".zip")
+    assert zips == sorted(f"{t}.zarr.zip" for t in range(12))
+    back = zarr.open_array(shardedstore.open(config), path="a", mode="r")[...]
+    np.testing.assert_array_equal(back, data)

@@ -1004,9 +1004,16 @@ class ShardedStore(Store):
         """
         key = (path, index)
         layout = await self.array_layout(path)
-        if layout is not None and _inline_capable(store) and not store._is_open:
+        if (
+            layout is not None
+            and _inline_capable(store)
+            and not store._is_open
+            and not isinstance(store, CopyOnWriteZipStore)
+        ):
             # A local shard: opened (its folder made) and its metadata written in one
-            # blocking call, inline or in one thread hop, as its chunks are.
+            # blocking call, inline or in one thread hop, as its chunks are. Not a zip:
+            # its writes are staged and committed at close(), which this path skipped
+            # (zip shards of concurrent writers went missing or read as fill values).
             documents = [
                 (name, default_buffer_prototype().buffer.from_bytes(doc))
                 for name, doc in layout.shard_documents.items()
