@@ -77,6 +77,10 @@ _LOCAL = ("file", "local")
 _EMPTY = object()
 """A byte range that selects nothing (``end <= start``)."""
 
+_BYTE_REQUESTS = (RangeByteRequest, OffsetByteRequest, SuffixByteRequest)
+"""zarr's byte requests as classes: newer zarr makes ``ByteRequest`` a type alias, which
+``isinstance`` does not take."""
+
 
 def _config_location(fo: str, target_protocol: str | None) -> tuple[str, str]:
     """The config's absolute path or URL, and the node below it, from a chained URL's parts.
@@ -414,7 +418,9 @@ class ShardedFileSystem(AsyncFileSystem):  # type: ignore[misc]
                 raise self._missing(path)
             return b""
         value = await store.get(
-            key, default_buffer_prototype(), request if isinstance(request, ByteRequest) else None
+            key,
+            default_buffer_prototype(),
+            request if isinstance(request, _BYTE_REQUESTS) else None,
         )
         if value is None:
             raise self._missing(path)
@@ -451,7 +457,10 @@ class ShardedFileSystem(AsyncFileSystem):  # type: ignore[misc]
             values = await store.get_partial_values(
                 default_buffer_prototype(),
                 [
-                    (keys[i], request if isinstance(request := requests[i], ByteRequest) else None)
+                    (
+                        keys[i],
+                        request if isinstance(request := requests[i], _BYTE_REQUESTS) else None,
+                    )
                     for i in fetched
                 ],
             )

@@ -348,10 +348,17 @@ def test_what_open_returns_is_named_shardedstore_in_client_errors(tmp_path: Path
     assert "_Sync" not in str(missing.value)
     path = zarr.storage.StorePath(store, "temp")
     assert repr(path).startswith("StorePath(ShardedStore, ")
-    with pytest.raises(TypeError) as refused:
-        parse_url(store)  # type: ignore[arg-type]
-    assert str(refused.value).endswith("ShardedStore'>")
-    assert "_Sync" not in str(refused.value)
+    refusal = None
+    try:
+        location = parse_url(store)  # type: ignore[arg-type]
+    except TypeError as error:  # ome-zarr-py 0.18 takes only its own store types
+        refusal = str(error)
+    if refusal is not None:
+        assert refusal.endswith("ShardedStore'>")
+        assert "_Sync" not in refusal
+    else:  # newer releases take any zarr store
+        assert location is not None
+        assert "_Sync" not in repr(location)
 
 
 # ------------------------------------------------------- a key appended to the URL
