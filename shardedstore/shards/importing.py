@@ -6,6 +6,10 @@ existing layout, each key to the store the layout routes it to (a mount, an arra
 shard, the base), through a :class:`ShardedStore` opened for writing, so that every
 guarantee of a writer holds:
 
+- **a Zarr, and a layout that fits it**: the source must hold Zarr metadata at its root
+  (:class:`SourceError` otherwise, :class:`SourceNotFoundError` for a missing one), and
+  each mount and array shard of the layout must name one of its nodes or hold data
+  already (``partial=True`` lifts this), or the import stops before any write;
 - **metadata first**: every metadata document of the source is compared with what the
   layout holds, and the arrays the layout shards are checked against it (chunk size 1
   along the sharded dimensions...), before anything is written; then the documents are
