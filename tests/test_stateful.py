@@ -6,9 +6,12 @@ run unmodified over fixed layouts with mounts on the node names they draw.
 
 from __future__ import annotations
 
+import shutil
 import string
+import tempfile
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import hypothesis.strategies as st
 import pytest
@@ -23,10 +26,10 @@ from hypothesis.stateful import (
 from zarr.abc.store import Store
 from zarr.core.buffer import cpu, default_buffer_prototype
 from zarr.core.sync import _collect_aiterator, sync
-from zarr.storage import MemoryStore
+from zarr.storage import LocalStore, MemoryStore
 from zarr.testing.stateful import ZarrHierarchyStateMachine, ZarrStoreStateMachine
 
-from shardedstore import ShardedStore
+from shardedstore import ShardedStore, array_shard_directory_store
 from tests.conftest import MemoryShardFactory
 
 SEGMENTS = ["a", "b", "c", "g", "zarr.json", "x.y", "0", "12"]
@@ -172,6 +175,88 @@ ShardedVsMemory.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestShardedVsMemory = ShardedVsMemory.TestCase
+
+
+class DirectoriesVsMemory(ShardedVsMemory):
+    """The same machine over real folders: a local base, local mounts and one directory
+    per array shard (``{prefix}/{index}.zarr``), whose listings are routed (a prefix in
+    one shard reaches that shard alone, an array's shard indices come from one scan of
+    its folder). Every listing must still equal the plain store's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folder = Path(tempfile.mkdtemp(prefix="shardedstore-stateful-"))
+
+    @initialize(layout=layouts())
+    def make_store(self, layout: dict[str, Any]) -> None:
+        self.layout = layout
+        self.reopen()
+
+    @rule()
+    def reopen(self) -> None:
+        """A new store over the same folders: it knows the shards only from them."""
+        layout, root = self.layout, self.folder
+        self.store = ShardedStore(
+            LocalStore(root / "base"),
+            {path: LocalStore(root / "mounts" / path) for path in layout["mounts"]},
+            {
+                path: (spec[0], array_shard_directory_store(str(root / "shards" / path)))
+                for path, spec in layout["arrays"].items()
+            },
+        )
+
+    def _fits_a_folder(self, key: str) -> bool:
+        """Whether ``key`` can be a file beside the keys stored: a folder cannot hold a
+        file and a folder of one name (MemoryStore can)."""
+        keys = set(self.reference._store_dict)
+        parts = key.split("/")
+        ancestors = {"/".join(parts[:n]) for n in range(1, len(parts))}
+        return not ancestors & keys and not any(k.startswith(key + "/") for k in keys)
+
+    @rule(data=st.data(), value=st.binary(max_size=8))
+    def set(self, data: st.DataObject, value: bytes) -> None:
+        key = data.draw(self.key())
+        if self._fits_a_folder(key):
+            super().set(cast("st.DataObject", _Given(key)), value)
+
+    @rule(data=st.data())
+    def delete(self, data: st.DataObject) -> None:
+        key = data.draw(self.key())
+        if not any(k.startswith(key + "/") for k in self.reference._store_dict):
+            # (LocalStore deletes a folder named by a key with all it holds.)
+            super().delete(cast("st.DataObject", _Given(key)))
+
+    @rule(data=st.data())
+    def delete_dir(self, data: st.DataObject) -> None:
+        key = data.draw(self.key())
+        parts = key.split("/")
+        path = "/".join(parts[: data.draw(st.integers(1, len(parts)))])
+        if path in self.reference._store_dict:
+            return  # a file: LocalStore refuses it as a folder to delete
+        sync(self.sharded.delete_dir(path))
+        sync(self.reference.delete_dir(path))
+
+    def teardown(self) -> None:
+        shutil.rmtree(self.folder)  # made by this machine (mkdtemp)
+
+
+class _Given:
+    """A stand-in for ``st.data()`` that draws one given key."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def draw(self, strategy: object) -> str:
+        return self.key
+
+
+DirectoriesVsMemory.TestCase.settings = settings(
+    max_examples=30,
+    stateful_step_count=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestDirectoriesVsMemory = DirectoriesVsMemory.TestCase
 
 
 # ------------------------------------------------------- zarr's own state machines

@@ -21,6 +21,7 @@ recorded in the :class:`ShardListing` instead of raised.
 from __future__ import annotations
 
 import asyncio
+import operator
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -57,13 +58,27 @@ __all__ = [
 ShardKind = Literal["base", "mount", "array shard"]
 
 
-@dataclass(frozen=True)
 class _Handle:
     """An array shard's read-only store, made when first asked for (picklable): listing
-    10^6 shards makes no store."""
+    10^6 shards makes no store (and a slotted class, not a frozen dataclass, whose
+    ``__init__`` costs a few times more)."""
 
-    factory: ArrayShardFactory
-    index: str
+    __slots__ = ("factory", "index")
+
+    def __init__(self, factory: ArrayShardFactory, index: str) -> None:
+        self.factory = factory
+        self.index = index
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _Handle):
+            return NotImplemented
+        return self.factory == other.factory and self.index == other.index
+
+    def __hash__(self) -> int:
+        return hash(self.index)
+
+    def __repr__(self) -> str:
+        return f"_Handle({self.factory!r}, {self.index!r})"
 
     def __call__(self) -> Store:
         if isinstance(self.factory, ArrayShardDirectoryFactory):  # no second store
@@ -215,7 +230,7 @@ class ShardListing:
 
 def index_key(index: str) -> tuple[int, ...]:
     """A chunk index as integers, to sort indices numerically (``"10"`` after ``"9"``)."""
-    return tuple(int(part) for part in index.split("."))
+    return tuple(map(int, index.split(".")))
 
 
 async def _array_shards(
@@ -239,7 +254,7 @@ async def _array_shards(
         keys = ArrayShardKeys.of(info.layout)
     listed = isinstance(factory, ListableArrayShardFactory)
     try:
-        indices = sorted(await store.shard_indices(path), key=index_key)
+        keyed = sorted((index_key(index), index) for index in await store.shard_indices(path))
     except Exception as error:  # the template's directory or prefix cannot be listed
         if strict:
             raise
@@ -248,7 +263,7 @@ async def _array_shards(
     found: list[Shard] = []
     lazy = isinstance(factory, _CHEAP)
     shape = info.layout.shape[:dims] if info.layout is not None else None
-    for index in indices:
+    for key, index in keyed:
         handle: Store | _Handle = _Handle(factory, index)
         if not lazy:  # any callable: made now, so that what it raises is reported
             try:
@@ -264,9 +279,7 @@ async def _array_shards(
                     raise
                 listing.unmade.append((path, index, error))
                 continue
-        beyond = shape is not None and any(
-            i >= n for i, n in zip(index_key(index), shape, strict=False)
-        )
+        beyond = shape is not None and any(map(operator.ge, key, shape))
         info.indices.append(index)
         found.append(
             Shard("array shard", path, index, handle, None if beyond else keys, beyond, listed)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 from zarr.abc.store import ByteRequest, Store, SupportsSyncStore
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.sync import sync
-from zarr.storage import LocalStore, ZipStore
+from zarr.storage import LocalStore, MemoryStore, ZipStore
 
 from shardedstore.backends.cache import Cacheable, CachedStore, ShardCache
 from shardedstore.backends.documents import DocumentVersions, is_metadata_document
@@ -151,6 +151,11 @@ def _write_method_sync(
         return result
 
     return wrapper
+
+
+_ONE_CALL_CREATION = (LocalStore, MemoryStore)
+"""Stores whose new array shards are opened and given their metadata in one call: those
+whose ``set_sync`` opens them and writes at once (no staging to commit, as zips have)."""
 
 
 def _inline_capable(store: Store) -> bool:
@@ -1006,7 +1011,7 @@ class ShardedStore(Store):
         layout = await self.array_layout(path)
         if (
             layout is not None
-            and _inline_capable(store)
+            and type(store) in _ONE_CALL_CREATION
             and not store._is_open
             and not isinstance(store, CopyOnWriteZipStore)
         ):
