@@ -203,6 +203,13 @@ class ShardedFileSystem(AsyncFileSystem):  # type: ignore[misc]
             self._checked = True
         else:
             config, below = _config_location(stringify_path(fo), target_protocol)
+            if os.path.isdir(config):
+                found = sorted(name for name in os.listdir(config) if name.endswith(".json"))
+                example = os.path.join(config, found[0] if found else "layout.json")
+                raise IsADirectoryError(
+                    f"{config} is a directory: shardedstore:: takes the layout's config "
+                    f"file, e.g. {PROTOCOL}::{example}"
+                )
             self.config = config
             self.node = "/".join(part for part in (below, self.node) if part)
             self._refuse_mode(mode)

@@ -236,6 +236,10 @@ def test_errors_name_what_to_do(tmp_path: Path) -> None:
         fsspec.filesystem(PROTOCOL, fo=str(tmp_path / "x.json"), endpoint_url="http://x")
     with pytest.raises(ArgumentError, match="shardedstore::PATH_OR_URL"):
         fsspec.filesystem(PROTOCOL)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "layout.json").write_text("{}")
+    with pytest.raises(IsADirectoryError, match=r"takes the layout's config file, e\.g\. "):
+        zarr.open_group(f"{PROTOCOL}::{tmp_path / 'folder'}/", mode="r")
     # dims that contradict the data: refused as shardedstore.open refuses them, at the
     # first read (zarr makes the filesystem on its event loop, which nothing may block).
     config = _write(tmp_path / "ds", 3)
