@@ -29,7 +29,7 @@ $(DOCS_STAMP): $(BIN)/python pyproject.toml
 	touch $@
 
 $(TEST_STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,spark]"
 	touch $@ $(DOCS_STAMP)
 
 demo: $(DEMO_STAMP)

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         KeyValidationError,
         LayoutError,
         LocationOverlapError,
+        MapChunksError,
         MapShardsError,
         MissingDependencyError,
         OutputError,
@@ -71,7 +72,12 @@ if TYPE_CHECKING:
     from shardedstore.store.mapping import StoreMapping
     from shardedstore.store.sharded import ShardedStore
     from shardedstore.table.chunks import chunk_table
+    from shardedstore.table.datasets import ValuesDataset
     from shardedstore.table.parquet import ChunkTableWrite, write_chunk_table
+    from shardedstore.table.planner import chunk_table_schema, chunk_tasks, map_chunks
+    from shardedstore.table.sql import register_tables, sql
+    from shardedstore.table.tasks import ChunkTask, StoredChunk
+    from shardedstore.table.values import values
 
 __all__ = [
     "ArgumentError",
@@ -84,6 +90,7 @@ __all__ = [
     "ChunkTableError",
     "ChunkTableOutputError",
     "ChunkTableWrite",
+    "ChunkTask",
     "CommitError",
     "ConcurrentWriteError",
     "ConfigError",
@@ -94,6 +101,7 @@ __all__ = [
     "KeyValidationError",
     "LayoutError",
     "LocationOverlapError",
+    "MapChunksError",
     "MapShardsError",
     "MissingDependencyError",
     "OutputError",
@@ -106,24 +114,32 @@ __all__ = [
     "ShardedStore",
     "StoreMapping",
     "StoreType",
+    "StoredChunk",
     "ShardTransform",
     "SourceError",
     "SourceNotFoundError",
     "StrayKeysWarning",
     "UncommittedWarning",
+    "ValuesDataset",
     "VerificationError",
     "__version__",
     "array_shard_directory_store",
     "array_shard_template_store",
     "chunk_table",
+    "chunk_table_schema",
+    "chunk_tasks",
     "config_schema",
     "import_zarr",
     "iter_shards",
+    "map_chunks",
     "ome_zarr_layout",
     "open",
+    "register_tables",
+    "sql",
     "to_directory_store_with_prefix",
     "to_url_with_prefix",
     "to_zip_store_with_prefix",
+    "values",
     "write_chunk_table",
 ]
 
@@ -145,6 +161,7 @@ _LAZY: dict[str, str] = {
     "KeyValidationError": "shardedstore.errors",
     "LayoutError": "shardedstore.errors",
     "LocationOverlapError": "shardedstore.errors",
+    "MapChunksError": "shardedstore.errors",
     "MapShardsError": "shardedstore.errors",
     "MissingDependencyError": "shardedstore.errors",
     "OutputError": "shardedstore.errors",
@@ -179,6 +196,15 @@ _LAZY: dict[str, str] = {
     "chunk_table": "shardedstore.table.chunks",
     "ChunkTableWrite": "shardedstore.table.parquet",
     "write_chunk_table": "shardedstore.table.parquet",
+    "chunk_table_schema": "shardedstore.table.planner",
+    "chunk_tasks": "shardedstore.table.planner",
+    "map_chunks": "shardedstore.table.planner",
+    "ChunkTask": "shardedstore.table.tasks",
+    "StoredChunk": "shardedstore.table.tasks",
+    "ValuesDataset": "shardedstore.table.datasets",
+    "register_tables": "shardedstore.table.sql",
+    "sql": "shardedstore.table.sql",
+    "values": "shardedstore.table.values",
     "iter_shards": "shardedstore.iter",
     "ShardedFileSystem": "shardedstore.fsspec",
     "ome_zarr_layout": "shardedstore.ome",

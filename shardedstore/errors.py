@@ -11,8 +11,8 @@ are exported from ``shardedstore``.
   :class:`CacheWarning`, :class:`ArrayNotFoundError`, :class:`MissingDependencyError`,
   :class:`ReadOnlyError`.
 - Shard by shard: :class:`MapShardsError`, :class:`StrayKeysWarning`,
-  :class:`VerificationError`, :class:`ChunkTableError`, :class:`OutputError` (and
-  :class:`ChunkTableOutputError`), :class:`SourceError` (and
+  :class:`VerificationError`, :class:`ChunkTableError` (and :class:`MapChunksError`),
+  :class:`OutputError` (and :class:`ChunkTableOutputError`), :class:`SourceError` (and
   :class:`SourceNotFoundError`).
 """
 
@@ -35,6 +35,7 @@ __all__ = [
     "KeyValidationError",
     "LayoutError",
     "LocationOverlapError",
+    "MapChunksError",
     "MapShardsError",
     "MissingDependencyError",
     "OutputError",
@@ -353,4 +354,26 @@ class ChunkTableError(RuntimeError):
             f"chunk table: {shard}, array {array!r} failed: {type(error).__name__}: {error}; "
             f"{done} of {total} tasks finished (write_chunk_table keeps their files: run it "
             "again to finish)"
+        )
+
+
+class MapChunksError(ChunkTableError):
+    """A shard failed while ``map_chunks`` ran its function on the shard's chunks.
+
+    Attributes
+    ----------
+    shard
+        The shard as messages name it (``base``, ``array shard 'x' chunk 3``).
+    array
+        The array whose chunks were being read.
+    """
+
+    def __init__(self, shard: str, array: str, done: int, total: int, error: BaseException):
+        self.shard = shard
+        self.array = array
+        RuntimeError.__init__(
+            self,
+            f"map_chunks: {shard}, array {array!r} failed: {type(error).__name__}: {error}; "
+            f"{done} of {total} tasks had finished; fix the cause (a function that fails on "
+            "some chunks, an unreadable shard) and run again",
         )

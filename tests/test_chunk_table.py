@@ -358,7 +358,7 @@ def test_written_dataset_queries_with_duckdb_and_pandas(
     store, data = dataset
     out = tmp_path / "table"
     result = write_chunk_table(store, out, stats=STATS)
-    assert "array=sim%2Ftemp/chunk-2.parquet" in result.written
+    assert "array=sim%2Ftemp/shards-0-255.parquet" in result.written
     assert "array=people%2Fheight/mount.parquet" in result.written
     assert "array=ints/base.parquet" in result.written
     expected = set()
@@ -379,44 +379,44 @@ def test_rerun_recomputes_only_changed_shards(tmp_path: Path) -> None:
     store = _layout(tmp_path)
     _write(store, 3)
     out = tmp_path / "table"
-    first = write_chunk_table(store, out, stats="min,max")
+    first = write_chunk_table(store, out, stats="min,max", shards_per_file=1)
     assert len(first.written) == len(ARRAYS) + 2  # one file per array, 3 array shards
-    again = write_chunk_table(store, out, stats="min,max")
+    one = {"stats": "min,max", "shards_per_file": 1}
+    again = write_chunk_table(store, out, **one)
     assert again.written == ()
     assert again.removed == ()
     assert sorted(again.unchanged) == sorted(first.written)
     # the fingerprint cache is only a cache: the files' own metadata decides
     (out / "_fingerprints.json").write_text("not json")
-    assert write_chunk_table(store, out, stats="min,max").written == ()
+    assert write_chunk_table(store, out, **one).written == ()
     shard_files = out / "array=sim%2Ftemp"
-    shutil.copy(shard_files / "chunk-1.parquet", shard_files / "chunk-0.parquet")
-    assert write_chunk_table(store, out, stats="min,max").written == (
-        "array=sim%2Ftemp/chunk-0.parquet",
-    )
+    shutil.copy(shard_files / "shards-1-1.parquet", shard_files / "shards-0-0.parquet")
+    assert write_chunk_table(store, out, **one).written == ("array=sim%2Ftemp/shards-0-0.parquet",)
     # appending a time step: only the new shard is read
     temp = zarr.open_array(store, path="sim/temp", mode="r+")
     temp.resize((5, 5, 6))
     temp[3:5] = 1.0
-    appended = write_chunk_table(store, out, stats="min,max")
+    appended = write_chunk_table(store, out, **one)
     assert sorted(appended.written) == [
-        "array=sim%2Ftemp/chunk-3.parquet",
-        "array=sim%2Ftemp/chunk-4.parquet",
+        "array=sim%2Ftemp/shards-3-3.parquet",
+        "array=sim%2Ftemp/shards-4-4.parquet",
     ]
     # a chunk rewritten, same size: its shard again (the stamp changed)
     temp[1, 0:2, 0:4] = 2.0
-    changed = write_chunk_table(store, out, stats="min,max")
-    assert changed.written == ("array=sim%2Ftemp/chunk-1.parquet",)
+    changed = write_chunk_table(store, out, **one)
+    assert changed.written == ("array=sim%2Ftemp/shards-1-1.parquet",)
     assert _duckdb_rows(
         out,
         "SELECT max FROM {source} WHERE \"array\" = 'sim/temp' AND c0 = 1 AND c1 = 0 AND c2 = 0",
     ) == [(2.0,)]
     # other statistics: every file
-    assert len(write_chunk_table(store, out, stats="mean").written) == len(ARRAYS) + 4
+    mean = {"stats": "mean", "shards_per_file": 1}
+    assert len(write_chunk_table(store, out, **mean).written) == len(ARRAYS) + 4
     # a shard removed: its file goes
     shutil.rmtree(tmp_path / "temp" / "4.zarr")
-    removed = write_chunk_table(ShardedStore(*_given(store)), out, stats="mean")
-    assert removed.removed == ("array=sim%2Ftemp/chunk-4.parquet",)
-    assert not (out / "array=sim%2Ftemp" / "chunk-4.parquet").exists()
+    removed = write_chunk_table(ShardedStore(*_given(store)), out, **mean)
+    assert removed.removed == ("array=sim%2Ftemp/shards-4-4.parquet",)
+    assert not (out / "array=sim%2Ftemp" / "shards-4-4.parquet").exists()
 
 
 def _same_size_rewrite_is_noticed(store: Any, path: str, out: Path) -> None:
@@ -544,7 +544,7 @@ def test_cli_writes_and_queries_with_sql(
 ) -> None:
     out = str(tmp_path / "chunks")
     assert main(["chunks", config, "--stats", "max", "--out", out, "-j", "2", "-q"]) == 0
-    assert "wrote 9 file(s)" in capsys.readouterr().out
+    assert "wrote 7 file(s)" in capsys.readouterr().out  # sim/temp's 3 shards: one file
     query = 'SELECT "array", count(*) AS n FROM chunks GROUP BY ALL ORDER BY ALL'
     assert main(["chunks", config, "--out", out, "--stats", "max", "--sql", query, "--json"]) == 0
     counts = {row["array"]: row["n"] for row in json.loads(capsys.readouterr().out)}

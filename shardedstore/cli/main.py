@@ -1,8 +1,8 @@
 """The ``shardedstore`` command line: a thin shell over the library.
 
-``shardedstore info|tree|validate|convert|import|chunks|init|demo``; plain text for people,
-``--json`` for scripts; exit 0 on success, 1 on failure with a one-line error (no traceback),
-2 on a usage error, 130 when interrupted (Ctrl-C).
+``shardedstore info|tree|validate|convert|import|chunks|sql|init|demo``; plain text for
+people, ``--json`` for scripts; exit 0 on success, 1 on failure with a one-line error (no
+traceback), 2 on a usage error, 130 when interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -485,7 +485,9 @@ def _cmd_chunks(args: argparse.Namespace) -> int:
             "progress": None if not args.quiet else False,
         }
         if args.out:
-            written = write_chunk_table(store, args.out, args.array, **common)
+            written = write_chunk_table(
+                store, args.out, args.array, shards_per_file=args.shards_per_file, **common
+            )
         else:
             table = chunk_table(store, args.array, **common)
     elapsed = time.perf_counter() - start
@@ -495,7 +497,8 @@ def _cmd_chunks(args: argparse.Namespace) -> int:
             pattern = os.path.join(args.out, "**", "*.parquet").replace("'", "''")
             connection.execute(
                 "CREATE VIEW chunks AS SELECT * FROM read_parquet("
-                f"'{pattern}', hive_partitioning = true, union_by_name = true)"
+                f"'{pattern}', hive_partitioning = true, hive_types = {{'array': VARCHAR}}, "
+                "union_by_name = true)"
             )
         else:
             connection.register("chunks", table)
@@ -527,7 +530,8 @@ def _cmd_chunks(args: argparse.Namespace) -> int:
                 f"wrote {len(written.written)} file(s) ({written.rows} rows), kept "
                 f"{len(written.unchanged)} unchanged, removed {len(written.removed)}: "
                 f"{args.out} in {elapsed:.1f} s (query: SELECT * FROM "
-                f"read_parquet('{args.out}/**/*.parquet', hive_partitioning = true))"
+                f"read_parquet('{args.out}/**/*.parquet', hive_partitioning = true, "
+                "hive_types = {'array': VARCHAR}))"
             )
         return 0
     if args.json:
@@ -537,6 +541,53 @@ def _cmd_chunks(args: argparse.Namespace) -> int:
     shown = [tuple(names)]
     shown += [tuple(_cell(row[name]) for name in names) for row in table.to_pylist()]
     _emit(_table(shown, right=0) + f"\n({table.num_rows} chunk(s))")
+    return 0
+
+
+def _cmd_sql(args: argparse.Namespace) -> int:
+    from shardedstore.table.sql import sql
+
+    if args.engine == "duckdb":
+        try:
+            import duckdb  # noqa: F401
+        except ImportError:
+            raise _UsageError('sql needs DuckDB: pip install "shardedstore[duckdb]"') from None
+    else:
+        try:
+            import datafusion  # noqa: F401
+        except ImportError:
+            raise _UsageError(
+                'sql --engine datafusion needs DataFusion: pip install "shardedstore[datafusion]"'
+            ) from None
+    tables: dict[str, list[str]] = {}
+    for spec in args.table or []:
+        name, sep, members = spec.partition("=")
+        if not sep or not name or not members:
+            raise _UsageError(f"--table expects NAME=ARRAY,ARRAY..., got {spec!r}")
+        tables[name] = [m.strip() for m in members.split(",") if m.strip()]
+    statistics: Any = None
+    if args.statistics == "none":
+        statistics = False
+    elif args.statistics:
+        statistics = args.statistics
+    store = _open_source(args.source, _options(args.storage_option))
+    result = sql(
+        store,
+        args.query,
+        engine=args.engine,
+        arrays=args.array,
+        tables=tables or None,
+        coords=not args.no_coords,
+        statistics=statistics,
+        chunk_table_dir=args.chunk_table,
+    )
+    rows = result.to_pylist()
+    if args.json:
+        _emit(_json_rows(rows))
+        return 0
+    names = result.column_names
+    shown = [tuple(names), *(tuple(_cell(row[name]) for name in names) for row in rows)]
+    _emit((_table(shown, right=0) + "\n" if names else "") + f"({len(rows)} row(s))")
     return 0
 
 
@@ -825,8 +876,70 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="fsspec option for a SOURCE given as a URL (repeatable)",
     )
+    chunks.add_argument(
+        "--shards-per-file",
+        type=int,
+        default=256,
+        metavar="N",
+        help="array shards whose rows share one file of --out (default 256)",
+    )
     chunks.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     chunks.set_defaults(func=_cmd_chunks)
+
+    query = command(
+        "sql",
+        "query the arrays' values and the chunk table with SQL (DuckDB or DataFusion)",
+        "Run QUERY over SOURCE (a layout config .json, or any zarr store): every array is "
+        'a table named by its path (quote it: "sim/temperature"), one row per cell with a '
+        "column per dimension (its coordinate, else its index; the index of a dimension "
+        "with a coordinate in DIM_index) and the values in a column named after the "
+        "array; chunks is the chunk table. Filters on dimensions and on values skip "
+        "chunks before they are read (value statistics from --statistics DIR, else "
+        "computed as chunks are read).",
+    )
+    query.add_argument(
+        "source", metavar="SOURCE", help="layout config (.json), or a zarr directory, zip or URL"
+    )
+    query.add_argument("query", metavar="QUERY", help="the SQL query")
+    query.add_argument(
+        "--engine",
+        choices=["duckdb", "datafusion"],
+        default="duckdb",
+        help="the SQL engine (default duckdb)",
+    )
+    query.add_argument(
+        "--array", action="append", metavar="PATH", help="only this array as a table (repeatable)"
+    )
+    query.add_argument(
+        "--table",
+        action="append",
+        metavar="NAME=ARRAY,ARRAY",
+        help="a table of arrays sharing their dimensions, one column each (repeatable)",
+    )
+    query.add_argument(
+        "--chunk-table",
+        metavar="DIR",
+        help="a chunk table written by chunks --out, as the table chunks (default: computed)",
+    )
+    query.add_argument(
+        "--statistics",
+        metavar="DIR|none",
+        help="chunk statistics for pruning by value: a chunk table written with "
+        "--stats min,max,nan_count, or none (default: computed as chunks are read)",
+    )
+    query.add_argument(
+        "--no-coords",
+        action="store_true",
+        help="dimension columns hold indices, not coordinate values",
+    )
+    query.add_argument("--json", action="store_true", help="print JSON")
+    query.add_argument(
+        "--storage-option",
+        metavar="KEY=VALUE",
+        action="append",
+        help="fsspec option for a SOURCE given as a URL (repeatable)",
+    )
+    query.set_defaults(func=_cmd_sql)
 
     demo = command(
         "demo",

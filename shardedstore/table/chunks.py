@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from zarr.abc.store import Store
@@ -39,8 +39,8 @@ from shardedstore.table.stats import (
 )
 from shardedstore.table.tasks import (
     ArraySpec,
+    ChunkTask,
     TableResult,
-    TableTask,
     key_format,
     run_task,
     storage_chunks,
@@ -53,6 +53,8 @@ if TYPE_CHECKING:
     from shardedstore.shards.listing import Shard
     from shardedstore.store.sharded import ShardedStore
 
+R = TypeVar("R")
+
 __all__ = [
     "ArrayNotFoundError",
     "ChunkTableError",
@@ -60,11 +62,15 @@ __all__ = [
     "TablePlan",
     "as_layout",
     "chunk_table",
+    "hierarchy_arrays",
+    "holder",
     "missing_rows",
     "plan_tasks",
     "require_pyarrow",
     "run_tasks",
+    "select_arrays",
     "stored_coords",
+    "tasks_for",
 ]
 
 
@@ -95,8 +101,8 @@ def as_layout(store: Store) -> ShardedStore:
     return ShardedStore(store, read_only=True)
 
 
-def _arrays(layout: ShardedStore, wanted: Iterable[str] | None) -> dict[str, Any]:
-    """Array path -> zarr Array, for every array of the hierarchy (or those named)."""
+def hierarchy_arrays(layout: ShardedStore) -> dict[str, Any]:
+    """Array path -> zarr Array, for every array of the hierarchy, by path."""
     import warnings
 
     import zarr
@@ -117,8 +123,13 @@ def _arrays(layout: ShardedStore, wanted: Iterable[str] | None) -> dict[str, Any
                 for path, member in node.members(max_depth=None)
                 if isinstance(member, zarr.Array)
             }
+    return dict(sorted(found.items()))
+
+
+def select_arrays(found: dict[str, Any], wanted: Iterable[str] | str | None) -> dict[str, Any]:
+    """The arrays named (all of them for None); an unknown name raises, listing the rest."""
     if wanted is None:
-        return dict(sorted(found.items()))
+        return found
     names = [name.strip("/") for name in ([wanted] if isinstance(wanted, str) else wanted)]
     unknown = [name for name in names if name not in found]
     if unknown:
@@ -129,7 +140,7 @@ def _arrays(layout: ShardedStore, wanted: Iterable[str] | None) -> dict[str, Any
     return {name: found[name] for name in sorted(set(names))}
 
 
-def _holder(layout: ShardedStore, path: str) -> tuple[str, str]:
+def holder(layout: ShardedStore, path: str) -> tuple[str, str]:
     """``("base" | "mount" | "array shards", node)``: where the chunks of ``path`` are."""
 
     kind, node = layout.router.route(f"{path}/zarr.json" if path else "zarr.json")[:2]
@@ -142,17 +153,33 @@ def _holder(layout: ShardedStore, path: str) -> tuple[str, str]:
 
 @dataclass
 class TablePlan:
-    tasks: list[TableTask]
+    tasks: list[ChunkTask]
     arrays: dict[str, Any]
     ndim: int
 
 
-def plan_tasks(store: Store, arrays: Iterable[str] | None, options: StatsOptions) -> TablePlan:
-    """One task per shard and array whose chunks it holds."""
+def plan_tasks(
+    store: Store, arrays: Iterable[str] | str | None, options: StatsOptions
+) -> TablePlan:
+    """One task per shard and array whose chunks it holds.
+
+    The table has as many ``c``/``start``/``stop`` columns as the deepest array of the
+    whole hierarchy has dimensions, whichever arrays are asked for: one schema per
+    layout, so that files written for some arrays read together with the others'.
+    """
 
     layout = as_layout(store)
-    found = _arrays(layout, arrays)
-    ndim = max((len(array.shape) for array in found.values()), default=0)
+    every = hierarchy_arrays(layout)
+    found = select_arrays(every, arrays)
+    ndim = max((len(array.shape) for array in every.values()), default=0)
+    return TablePlan(tasks_for(layout, found, options, ndim), found, ndim)
+
+
+def tasks_for(
+    layout: ShardedStore, found: dict[str, Any], options: StatsOptions, ndim: int
+) -> list[ChunkTask]:
+    """The tasks of the arrays ``found`` (path -> zarr Array): the shards are listed
+    afresh (array shards written since show)."""
     shards = list(sync(list_shards(layout)).shards)
     by_mount: dict[str, Shard] = {s.path: s for s in shards if s.kind == "mount"}
     by_array: dict[str, list[Shard]] = {}
@@ -160,17 +187,17 @@ def plan_tasks(store: Store, arrays: Iterable[str] | None, options: StatsOptions
         if shard.kind == "array shard" and shard.reachable:
             by_array.setdefault(shard.path, []).append(shard)
     base = shards[0]
-    tasks: list[TableTask] = []
+    tasks: list[ChunkTask] = []
     for path, array in found.items():
         chunks = storage_chunks(array)
         keys = key_format(array.metadata)
-        kind, node = _holder(layout, path)
+        kind, node = holder(layout, path)
         if kind == "array shards":
             for shard in by_array.get(path, []):
                 lead = tuple(int(i) for i in (shard.chunk_index or "").split("."))
                 spec = ArraySpec(path, "", lead, chunks, keys)
                 tasks.append(
-                    TableTask(
+                    ChunkTask(
                         "array shard",
                         path,
                         shard.chunk_index,
@@ -182,46 +209,50 @@ def plan_tasks(store: Store, arrays: Iterable[str] | None, options: StatsOptions
                     )
                 )
             continue
-        holder = by_mount[node] if kind == "mount" else base
+        owner = by_mount[node] if kind == "mount" else base
         inner = path[len(node) + 1 :] if kind == "mount" and path != node else ""
         if kind == "base":
             inner = path
         spec = ArraySpec(path, inner, (), chunks, keys)
         tasks.append(
-            TableTask(
-                holder.kind, holder.path, None, holder.store, holder.own_keys, spec, options, ndim
+            ChunkTask(
+                owner.kind, owner.path, None, owner.store, owner.own_keys, spec, options, ndim
             )
         )
-    return TablePlan(tasks, found, ndim)
+    return tasks
 
 
 # ---------------------------------------------------------------- running
 
 
-def _progress_bar(progress: bool | None, total: int) -> Any:
+def _progress_bar(progress: bool | None, total: int, desc: str) -> Any:
     show = sys.stderr.isatty() if progress is None else progress
     if not show:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="shard", desc="chunk table", delay=1.0 if progress is None else 0)
+    return tqdm(total=total, unit="shard", desc=desc, delay=1.0 if progress is None else 0)
 
 
 def run_tasks(
-    tasks: list[TableTask],
+    tasks: list[ChunkTask],
     executor: Executor | None,
     progress: bool | None,
-    done: Callable[[TableTask, TableResult], None],
+    done: Callable[[ChunkTask, R], None],
+    work: Callable[[ChunkTask], R] = run_task,  # type: ignore[assignment]
+    desc: str = "chunk table",
+    failed: type[ChunkTableError] = ChunkTableError,
 ) -> None:
-    """Run every task; ``done`` is called in this thread as each one finishes."""
+    """Run ``work`` on every task (default: its chunk-table rows); ``done`` is called in
+    this thread as each one finishes."""
     own_executor = executor is None
     pool = executor or ThreadPoolExecutor(max_workers=max(1, min(8, len(tasks))))
-    bar = _progress_bar(progress, len(tasks))
-    futures: dict[Future[TableResult], int] = {}
+    bar = _progress_bar(progress, len(tasks), desc)
+    futures: dict[Future[R], int] = {}
     finished = 0
     try:
         for position, task in enumerate(tasks):
-            futures[pool.submit(run_task, task)] = position
+            futures[pool.submit(work, task)] = position
         failure: tuple[int, BaseException] | None = None
         for future in as_completed(futures):
             if future.cancelled():
@@ -239,7 +270,7 @@ def run_tasks(
                 bar.update(1)
         if failure is not None:
             task = tasks[failure[0]]
-            raise ChunkTableError(
+            raise failed(
                 task.shard, task.array.path, finished, len(tasks), failure[1]
             ) from failure[1]
     except BaseException:
@@ -271,7 +302,7 @@ def missing_rows(
     chunks = storage_chunks(array)
     keys = key_format(array.metadata)
     grid = [range(-(-s // c) if c else 0) for s, c in zip(shape, chunks, strict=True)]
-    kind, node = _holder(layout, path)
+    kind, node = holder(layout, path)
     dims = layout.array_shards[node][0] if kind == "array shards" else 0
     spec = ArraySpec(path, "", (), chunks, keys)
     fill = read_fill_value(array.metadata)
@@ -395,7 +426,7 @@ def chunk_table(
     plan = plan_tasks(store, arrays, options)
     tables: list[pa.Table] = []
 
-    def done(task: TableTask, result: TableResult) -> None:
+    def done(task: ChunkTask, result: TableResult) -> None:
         if result.table is not None:
             tables.append(result.table)
 

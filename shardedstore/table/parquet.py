@@ -1,12 +1,19 @@
 """Write a chunk table as a Parquet dataset, incrementally: ``write_chunk_table``.
 
-One file per shard and array, hive-partitioned by array
-(``{out}/array=<url-quoted path>/base.parquet``, ``mount.parquet``,
-``chunk-<index>.parquet``), each holding in its key-value metadata a fingerprint of
-what it was computed from (see :mod:`shardedstore.table.chunks`). A re-run hands each
-task its file's fingerprint; a task whose shard did not change sends back nothing and
-the file is kept. Files are written under a temporary name and renamed; the output
-holds a marker file, and only directories holding it (or new, empty ones) are written.
+Files are hive-partitioned by array (``{out}/array=<url-quoted path>/...``): one file
+for the array's chunks in base (``base.parquet``) or in its mount (``mount.parquet``),
+and one file per group of up to ``shards_per_file`` array shards
+(``shards-0-255.parquet``: chunk indices 0 to 255 along the last sharded dimension;
+``shards-3.0-255.parquet`` for indices ``3.0`` to ``3.255``), so that thousands of small
+shards write a bounded number of files. Every file holds the array path as a string
+column (``array_path``: readers type the hive ``array`` column by guessing, and an
+array named ``0`` would come back as a number) and, in its key-value metadata, the
+fingerprint of each shard it holds (see :mod:`shardedstore.table.tasks`) and the
+statistics asked for. A re-run hands each task its shard's fingerprint; a task whose
+shard did not change sends back nothing, and its rows are kept (a file whose shards are
+all unchanged is not written at all). Files are written under a temporary name and
+renamed; the output holds a marker file, and only directories holding it (or new,
+empty ones) are written.
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ from urllib.parse import quote
 from zarr.abc.store import Store
 
 from shardedstore.backends.oserrors import renamed
-from shardedstore.errors import ChunkTableOutputError
+from shardedstore.errors import ArgumentError, ChunkTableOutputError
+from shardedstore.shards.listing import index_key
 from shardedstore.shards.outputlock import local_output_lock
 from shardedstore.table.chunks import (
     TablePlan,
@@ -37,18 +45,44 @@ from shardedstore.table.chunks import (
     run_tasks,
     stored_coords,
 )
-from shardedstore.table.stats import Histogram, parse_stats
-from shardedstore.table.tasks import FORMAT_VERSION, TableResult, TableTask
+from shardedstore.table.stats import Histogram, StatsOptions, parse_stats
+from shardedstore.table.tasks import FORMAT_VERSION, ChunkTask, TableResult
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["MARKER", "ChunkTableOutputError", "ChunkTableWrite", "write_chunk_table"]
+__all__ = [
+    "ARRAY_PATH",
+    "FINGERPRINTS",
+    "MARKER",
+    "OPTIONS",
+    "SHARDS_PER_FILE",
+    "ChunkTableOutputError",
+    "ChunkTableWrite",
+    "file_name",
+    "file_options",
+    "shard_key",
+    "write_chunk_table",
+]
 
 MARKER = "_shardedstore_chunk_table.json"
 """The file that marks a directory as a chunk table ``write_chunk_table`` may update."""
 
-_FINGERPRINT = b"shardedstore.fingerprint"
+SHARDS_PER_FILE = 256
+"""Array shards whose rows share one file, by default."""
+
+ARRAY_PATH = "array_path"
+"""The in-file column holding the array path as a string (the hive column is ``array``)."""
+
+FINGERPRINTS = b"shardedstore.fingerprints"
+"""Metadata key: JSON object, shard key (its chunk index, ``""`` for base or a mount) to
+the fingerprint of what its rows were computed from."""
+
+OPTIONS = b"shardedstore.options"
+"""Metadata key: JSON object, the statistics (``stats``, ``histogram``) and the number of
+index columns (``columns``) the file's fingerprints were computed with."""
+
+_OLD_FINGERPRINT = b"shardedstore.fingerprint"  # format 1: one shard per file
 
 
 @dataclass(frozen=True)
@@ -60,9 +94,9 @@ class ChunkTableWrite:
     written
         Files written (recomputed or new), relative to the output directory.
     unchanged
-        Files kept as they were (their shard's fingerprint did not change).
+        Files kept as they were (the fingerprints of their shards did not change).
     removed
-        Files removed: their shard or array is gone.
+        Files removed: their shards or array are gone (or grouped otherwise now).
     rows
         Rows in the files written.
     """
@@ -73,22 +107,57 @@ class ChunkTableWrite:
     rows: int
 
 
-def _file_name(task: TableTask) -> str:
+def shard_key(task: ChunkTask) -> str:
+    """The task's shard within its file: its chunk index, or ``""`` (base or a mount)."""
+    return task.shard_index or ""
+
+
+def file_name(task: ChunkTask, shards_per_file: int = SHARDS_PER_FILE) -> str:
+    """The file holding ``task``'s rows, relative to the output directory."""
     partition = f"array={quote(task.array.path, safe='')}"
     if task.kind == "array shard":
-        return f"{partition}/chunk-{task.shard_index}.parquet"
+        *lead, last = index_key(task.shard_index or "0")
+        low = last // shards_per_file * shards_per_file
+        prefix = "".join(f"{i}." for i in lead)
+        return f"{partition}/shards-{prefix}{low}-{low + shards_per_file - 1}.parquet"
     return f"{partition}/{'mount' if task.kind == 'mount' else 'base'}.parquet"
 
 
-def _fingerprint_of(path: Path) -> str | None:
+def file_options(options: StatsOptions, ndim: int) -> bytes:
+    """The ``OPTIONS`` metadata of a file written with ``options``."""
+    histogram = None if options.histogram is None else list(options.histogram)
+    return json.dumps(
+        {"stats": list(options.stats), "histogram": histogram, "columns": ndim}
+    ).encode()
+
+
+def _file_metadata(path: Path) -> dict[bytes, bytes] | None:
+    """A Parquet file's key-value metadata; None when it cannot be read."""
     import pyarrow.parquet as pq
 
     try:
-        metadata = pq.read_schema(path).metadata or {}
+        return dict(pq.read_schema(path).metadata or {})
     except (OSError, ValueError):
-        return None  # unreadable: computed again
-    value = metadata.get(_FINGERPRINT)
-    return None if value is None else value.decode()
+        return None
+
+
+def _fingerprints_of(path: Path) -> dict[str, str] | None:
+    """The fingerprints a file records, by shard key; None: none (or not readable)."""
+    value = (_file_metadata(path) or {}).get(FINGERPRINTS)
+    if value is None:
+        return None
+    try:
+        found = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
+        return None
+    return {str(key): value for key, value in found.items()}
+
+
+def _written_by_us(path: Path) -> bool:
+    metadata = _file_metadata(path) or {}
+    return FINGERPRINTS in metadata or _OLD_FINGERPRINT in metadata
 
 
 def _check_output(out: Path) -> None:
@@ -102,15 +171,24 @@ def _check_output(out: Path) -> None:
         )
 
 
+def _file_table(table: pa.Table) -> pa.Table:
+    """A chunk table as its files hold it: ``array`` (the hive partition, which a column
+    of the same name would clash with in pyarrow and pandas) as ``array_path``."""
+    import pyarrow as pa
+
+    if "array" not in table.column_names:
+        return table
+    column = table.column("array")
+    table = table.drop_columns(["array"])
+    return table.add_column(0, pa.field(ARRAY_PATH, pa.string(), nullable=False), column)
+
+
 def _write_atomic(table: pa.Table, path: Path, metadata: Mapping[bytes, bytes]) -> None:
     import pyarrow.parquet as pq
 
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:12]}")
     merged = {**(table.schema.metadata or {}), **metadata}
-    # The array is the hive partition (its directory); a column of the same name in the
-    # files would clash with it in pyarrow and pandas.
-    table = table.drop_columns(["array"])
     try:
         pq.write_table(table.replace_schema_metadata(merged), partial)
         os.replace(partial, path)
@@ -131,23 +209,30 @@ def write_chunk_table(
     stats: Iterable[str] | str | None = (),
     histogram: Histogram | None = None,
     missing: bool = False,
+    shards_per_file: int = SHARDS_PER_FILE,
     executor: Executor | None = None,
     progress: bool | None = None,
 ) -> ChunkTableWrite:
-    """Write the chunk table as a Parquet dataset, one file per shard; incremental.
+    """Write the chunk table as a Parquet dataset, hive-partitioned by array; incremental.
 
-    Files are ``{out}/array={quoted array path}/base.parquet`` (or ``mount.parquet``,
-    or ``chunk-{index}.parquet`` for each array shard; ``missing.parquet`` with
-    ``missing``), hive-partitioned by array, so DuckDB, pyarrow and pandas read the
-    directory as one table::
+    Files are ``{out}/array={quoted array path}/base.parquet`` (or ``mount.parquet``)
+    for the chunks in base or a mount, ``shards-{first}-{last}.parquet`` for each group
+    of ``shards_per_file`` array shards, and ``missing.parquet`` with ``missing``.
+    DuckDB, pyarrow, pandas and Spark read the directory as one table::
 
-        SELECT "array", c0, max FROM read_parquet('out/**/*.parquet', hive_partitioning=true)
+        SELECT "array", c0, max FROM read_parquet('out/**/*.parquet', hive_partitioning = true)
 
-    Each file holds a fingerprint of what it was computed from; a re-run recomputes
-    only the shards whose chunks (sizes and modification stamps), metadata or asked-for
-    statistics changed, so appending time steps costs only the new shards. Files of
-    shards that are gone are removed. Each file is written under a temporary name and
-    renamed; one run at a time holds the lock ``{out}/_chunk_table.lock``.
+    Every file has the same columns (one schema per layout, see
+    :func:`chunk_table_schema`), the array path in the string column ``array_path``
+    among them (readers guess the type of the hive column ``array``: an array named
+    ``0`` comes back as a number unless the partition is read as a string).
+
+    Each file records the fingerprint of each shard it holds; a re-run recomputes only
+    the shards whose chunks (sizes and modification stamps), metadata or asked-for
+    statistics changed, and rewrites only the files holding them (the rows of their
+    other shards are kept), so appending time steps costs only the new shards. Files
+    of shards that are gone are removed. Each file is written under a temporary name
+    and renamed; one run at a time holds the lock ``{out}/_chunk_table.lock``.
 
     Parameters
     ----------
@@ -155,6 +240,9 @@ def write_chunk_table(
         As for :func:`chunk_table`.
     out
         A local directory: new, empty, or written by this function before.
+    shards_per_file
+        Array shards (consecutive chunk indices along the last sharded dimension)
+        whose rows share a file.
 
     Returns
     -------
@@ -164,6 +252,8 @@ def write_chunk_table(
     ------
     ChunkTableOutputError
         If ``out`` is a URL, a file, or a directory holding something else.
+    ArgumentError
+        If ``shards_per_file`` is not a positive integer.
     ChunkTableError
         Naming the shard that failed; files finished before are kept, and a re-run
         finishes the job.
@@ -171,6 +261,10 @@ def write_chunk_table(
     require_pyarrow()
 
     options = parse_stats(stats, histogram)
+    if isinstance(shards_per_file, bool) or not isinstance(shards_per_file, int):
+        raise ArgumentError(f"shards_per_file must be an integer, got {shards_per_file!r}")
+    if shards_per_file < 1:
+        raise ArgumentError(f"shards_per_file must be at least 1, got {shards_per_file}")
     text = os.fspath(out)
     if "://" in text or "::" in text:
         raise ChunkTableOutputError(
@@ -185,70 +279,119 @@ def write_chunk_table(
         if not marker.is_file():
             marker.write_text(json.dumps({"format": FORMAT_VERSION}) + "\n")
         plan = plan_tasks(store, arrays, options)
-        known = _FingerprintCache(root)
-        tasks = [
-            dataclasses.replace(task, previous=known.get(_file_name(task))) for task in plan.tasks
-        ]
-        written: list[str] = []
-        unchanged: list[str] = []
-        rows = 0
-        expected: set[str] = set()
-
-        def done(task: TableTask, result: TableResult) -> None:
-            nonlocal rows
-            name = _file_name(task)
-            if not result.exists:
-                return  # a candidate array shard that is not there
-            expected.add(name)
-            if result.table is None:
-                unchanged.append(name)
-                known.keep(name, result.fingerprint)
-                return
-            metadata = {
-                _FINGERPRINT: result.fingerprint.encode(),
-                b"shardedstore.array": task.array.path.encode(),
-                b"shardedstore.shard": task.shard.encode(),
-            }
-            _write_atomic(result.table, root / name, metadata)
-            known.keep(name, result.fingerprint)
-            written.append(name)
-            rows += result.table.num_rows
-
-        run_tasks(tasks, executor, progress, done)
+        writer = _GroupWriter(root, plan, shards_per_file)
+        run_tasks(writer.tasks, executor, progress, writer.done)
         if missing:
-            import pyarrow.parquet as pq
+            writer.write_missing(store)
+        removed = _remove_stale(root, plan, writer.expected, arrays is None)
+        writer.known.save()
+    return ChunkTableWrite(
+        tuple(sorted(writer.written)), tuple(sorted(writer.unchanged)), tuple(removed), writer.rows
+    )
 
-            layout = as_layout(store)
-            for path, array in plan.arrays.items():
-                partition = root / f"array={quote(path, safe='')}"
-                files = sorted(
-                    str(p)
-                    for p in partition.glob("*.parquet")
-                    if p.name != "missing.parquet" and str(p.relative_to(root)) in expected
+
+class _GroupWriter:
+    """Gathers the results of a file's tasks and writes the file once all are in."""
+
+    def __init__(self, root: Path, plan: TablePlan, shards_per_file: int) -> None:
+        self.root = root
+        self.plan = plan
+        self.known = _FingerprintCache(root)
+        self.names: dict[int, str] = {}
+        self.waiting: dict[str, int] = {}
+        self.results: dict[str, dict[str, TableResult]] = {}
+        self.tasks: list[ChunkTask] = []
+        for task in plan.tasks:
+            name = file_name(task, shards_per_file)
+            previous = (self.known.get(name) or {}).get(shard_key(task))
+            task = dataclasses.replace(task, previous=previous)
+            self.names[id(task)] = name
+            self.waiting[name] = self.waiting.get(name, 0) + 1
+            self.tasks.append(task)
+        self.options = plan.tasks[0].options if plan.tasks else parse_stats(())
+        self.metadata_options = file_options(self.options, plan.ndim)
+        self.written: list[str] = []
+        self.unchanged: list[str] = []
+        self.expected: set[str] = set()
+        self.rows = 0
+
+    def done(self, task: ChunkTask, result: TableResult) -> None:
+        name = self.names[id(task)]
+        self.results.setdefault(name, {})[shard_key(task)] = result
+        self.waiting[name] -= 1
+        if not self.waiting[name]:
+            self._finish(name, task.array.path)
+
+    def _finish(self, name: str, array: str) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        present = {key: r for key, r in self.results.pop(name).items() if r.exists}
+        if not present:
+            return  # candidate array shards that are not there: no file
+        self.expected.add(name)
+        before = self.known.get(name) or {}
+        kept = {key for key, r in present.items() if r.table is None}
+        fingerprints = {key: r.fingerprint for key, r in sorted(present.items())}
+        if kept == set(present) and set(before) == set(present):
+            self.unchanged.append(name)
+            self.known.keep(name, fingerprints)
+            return
+        tables = [_file_table(r.table) for r in present.values() if r.table is not None]
+        if kept:  # the rows of unchanged shards, from the file as it is
+            old = pq.read_table(self.root / name)
+            index = old.column("shard_index").fill_null("")
+            tables.append(old.filter(pa.compute.is_in(index, pa.array(sorted(kept)))))
+        table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
+        keys = [(f"c{i}", "ascending") for i in range(self.plan.ndim)]
+        if keys:
+            table = table.sort_by(keys)
+        metadata = {
+            FINGERPRINTS: json.dumps(fingerprints, sort_keys=True).encode(),
+            OPTIONS: self.metadata_options,
+            b"shardedstore.array": array.encode(),
+        }
+        _write_atomic(table, self.root / name, metadata)
+        self.known.keep(name, fingerprints)
+        self.written.append(name)
+        self.rows += table.num_rows
+
+    def write_missing(self, store: Store) -> None:
+        import pyarrow.parquet as pq
+
+        layout = as_layout(store)
+        plan = self.plan
+        for path, array in plan.arrays.items():
+            partition = self.root / f"array={quote(path, safe='')}"
+            files = sorted(
+                str(p)
+                for p in partition.glob("*.parquet")
+                if p.name != "missing.parquet" and str(p.relative_to(self.root)) in self.expected
+            )
+            ndim = len(array.shape)
+            present: set[tuple[int, ...]] = set()
+            if files:
+                present = stored_coords(
+                    pq.read_table(files, columns=[f"c{i}" for i in range(ndim)] or None), ndim
                 )
-                ndim = len(array.shape)
-                present: set[tuple[int, ...]] = set()
-                if files:
-                    present = stored_coords(
-                        pq.read_table(files, columns=[f"c{i}" for i in range(ndim)] or None), ndim
-                    )
-                table = missing_rows(path, array, present, plan.ndim, options, layout)
-                name = f"array={quote(path, safe='')}/missing.parquet"
-                metadata = {_FINGERPRINT: b"missing", b"shardedstore.array": path.encode()}
-                _write_atomic(table, root / name, metadata)
-                expected.add(name)
-                written.append(name)
-                rows += table.num_rows
-        removed = _remove_stale(root, plan, expected, arrays is None)
-        known.save()
-    return ChunkTableWrite(tuple(sorted(written)), tuple(sorted(unchanged)), tuple(removed), rows)
+            table = missing_rows(path, array, present, plan.ndim, self.options, layout)
+            name = f"array={quote(path, safe='')}/missing.parquet"
+            metadata = {
+                FINGERPRINTS: json.dumps({"missing": "missing"}).encode(),
+                OPTIONS: self.metadata_options,
+                b"shardedstore.array": path.encode(),
+            }
+            _write_atomic(_file_table(table), self.root / name, metadata)
+            self.expected.add(name)
+            self.written.append(name)
+            self.rows += table.num_rows
 
 
 class _FingerprintCache:
     """The fingerprints of the files, as their Parquet metadata says, read fast.
 
     The files' own metadata is the truth; ``_fingerprints.json`` remembers each file's
-    fingerprint with its size and mtime, so that a re-run over 10^5 unchanged shards
+    fingerprints with its size and mtime, so that a re-run over 10^5 unchanged shards
     reads one JSON file instead of 10^5 Parquet footers. A file whose size or mtime
     differs from the cache's entry has its footer read.
     """
@@ -269,7 +412,7 @@ class _FingerprintCache:
                 self.entries = files
         self.kept = dict(self.entries)  # other arrays' files, when a run names arrays
 
-    def get(self, name: str) -> str | None:
+    def get(self, name: str) -> dict[str, str] | None:
         path = self.root / name
         try:
             info = path.stat()
@@ -280,14 +423,14 @@ class _FingerprintCache:
             isinstance(entry, list)
             and len(entry) == 3
             and entry[:2] == [info.st_size, info.st_mtime_ns]
-            and isinstance(entry[2], str)
+            and isinstance(entry[2], dict)
         ):
-            return entry[2]
-        return _fingerprint_of(path)
+            return {str(key): str(value) for key, value in entry[2].items()}
+        return _fingerprints_of(path)
 
-    def keep(self, name: str, fingerprint: str) -> None:
+    def keep(self, name: str, fingerprints: dict[str, str]) -> None:
         info = (self.root / name).stat()
-        self.kept[name] = [info.st_size, info.st_mtime_ns, fingerprint]
+        self.kept[name] = [info.st_size, info.st_mtime_ns, fingerprints]
 
     def save(self) -> None:
         path = self.root / self.NAME
@@ -305,7 +448,7 @@ def _remove_stale(root: Path, plan: TablePlan, expected: set[str], every_array: 
             continue
         for file in sorted(directory.glob("*.parquet")):
             name = f"{directory.name}/{file.name}"
-            if name in expected or _fingerprint_of(file) is None:
+            if name in expected or not _written_by_us(file):
                 continue  # this run's, or not written by write_chunk_table
             file.unlink()
             removed.append(name)

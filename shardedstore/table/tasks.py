@@ -1,4 +1,8 @@
-"""One task of a chunk table: one shard and one array, listed, fingerprinted, read.
+"""One task of the planner: one shard and one array, listed, fingerprinted, read.
+
+:class:`ChunkTask` is the unit every engine runs (threads, processes, dask, Spark
+executors): the chunk table, ``map_chunks`` and the values of ``values`` all work task
+by task.
 
 A task lists the chunk keys of its (sub-)array in its shard with their sizes and
 modification stamps (mtime and inode on local disk, crc32 in a zip, ETag or mtime on
@@ -15,6 +19,7 @@ are picklable: they run in threads, processes or on a dask cluster.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import math
@@ -23,10 +28,10 @@ import stat
 import struct
 import zipfile
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from zarr.abc.store import Store
@@ -37,7 +42,7 @@ from zarr.storage import FsspecStore, LocalStore, ObjectStore, ZipStore
 from shardedstore.backends.cache import CachedStore, object_validator
 from shardedstore.backends.documents import is_metadata_document
 from shardedstore.backends.handles import gather_bounded, opened
-from shardedstore.errors import LayoutError, describe_shard
+from shardedstore.errors import ArgumentError, LayoutError, describe_shard
 from shardedstore.shards.source import ShardSource
 from shardedstore.store.ownkeys import OwnKeys
 from shardedstore.store.routing import parse_chunk_key
@@ -50,17 +55,30 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMAT_VERSION",
+    "IDENTITY_COLUMNS",
     "ArraySpec",
+    "ChunkTask",
     "KeyFormat",
+    "StoredChunk",
     "TableResult",
-    "TableTask",
+    "Listing",
+    "fingerprint_of",
     "key_format",
+    "list_for_fingerprint",
+    "list_local",
+    "listed_coords",
+    "open_task_array",
+    "read_chunks",
+    "region",
+    "run_on_task_loop",
     "run_task",
     "storage_chunks",
     "to_table",
 ]
 
-FORMAT_VERSION = 1
+T = TypeVar("T")
+
+FORMAT_VERSION = 2
 """Version of the table's columns and fingerprints; a change recomputes every file."""
 
 _IN_FLIGHT = 8
@@ -87,7 +105,37 @@ class KeyFormat:
         return joined if coords else "0"
 
     def parse(self, key: str, ndim: int) -> tuple[int, ...] | None:
-        return parse_chunk_key(key, self.prefix, self.separator, ndim)
+        return _parse(self, key, ndim)
+
+
+@functools.lru_cache(maxsize=1 << 20)
+def _parse(key_format: KeyFormat, key: str, ndim: int) -> tuple[int, ...] | None:
+    """Chunk indices a key names (cached: scans list the same keys query after query)."""
+    return parse_chunk_key(key, key_format.prefix, key_format.separator, ndim)
+
+
+_OWNED: dict[OwnKeys, dict[str, bool]] = {}
+"""Which keys each shard's readers reach, remembered (shards are listed at every query
+that filters on values)."""
+
+
+def owned(own: OwnKeys | None, keys: dict[str, T]) -> dict[str, T]:
+    """The items of ``keys`` whose key a reader of the layout reaches (all for None)."""
+    if own is None:
+        return keys
+    memo = _OWNED.get(own)
+    if memo is None:
+        if len(_OWNED) > 4096:
+            _OWNED.clear()
+        memo = _OWNED[own] = {}
+    found = {}
+    for key, value in keys.items():
+        reached = memo.get(key)
+        if reached is None:
+            reached = memo[key] = own.owns(key)
+        if reached:
+            found[key] = value
+    return found
 
 
 def key_format(metadata: Any) -> KeyFormat:
@@ -126,9 +174,79 @@ class ArraySpec:
         return f"{self.path}/{key}" if self.path else key
 
 
+IDENTITY_COLUMNS = ("array", "shard_kind", "shard_path", "shard_index")
+"""The chunk table's first columns, before ``c0..``, ``start0..``, ``stop0..`` and ``key``."""
+
+
 @dataclass(frozen=True)
-class TableTask:
-    """What to table for one shard and one array (picklable)."""
+class StoredChunk:
+    """One chunk a shard stores, as its listing gives it: nothing is read.
+
+    Attributes
+    ----------
+    coords
+        The chunk's indices in the array's chunk grid (every dimension, the sharded
+        ones included).
+    starts, stops
+        The region of the array the chunk covers (an edge chunk stops at the shape).
+    key
+        The chunk's key in the hierarchy (``t/c/3/0/1``).
+    shard_key
+        Its key in the shard's own store (``c/0/1`` in an array shard).
+    nbytes
+        Its stored size in bytes (None where the store cannot tell).
+    """
+
+    coords: tuple[int, ...]
+    starts: tuple[int, ...]
+    stops: tuple[int, ...]
+    key: str
+    shard_key: str
+    nbytes: int | None
+
+    @property
+    def region(self) -> tuple[slice, ...]:
+        """The chunk's region as slices, to index the whole array with."""
+        return tuple(slice(a, b) for a, b in zip(self.starts, self.stops, strict=True))
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """One shard and one array whose chunks it holds: the planner's unit of work.
+
+    Tasks are picklable (their store is a handle of its own), so that any engine runs
+    them where it likes: a thread or process pool, a dask cluster, Spark executors.
+    :func:`shardedstore.chunk_tasks` makes them.
+
+    Attributes
+    ----------
+    kind
+        The shard's kind: ``"base"``, ``"mount"`` or ``"array shard"``.
+    shard_path
+        The node path of the mount or array-sharded array (``""`` for the base).
+    shard_index
+        The array shard's chunk index along the sharded dimensions (``"3"``); None for
+        the base and mounts.
+    store
+        A read-only store of the shard.
+    own_keys
+        Which keys of the shard a reader of the layout reaches.
+    array
+        The array (its path, where it is in the shard, its chunk grid).
+    options
+        The statistics the chunk table asks for.
+    ndim_columns
+        How many ``c``/``start``/``stop`` columns the table has (the deepest array of
+        the hierarchy).
+    previous
+        The fingerprint of an earlier run: an unchanged shard is not read again.
+
+    Examples
+    --------
+    >>> for task in chunk_tasks(store, "t"):  # doctest: +SKIP
+    ...     print(task.shard, [c.coords for c in task.stored_chunks()])
+    array shard 't' chunk 0 [(0, 0, 0), (0, 0, 1)]
+    """
 
     kind: ShardKind
     shard_path: str
@@ -142,7 +260,43 @@ class TableTask:
 
     @property
     def shard(self) -> str:
+        """The shard as messages name it (``array shard 't' chunk 3``)."""
         return describe_shard(self.shard_path, self.shard_index)
+
+    def stored_chunks(self) -> list[StoredChunk]:
+        """The chunks the shard stores for the array, from its listing alone.
+
+        Nothing is read but the listing and the array's metadata: no chunk is fetched
+        or decoded. Chunks outside the array's shape (left by a resize) and keys that
+        are not chunks are left out; a shard that does not exist has none.
+        """
+        return run_on_task_loop(self, lambda: _stored_chunks(self))
+
+    def table(self) -> pa.Table:
+        """The task's rows of the chunk table (its statistics computed, if asked for)."""
+        result = run_on_task_loop(self, lambda: _table_task(replace(self, previous=None)))
+        if result.table is None:  # no such shard
+            return to_table([], self.ndim_columns, self.options)
+        return result.table
+
+    def map(self, func: Callable[[np.ndarray[Any, Any]], Any]) -> pa.Table:
+        """``func(values)`` for every chunk the shard stores, as rows.
+
+        Parameters
+        ----------
+        func
+            Called with each chunk's decoded values (its region of the array, as zarr
+            returns them); returns a mapping of column name to value (a number, a
+            string, a list ...), or one value for a column named ``value``.
+
+        Returns
+        -------
+        pyarrow.Table
+            The identity columns of the chunk table (``array``, ``shard_kind``,
+            ``shard_path``, ``shard_index``, ``c0..``, ``start0..``, ``stop0..``,
+            ``key``) and ``func``'s columns, one row per stored chunk.
+        """
+        return run_on_task_loop(self, lambda: _map_task(self, func))
 
 
 @dataclass
@@ -155,8 +309,8 @@ class TableResult:
 
 
 @dataclass
-class _Listed:
-    """Chunk keys of one (sub-)array in one shard: shard key -> (size, stamp)."""
+class Listing:
+    """Keys of one (sub-)array's node in one shard: shard key -> (size, stamp)."""
 
     keys: dict[str, tuple[int | None, str]] = field(default_factory=dict)
     zip_file: str | None = None
@@ -297,15 +451,19 @@ async def _list_any(store: Store, prefix: str) -> dict[str, tuple[int | None, st
     return found
 
 
-async def _list_chunks(task: TableTask) -> _Listed | None:
-    """The task's chunk keys in its shard, with sizes and stamps; None: no such shard."""
+async def _list_chunks(task: ChunkTask, content_stamps: bool | None = None) -> Listing | None:
+    """The task's chunk keys in its shard, with sizes and stamps; None: no such shard.
+
+    ``content_stamps`` (default: when the task's statistics read values) gives each key
+    whose listing has no stamp the crc32 of its bytes.
+    """
 
     store = task.store
     if not await opened(store):
         return None
     inner = task.array.inner
     prefix = f"{inner}/" if inner else ""
-    listed = _Listed()
+    listed = Listing()
     listing = store.store if isinstance(store, CachedStore) else store  # the same keys
     if isinstance(listing, ObjectStore):
         listed.keys = await _list_obstore(listing, prefix)
@@ -323,17 +481,17 @@ async def _list_chunks(task: TableTask) -> _Listed | None:
         listed.keys = await _list_fsspec(listing, prefix)
     else:
         listed.keys = await _list_any(store, prefix)
-    own = task.own_keys
-    if own is not None:
-        listed.keys = {key: value for key, value in listed.keys.items() if own.owns(key)}
-    if task.options.reads_values:
+    listed.keys = owned(task.own_keys, listed.keys)
+    if task.options.reads_values if content_stamps is None else content_stamps:
         # Statistics of a chunk rewritten with the same size must not be kept: where
         # the listing gives no stamp, the chunk's bytes are its stamp.
         listed.keys = await _content_stamps(store, listed.keys)
     return listed
 
 
-def _fingerprint(task: TableTask, keys: list[tuple[str, int | None, str]]) -> str:
+def _fingerprint(task: ChunkTask, listed: Listing) -> str:
+    """What a task's rows were computed from: its array, statistics and every key of the
+    node (metadata documents included) with its size and stamp."""
     digest = hashlib.sha256()
     head = {
         "format": FORMAT_VERSION,
@@ -344,12 +502,59 @@ def _fingerprint(task: TableTask, keys: list[tuple[str, int | None, str]]) -> st
         "columns": task.ndim_columns,
     }
     digest.update(json.dumps(head, sort_keys=True).encode())
-    for key, size, stamp in keys:
-        digest.update(f"\n{key}\t{size}\t{stamp}".encode())
+    items = sorted(listed.keys.items())
+    digest.update("".join(f"\n{k}\t{size}\t{stamp}" for k, (size, stamp) in items).encode())
     return digest.hexdigest()
 
 
-def _region(
+def fingerprint_of(task: ChunkTask, listed: Listing | None) -> str | None:
+    """The task's fingerprint, or None where a key has no stamp (an unknown change)."""
+    if listed is None or any(not stamp for _, stamp in listed.keys.values()):
+        return None
+    return _fingerprint(task, listed)
+
+
+async def list_for_fingerprint(task: ChunkTask) -> Listing | None:
+    """The task's listing without reading chunk bytes (for :func:`fingerprint_of`)."""
+    return await _list_chunks(task, content_stamps=False)
+
+
+def list_local(task: ChunkTask) -> Listing | None:
+    """:func:`list_for_fingerprint` of a shard in a local directory, without an event
+    loop (scans list every shard before they filter on values)."""
+    store = task.store
+    if not isinstance(store, LocalStore):
+        raise TypeError(f"list_local: {task.shard} is not a local directory")
+    root = os.fspath(store.root)
+    if os.path.islink(root):
+        raise _refuse_link(task.shard, root)
+    if not os.path.isdir(root):
+        if store.read_only:
+            return None  # a shard never written reads as empty
+        raise FileNotFoundError(root)
+    return Listing(owned(task.own_keys, _walk_local(root, task.array.inner, task.shard)))
+
+
+def listed_coords(
+    task: ChunkTask, listing: Listing, shape: tuple[int, ...]
+) -> list[tuple[int, ...]]:
+    """The chunk indices (every dimension) of the chunks ``listing`` holds within the
+    array's ``shape``, sorted; nothing is read."""
+    prefix = f"{task.array.inner}/" if task.array.inner else ""
+    lead = task.array.lead
+    grid = [-(-s // c) if c else 0 for s, c in zip(shape, task.array.chunks, strict=True)]
+    inner_grid = grid[len(lead) :]
+    found = []
+    for shard_key in listing.keys:
+        coords = task.array.key_format.parse(shard_key[len(prefix) :], len(inner_grid))
+        if coords is None or any(i >= n for i, n in zip(coords, inner_grid, strict=True)):
+            continue
+        found.append(lead + coords)
+    found.sort()
+    return found
+
+
+def region(
     coords: tuple[int, ...], chunks: tuple[int, ...], shape: tuple[int, ...]
 ) -> tuple[slice, ...]:
     """The region of the array a chunk covers, clipped to the array's shape."""
@@ -358,19 +563,17 @@ def _region(
     )
 
 
-def _batches(
-    coords: list[tuple[int, ...]], chunks: tuple[int, ...], shape: tuple[int, ...]
-) -> list[list[tuple[int, ...]]]:
+def _batches(coords: list[tuple[int, ...]], limit: int) -> list[list[tuple[int, ...]]]:
     """Sorted chunks in runs read by one request: each run's bounding box spans at most
-    ``_IN_FLIGHT`` chunks (the memory bound), usually neighbours along the last dim."""
+    ``limit`` chunks (the memory bound), usually neighbours along the last dim."""
     batches: list[list[tuple[int, ...]]] = []
     low: list[int] = []
     high: list[int] = []
     for chunk in coords:
-        if batches and len(batches[-1]) < _IN_FLIGHT:
+        if batches and len(batches[-1]) < limit:
             new_low = [min(a, b) for a, b in zip(low, chunk, strict=True)]
             new_high = [max(a, b) for a, b in zip(high, chunk, strict=True)]
-            if math.prod(h - lo + 1 for lo, h in zip(new_low, new_high, strict=True)) <= _IN_FLIGHT:
+            if math.prod(h - lo + 1 for lo, h in zip(new_low, new_high, strict=True)) <= limit:
                 batches[-1].append(chunk)
                 low, high = new_low, new_high
                 continue
@@ -379,95 +582,165 @@ def _batches(
     return batches
 
 
-async def _batch_stats(
-    array: Any,
-    batch: list[tuple[int, ...]],
-    chunks: tuple[int, ...],
-    shape: tuple[int, ...],
-    fill: Any,
-    options: StatsOptions,
-) -> list[dict[str, Any]]:
-    """Read the bounding box of ``batch`` in one request, then each chunk's statistics."""
-    low = [min(chunk[d] for chunk in batch) for d in range(len(shape))]
-    high = [max(chunk[d] for chunk in batch) for d in range(len(shape))]
-    box = _region(tuple(low), chunks, shape)
-    box = tuple(
-        slice(b.start, _region(tuple(high), chunks, shape)[d].stop) for d, b in enumerate(box)
-    )
-    data = np.asarray(await array.getitem(box))
-    offset = [b.start for b in box]
+@dataclass
+class OpenedArray:
+    """A task's (sub-)array, opened for reading through the shard's own keys."""
 
-    def compute() -> list[dict[str, Any]]:
-        found = []
-        for chunk in batch:
-            region = _region(chunk, chunks, shape)
-            local = tuple(
-                slice(r.start - o, r.stop - o) for r, o in zip(region, offset, strict=True)
-            )
-            found.append(chunk_stats(data[local], fill, options))
-        return found
-
-    if data.size <= _INLINE_ELEMENTS:
-        return compute()
-    return await asyncio.to_thread(compute)
+    array: Any  # zarr.AsyncArray
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    grid: tuple[int, ...]
 
 
-async def _table_task(task: TableTask) -> TableResult:
+async def open_task_array(task: ChunkTask) -> OpenedArray | None:
+    """The task's (sub-)array in its shard; None when the shard does not exist."""
     import zarr.api.asynchronous as zarr_async
 
-    listed = await _list_chunks(task)
-    if listed is None:
-        return TableResult("", None, exists=False)
-    # Every key of the node, metadata documents included, with its stamp: a change to
-    # any of them changes the fingerprint, and only then is the array opened and read.
-    fingerprint = _fingerprint(
-        task, [(key, size, stamp) for key, (size, stamp) in sorted(listed.keys.items())]
-    )
-    if task.previous == fingerprint:
-        return TableResult(fingerprint, None)
+    if not await opened(task.store):
+        return None
     source = ShardSource(task.store, task.shard, task.own_keys)
     array = await zarr_async.open_array(store=source, path=task.array.inner, mode="r")
     shape = tuple(int(n) for n in array.shape)
     chunks = task.array.chunks[len(task.array.lead) :]
     grid = tuple(-(-s // c) if c else 0 for s, c in zip(shape, chunks, strict=True))
+    return OpenedArray(array, shape, chunks, grid)
+
+
+async def read_chunks(
+    opened_array: OpenedArray,
+    coords: list[tuple[int, ...]],
+    func: Callable[[tuple[int, ...], np.ndarray[Any, Any]], T],
+    limit: int = _IN_FLIGHT,
+) -> list[T]:
+    """``func(chunk, values)`` for each chunk of ``coords`` (sorted), in that order.
+
+    Neighbouring chunks are read by one request (a box of at most ``limit`` chunks);
+    a chunk that is not stored reads as the fill value, as zarr reads it.
+    """
+    array, chunks, shape = opened_array.array, opened_array.chunks, opened_array.shape
+    found: list[T] = []
+    for batch in _batches(coords, limit):
+        low = [min(chunk[d] for chunk in batch) for d in range(len(shape))]
+        high = [max(chunk[d] for chunk in batch) for d in range(len(shape))]
+        top = region(tuple(high), chunks, shape)
+        box = tuple(
+            slice(b.start, top[d].stop) for d, b in enumerate(region(tuple(low), chunks, shape))
+        )
+        data = np.asarray(await array.getitem(box))
+        offset = [b.start for b in box]
+
+        def compute(
+            batch: list[tuple[int, ...]] = batch,
+            data: np.ndarray[Any, Any] = data,
+            offset: list[int] = offset,
+        ) -> list[T]:
+            out = []
+            for chunk in batch:
+                local = tuple(
+                    slice(r.start - o, r.stop - o)
+                    for r, o in zip(region(chunk, chunks, shape), offset, strict=True)
+                )
+                out.append(func(chunk, data[local]))
+            return out
+
+        found += compute() if data.size <= _INLINE_ELEMENTS else await asyncio.to_thread(compute)
+    return found
+
+
+def _found(
+    task: ChunkTask, listed: Listing, opened_array: OpenedArray
+) -> list[tuple[tuple[int, ...], str, int | None]]:
+    """``(sub-array chunk indices, shard key, size)`` of the stored chunks, sorted."""
     prefix = f"{task.array.inner}/" if task.array.inner else ""
     key_format = task.array.key_format
-    found: list[tuple[tuple[int, ...], str, int | None, str]] = []
-    for shard_key, (size, stamp) in listed.keys.items():
-        coords = key_format.parse(shard_key[len(prefix) :], len(shape))
+    ndim, grid = len(opened_array.shape), opened_array.grid
+    found = []
+    for shard_key, (size, _) in listed.keys.items():
+        coords = key_format.parse(shard_key[len(prefix) :], ndim)
         if coords is None or any(i >= n for i, n in zip(coords, grid, strict=True)):
             continue  # metadata, another node's key, or beyond the array's shape
-        found.append((coords, shard_key, size, stamp))
+        found.append((coords, shard_key, size))
     found.sort()
-    options = task.options
-    fill = read_fill_value(array.metadata)
-    stats: list[dict[str, Any]] = []
-    if options.reads_values:
-        coords_list = [coords for coords, *_ in found]
-        for batch in _batches(coords_list, chunks, shape):
-            stats += await _batch_stats(array, batch, chunks, shape, fill, options)
+    return found
+
+
+def _starts_stops(
+    task: ChunkTask, coords: tuple[int, ...], opened_array: OpenedArray
+) -> tuple[list[int], list[int]]:
     lead = task.array.lead
     lead_chunks = task.array.chunks[: len(lead)]
+    starts = [i * c for i, c in zip(lead, lead_chunks, strict=True)]
+    stops = [(i + 1) * c for i, c in zip(lead, lead_chunks, strict=True)]
+    starts += [i * c for i, c in zip(coords, opened_array.chunks, strict=True)]
+    stops += [
+        min((i + 1) * c, s)
+        for i, c, s in zip(coords, opened_array.chunks, opened_array.shape, strict=True)
+    ]
+    return starts, stops
+
+
+async def _stored_chunks(task: ChunkTask) -> list[StoredChunk]:
+    listed = await _list_chunks(task, content_stamps=False)
+    opened_array = None if listed is None else await open_task_array(task)
+    if listed is None or opened_array is None:
+        return []
+    stored = []
+    for coords, shard_key, size in _found(task, listed, opened_array):
+        starts, stops = _starts_stops(task, coords, opened_array)
+        full = task.array.lead + coords
+        stored.append(
+            StoredChunk(
+                full, tuple(starts), tuple(stops), task.array.full_key(full), shard_key, size
+            )
+        )
+    return stored
+
+
+def _identity_row(
+    task: ChunkTask, coords: tuple[int, ...], shard_key: str, opened_array: OpenedArray
+) -> dict[str, Any]:
+    starts, stops = _starts_stops(task, coords, opened_array)
+    full = task.array.lead + coords
+    return {
+        "array": task.array.path,
+        "shard_kind": task.kind,
+        "shard_path": task.shard_path,
+        "shard_index": task.shard_index,
+        "coords": full,
+        "starts": starts,
+        "stops": stops,
+        "key": task.array.full_key(full),
+        "shard_key": shard_key,
+    }
+
+
+async def _table_task(task: ChunkTask) -> TableResult:
+    listed = await _list_chunks(task)
+    if listed is None:
+        return TableResult("", None, exists=False)
+    # Every key of the node, metadata documents included, with its stamp: a change to
+    # any of them changes the fingerprint, and only then is the array opened and read.
+    fingerprint = _fingerprint(task, listed)
+    if task.previous == fingerprint:
+        return TableResult(fingerprint, None)
+    opened_array = await open_task_array(task)
+    if opened_array is None:
+        return TableResult("", None, exists=False)
+    found = _found(task, listed, opened_array)
+    options = task.options
+    fill = read_fill_value(opened_array.array.metadata)
+    stats: list[dict[str, Any]] = []
+    if options.reads_values:
+        stats = await read_chunks(
+            opened_array,
+            [coords for coords, *_ in found],
+            lambda _, data: chunk_stats(data, fill, options),
+        )
     rows = []
-    for n, (coords, shard_key, size, _) in enumerate(found):
-        full = lead + coords
-        starts = [i * c for i, c in zip(lead, lead_chunks, strict=True)]
-        stops = [(i + 1) * c for i, c in zip(lead, lead_chunks, strict=True)]
-        starts += [i * c for i, c in zip(coords, chunks, strict=True)]
-        stops += [min((i + 1) * c, s) for i, c, s in zip(coords, chunks, shape, strict=True)]
-        row: dict[str, Any] = {
-            "array": task.array.path,
-            "shard_kind": task.kind,
-            "shard_path": task.shard_path,
-            "shard_index": task.shard_index,
-            "coords": full,
-            "starts": starts,
-            "stops": stops,
-            "key": task.array.full_key(full),
-            "shard_key": shard_key,
-            "exists": True,
-            "nbytes": size,
-        }
+    for n, (coords, shard_key, size) in enumerate(found):
+        row = _identity_row(task, coords, shard_key, opened_array)
+        row["exists"] = True
+        row["nbytes"] = size
         if listed.zip_file is not None:
             row["zip_file"] = listed.zip_file
             member = listed.zip_members.get(shard_key)
@@ -479,11 +752,64 @@ async def _table_task(task: TableTask) -> TableResult:
     return TableResult(fingerprint, to_table(rows, task.ndim_columns, task.options))
 
 
-def to_table(rows: list[dict[str, Any]], ndim: int, options: StatsOptions) -> pa.Table:
-    """Rows (``coords``, ``starts``, ``stops`` and columns) in the chunk table's schema."""
+def _as_columns(result: Any) -> Mapping[str, Any]:
+    return result if isinstance(result, Mapping) else {"value": result}
+
+
+async def _map_task(task: ChunkTask, func: Callable[[np.ndarray[Any, Any]], Any]) -> pa.Table:
     import pyarrow as pa
 
-    schema = table_schema(ndim, options)
+    listed = await _list_chunks(task, content_stamps=False)
+    opened_array = None if listed is None else await open_task_array(task)
+    identity = identity_schema(task.ndim_columns)
+    if listed is None or opened_array is None:
+        return identity.empty_table()
+    found = _found(task, listed, opened_array)
+    results = await read_chunks(
+        opened_array, [coords for coords, *_ in found], lambda _, data: _as_columns(func(data))
+    )
+    rows = [_identity_row(task, coords, key, opened_array) for coords, key, _ in found]
+    table = to_table(rows, task.ndim_columns, None)
+    names: list[str] = []
+    for result in results:
+        names += [str(name) for name in result if str(name) not in names]
+    for name in names:
+        if name in table.column_names:
+            raise ArgumentError(
+                f"map_chunks: the function returned a column {name!r}, which the chunk "
+                "table's identity columns already have; return another name"
+            )
+        column = [result.get(name) for result in results]
+        table = table.append_column(name, pa.array(_plain(column)))
+    return table
+
+
+def _plain(values: list[Any]) -> list[Any]:
+    """numpy scalars and arrays as Python values, which pyarrow takes as they are."""
+    return [v.tolist() if isinstance(v, np.ndarray | np.generic) else v for v in values]
+
+
+def identity_schema(ndim: int) -> pa.Schema:
+    """The identity columns of the chunk table, for arrays of at most ``ndim`` dims."""
+    import pyarrow as pa
+
+    full = table_schema(ndim, StatsOptions())
+    return pa.schema([full.field(name) for name in identity_names(ndim)])
+
+
+def identity_names(ndim: int) -> list[str]:
+    names = list(IDENTITY_COLUMNS)
+    for prefix in ("c", "start", "stop"):
+        names += [f"{prefix}{i}" for i in range(ndim)]
+    return [*names, "key"]
+
+
+def to_table(rows: list[dict[str, Any]], ndim: int, options: StatsOptions | None) -> pa.Table:
+    """Rows (``coords``, ``starts``, ``stops`` and columns) in the chunk table's schema;
+    ``options`` None: the identity columns only."""
+    import pyarrow as pa
+
+    schema = identity_schema(ndim) if options is None else table_schema(ndim, options)
     columns: dict[str, list[Any]] = {name: [] for name in schema.names}
     per_dim = {f"{name}{i}" for name in ("c", "start", "stop") for i in range(ndim)}
     plain = [name for name in schema.names if name not in per_dim]
@@ -516,18 +842,18 @@ class _InlineExecutor(ThreadPoolExecutor):
         return future
 
 
-def _run_inline(task: TableTask) -> TableResult:
-    """Run a task on an event loop of its own, whose blocking calls run in this thread."""
+def _run_inline(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine on an event loop of its own, whose blocking calls run in this thread."""
     loop = asyncio.new_event_loop()
     loop.set_default_executor(_InlineExecutor())
     try:
-        return loop.run_until_complete(_table_task(task))
+        return loop.run_until_complete(work())
     finally:
         loop.close()
 
 
-def run_task(task: TableTask) -> TableResult:
-    """Run one task (in a worker thread or process).
+def run_on_task_loop(task: ChunkTask, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``work()`` for ``task`` (in a worker thread or process).
 
     A shard on local disk (a directory or a zip) is read and decoded in the worker's own
     thread (see :func:`_run_inline`), so that workers run in parallel instead of taking
@@ -536,8 +862,13 @@ def run_task(task: TableTask) -> TableResult:
     """
     try:
         if isinstance(task.store, LocalStore | ZipStore):
-            return _run_inline(task)
-        return sync(_table_task(task))
+            return _run_inline(work)
+        return sync(work())
     finally:
         if task.kind == "array shard":
             task.store.close()  # a handle of its own: 10^5 zips must not stay open
+
+
+def run_task(task: ChunkTask) -> TableResult:
+    """Run one chunk-table task (in a worker thread or process)."""
+    return run_on_task_loop(task, lambda: _table_task(task))
