@@ -9,8 +9,8 @@ one line) and ``shardedstore --version`` answers at once.
 The package is layered, each layer importing only those below it (``make test`` checks
 it): ``errors``; ``backends`` (store types, zips, the cache); ``store``
 (``ShardedStore``); ``config`` and ``native`` (zarr's codec pipeline for layouts on
-zarrs or TensorStore); ``shards``; ``report`` and ``table``; ``xarray`` and ``iter``;
-``cli``.
+zarrs or TensorStore); ``shards``; ``report`` and ``table``; ``xarray`` and ``iter``,
+``fsspec`` (the ``shardedstore::`` protocol) and ``ome``; ``cli``.
 """
 
 from __future__ import annotations
@@ -43,13 +43,19 @@ if TYPE_CHECKING:
         MapShardsError,
         MissingDependencyError,
         OutputError,
+        ReadOnlyError,
         RemoteTimeoutError,
+        SourceError,
+        SourceNotFoundError,
         StrayKeysWarning,
         UncommittedWarning,
         VerificationError,
     )
+    from shardedstore.fsspec import ShardedFileSystem
     from shardedstore.iter import iter_shards
     from shardedstore.native.pipeline import ShardedCodecPipeline, use_engine
+    from shardedstore.ome import ome_zarr_layout
+    from shardedstore.shards.importing import ImportSummary, import_zarr
     from shardedstore.shards.listing import Shard
     from shardedstore.shards.transforms import (
         ShardTransform,
@@ -93,6 +99,7 @@ __all__ = [
     "ConflictError",
     "CopyOnWriteZipStore",
     "CorruptDataError",
+    "ImportSummary",
     "KeyValidationError",
     "LayoutError",
     "LocationOverlapError",
@@ -100,16 +107,20 @@ __all__ = [
     "MapShardsError",
     "MissingDependencyError",
     "OutputError",
+    "ReadOnlyError",
     "RemoteTimeoutError",
     "RemoteZipStore",
     "Shard",
     "ShardCache",
     "ShardedCodecPipeline",
+    "ShardedFileSystem",
     "ShardedStore",
     "StoreMapping",
     "StoreType",
     "StoredChunk",
     "ShardTransform",
+    "SourceError",
+    "SourceNotFoundError",
     "StrayKeysWarning",
     "UncommittedWarning",
     "ValuesDataset",
@@ -121,8 +132,10 @@ __all__ = [
     "chunk_table_schema",
     "chunk_tasks",
     "config_schema",
+    "import_zarr",
     "iter_shards",
     "map_chunks",
+    "ome_zarr_layout",
     "open",
     "register_tables",
     "sql",
@@ -156,7 +169,10 @@ _LAZY: dict[str, str] = {
     "MapShardsError": "shardedstore.errors",
     "MissingDependencyError": "shardedstore.errors",
     "OutputError": "shardedstore.errors",
+    "ReadOnlyError": "shardedstore.errors",
     "RemoteTimeoutError": "shardedstore.errors",
+    "SourceError": "shardedstore.errors",
+    "SourceNotFoundError": "shardedstore.errors",
     "StrayKeysWarning": "shardedstore.errors",
     "UncommittedWarning": "shardedstore.errors",
     "VerificationError": "shardedstore.errors",
@@ -177,6 +193,8 @@ _LAZY: dict[str, str] = {
     "config_schema": "shardedstore.config.schema",
     "open": "shardedstore.config.layout:open_config",
     "Shard": "shardedstore.shards.listing",
+    "ImportSummary": "shardedstore.shards.importing",
+    "import_zarr": "shardedstore.shards.importing",
     "ShardTransform": "shardedstore.shards.transforms",
     "to_directory_store_with_prefix": "shardedstore.shards.transforms",
     "to_url_with_prefix": "shardedstore.shards.transforms",
@@ -194,6 +212,8 @@ _LAZY: dict[str, str] = {
     "sql": "shardedstore.table.sql",
     "values": "shardedstore.table.values",
     "iter_shards": "shardedstore.iter",
+    "ShardedFileSystem": "shardedstore.fsspec",
+    "ome_zarr_layout": "shardedstore.ome",
 }
 
 

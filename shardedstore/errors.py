@@ -8,10 +8,12 @@ are exported from ``shardedstore``.
 - Writers: :class:`ConcurrentWriteError`, :class:`ConflictError`, :class:`CommitError`,
   :class:`UncommittedWarning`.
 - Reading: :class:`CorruptDataError`, :class:`RemoteTimeoutError`,
-  :class:`CacheWarning`, :class:`ArrayNotFoundError`, :class:`MissingDependencyError`.
+  :class:`CacheWarning`, :class:`ArrayNotFoundError`, :class:`MissingDependencyError`,
+  :class:`ReadOnlyError`.
 - Shard by shard: :class:`MapShardsError`, :class:`StrayKeysWarning`,
   :class:`VerificationError`, :class:`ChunkTableError` (and :class:`MapChunksError`),
-  :class:`OutputError` (and :class:`ChunkTableOutputError`).
+  :class:`OutputError` (and :class:`ChunkTableOutputError`), :class:`SourceError` (and
+  :class:`SourceNotFoundError`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ __all__ = [
     "MapShardsError",
     "MissingDependencyError",
     "OutputError",
+    "ReadOnlyError",
     "RemoteTimeoutError",
+    "SourceError",
+    "SourceNotFoundError",
     "StrayKeysWarning",
     "UncommittedWarning",
     "VerificationError",
@@ -180,6 +185,27 @@ class OutputError(ValueError):
 
 class ChunkTableOutputError(OutputError):
     """The output directory cannot hold a chunk table; the message says what to do."""
+
+
+class SourceError(ValueError):
+    """The Zarr given to ``import`` is not one: not a directory, a zip file, a URL or a
+    layout config, or without Zarr metadata at its root. Nothing was written; the message
+    names the source and says what to give instead."""
+
+
+class SourceNotFoundError(SourceError, FileNotFoundError):
+    """The Zarr given to ``import`` does not exist (also a ``FileNotFoundError``).
+    Nothing was written."""
+
+
+class ReadOnlyError(PermissionError):
+    """A write through a read-only way of reaching a layout (the ``shardedstore::``
+    fsspec protocol); nothing was written.
+
+    The message names the path and the store API that writes with every guarantee of
+    the layout: ``shardedstore.open(CONFIG, mode="r+")``, or ``shardedstore import``
+    for writers that only write to paths.
+    """
 
 
 class MissingDependencyError(ImportError):

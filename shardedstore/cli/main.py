@@ -1,8 +1,8 @@
 """The ``shardedstore`` command line: a thin shell over the library.
 
-``shardedstore info|tree|validate|convert|chunks|sql|init|demo``; plain text for people, ``--json``
-for scripts; exit 0 on success, 1 on failure with a one-line error (no traceback),
-2 on a usage error, 130 when interrupted (Ctrl-C).
+``shardedstore info|tree|validate|convert|import|chunks|sql|init|demo``; plain text for
+people, ``--json`` for scripts; exit 0 on success, 1 on failure with a one-line error (no
+traceback), 2 on a usage error, 130 when interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -380,6 +380,36 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import(args: argparse.Namespace) -> int:
+    from shardedstore.shards.importing import import_zarr
+
+    summary = import_zarr(
+        args.source,
+        args.config,
+        jobs=args.jobs,
+        progress=None if not args.quiet else False,
+        verify=not args.no_verify,
+        source_options=_options(args.source_option) or None,
+        storage_options=_options(args.storage_option) or None,
+        allow_outside=args.allow_outside,
+        partial=args.partial,
+    )
+    if args.json:
+        document = {"source": args.source, "config": args.config, **vars(summary)}
+        _emit(json.dumps({**document, "seconds": round(summary.seconds, 3)}, indent=2))
+        return 0
+    text = (
+        f"imported {args.source} -> {args.config} in {summary.seconds:.1f} s: "
+        f"{summary.keys} keys ({summary.documents} metadata documents + {summary.chunks} "
+        f"chunks), {_size(summary.bytes)}; {summary.copied} copied, {summary.skipped} "
+        "already in place"
+    )
+    if summary.verified:
+        text += "; verified: identical (crc32)"
+    _emit(text)
+    return 0
+
+
 def _cmd_init(args: argparse.Namespace) -> int:
     from shardedstore.cli.init import init_layout, layout_rows
 
@@ -703,6 +733,56 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     convert.set_defaults(func=_cmd_convert)
 
+    imports = command(
+        "import",
+        "copy a plain Zarr (directory, zip or URL) into an existing layout's stores",
+        "Copy every key of SRC, a plain Zarr hierarchy (a directory, a zip file or a URL), "
+        "into the stores of the layout CONFIG (opened for writing), each to the store the "
+        "layout routes it to: for writers that only write to a path. Metadata first (each "
+        "mount and array shard of the layout must name a node of SRC unless --partial, and "
+        "the arrays the layout shards are checked against SRC, before anything is written), "
+        "then the chunks, -j at a time; a key already in the layout is skipped if it holds "
+        "the same bytes and refused if not (nothing is overwritten); zip shards are "
+        "committed at the end, all or none. Re-running after a failure or Ctrl-C finishes "
+        "the job. Then every key is read back from the layout and compared with SRC "
+        "(crc32).",
+    )
+    imports.add_argument(
+        "source", metavar="SRC", help="the Zarr to copy: a directory, a zip file or a URL"
+    )
+    imports.add_argument(
+        "config", metavar="CONFIG", help="the layout's config file (path or URL) to copy into"
+    )
+    imports.add_argument(
+        "-j", "--jobs", type=int, default=16, metavar="N", help="keys copied at once (default 16)"
+    )
+    imports.add_argument(
+        "--source-option",
+        metavar="KEY=VALUE",
+        action="append",
+        help="fsspec option for a SRC given as a URL (repeatable)",
+    )
+    imports.add_argument(
+        "--storage-option",
+        metavar="KEY=VALUE",
+        action="append",
+        help="fsspec option for reading CONFIG from a URL (repeatable)",
+    )
+    imports.add_argument(
+        "--allow-outside",
+        action="store_true",
+        help="let CONFIG name stores outside its own folder (as shardedstore.open allows)",
+    )
+    imports.add_argument(
+        "--partial",
+        action="store_true",
+        help="import a SRC that fills only some of the layout's mounts and array shards",
+    )
+    imports.add_argument("--no-verify", action="store_true", help="skip the checksum comparison")
+    imports.add_argument("--json", action="store_true", help="print the summary as JSON")
+    imports.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    imports.set_defaults(func=_cmd_import)
+
     init = command(
         "init",
         "write a layout config (base, mounts, array shards) for writers to start from",
@@ -888,6 +968,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = ""
         if command == "convert":
             hint = "; finished shards are complete: run the same command again to finish"
+        elif command == "import":
+            hint = "; run the same command again to finish (what is in place is skipped)"
         name = f"shardedstore {command}" if command else "shardedstore"
         print(f"{name}: interrupted{hint}", file=sys.stderr)
         return 130

@@ -1792,3 +1792,8 @@ class _SyncShardedStore(ShardedStore):
             cast("SupportsSyncStore", shard).delete_sync(inner)
         else:
             sync(self.delete(key))
+
+
+# What users and client errors see is the public class (zarr's ``StorePath(ShardedStore,
+# ...)``, ``<class '...ShardedStore'>``), never this private subclass.
+_SyncShardedStore.__name__ = _SyncShardedStore.__qualname__ = "ShardedStore"
