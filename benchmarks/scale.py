@@ -24,13 +24,15 @@ Targets at 10^5 directory shards (issue 22): info <= 10 s, validate <= 15 s, sha
 an explicit config of 10^6 shards opens in <= 10 s; list of one shard independent of N.
 
 Usage: python benchmarks/scale.py [--counts 1000 10000 100000] [--kinds directory zip]
-       [--skip chunks validate] [--write 5000] [--repeat 3] [--explicit 1000000]
+       [--skip chunks validate] [--write 5000] [--repeat 3] [--engines zarr zarrs]
+       [--explicit 1000000]
        [--layouts DIR]   (keep and reuse the built layouts, e.g. for --counts 1000000)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -233,6 +235,19 @@ def reuse_or_build(folder: Path, count: int, kind: str) -> tuple[Path, float | N
     return config, time.perf_counter() - started
 
 
+def _engine(engine: str, *, sharded: bool) -> contextlib.AbstractContextManager[Any]:
+    """zarr's codec pipeline for one write row: ``engine`` for our store or plain zarr."""
+    import zarr
+
+    import shardedstore
+
+    if engine == "zarr":
+        return contextlib.nullcontext()
+    if sharded:
+        return shardedstore.use_engine(engine)
+    return zarr.config.set({"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"})
+
+
 def plain_write_rate(root: Path, steps: int) -> float:
     """The same writes into one plain zarr ``LocalStore`` (the baseline of ``write``)."""
     import numpy as np
@@ -264,6 +279,14 @@ def main() -> None:
     parser.add_argument("--explicit", type=int, nargs="*", default=[])
     parser.add_argument("--repeat", type=int, default=3, help="write runs (medians)")
     parser.add_argument(
+        "--engines",
+        nargs="*",
+        default=["zarr"],
+        choices=["zarr", "zarrs"],
+        help="codec pipelines of the write rows: zarr's own, and zarrs (the store with "
+        "shardedstore.use_engine('zarrs'), the plain LocalStore with zarrs' pipeline)",
+    )
+    parser.add_argument(
         "--layouts",
         type=Path,
         help="keep the built layouts in this folder and reuse them in later runs "
@@ -273,16 +296,22 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="shardedstore-scale-") as scratch:
         base = Path(scratch)
-        if args.write:
+        for engine in args.engines if args.write else ():
             ours, plain = [], []
             for run_number in range(args.repeat):  # side by side, alternating
-                ours.append(write_rate(base / f"write-{run_number}", args.write))
-                plain.append(plain_write_rate(base / f"plain-{run_number}", args.write))
+                with _engine(engine, sharded=True):
+                    ours.append(write_rate(base / f"write-{engine}-{run_number}", args.write))
+                with _engine(engine, sharded=False):
+                    plain.append(
+                        plain_write_rate(base / f"plain-{engine}-{run_number}", args.write)
+                    )
             mine, theirs = statistics.median(ours), statistics.median(plain)
             print(
-                f"write through the store: {mine:,.0f} new shards/s, plain zarr LocalStore "
-                f"{theirs:,.0f} chunks/s: ratio {mine / theirs:.2f} (medians of {args.repeat}, "
-                f"{args.write} steps; runs at >= 2,000/s: {sum(r >= 2000 for r in ours)})"
+                f"write through the store ({engine} pipeline): {mine:,.0f} new shards/s, "
+                f"plain zarr LocalStore {theirs:,.0f} chunks/s: ratio {mine / theirs:.2f} "
+                f"(medians of {args.repeat}, {args.write} steps; runs at >= 2,000/s: "
+                f"{sum(r >= 2000 for r in ours)} of {args.repeat})",
+                flush=True,
             )
         for count in args.explicit:
             folder = base / f"explicit-{count}"
