@@ -97,7 +97,12 @@ elif what == "chunks":
 elif what == "explicit":
     import shardedstore
     out["explicit"] = (shardedstore.open(config), time.perf_counter() - started)[1]
-out["rss MB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+try:  # this process's own peak (ru_maxrss would include the parent's, kept across exec)
+    with open("/proc/self/status") as status:
+        peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+except (OSError, StopIteration):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out["rss MB"] = peak / 1024
 print(json.dumps(out))
 """
 
