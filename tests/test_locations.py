@@ -405,6 +405,27 @@ def test_repro_5_a_config_cannot_send_writes_outside_its_folder(
     assert _contents(outside) == before
 
 
+def test_a_template_folder_turned_into_a_symlink_stops_the_next_new_shard(
+    tmp_path: Path, outside: Path
+) -> None:
+    # Every new shard store is checked where it really is, not where the first one was.
+    before = _sentinel(outside)
+    folder = tmp_path / "ds"
+    config = _config(
+        base={"type": "local", "root": "base.zarr"},
+        array_shards={"t2m": {"dims": 1, "store": {"type": "local", "root": "t/{chunk}.zarr"}}},
+    )
+    path = _write(folder / "layout.json", config)
+    store = shardedstore.open(path, "r+")
+    array = zarr.create_array(store, name="t2m", shape=(4, 2), chunks=(1, 2), dtype="i4")
+    array[0] = 1  # shard 0, in the real folder t/
+    os.rename(folder / "t", folder / "t-moved")
+    os.symlink(outside, folder / "t")  # t/ now leads outside the config's folder
+    with pytest.raises(LayoutError, match=r"outside the config's folder"):
+        array[1] = 2
+    assert _contents(outside) == before
+
+
 def test_writing_through_an_opted_in_config_works_as_before(tmp_path: Path, outside: Path) -> None:
     _sentinel(outside)
     folder = tmp_path / "ds"

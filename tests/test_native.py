@@ -425,6 +425,28 @@ def test_a_failed_engine_write_keeps_the_zip_base_from_committing(
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_a_shard_that_cannot_be_created_keeps_the_zip_base_from_committing(
+    tmp_path: Path, engine: str
+) -> None:
+    # The engine creates a new shard itself (store_for_write): a failure there must be
+    # remembered as one inside ShardedStore.set is, or close() commits the base.
+    store = ShardedStore(
+        ZipStore(tmp_path / "base.zip", mode="a"),
+        {},
+        {"a": (1, array_shard_directory_store(tmp_path / "shards"))},
+    )
+    with use_engine(engine):
+        array = zarr.create_array(store, name="a", shape=SHAPE, chunks=CHUNKS, dtype="f4")
+        array[0] = 1.0
+        (tmp_path / "shards" / "1.zarr").write_bytes(b"a file where shard 1's folder goes")
+        with pytest.raises(OSError):  # noqa: PT011 - FileExistsError or NotADirectoryError
+            array[1] = 2.0
+    with pytest.raises(CommitError, match=r"the write of 'a/c/1/\d/\d' failed"):
+        store.close()
+    assert not (tmp_path / "base.zip").exists()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_writing_again_after_a_failure_commits(tmp_path: Path, engine: str) -> None:
     store = ShardedStore(
         ZipStore(tmp_path / "base.zip", mode="a"),

@@ -518,14 +518,23 @@ class ShardedCodecPipeline(CodecPipeline):
         """``"write"``, ``"skip"`` (nothing to store in a shard not created) or
         ``"decline"`` (not a local directory to write: zarr's pipeline writes it)."""
         spec = group.items[0][1]
+        keys = [item[0].path for item in group.items]
         store_empty = bool(spec.config.write_empty_chunks)
         if not store_empty and not os.path.isdir(group.root) and _all_fill(value, group.items):
             # Nothing to store, and nothing stored to delete: zarr's own pipeline would
-            # not create this array shard either.
+            # not create this array shard either (and would delete the keys: a write of
+            # theirs that failed before is no longer pending).
+            self._store.record_writes(keys)
             return "skip"
         # Creates an array shard (its metadata) on its first write, and refuses as
         # ShardedStore.set does (read-only, discarded, outside the config's folder).
-        store, _ = await self._store.store_for_write(group.items[0][0].path)
+        # A failure is recorded as one through ShardedStore.set is: close() then
+        # commits nothing (zips of the base and mounts stay as they were).
+        try:
+            store, _ = await self._store.store_for_write(keys[0])
+        except BaseException as error:
+            self._store.record_writes(keys, error)
+            raise
         if type(store) is not LocalStore or str(store.root) != group.root:
             return "decline"
         return "write"

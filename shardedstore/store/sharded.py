@@ -387,7 +387,6 @@ class ShardedStore(Store):
         # Set for layouts opened from a config for writing: no array shard may be
         # written outside this folder (after symlinks), see _check_confined.
         self._confined_to: str | None = None
-        self._real_parents: dict[str, str] = {}  # see _real_location
         # Per-call time of each group of sub-stores: inline or threaded I/O.
         self._latencies: dict[tuple[str, bool], Latency] = {}
 
@@ -866,7 +865,9 @@ class ShardedStore(Store):
         if self._confined_to is None or local is None:
             return
         location = os.fspath(local[1])
-        real = self._real_location(location)
+        # Resolved anew for every new shard store: a folder on the way may have become
+        # a symlink since the last one (a cache of resolved parents let writes escape).
+        real = os.path.realpath(location)
         folder = self._confined_to
         if os.path.commonpath([real, folder]) != folder or real == folder:
             raise LayoutError(
@@ -875,21 +876,6 @@ class ShardedStore(Store):
                 "does not write outside the folder of a config opened for writing. Replace the "
                 "link with the data itself, or open with allow_outside=True"
             )
-
-    def _real_location(self, location: str) -> str:
-        """``os.path.realpath(location)``, resolving each parent folder once.
-
-        Array shards of a template share their parent (``t/{chunk}.zarr``): its real
-        path is looked up once per store, then only whether the shard itself is a
-        symlink (one ``lstat``), instead of every component of every shard.
-        """
-        parent, _, name = location.rpartition("/")
-        if not parent or name in ("", ".", "..") or os.path.islink(location):
-            return os.path.realpath(location)
-        real_parent = self._real_parents.get(parent)
-        if real_parent is None:
-            real_parent = self._real_parents[parent] = os.path.realpath(parent)
-        return os.path.join(real_parent, name)
 
     # ------------------------------------------------------------ array shards
 
@@ -1012,6 +998,7 @@ class ShardedStore(Store):
         if (
             layout is not None
             and type(store) in _ONE_CALL_CREATION
+            and _inline_capable(store)  # has set_sync (zarr >= 3.1)
             and not store._is_open
             and not isinstance(store, CopyOnWriteZipStore)
         ):
