@@ -2,7 +2,7 @@
 
 One session for the module (starting Spark takes most of the time). Skipped, with the
 reason, where pyspark (``pip install "shardedstore[spark]"``, which ``make test``
-installs) or Java is missing.
+installs) is missing; where pyspark is installed but Java is not, the module fails.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from .test_values import CHUNKS, HOT, SHAPE, _write, run_guide
 
 pytest.importorskip("pyspark", reason='needs pyspark: pip install "shardedstore[spark]"')
 if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
-    pytest.skip("Spark needs Java (17 or newer) on PATH or JAVA_HOME", allow_module_level=True)
+    # pyspark is installed (make test installs it), so these tests must run: a machine
+    # without Java fails here, naming what is missing, rather than passing silently.
+    pytest.fail("Spark needs Java (17 or newer) on PATH or JAVA_HOME", pytrace=False)
 
 from pyspark.sql import SparkSession
 
