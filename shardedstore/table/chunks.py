@@ -15,6 +15,7 @@ unchanged shard is not read again: this is what makes ``write_chunk_table``
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from shardedstore.shards.listing import list_shards
 from shardedstore.store.opencheck import check_base_exists
 from shardedstore.store.routing import ARRAY_METADATA, MOUNT
 from shardedstore.store.sharded import ShardedStore
+from shardedstore.table.batch import BatchFailure, batchable, lanes, run_batch
 from shardedstore.table.stats import (
     Histogram,
     StatsOptions,
@@ -234,40 +236,88 @@ def _progress_bar(progress: bool | None, total: int, desc: str) -> Any:
     return tqdm(total=total, unit="shard", desc=desc, delay=1.0 if progress is None else 0)
 
 
+_BATCH = 256
+"""Small array shards one worker call takes at most (see :mod:`shardedstore.table.batch`)."""
+
+
+def _units(tasks: list[ChunkTask], batched: bool) -> list[list[int]]:
+    """Positions of the tasks each worker call runs: batches of array shards in
+    directories (at least 32 calls, to keep every worker busy), other tasks alone."""
+    if not batched:
+        return [[n] for n in range(len(tasks))]
+    small = [n for n, task in enumerate(tasks) if batchable(task)]
+    size = max(1, min(_BATCH, len(small) // 32))
+    units = [small[i : i + size] for i in range(0, len(small), size)]
+    alone = set(small)
+    return units + [[n] for n in range(len(tasks)) if n not in alone]
+
+
+def _run_unit(
+    work: Callable[[ChunkTask], R] | None,
+    tasks: list[ChunkTask],
+    gate: threading.Semaphore | None = None,
+) -> list[R]:
+    """One worker call: a batch of chunk-table tasks, or one task of ``work``."""
+    if gate is not None and len(tasks) > 1:
+        with gate:
+            return _run_unit(work, tasks)
+    if work is None:
+        if len(tasks) == 1 and not batchable(tasks[0]):
+            try:
+                return [run_task(tasks[0])]  # type: ignore[list-item]
+            except Exception as error:
+                raise BatchFailure(0, error) from error
+        return run_batch(tasks)  # type: ignore[return-value]
+    try:
+        return [work(task) for task in tasks]
+    except Exception as error:
+        raise BatchFailure(0, error) from error
+
+
 def run_tasks(
     tasks: list[ChunkTask],
     executor: Executor | None,
     progress: bool | None,
     done: Callable[[ChunkTask, R], None],
-    work: Callable[[ChunkTask], R] = run_task,  # type: ignore[assignment]
+    work: Callable[[ChunkTask], R] | None = None,
     desc: str = "chunk table",
     failed: type[ChunkTableError] = ChunkTableError,
 ) -> None:
-    """Run ``work`` on every task (default: its chunk-table rows); ``done`` is called in
-    this thread as each one finishes."""
+    """Run ``work`` on every task (default: its chunk-table rows, small shards in
+    batches); ``done`` is called in this thread as each one finishes."""
     own_executor = executor is None
     pool = executor or ThreadPoolExecutor(max_workers=max(1, min(8, len(tasks))))
     bar = _progress_bar(progress, len(tasks), desc)
-    futures: dict[Future[R], int] = {}
+    futures: dict[Future[list[R]], list[int]] = {}
     finished = 0
     try:
-        for position, task in enumerate(tasks):
-            futures[pool.submit(work, task)] = position
+        units = _units(tasks, work is None)
+        gate = None
+        if isinstance(pool, ThreadPoolExecutor) and work is None:
+            width = lanes(tasks)
+            gate = None if width is None else threading.Semaphore(width)
+        for unit in units:
+            futures[pool.submit(_run_unit, work, [tasks[n] for n in unit], gate)] = unit
         failure: tuple[int, BaseException] | None = None
         for future in as_completed(futures):
             if future.cancelled():
                 continue
+            unit = futures[future]
             error = future.exception()
             if error is not None:
                 if failure is None:
-                    failure = (futures[future], error)
+                    if isinstance(error, BatchFailure):
+                        failure = (unit[error.position], error.error)
+                    else:
+                        failure = (unit[0], error)
                     for other in futures:
                         other.cancel()  # those not started; running ones finish
                 continue
-            done(tasks[futures[future]], future.result())
-            finished += 1
+            for n, result in zip(unit, future.result(), strict=True):
+                done(tasks[n], result)
+            finished += len(unit)
             if bar is not None:
-                bar.update(1)
+                bar.update(len(unit))
         if failure is not None:
             task = tasks[failure[0]]
             raise failed(

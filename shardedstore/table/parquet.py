@@ -301,9 +301,12 @@ class _GroupWriter:
         self.waiting: dict[str, int] = {}
         self.results: dict[str, dict[str, TableResult]] = {}
         self.tasks: list[ChunkTask] = []
+        recorded: dict[str, dict[str, str]] = {}
         for task in plan.tasks:
             name = file_name(task, shards_per_file)
-            previous = (self.known.get(name) or {}).get(shard_key(task))
+            if name not in recorded:
+                recorded[name] = self.known.get(name) or {}
+            previous = recorded[name].get(shard_key(task))
             task = dataclasses.replace(task, previous=previous)
             self.names[id(task)] = name
             self.waiting[name] = self.waiting.get(name, 0) + 1
