@@ -315,6 +315,7 @@ def run_tasks(
                 continue
             for n, result in zip(unit, future.result(), strict=True):
                 done(tasks[n], result)
+            del futures[future]  # its rows are the caller's now: not held to the end
             finished += len(unit)
             if bar is not None:
                 bar.update(len(unit))

@@ -312,6 +312,7 @@ class _GroupWriter:
             self.waiting[name] = self.waiting.get(name, 0) + 1
             self.tasks.append(task)
         self.options = plan.tasks[0].options if plan.tasks else parse_stats(())
+        plan.tasks[:] = self.tasks  # one task object per shard, not two (10^5 shards)
         self.metadata_options = file_options(self.options, plan.ndim)
         self.written: list[str] = []
         self.unchanged: list[str] = []

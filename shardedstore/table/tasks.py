@@ -155,7 +155,7 @@ def storage_chunks(array: Any) -> tuple[int, ...]:
 # ---------------------------------------------------------------------- tasks
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ArraySpec:
     """One array as the tasks see it.
 
@@ -210,7 +210,7 @@ class StoredChunk:
         return tuple(slice(a, b) for a, b in zip(self.starts, self.stops, strict=True))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChunkTask:
     """One shard and one array whose chunks it holds: the planner's unit of work.
 
