@@ -53,7 +53,6 @@ import threading
 import time
 import uuid
 import warnings
-import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -66,6 +65,7 @@ from zarr.abc.store import (
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.storage import WrapperStore
 
+from shardedstore.backends.crc import crc32
 from shardedstore.backends.documents import is_metadata_document
 from shardedstore.backends.zipstore import byte_bounds
 from shardedstore.errors import CacheWarning, ConfigError
@@ -220,7 +220,7 @@ def slice_bytes(data: bytes | memoryview, byte_range: ByteRequest | None) -> byt
 
 
 def _framed(data: bytes) -> bytes:
-    return data + _TRAILER.pack(len(data), zlib.crc32(data), _MAGIC)
+    return data + _TRAILER.pack(len(data), crc32(data), _MAGIC)
 
 
 def _unframed(data: bytes) -> bytes | None:
@@ -229,7 +229,7 @@ def _unframed(data: bytes) -> bytes | None:
         return None
     length, crc, magic = _TRAILER.unpack_from(data, len(data) - _TRAILER.size)
     body = data[: len(data) - _TRAILER.size]
-    if magic != _MAGIC or length != len(body) or zlib.crc32(body) != crc:
+    if magic != _MAGIC or length != len(body) or crc32(body) != crc:
         return None
     return body
 
@@ -250,7 +250,7 @@ def framed_size(fd: int) -> int | None:
         block = os.pread(fd, min(1 << 20, length - offset), offset)
         if not block:
             return None
-        running = zlib.crc32(block, running)
+        running = crc32(block, running)
         offset += len(block)
     return length if running == crc else None
 
@@ -322,6 +322,7 @@ class _Engine:
         self._scanned = 0.0
         self._unwritable: str | None = None
         self._unwritable_since = 0.0
+        self._last_touched: str | None = None
         if setting.dir is not None:
             self._root = os.path.join(setting.dir, "shardedstore-cache-v1")
             try:
@@ -402,8 +403,9 @@ class _Engine:
             self.stats.hits += 1
         return data
 
-    def open_file(self, entry: str) -> int | None:
-        """On disk: a descriptor of the entry's file (the caller closes it), or None.
+    def open_file(self, entry: str) -> tuple[int, os.stat_result] | None:
+        """On disk: a descriptor of the entry's file (the caller closes it) and its
+        ``fstat``, or None.
 
         Reading through the descriptor never fails because the file is removed
         meanwhile (evicted by another reader, say): the data stays until it is closed.
@@ -418,14 +420,15 @@ class _Engine:
         except OSError:
             self.discard(entry)
             return None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a directory where an entry goes
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):  # a directory where an entry goes
             os.close(fd)
             self.discard(entry)
             return None
         self._touch(path)
         with self._lock:
             self.stats.hits += 1
-        return fd
+        return fd, info
 
     def contains(self, entry: str) -> bool:
         if entry in self._memory:
@@ -447,8 +450,14 @@ class _Engine:
                 else:
                     os.unlink(path)
 
-    @staticmethod
-    def _touch(path: str) -> None:
+    def _touch(self, path: str) -> None:
+        """Mark an entry used (LRU by mtime). Touching again the entry this process
+        touched last, with nothing written since, changes no order: skipped (a warm
+        pass reads a shard's chunks one after another)."""
+        with self._lock:
+            if self._last_touched == path:
+                return
+            self._last_touched = path
         with contextlib.suppress(OSError):  # a read-only directory: LRU by write time
             os.utime(path)
 
@@ -524,6 +533,7 @@ class _Engine:
         assert self._root is not None
         target = self.path(entry)
         temporary = os.path.join(self._root, "tmp", _part_name())
+        self._last_touched = None  # a newer entry: the next touch is not a repeat
         try:
             with open(temporary, "wb") as f:
                 f.write(data)

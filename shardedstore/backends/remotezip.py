@@ -54,6 +54,7 @@ from shardedstore.backends.cache import (
     object_validator,
     slice_bytes,
 )
+from shardedstore.backends.crc import crc32
 from shardedstore.backends.timeouts import retrying, within
 from shardedstore.backends.zips import enable_deflate64
 from shardedstore.errors import CorruptDataError
@@ -105,7 +106,12 @@ class _Held:
     """One copy of the whole zip being read: bytes in memory, or an open cache file."""
 
     def __init__(
-        self, data: bytes | None = None, fd: int | None = None, fresh: bool = False, entry: str = ""
+        self,
+        data: bytes | None = None,
+        fd: int | None = None,
+        fresh: bool = False,
+        entry: str = "",
+        info: os.stat_result | None = None,
     ):
         self.data = data
         self.fd = fd
@@ -115,7 +121,7 @@ class _Held:
             # A cache file: the zip, then a trailer (its length and CRC-32), checked
             # when its member table is parsed (a file of another entry, or a new file
             # of this one, is parsed anew).
-            info = os.fstat(fd)
+            info = os.fstat(fd) if info is None else info
             self.size = max(0, info.st_size - FRAME_SIZE)
             self.identity: object = (entry, info.st_dev, info.st_ino, info.st_size)
         else:
@@ -219,7 +225,7 @@ def _checked(member: _Member, raw: bytes, whole: _Held | bytes | None, key: str)
                 data = archive.read(key)  # zipfile checks the CRC itself
     except (zlib.error, zipfile.BadZipFile, EOFError, ValueError, OSError) as error:
         raise _Damaged(f"member {key!r} cannot be decompressed: {error}") from error
-    if len(data) != member.size or zlib.crc32(data) != member.crc:
+    if len(data) != member.size or crc32(data) != member.crc:
         raise _Damaged(f"member {key!r} fails its CRC-32 check")
     return data
 
@@ -483,8 +489,8 @@ class RemoteZipStore(Store):
         data = self._engine.in_memory(self._entry)
         if data is not None:
             return _Held(data=data)
-        fd = self._engine.open_file(self._entry)
-        return None if fd is None else _Held(fd=fd, entry=self._entry)
+        found = self._engine.open_file(self._entry)
+        return None if found is None else _Held(fd=found[0], entry=self._entry, info=found[1])
 
     async def _held(self) -> _Held:
         """A copy of the whole zip: cached, else downloaded (and kept in the cache)."""

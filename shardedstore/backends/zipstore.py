@@ -41,7 +41,6 @@ import uuid
 import warnings
 import weakref
 import zipfile
-import zlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +56,7 @@ from zarr.abc.store import (
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.storage import ZipStore
 
+from shardedstore.backends.crc import crc32
 from shardedstore.backends.documents import DocumentVersions
 from shardedstore.backends.filelock import FileLock, acquire
 from shardedstore.errors import ConflictError, LayoutError, UncommittedWarning
@@ -940,7 +940,7 @@ class CopyOnWriteZipStore(ZipStore):
             data = value.to_bytes()
             self._staging_for(key).stage(key, data)
             self._names[key] = None
-            self._seen[key] = zlib.crc32(data)
+            self._seen[key] = crc32(data)
 
     async def set(self, key: str, value: Buffer) -> None:
         # docstring inherited

@@ -44,7 +44,6 @@ import os
 import sys
 import time
 import zipfile
-import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -52,6 +51,7 @@ from typing import Any, TypeVar, cast
 from zarr.abc.store import Store
 from zarr.core.buffer import Buffer, default_buffer_prototype
 
+from shardedstore.backends.crc import crc32
 from shardedstore.backends.documents import is_metadata_document
 from shardedstore.backends.handles import opened
 from shardedstore.backends.sync import interruptible_sync
@@ -120,7 +120,7 @@ class ImportSummary:
 
 
 def _digest(data: bytes) -> Digest:
-    return len(data), zlib.crc32(data)
+    return len(data), crc32(data)
 
 
 def open_source(

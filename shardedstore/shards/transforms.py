@@ -32,7 +32,6 @@ import threading
 import uuid
 import warnings
 import zipfile
-import zlib
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
+from shardedstore.backends.crc import crc32
 from shardedstore.backends.handles import opened
 from shardedstore.backends.oserrors import renamed
 from shardedstore.backends.registry import same_store
@@ -236,7 +236,7 @@ async def _digests(
 
     def record(batch: list[tuple[str, bytes]]) -> None:
         for key, data in batch:
-            found[key] = (len(data), zlib.crc32(data))
+            found[key] = (len(data), crc32(data))
 
     await _copy(store, keys, record, cancelled)
     return found
@@ -477,7 +477,7 @@ def _directory_digests(root: str, cancelled: Callable[[], bool]) -> dict[str, Di
                 continue
             with open(path, "rb") as f:
                 data = f.read()
-            found[key] = (len(data), zlib.crc32(data))
+            found[key] = (len(data), crc32(data))
     return found
 
 
@@ -600,7 +600,7 @@ def _url_digests(
         values = fs.cat([f"{root}/{name}" for name in batch])
         for name in batch:
             data = values[f"{root}/{name}"]
-            found[name] = (len(data), zlib.crc32(data))
+            found[name] = (len(data), crc32(data))
     return found
 
 

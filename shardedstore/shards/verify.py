@@ -9,11 +9,11 @@ to another shard would be.
 from __future__ import annotations
 
 import asyncio
-import zlib
 from typing import TYPE_CHECKING
 
 from zarr.core.buffer import default_buffer_prototype
 
+from shardedstore.backends.crc import crc32
 from shardedstore.backends.documents import is_metadata_document
 from shardedstore.backends.handles import gather_bounded, opened
 from shardedstore.backends.sync import interruptible_sync
@@ -52,7 +52,7 @@ async def _shard_digests(source: ShardSource) -> dict[str, tuple[int, int]]:
     async def one(key: str) -> tuple[int, int]:
         value = await source.get(key, prototype)
         data = b"" if value is None else value.to_bytes()
-        return len(data), zlib.crc32(data)
+        return len(data), crc32(data)
 
     return dict(zip(keys, await gather_bounded(one(key) for key in keys), strict=True))
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -35,6 +34,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.codec_pipeline import BatchedCodecPipeline
 from zarr.storage import LocalStore, ZipStore
 
+from shardedstore.backends.crc import crc32
 from shardedstore.table.stats import chunk_stats, read_fill_value
 from shardedstore.table.tasks import (
     ChunkTask,
@@ -157,7 +157,7 @@ def _fetch(task: ChunkTask, listed: Listing, key: str) -> bytes | None:
     with open(listed.zip_file, "rb") as file:
         file.seek(offset)
         data = file.read(length)
-    return data if f"{zlib.crc32(data):08x}" == listed.keys[key][1] else None
+    return data if f"{crc32(data):08x}" == listed.keys[key][1] else None
 
 
 @dataclass

@@ -27,7 +27,6 @@ import os
 import stat
 import struct
 import zipfile
-import zlib
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -40,6 +39,7 @@ from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore, ObjectStore, ZipStore
 
 from shardedstore.backends.cache import CachedStore, object_validator
+from shardedstore.backends.crc import crc32
 from shardedstore.backends.documents import is_metadata_document
 from shardedstore.backends.handles import gather_bounded, opened
 from shardedstore.errors import ArgumentError, LayoutError, describe_shard
@@ -425,7 +425,7 @@ async def _content_stamps(
     async def crc(key: str) -> str:
         async with slots:
             value = await store.get(key, prototype)
-            return "" if value is None else f"crc:{zlib.crc32(value.to_bytes()):08x}"
+            return "" if value is None else f"crc:{crc32(value.to_bytes()):08x}"
 
     blank = [key for key, (_, stamp) in keys.items() if not stamp]
     stamps = await asyncio.gather(*(crc(key) for key in blank))
@@ -446,7 +446,7 @@ async def _list_any(store: Store, prefix: str) -> dict[str, tuple[int | None, st
         stamp = ""
         if is_metadata_document(key):
             value = await store.get(key, prototype)
-            stamp = "" if value is None else f"{zlib.crc32(value.to_bytes()):08x}"
+            stamp = "" if value is None else f"{crc32(value.to_bytes()):08x}"
         found[key] = (size, stamp)
     return found
 
