@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import uuid
@@ -112,9 +113,14 @@ def shard_key(task: ChunkTask) -> str:
     return task.shard_index or ""
 
 
+@functools.lru_cache(maxsize=1024)
+def _partition(path: str) -> str:
+    return f"array={quote(path, safe='')}"
+
+
 def file_name(task: ChunkTask, shards_per_file: int = SHARDS_PER_FILE) -> str:
     """The file holding ``task``'s rows, relative to the output directory."""
-    partition = f"array={quote(task.array.path, safe='')}"
+    partition = _partition(task.array.path)
     if task.kind == "array shard":
         *lead, last = index_key(task.shard_index or "0")
         low = last // shards_per_file * shards_per_file

@@ -324,12 +324,16 @@ def _refuse_link(shard: str, path: str) -> LayoutError:
     )
 
 
-def _walk_local(root: str, prefix: str, shard: str) -> dict[str, tuple[int | None, str]]:
-    """``key -> (size, mtime_ns)`` of the files below ``root/prefix``; refuses symlinks."""
+def _walk_local(
+    root: str, prefix: str, shard: str, root_info: os.stat_result | None = None
+) -> dict[str, tuple[int | None, str]]:
+    """``key -> (size, mtime_ns)`` of the files below ``root/prefix``; refuses symlinks.
+
+    ``root_info``: the ``lstat`` of ``root`` the caller has already made."""
     found: dict[str, tuple[int | None, str]] = {}
     top = os.path.join(root, prefix) if prefix else root
     try:
-        info = os.lstat(top)
+        info = root_info if root_info is not None and not prefix else os.lstat(top)
     except FileNotFoundError:
         return found
     if stat.S_ISLNK(info.st_mode):
@@ -494,7 +498,8 @@ def _fingerprint(task: ChunkTask, listed: Listing) -> str:
     node (metadata documents included) with its size and stamp."""
     digest = hashlib.sha256()
     before, after = _head(task.array.path, task.options, task.ndim_columns)
-    digest.update(f"{before}{json.dumps(task.array.lead)}{after}".encode())
+    lead = ", ".join(map(str, task.array.lead))  # json.dumps of a tuple of ints
+    digest.update(f"{before}[{lead}]{after}".encode())
     items = sorted(listed.keys.items())
     digest.update("".join(f"\n{k}\t{size}\t{stamp}" for k, (size, stamp) in items).encode())
     return digest.hexdigest()
@@ -538,13 +543,18 @@ def list_local(task: ChunkTask) -> Listing | None:
     if not isinstance(store, LocalStore):
         raise TypeError(f"list_local: {task.shard} is not a local directory")
     root = os.fspath(store.root)
-    if os.path.islink(root):
+    try:
+        info: os.stat_result | None = os.lstat(root)
+    except (FileNotFoundError, NotADirectoryError):
+        info = None
+    if info is not None and stat.S_ISLNK(info.st_mode):
         raise _refuse_link(task.shard, root)
-    if not os.path.isdir(root):
+    if info is None or not stat.S_ISDIR(info.st_mode):
         if store.read_only:
             return None  # a shard never written reads as empty
         raise FileNotFoundError(root)
-    return Listing(owned(task.own_keys, _walk_local(root, task.array.inner, task.shard)))
+    keys = _walk_local(root, task.array.inner, task.shard, info)
+    return Listing(owned(task.own_keys, keys))
 
 
 def listed_coords(
