@@ -98,7 +98,7 @@ def filesystem_type(path: str) -> str | None:
     for point, kind in table:
         point = point.replace("\\040", " ")
         inside = target == point or target.startswith(point.rstrip("/") + "/")
-        if inside and (best is None or len(point) > best[0]):
+        if inside and (best is None or len(point) >= best[0]):  # the last one mounted shows
             best = (len(point), kind)
     return None if best is None else best[1]
 
