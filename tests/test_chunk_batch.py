@@ -15,7 +15,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
+import shutil
 import tempfile
+import threading
+import time
+import tracemalloc
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -131,8 +136,9 @@ def _layout(root: Path, case: Case) -> Path:
     store.close()
     if case.odd_document and case.kind == "directory" and case.written[0]:
         document = root / "t" / "0.zarr" / ("zarr.json" if case.zarr_format == 3 else ".zarray")
-        found = json.loads(document.read_text())
-        document.write_text(json.dumps(found, indent=4))  # the same array, other bytes
+        if document.exists():  # (not when every value written was the fill value)
+            found = json.loads(document.read_text())
+            document.write_text(json.dumps(found, indent=4))  # the same array, other bytes
     return config
 
 
@@ -264,3 +270,209 @@ def test_filesystem_types() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         found = batch.filesystem_type(tmp)
     assert found is None or found in set(visible.values())
+
+
+# ------------------------------------------------------------------ review findings
+
+
+def _steps(
+    root: Path,
+    steps: int,
+    inner: tuple[int, ...] = (6,),
+    chunks: tuple[int, ...] = (3,),
+    kind: str = "directory",
+    data: np.ndarray | None = None,
+) -> Path:
+    """A layout of ``steps`` array shards, values 1, 2, 3, ... (or ``data``)."""
+    if kind == "directory":
+        template: dict[str, Any] = {"type": "local", "root": "t/{chunk}.zarr"}
+    else:
+        template = {"type": "zip", "path": "t/{chunk}.zarr.zip"}
+    config = root / "layout.json"
+    config.write_text(
+        json.dumps(
+            {
+                "format": "shardedstore",
+                "version": 1,
+                "base": {"type": "local", "root": "base.zarr"},
+                "array_shards": {"a": {"dims": 1, "store": template}},
+            }
+        )
+    )
+    store = shardedstore.open(config, mode="r+")
+    shape = (steps, *inner)
+    array = zarr.create_array(
+        store,
+        name="a",
+        shape=shape,
+        chunks=(1, *chunks),
+        dtype="f4",
+        fill_value=0,
+        compressors=ZstdCodec(),
+    )
+    if data is None:
+        data = np.arange(np.prod(shape), dtype="f4").reshape(shape) + 1
+    for t in range(steps):
+        array[t] = data[t]
+    store.close()
+    return config
+
+
+def _value_tasks(config: Path, stats: str = "max") -> list[Any]:
+    store = shardedstore.open(config)
+    tasks = plan_tasks(store, None, parse_stats(stats)).tasks
+    return [t for t in tasks if t.kind == "array shard"]
+
+
+def test_small_shards_are_read_in_the_batch(tmp_path: Path, monkeypatch: Any) -> None:
+    """The comparisons above are about the batch path: it must be the one that ran."""
+    config = _steps(tmp_path, 12)
+    alone: list[int] = []
+    real = batch._run_one
+
+    async def counted(position: int, task: Any, gate: Any = None) -> Any:
+        alone.append(position)
+        return await real(position, task, gate)
+
+    monkeypatch.setattr(batch, "_run_one", counted)
+    results = batch.run_batch(_value_tasks(config))
+    assert alone == []
+    assert [r.table.num_rows for r in results] == [2] * 12
+
+
+def test_a_corrupt_chunk_names_its_own_shard(tmp_path: Path) -> None:
+    config = _steps(tmp_path, 128)  # batches of 4: shard 5 shares one with 4, 6 and 7
+    (tmp_path / "t" / "5.zarr" / "c" / "1").write_bytes(b"not zstd")
+    with pytest.raises(ChunkTableError, match=r"chunk 5,"):
+        shardedstore.chunk_table(shardedstore.open(config), stats="max", progress=False)
+    with pytest.raises(batch.BatchFailure) as failure:
+        batch.run_batch(_value_tasks(config)[4:8])
+    assert failure.value.position == 1
+
+
+def test_batch_results_pickle_as_small_as_one_task_results(tmp_path: Path) -> None:
+    """Results travel back from process and dask workers by pickle."""
+    config = _steps(tmp_path, 256, inner=(4,), chunks=(2,))
+    one = len(pickle.dumps([run_task(t) for t in _value_tasks(config, "min,max")]))
+    results = batch.run_batch(_value_tasks(config, "min,max"))
+    many = len(pickle.dumps(results))
+    assert many < 2 * one, (one, many)
+    again = pickle.loads(pickle.dumps(results))
+    assert all(a.table.equals(b.table) for a, b in zip(results, again, strict=True))
+
+
+def test_a_batch_holds_no_more_decoded_bytes_than_one_task(tmp_path: Path) -> None:
+    """64 chunks of 1 MiB decoded, a few bytes stored each: too big for a batch."""
+    data = np.zeros((1, 8 * 512, 8 * 512), dtype="f4")
+    data[0, ::512, ::512] = 1.0
+    config = _steps(tmp_path, 1, inner=(8 * 512, 8 * 512), chunks=(512, 512), data=data)
+    del data
+    peaks = []
+    for run in (
+        lambda: [run_task(t) for t in _value_tasks(config)],
+        lambda: batch.run_batch(_value_tasks(config)),
+    ):
+        tracemalloc.start()
+        run()
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    one, many = peaks
+    assert many < 2 * one, (one >> 20, many >> 20)
+
+
+def test_big_shards_still_run_in_parallel_threads(tmp_path: Path, monkeypatch: Any) -> None:
+    import shardedstore.table.tasks as tasks_module
+
+    config = _steps(tmp_path, 64, inner=(100,), chunks=(1,))  # 100 chunks: not small
+    lock, running, peak = threading.Lock(), [0], [0]
+    real = tasks_module.read_chunks
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            time.sleep(0.01)  # the other threads' turn to start theirs
+            return await real(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(tasks_module, "read_chunks", counted)
+    shardedstore.chunk_table(shardedstore.open(config), stats="max", progress=False)
+    assert peak[0] > 1
+
+
+def test_a_zip_gone_since_the_listing_falls_back(tmp_path: Path) -> None:
+    config = _steps(tmp_path, 4, kind="zip")
+    tasks = _value_tasks(config)
+    pending: list[Any] = []
+    arrays: dict[Any, Any] = {}
+
+    async def plan_remove_decode() -> Any:
+        for n, task in enumerate(tasks):
+            pending.append(await batch._plan(n, task, arrays))
+        os.remove(tmp_path / "t" / "2.zarr.zip")
+        return await batch._decode(pending)
+
+    from shardedstore.table.tasks import _run_inline
+
+    assert _run_inline(plan_remove_decode) is None  # as for a directory: one task each
+
+
+def test_a_folder_swapped_for_a_symlink_after_the_listing_is_not_read(tmp_path: Path) -> None:
+    config = _steps(tmp_path, 4)
+    outside = zarr.create_array(
+        str(tmp_path / "outside.zarr"),
+        shape=(6,),
+        chunks=(3,),
+        dtype="f4",
+        fill_value=0,
+        compressors=ZstdCodec(),
+    )
+    outside[:] = 999.0
+    tasks = _value_tasks(config)
+    pending: list[Any] = []
+    arrays: dict[Any, Any] = {}
+
+    async def plan_swap_decode() -> Any:
+        for n, task in enumerate(tasks):
+            pending.append(await batch._plan(n, task, arrays))
+        shutil.rmtree(tmp_path / "t" / "2.zarr" / "c")  # a folder of this test's layout
+        os.symlink(tmp_path / "outside.zarr" / "c", tmp_path / "t" / "2.zarr" / "c")
+        return await batch._decode(pending)
+
+    from shardedstore.table.tasks import _run_inline
+
+    assert _run_inline(plan_swap_decode) is None  # not the files the listing saw
+
+
+def test_lru_order_holds_between_processes(tmp_path: Path) -> None:
+    """A cache shared by processes: the entry used last is kept, whoever used the others."""
+    import subprocess
+    import sys
+
+    from shardedstore.backends.cache import ShardCache, cache_engine
+
+    x, y, z = "a" * 64, "b" * 64, "c" * 64
+    engine = cache_engine(ShardCache(dir=str(tmp_path), max_bytes=2500))
+    engine.put(x, b"x" * 1000)
+    time.sleep(0.02)
+    engine.put(y, b"y" * 1000)
+    time.sleep(0.02)
+    engine.lookup(x)
+    time.sleep(0.02)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from shardedstore.backends.cache import ShardCache, cache_engine;"
+            f"cache_engine(ShardCache(dir={str(tmp_path)!r}, max_bytes=2500)).lookup({y!r})",
+        ],
+        check=True,
+    )
+    time.sleep(0.02)
+    engine.lookup(x)  # x: the most recently used
+    engine.put(z, b"z" * 1000)
+    kept = {n[0] for n in os.listdir(tmp_path / "shardedstore-cache-v1") if len(n) == 64}
+    assert kept == {"a", "c"}

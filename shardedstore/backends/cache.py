@@ -307,6 +307,10 @@ def _writer_is_dead(name: str, age: float) -> bool:
     return age > _LEFTOVER_AGE
 
 
+_TOUCH_AGAIN = 0.1
+"""Seconds within which a repeated touch of the same entry is skipped."""
+
+
 class _Engine:
     """The entries of one cache setting in this process (shared by all its stores)."""
 
@@ -322,7 +326,7 @@ class _Engine:
         self._scanned = 0.0
         self._unwritable: str | None = None
         self._unwritable_since = 0.0
-        self._last_touched: str | None = None
+        self._last_touched: tuple[str, float] | None = None
         if setting.dir is not None:
             self._root = os.path.join(setting.dir, "shardedstore-cache-v1")
             try:
@@ -451,13 +455,15 @@ class _Engine:
                     os.unlink(path)
 
     def _touch(self, path: str) -> None:
-        """Mark an entry used (LRU by mtime). Touching again the entry this process
-        touched last, with nothing written since, changes no order: skipped (a warm
-        pass reads a shard's chunks one after another)."""
+        """Mark an entry used (LRU by mtime). The entry this process touched last, less
+        than ``_TOUCH_AGAIN`` seconds ago and with nothing written since, is not touched
+        again (a warm pass reads a shard's chunks one after another): other processes'
+        touches within that time may order before it."""
+        now = time.monotonic()
         with self._lock:
-            if self._last_touched == path:
+            if self._last_touched == (path, now // _TOUCH_AGAIN):
                 return
-            self._last_touched = path
+            self._last_touched = (path, now // _TOUCH_AGAIN)
         with contextlib.suppress(OSError):  # a read-only directory: LRU by write time
             os.utime(path)
 

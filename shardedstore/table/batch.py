@@ -9,8 +9,9 @@ tasks in one event loop and shares what they share:
 - shards whose metadata document holds the same bytes share one parsed array (the same
   bytes are the same array: shape, dtype, fill value, codecs);
 - their chunks are read straight from the shard's directory (the listing has already
-  refused every symbolic link in it, and a read never follows one) and decoded by
-  the array's own codec pipeline, many chunks in one call;
+  refused every symbolic link in it; a read takes a file only if it is still the one
+  the listing saw: same size, mtime and inode) or zip (checked against the CRC-32 the
+  listing saw) and decoded by the array's own codec pipeline, many chunks in one call;
 - their rows become one Arrow table, sliced per task.
 
 The values are the ones :func:`shardedstore.table.tasks.run_task` computes: the same
@@ -25,6 +26,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -57,7 +60,7 @@ from shardedstore.table.tasks import (
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["BatchFailure", "batchable", "filesystem_type", "lanes", "run_batch"]
+__all__ = ["BatchFailure", "Stopped", "batchable", "filesystem_type", "lanes", "run_batch"]
 
 SMALL_SHARD_BYTES = 1 << 20
 """A shard whose chunks store at most this many bytes is read within a batch."""
@@ -65,10 +68,17 @@ SMALL_SHARD_BYTES = 1 << 20
 SMALL_SHARD_CHUNKS = 64
 """... and which stores at most this many chunks."""
 
-_DECODED_BYTES = 64 << 20
+SMALL_SHARD_DECODED = 16 << 20
+"""... and whose chunks decode to at most this many bytes."""
+
+_DECODED_BYTES = 32 << 20
 """Decoded bytes a batch holds at once, at most (then it decodes what it has)."""
 
 _DOCUMENTS = ("zarr.json", ".zarray")
+
+
+class Stopped(Exception):
+    """A batch stopped before its next task, as its caller asked."""
 
 
 class BatchFailure(Exception):
@@ -96,7 +106,7 @@ def filesystem_type(path: str) -> str | None:
     target = os.path.realpath(path)
     best: tuple[int, str] | None = None
     for point, kind in table:
-        point = point.replace("\\040", " ")
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), point)
         inside = target == point or target.startswith(point.rstrip("/") + "/")
         if inside and (best is None or len(point) >= best[0]):  # the last one mounted shows
             best = (len(point), kind)
@@ -145,19 +155,23 @@ def _list_now(task: ChunkTask) -> Listing | None:
 def _fetch(task: ChunkTask, listed: Listing, key: str) -> bytes | None:
     """The bytes of ``key`` as the listing saw them; None: not so readable here (a
     compressed zip member, a file gone or changed since)."""
+    size, stamp = listed.keys[key]
     if listed.zip_file is None:
         try:
-            return _read(_root(task), key)
-        except FileNotFoundError:
+            return _read(_root(task), key, size, stamp)
+        except OSError:
             return None
     place = listed.zip_members.get(key)
     if place is None:
         return None
     offset, length = place
-    with open(listed.zip_file, "rb") as file:
-        file.seek(offset)
-        data = file.read(length)
-    return data if f"{crc32(data):08x}" == listed.keys[key][1] else None
+    try:
+        with open(listed.zip_file, "rb") as file:
+            file.seek(offset)
+            data = file.read(length)
+    except OSError:
+        return None
+    return data if f"{crc32(data):08x}" == stamp else None
 
 
 @dataclass
@@ -234,19 +248,26 @@ def _numeric(array: Any) -> bool:
         return False
 
 
-def _read(root: str, key: str) -> bytes:
-    """The bytes of ``root/key``, never through a symbolic link at the last step."""
+def _read(root: str, key: str, size: int | None, stamp: str) -> bytes | None:
+    """The bytes of ``root/key`` if it is still the file the listing saw (the same size,
+    mtime and inode: not a file reached through a folder swapped for a symbolic link
+    since, nor rewritten); never through a symbolic link at the last step."""
     descriptor = os.open(os.path.join(root, key), os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(descriptor, "rb") as file:
+        info = os.fstat(descriptor)
+        if info.st_size != size or f"{info.st_mtime_ns}:{info.st_ino}" != stamp:
+            return None
         return file.read()
 
 
-def _small(listed: Listing, found: list[tuple[tuple[int, ...], str, int | None]]) -> bool:
+def _small(found: list[tuple[tuple[int, ...], str, int | None]], chunk_bytes: int) -> bool:
+    """Whether a shard is small enough for a batch: stored and decoded bytes."""
     sizes = [size for _, _, size in found]
     return (
         len(found) <= SMALL_SHARD_CHUNKS
         and None not in sizes
         and sum(s for s in sizes if s is not None) <= SMALL_SHARD_BYTES
+        and chunk_bytes * len(found) <= SMALL_SHARD_DECODED
     )
 
 
@@ -300,7 +321,11 @@ def _rows(item: _Pending, stats: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-async def _batch(tasks: Sequence[ChunkTask]) -> list[TableResult]:
+async def _batch(
+    tasks: Sequence[ChunkTask],
+    gate: threading.Semaphore | None = None,
+    stop: threading.Event | None = None,
+) -> list[TableResult]:
     results: list[TableResult | None] = [None] * len(tasks)
     tables: dict[int, pa.Table] = {}
     arrays: dict[tuple[str, bytes], _Shared | None] = {}
@@ -312,10 +337,13 @@ async def _batch(tasks: Sequence[ChunkTask]) -> list[TableResult]:
         if not pending:
             return
         reads = any(item.task.options.reads_values for item in pending)
-        stats = await _decode(pending) if reads else [[] for _ in pending]
-        if stats is None:  # a chunk changed under us: every task of the flush, as usual
+        try:
+            stats = await _decode(pending) if reads else [[] for _ in pending]
+        except Exception:
+            stats = None  # a chunk that does not decode: its own task says which
+        if stats is None:  # or one changed under us: every task of the flush, as usual
             for item in pending:
-                results[item.position] = await _run_one(item.position, item.task)
+                results[item.position] = await _run_one(item.position, item.task, gate)
         else:
             rows = [_rows(item, found) for item, found in zip(pending, stats, strict=True)]
             every = to_table(
@@ -332,10 +360,12 @@ async def _batch(tasks: Sequence[ChunkTask]) -> list[TableResult]:
         held = 0
 
     for position, task in enumerate(tasks):
+        if stop is not None and stop.is_set():
+            raise BatchFailure(position, Stopped("the run was stopped"))
         try:
             item = await _plan(position, task, arrays)
             if item is None:
-                results[position] = await _run_one(position, task)
+                results[position] = await _run_one(position, task, gate)
                 continue
             if isinstance(item, TableResult):
                 results[position] = item
@@ -345,10 +375,11 @@ async def _batch(tasks: Sequence[ChunkTask]) -> list[TableResult]:
                 or item.task.ndim_columns != pending[0].task.ndim_columns
             ):
                 await flush()
-            pending.append(item)
-            held += item.shared.chunk_bytes * len(item.found)
-            if held >= _DECODED_BYTES:
+            size = item.shared.chunk_bytes * len(item.found)
+            if held + size > _DECODED_BYTES:
                 await flush()
+            pending.append(item)
+            held += size
         except BatchFailure:
             raise
         except Exception as error:
@@ -368,11 +399,20 @@ async def _batch(tasks: Sequence[ChunkTask]) -> list[TableResult]:
     return done
 
 
-async def _run_one(position: int, task: ChunkTask) -> TableResult:
+async def _run_one(
+    position: int, task: ChunkTask, gate: threading.Semaphore | None = None
+) -> TableResult:
+    """The task alone, as :func:`run_task` runs it; the gate is let go meanwhile (a big
+    shard reads by itself, alongside other threads' batches)."""
+    if gate is not None:
+        gate.release()
     try:
         return await _table_task(task)
     except Exception as error:
         raise BatchFailure(position, error) from error
+    finally:
+        if gate is not None:
+            gate.acquire()
 
 
 async def _plan(
@@ -393,24 +433,44 @@ async def _plan(
     if shared is None:
         return None
     found = _found(task, listed, shared.opened)
-    if not _small(listed, found):
+    if not _small(found, shared.chunk_bytes):
         return None
     if listed.zip_file is not None and any(k not in listed.zip_members for _, k, _ in found):
         return None  # compressed members: zipfile reads them
     return _Pending(position, task, listed, fingerprint, shared, found)
 
 
-def run_batch(tasks: Sequence[ChunkTask]) -> list[TableResult]:
+def run_batch(
+    tasks: Sequence[ChunkTask],
+    gate: threading.Semaphore | None = None,
+    stop: threading.Event | None = None,
+) -> list[TableResult]:
     """:func:`shardedstore.table.tasks.run_task` of every task, in one event loop.
+
+    Parameters
+    ----------
+    tasks
+        Array shards in local directories or zips (see :func:`batchable`).
+    gate
+        Held while the batch runs (one batch at a time on a local disk), let go while a
+        task too big for the batch runs alone.
+    stop
+        Set by the caller to stop the batch before its next task (a failure elsewhere,
+        Ctrl-C).
 
     Raises
     ------
     BatchFailure
-        Naming the position of the task that failed, with its error.
+        Naming the position of the task that failed (or where the batch stopped), with
+        its error.
     """
+    if gate is not None:
+        gate.acquire()
     try:
-        return _run_inline(lambda: _batch(tasks))
+        return _run_inline(lambda: _batch(tasks, gate, stop))
     finally:
+        if gate is not None:
+            gate.release()
         for task in tasks:
             if task.kind == "array shard":
                 task.store.close()  # a handle of its own: 10^5 shards must not stay open

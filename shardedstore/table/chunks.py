@@ -256,18 +256,16 @@ def _run_unit(
     work: Callable[[ChunkTask], R] | None,
     tasks: list[ChunkTask],
     gate: threading.Semaphore | None = None,
+    stop: threading.Event | None = None,
 ) -> list[R]:
     """One worker call: a batch of chunk-table tasks, or one task of ``work``."""
-    if gate is not None and len(tasks) > 1:
-        with gate:
-            return _run_unit(work, tasks)
     if work is None:
         if len(tasks) == 1 and not batchable(tasks[0]):
             try:
                 return [run_task(tasks[0])]  # type: ignore[list-item]
             except Exception as error:
                 raise BatchFailure(0, error) from error
-        return run_batch(tasks)  # type: ignore[return-value]
+        return run_batch(tasks, gate, stop)  # type: ignore[return-value]
     try:
         return [work(task) for task in tasks]
     except Exception as error:
@@ -290,14 +288,16 @@ def run_tasks(
     bar = _progress_bar(progress, len(tasks), desc)
     futures: dict[Future[list[R]], list[int]] = {}
     finished = 0
+    gate: threading.Semaphore | None = None
+    stop: threading.Event | None = None
     try:
         units = _units(tasks, work is None)
-        gate = None
         if isinstance(pool, ThreadPoolExecutor) and work is None:
             width = lanes(tasks)
             gate = None if width is None else threading.Semaphore(width)
+            stop = threading.Event()  # batches running in this process's threads stop
         for unit in units:
-            futures[pool.submit(_run_unit, work, [tasks[n] for n in unit], gate)] = unit
+            futures[pool.submit(_run_unit, work, [tasks[n] for n in unit], gate, stop)] = unit
         failure: tuple[int, BaseException] | None = None
         for future in as_completed(futures):
             if future.cancelled():
@@ -306,6 +306,8 @@ def run_tasks(
             error = future.exception()
             if error is not None:
                 if failure is None:
+                    if stop is not None:
+                        stop.set()
                     if isinstance(error, BatchFailure):
                         failure = (unit[error.position], error.error)
                     else:
@@ -325,6 +327,8 @@ def run_tasks(
                 task.shard, task.array.path, finished, len(tasks), failure[1]
             ) from failure[1]
     except BaseException:
+        if stop is not None:
+            stop.set()
         for future in futures:
             future.cancel()
         running = [future for future in futures if not future.done()]

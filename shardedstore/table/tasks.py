@@ -301,11 +301,34 @@ class ChunkTask:
 
 @dataclass
 class TableResult:
-    """A task's outcome: the shard's table, or None when unchanged or not there."""
+    """A task's outcome: the shard's table, or None when unchanged or not there.
+
+    Pickled (back from a process or a dask worker) with its table in Arrow's IPC format:
+    a batch's tables are slices of one table, which pickle would send whole.
+    """
 
     fingerprint: str
     table: pa.Table | None
     exists: bool = True
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if self.table is not None:
+            import pyarrow as pa
+
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, self.table.schema) as writer:
+                writer.write_table(self.table)
+            state["table"] = sink.getvalue().to_pybytes()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        table = state.get("table")
+        if isinstance(table, bytes):
+            import pyarrow as pa
+
+            state = {**state, "table": pa.ipc.open_stream(table).read_all()}
+        self.__dict__.update(state)
 
 
 @dataclass
