@@ -188,13 +188,13 @@ class ChunkTableOutputError(OutputError):
 
 
 class SourceError(ValueError):
-    """The Zarr given to ``import`` is not one: not a directory, a zip file, a URL or a
-    layout config, or without Zarr metadata at its root. Nothing was written; the message
-    names the source and says what to give instead."""
+    """The Zarr given to ``import`` (or read by ``chunks``, ``sql``) is not one: not a
+    directory, a zip file, a URL or a layout config, or without Zarr metadata at its root.
+    Nothing was written; the message names the source and says what to give instead."""
 
 
 class SourceNotFoundError(SourceError, FileNotFoundError):
-    """The Zarr given to ``import`` does not exist (also a ``FileNotFoundError``).
+    """The Zarr given to ``import`` (or read) does not exist (also a ``FileNotFoundError``).
     Nothing was written."""
 
 

@@ -441,21 +441,9 @@ def _open_source(source: str, options: dict[str, Any]) -> Any:
     """A layout config (``.json``) as its layout, else the zarr store at a path or URL."""
     if source.endswith(".json"):
         return _open(source, options or None)
-    if "://" in source or "::" in source:
-        from zarr.storage import FsspecStore
+    from shardedstore.shards.importing import open_source
 
-        return FsspecStore.from_url(source, read_only=True, storage_options=options or None)
-    if not os.path.exists(source):
-        raise FileNotFoundError(
-            f"{source} does not exist; give a layout config (.json), a directory, a zip or a URL"
-        )
-    if os.path.isfile(source):
-        from zarr.storage import ZipStore
-
-        return ZipStore(source, mode="r", read_only=True)
-    from zarr.storage import LocalStore
-
-    return LocalStore(source, read_only=True)
+    return open_source(source, options or None, what="SOURCE")
 
 
 def _cmd_chunks(args: argparse.Namespace) -> int:
