@@ -18,6 +18,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from shardedstore import errors as _errors  # imports nothing else: zarr stays unloaded
+
 if TYPE_CHECKING:
     from shardedstore.backends.cache import ShardCache
     from shardedstore.backends.registry import StoreType
@@ -152,30 +154,7 @@ __version__ = "0.4.0.dev0"
 
 # Public name -> "module" (the same name there) or "module:name".
 _LAZY: dict[str, str] = {
-    "ArgumentError": "shardedstore.errors",
-    "ArrayNotFoundError": "shardedstore.errors",
-    "CacheWarning": "shardedstore.errors",
-    "ChunkTableError": "shardedstore.errors",
-    "ChunkTableOutputError": "shardedstore.errors",
-    "CommitError": "shardedstore.errors",
-    "ConcurrentWriteError": "shardedstore.errors",
-    "ConfigError": "shardedstore.errors",
-    "ConflictError": "shardedstore.errors",
-    "CorruptDataError": "shardedstore.errors",
-    "KeyValidationError": "shardedstore.errors",
-    "LayoutError": "shardedstore.errors",
-    "LocationOverlapError": "shardedstore.errors",
-    "MapChunksError": "shardedstore.errors",
-    "MapShardsError": "shardedstore.errors",
-    "MissingDependencyError": "shardedstore.errors",
-    "OutputError": "shardedstore.errors",
-    "ReadOnlyError": "shardedstore.errors",
-    "RemoteTimeoutError": "shardedstore.errors",
-    "SourceError": "shardedstore.errors",
-    "SourceNotFoundError": "shardedstore.errors",
-    "StrayKeysWarning": "shardedstore.errors",
-    "UncommittedWarning": "shardedstore.errors",
-    "VerificationError": "shardedstore.errors",
+    **{name: "shardedstore.errors" for name in _errors.__all__ if name[0].isupper()},
     "ShardCache": "shardedstore.backends.cache",
     "StoreType": "shardedstore.backends.registry",
     "RemoteZipStore": "shardedstore.backends.remotezip",

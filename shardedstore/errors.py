@@ -188,13 +188,13 @@ class ChunkTableOutputError(OutputError):
 
 
 class SourceError(ValueError):
-    """The Zarr given to ``import`` is not one: not a directory, a zip file, a URL or a
-    layout config, or without Zarr metadata at its root. Nothing was written; the message
-    names the source and says what to give instead."""
+    """The Zarr given to ``import`` (or read by ``chunks``, ``sql``) is not one: not a
+    directory, a zip file, a URL or a layout config, or without Zarr metadata at its root.
+    Nothing was written; the message names the source and says what to give instead."""
 
 
 class SourceNotFoundError(SourceError, FileNotFoundError):
-    """The Zarr given to ``import`` does not exist (also a ``FileNotFoundError``).
+    """The Zarr given to ``import`` (or read) does not exist (also a ``FileNotFoundError``).
     Nothing was written."""
 
 
@@ -347,13 +347,18 @@ class ChunkTableError(RuntimeError):
         The array whose chunks were being read.
     """
 
+    _operation = "chunk table"
+    _advice = (
+        "{done} of {total} tasks finished (write_chunk_table keeps their files: run it "
+        "again to finish)"
+    )
+
     def __init__(self, shard: str, array: str, done: int, total: int, error: BaseException):
         self.shard = shard
         self.array = array
         super().__init__(
-            f"chunk table: {shard}, array {array!r} failed: {type(error).__name__}: {error}; "
-            f"{done} of {total} tasks finished (write_chunk_table keeps their files: run it "
-            "again to finish)"
+            f"{self._operation}: {shard}, array {array!r} failed: {type(error).__name__}: "
+            f"{error}; {self._advice.format(done=done, total=total)}"
         )
 
 
@@ -368,12 +373,8 @@ class MapChunksError(ChunkTableError):
         The array whose chunks were being read.
     """
 
-    def __init__(self, shard: str, array: str, done: int, total: int, error: BaseException):
-        self.shard = shard
-        self.array = array
-        RuntimeError.__init__(
-            self,
-            f"map_chunks: {shard}, array {array!r} failed: {type(error).__name__}: {error}; "
-            f"{done} of {total} tasks had finished; fix the cause (a function that fails on "
-            "some chunks, an unreadable shard) and run again",
-        )
+    _operation = "map_chunks"
+    _advice = (
+        "{done} of {total} tasks had finished; fix the cause (a function that fails on "
+        "some chunks, an unreadable shard) and run again"
+    )

@@ -210,23 +210,9 @@ class _Options:
 
 
 def _open(path: str, storage_options: dict[str, Any] | None) -> Store:
-    import os
+    from shardedstore.shards.importing import open_source
 
-    if path.endswith(".json"):
-        from shardedstore.config.layout import open_layout_config
-
-        return open_layout_config(path, "r", storage_options=storage_options)
-    if "://" in path:
-        from zarr.storage import FsspecStore
-
-        return FsspecStore.from_url(path, read_only=True, storage_options=storage_options)
-    if os.path.isfile(path):
-        from zarr.storage import ZipStore
-
-        return ZipStore(path, mode="r", read_only=True)
-    from zarr.storage import LocalStore
-
-    return LocalStore(path, read_only=True)
+    return open_source(path, storage_options, what="the path")
 
 
 _PLANS: dict[tuple[Any, ...], ValuesPlan] = {}

@@ -16,7 +16,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from xarray.backends import BackendEntrypoint
 
@@ -241,20 +241,8 @@ class ShardedStoreBackendEntrypoint(BackendEntrypoint):
         """
         from xarray.backends.zarr import ZarrBackendEntrypoint
 
-        store, owned = _open_store(filename_or_obj, storage_options, timeout)
-        try:
-            ds = ZarrBackendEntrypoint().open_dataset(
-                store,  # type: ignore[arg-type]  # takes any zarr store; typed narrower
-                mode="r",
-                **options,
-            )
-        except BaseException:
-            if owned:
-                store.close()
-            raise
-        if owned:
-            _CloseWhenAllClosed(store).attach(ds)
-        return ds
+        opener = ZarrBackendEntrypoint().open_dataset
+        return _through_zarr(opener, filename_or_obj, storage_options, timeout, options)
 
     def open_groups_as_dict(
         self,
@@ -277,22 +265,8 @@ class ShardedStoreBackendEntrypoint(BackendEntrypoint):
         """
         from xarray.backends.zarr import ZarrBackendEntrypoint
 
-        store, owned = _open_store(filename_or_obj, storage_options, timeout)
-        try:
-            groups = ZarrBackendEntrypoint().open_groups_as_dict(
-                store,  # type: ignore[arg-type]  # takes any zarr store; typed narrower
-                mode="r",
-                **options,
-            )
-        except BaseException:
-            if owned:
-                store.close()
-            raise
-        if owned:
-            closer = _CloseWhenAllClosed(store)
-            for ds in groups.values():
-                closer.attach(ds)
-        return groups
+        opener = ZarrBackendEntrypoint().open_groups_as_dict
+        return _through_zarr(opener, filename_or_obj, storage_options, timeout, options)
 
     def open_datatree(
         self,
@@ -317,6 +291,34 @@ class ShardedStoreBackendEntrypoint(BackendEntrypoint):
             filename_or_obj, storage_options=storage_options, timeout=timeout, **options
         )
         return datatree_from_dict_with_io_cleanup(groups)
+
+
+_Opened = TypeVar("_Opened", "Dataset", "dict[str, Dataset]")
+
+
+def _through_zarr(
+    opener: Callable[..., _Opened],
+    filename_or_obj: object,
+    storage_options: Mapping[str, Any] | None,
+    timeout: float | None,
+    options: dict[str, Any],
+) -> _Opened:
+    """``opener`` (a method of xarray's zarr backend) on the layout's store, read-only.
+
+    A store opened here is closed once every Dataset returned has been closed.
+    """
+    store, owned = _open_store(filename_or_obj, storage_options, timeout)
+    try:
+        opened = opener(store, mode="r", **options)
+    except BaseException:
+        if owned:
+            store.close()
+        raise
+    if owned:
+        closer = _CloseWhenAllClosed(store)
+        for ds in opened.values() if isinstance(opened, dict) else [opened]:
+            closer.attach(ds)
+    return opened
 
 
 def _open_store(

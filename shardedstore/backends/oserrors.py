@@ -14,7 +14,9 @@ errno and type (``FileNotFoundError``, ``PermissionError``, ...).
 from __future__ import annotations
 
 import builtins
+import contextlib
 import re
+from collections.abc import Callable, Iterator
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -118,3 +120,20 @@ def renamed(error: BaseException, temporary: str, final: str) -> BaseException:
     rebuilt = type(error)(text.replace(temporary, final))
     rebuilt.__traceback__ = error.__traceback__
     return rebuilt
+
+
+@contextlib.contextmanager
+def written_as(temporary: str, final: str, discard: Callable[[], None]) -> Iterator[None]:
+    """Write below ``temporary``; on any error, ``discard()`` it and raise as if ``final``.
+
+    The error (see :func:`renamed`) names ``final``: the temporary name means nothing to
+    the user.
+    """
+    try:
+        yield
+    except BaseException as error:
+        discard()
+        public = renamed(error, temporary, final)
+        if public is error:
+            raise
+        raise public from None

@@ -17,17 +17,16 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from zarr.abc.store import Store
 
-from shardedstore.backends.handles import opened, read_only_view
+from shardedstore.backends.handles import opened
 from shardedstore.backends.registry import facts_of
 from shardedstore.backends.timeouts import ENV_VAR, within
-from shardedstore.backends.zips import copy_on_write
 from shardedstore.errors import RemoteTimeoutError
 
-__all__ = ["Reach", "array_shard_handle", "error_text", "reach"]
+__all__ = ["Reach", "error_text", "reach"]
 
 _MAX_ERROR = 300
 
@@ -104,18 +103,3 @@ async def reach(store: Store, timeout: float | None = None) -> Reach:
         )
     except Exception as error:  # any backend error: reported, the caller goes on
         return Reach("unreadable", error_text(error))
-
-
-def array_shard_handle(factory: Any, chunk_index: str) -> Store:
-    """A new read-only handle on the array shard at ``chunk_index``; the caller closes it.
-
-    Not the layout's cached handle: looking at 10^5 zip shards must not keep 10^5
-    files open.
-    """
-    store = factory(chunk_index)
-    if not isinstance(store, Store):
-        raise TypeError(
-            f"the array-shard factory returned {type(store).__name__} for chunk index "
-            f"{chunk_index!r}; it must return a zarr store"
-        )
-    return read_only_view(copy_on_write(store))

@@ -155,11 +155,19 @@ def _local_names(directory: str) -> list[str] | None:
         return []
 
 
-class _LocalType:
-    name = "local"
-    path_fields: tuple[str, ...] = ("root",)
+class _OnLocalDisk:
+    """What the store types of local paths share."""
+
     path_kind: Literal["local", "url"] = "local"
     supports_sync = True
+
+    def list_names(self, spec: Mapping[str, Any], field: str) -> list[str] | None:
+        return _local_names(spec[field])
+
+
+class _LocalType(_OnLocalDisk):
+    name = "local"
+    path_fields: tuple[str, ...] = ("root",)
 
     def handles(self, store: Store) -> bool:
         return isinstance(store, LocalStore)
@@ -177,15 +185,10 @@ class _LocalType:
     def from_spec(self, spec: Mapping[str, Any], *, read_only: bool) -> Store:
         return LocalStore(spec["root"], read_only=read_only)
 
-    def list_names(self, spec: Mapping[str, Any], field: str) -> list[str] | None:
-        return _local_names(spec[field])
 
-
-class _ZipType:
+class _ZipType(_OnLocalDisk):
     name = "zip"
     path_fields: tuple[str, ...] = ("path",)
-    path_kind: Literal["local", "url"] = "local"
-    supports_sync = True
 
     def handles(self, store: Store) -> bool:
         return isinstance(store, ZipStore)
@@ -218,9 +221,6 @@ class _ZipType:
             compression=spec.get("compression", zipfile.ZIP_STORED),
             allowZip64=spec.get("allowZip64", True),
         )
-
-    def list_names(self, spec: Mapping[str, Any], field: str) -> list[str] | None:
-        return _local_names(spec[field])
 
 
 def _json_value(value: object) -> bool:
@@ -266,8 +266,7 @@ class _FsspecType:
 
     def to_spec(self, store: Store) -> Spec:
         assert isinstance(store, FsspecStore)
-        fs = getattr(store.fs, "sync_fs", store.fs)  # zarr wraps sync filesystems
-        protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+        fs, protocols = _fs_protocols(store)
         if "memory" in protocols:
             raise ConfigError(
                 (),
@@ -412,8 +411,9 @@ class _ObstoreType:
         inner: Any
         added: dict[str, Any] = {}
         if "://" not in url or url.startswith("file://"):
-            path = url[len("file://") :] if url.startswith("file://") else url
-            inner = obstore.store.LocalStore(path, mkdir=spec.get("mkdir", False))
+            inner = obstore.store.LocalStore(
+                url.removeprefix("file://"), mkdir=spec.get("mkdir", False)
+            )
         else:
             options = {
                 key: spec[key]
@@ -429,7 +429,7 @@ class _ObstoreType:
     def list_names(self, spec: Mapping[str, Any], field: str) -> list[str] | None:
         url = spec[field]
         if "://" not in url or url.startswith("file://"):
-            return _local_names(url[len("file://") :] if url.startswith("file://") else url)
+            return _local_names(url.removeprefix("file://"))
         store = self.from_spec(spec, read_only=True).store  # type: ignore[attr-defined]
         result = call_within(store.list_with_delimiter, "listing", url)
         names = [p.rstrip("/").rsplit("/", 1)[-1] for p in result["common_prefixes"]]
@@ -446,11 +446,9 @@ class _ZipUrlType:
     supports_sync = False
 
     def handles(self, store: Store) -> bool:
-
         return isinstance(store, RemoteZipStore)
 
     def to_spec(self, store: Store) -> Spec:
-
         assert isinstance(store, RemoteZipStore)
         spec: Spec = {"url": store.url}
         options = _without_added(store, store.storage_options)
@@ -459,7 +457,6 @@ class _ZipUrlType:
         return spec
 
     def facts(self, store: Store) -> StoreFacts:
-
         assert isinstance(store, RemoteZipStore)
         url = store.url
         if url.startswith("file://"):
@@ -468,7 +465,6 @@ class _ZipUrlType:
         return StoreFacts(url, ("url", url), "://" in url, None, f"zip:{url}")
 
     def from_spec(self, spec: Mapping[str, Any], *, read_only: bool) -> Store:
-
         url = spec["url"]
         if url.startswith("file://") and not url[len("file://") :].startswith("/"):
             raise ConfigError(("url",), f"expected an absolute file:// URL, got {url!r}")

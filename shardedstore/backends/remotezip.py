@@ -55,6 +55,7 @@ from shardedstore.backends.cache import (
     slice_bytes,
 )
 from shardedstore.backends.crc import crc32
+from shardedstore.backends.keys import child_names
 from shardedstore.backends.timeouts import retrying, within
 from shardedstore.backends.zips import enable_deflate64
 from shardedstore.errors import CorruptDataError
@@ -679,15 +680,8 @@ class RemoteZipStore(Store):
 
     async def list_dir(self, prefix: str) -> AsyncIterator[str]:
         # docstring inherited
-        prefix = prefix.rstrip("/")
-        start = f"{prefix}/" if prefix else ""
-        seen: set[str] = set()
-        for key in list(await self._members()):
-            if key.startswith(start):
-                name = key[len(start) :].split("/", 1)[0]
-                if name not in seen:
-                    seen.add(name)
-                    yield name
+        for name in child_names(list(await self._members()), prefix):
+            yield name
 
     async def set(self, key: str, value: Buffer) -> None:
         # docstring inherited

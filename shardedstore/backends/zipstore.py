@@ -59,6 +59,7 @@ from zarr.storage import ZipStore
 from shardedstore.backends.crc import crc32
 from shardedstore.backends.documents import DocumentVersions
 from shardedstore.backends.filelock import FileLock, acquire
+from shardedstore.backends.keys import child_names
 from shardedstore.errors import ConflictError, LayoutError, UncommittedWarning
 
 __all__ = ["CommitGroup", "CopyOnWriteZipStore", "finish_group", "leftover_names"]
@@ -923,15 +924,8 @@ class CopyOnWriteZipStore(ZipStore):
 
     async def list_dir(self, prefix: str) -> AsyncIterator[str]:
         # docstring inherited
-        prefix = prefix.rstrip("/")
-        start = f"{prefix}/" if prefix else ""
-        seen: set[str] = set()
-        for key in self._keys():
-            if key.startswith(start) and key != start:
-                name = key[len(start) :].split("/", 1)[0]
-                if name and name not in seen:
-                    seen.add(name)
-                    yield name
+        for name in child_names(self._keys(), prefix):
+            yield name
 
     # ----------------------------------------------------------------- writes
 

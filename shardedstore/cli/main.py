@@ -298,14 +298,14 @@ def _convert_func(args: argparse.Namespace, options: dict[str, Any]) -> tuple[An
     return func, f"{out}.json"
 
 
-def _require_distributed() -> None:
-    """Fail in one line, before anything runs, when ``--scheduler`` has no dask.distributed."""
+def _require(module: str, what: str, extra: str) -> None:
+    """Fail in one line, before anything runs, when ``what`` needs a ``module`` not installed."""
+    import importlib
+
     try:
-        import distributed  # noqa: F401
+        importlib.import_module(module)
     except ImportError:
-        raise _UsageError(
-            '--scheduler needs dask.distributed: pip install "shardedstore[dask]"'
-        ) from None
+        raise _UsageError(f'{what}: pip install "shardedstore[{extra}]"') from None
 
 
 @contextlib.contextmanager
@@ -337,7 +337,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from shardedstore.shards.verify import verify_conversion
 
     if args.scheduler:
-        _require_distributed()
+        _require("distributed", "--scheduler needs dask.distributed", "dask")
     options = _options(args.storage_option)
     func, config_path = _convert_func(args, options)
     # One conversion per output: held from before the source is read until the new
@@ -441,21 +441,9 @@ def _open_source(source: str, options: dict[str, Any]) -> Any:
     """A layout config (``.json``) as its layout, else the zarr store at a path or URL."""
     if source.endswith(".json"):
         return _open(source, options or None)
-    if "://" in source or "::" in source:
-        from zarr.storage import FsspecStore
+    from shardedstore.shards.importing import open_source
 
-        return FsspecStore.from_url(source, read_only=True, storage_options=options or None)
-    if not os.path.exists(source):
-        raise FileNotFoundError(
-            f"{source} does not exist; give a layout config (.json), a directory, a zip or a URL"
-        )
-    if os.path.isfile(source):
-        from zarr.storage import ZipStore
-
-        return ZipStore(source, mode="r", read_only=True)
-    from zarr.storage import LocalStore
-
-    return LocalStore(source, read_only=True)
+    return open_source(source, options or None, what="SOURCE")
 
 
 def _cmd_chunks(args: argparse.Namespace) -> int:
@@ -464,12 +452,9 @@ def _cmd_chunks(args: argparse.Namespace) -> int:
 
     require_pyarrow()
     if args.sql:
-        try:
-            import duckdb
-        except ImportError:
-            raise _UsageError('--sql needs DuckDB: pip install "shardedstore[duckdb]"') from None
+        _require("duckdb", "--sql needs DuckDB", "duckdb")
     if args.scheduler:
-        _require_distributed()
+        _require("distributed", "--scheduler needs dask.distributed", "dask")
     histogram = None
     if args.histogram:
         histogram = tuple(part.strip() for part in args.histogram.split(","))
@@ -492,6 +477,8 @@ def _cmd_chunks(args: argparse.Namespace) -> int:
             table = chunk_table(store, args.array, **common)
     elapsed = time.perf_counter() - start
     if args.sql:
+        import duckdb
+
         connection = duckdb.connect()
         if args.out:
             pattern = os.path.join(args.out, "**", "*.parquet").replace("'", "''")
@@ -548,17 +535,9 @@ def _cmd_sql(args: argparse.Namespace) -> int:
     from shardedstore.table.sql import sql
 
     if args.engine == "duckdb":
-        try:
-            import duckdb  # noqa: F401
-        except ImportError:
-            raise _UsageError('sql needs DuckDB: pip install "shardedstore[duckdb]"') from None
+        _require("duckdb", "sql needs DuckDB", "duckdb")
     else:
-        try:
-            import datafusion  # noqa: F401
-        except ImportError:
-            raise _UsageError(
-                'sql --engine datafusion needs DataFusion: pip install "shardedstore[datafusion]"'
-            ) from None
+        _require("datafusion", "sql --engine datafusion needs DataFusion", "datafusion")
     tables: dict[str, list[str]] = {}
     for spec in args.table or []:
         name, sep, members = spec.partition("=")
@@ -639,15 +618,26 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, description=description)
 
+    def storage_option(sub: argparse.ArgumentParser, what: str, name: str = "storage") -> None:
+        sub.add_argument(
+            f"--{name}-option",
+            metavar="KEY=VALUE",
+            action="append",
+            help=f"fsspec option for {what} (repeatable)",
+        )
+
+    def parallel(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "-j", "--jobs", type=int, default=4, metavar="N", help="parallel workers (default 4)"
+        )
+        sub.add_argument(
+            "--scheduler", metavar="ADDRESS", help="run on this dask.distributed scheduler instead"
+        )
+
     def config_args(sub: argparse.ArgumentParser, json_help: str) -> None:
         sub.add_argument("config", metavar="CONFIG", help="layout config file (path or URL)")
         sub.add_argument("--json", action="store_true", help=json_help)
-        sub.add_argument(
-            "--storage-option",
-            metavar="KEY=VALUE",
-            action="append",
-            help="fsspec option for reading CONFIG from a URL (repeatable)",
-        )
+        storage_option(sub, "reading CONFIG from a URL")
 
     info = command(
         "info",
@@ -705,24 +695,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="output prefix, ending in a name: a path such as archive/ds, or a URL for "
         "--to url such as s3://bucket/ds",
     )
-    convert.add_argument(
-        "-j", "--jobs", type=int, default=4, metavar="N", help="parallel workers (default 4)"
-    )
-    convert.add_argument(
-        "--scheduler", metavar="ADDRESS", help="run on this dask.distributed scheduler instead"
-    )
+    parallel(convert)
     convert.add_argument(
         "--compression",
         default="stored",
         choices=["stored", "deflated", "bzip2", "lzma"],
         help="zip compression (default stored: chunks are usually compressed already)",
     )
-    convert.add_argument(
-        "--storage-option",
-        metavar="KEY=VALUE",
-        action="append",
-        help="fsspec option for --to url outputs (repeatable), e.g. endpoint_url=http://...",
-    )
+    storage_option(convert, "--to url outputs, e.g. endpoint_url=http://...")
     convert.add_argument(
         "--include-stray",
         action="store_true",
@@ -756,18 +736,8 @@ def build_parser() -> argparse.ArgumentParser:
     imports.add_argument(
         "-j", "--jobs", type=int, default=16, metavar="N", help="keys copied at once (default 16)"
     )
-    imports.add_argument(
-        "--source-option",
-        metavar="KEY=VALUE",
-        action="append",
-        help="fsspec option for a SRC given as a URL (repeatable)",
-    )
-    imports.add_argument(
-        "--storage-option",
-        metavar="KEY=VALUE",
-        action="append",
-        help="fsspec option for reading CONFIG from a URL (repeatable)",
-    )
+    storage_option(imports, "a SRC given as a URL", name="source")
+    storage_option(imports, "reading CONFIG from a URL")
     imports.add_argument(
         "--allow-outside",
         action="store_true",
@@ -817,12 +787,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept stores outside CONFIG's folder (writers need allow_outside=True)",
     )
     init.add_argument("--json", action="store_true", help="print the config written as JSON")
-    init.add_argument(
-        "--storage-option",
-        metavar="KEY=VALUE",
-        action="append",
-        help="fsspec option for writing CONFIG to a URL (repeatable)",
-    )
+    storage_option(init, "writing CONFIG to a URL")
     init.set_defaults(func=_cmd_init)
 
     chunks = command(
@@ -860,22 +825,12 @@ def build_parser() -> argparse.ArgumentParser:
     chunks.add_argument(
         "--out", metavar="DIR", help="write a Parquet dataset to DIR (updated incrementally)"
     )
-    chunks.add_argument(
-        "-j", "--jobs", type=int, default=4, metavar="N", help="parallel workers (default 4)"
-    )
-    chunks.add_argument(
-        "--scheduler", metavar="ADDRESS", help="run on this dask.distributed scheduler instead"
-    )
+    parallel(chunks)
     chunks.add_argument(
         "--sql", metavar="QUERY", help="run QUERY with DuckDB on the table, named chunks"
     )
     chunks.add_argument("--json", action="store_true", help="print JSON")
-    chunks.add_argument(
-        "--storage-option",
-        metavar="KEY=VALUE",
-        action="append",
-        help="fsspec option for a SOURCE given as a URL (repeatable)",
-    )
+    storage_option(chunks, "a SOURCE given as a URL")
     chunks.add_argument(
         "--shards-per-file",
         type=int,
@@ -933,12 +888,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="dimension columns hold indices, not coordinate values",
     )
     query.add_argument("--json", action="store_true", help="print JSON")
-    query.add_argument(
-        "--storage-option",
-        metavar="KEY=VALUE",
-        action="append",
-        help="fsspec option for a SOURCE given as a URL (repeatable)",
-    )
+    storage_option(query, "a SOURCE given as a URL")
     query.set_defaults(func=_cmd_sql)
 
     demo = command(

@@ -124,9 +124,12 @@ def _digest(data: bytes) -> Digest:
 
 
 def open_source(
-    source: str | os.PathLike[str] | Store, storage_options: Mapping[str, Any] | None = None
+    source: str | os.PathLike[str] | Store,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    what: str = "the Zarr to import",
 ) -> Store:
-    """The plain Zarr to import, read-only: a directory, a zip file, a URL or a store.
+    """A plain Zarr to read (import, chunks, sql), read-only: a directory, a zip, a URL or a store.
 
     Parameters
     ----------
@@ -135,6 +138,8 @@ def open_source(
         (``.json``, opened read-only), or a zarr store.
     storage_options
         fsspec options for a URL.
+    what
+        How messages name the source (``"the Zarr to import"``, ``"SOURCE"``).
 
     Raises
     ------
@@ -154,14 +159,14 @@ def open_source(
         return _fsspec_source(location, storage_options)
     if not os.path.exists(location):
         raise SourceNotFoundError(
-            f"{location} does not exist; give the Zarr to import as a directory, a zip file, "
-            "a URL or a layout config (.json)"
+            f"{location} does not exist; give {what} as a directory, a zip file, a URL or a "
+            "layout config (.json)"
         )
     if os.path.isfile(location):
         if not zipfile.is_zipfile(location):
             raise SourceError(
-                f"{location} is a file but not a zip file; give the Zarr to import as a "
-                "directory, a zip file, a URL or a layout config (.json)"
+                f"{location} is a file but not a zip file; give {what} as a directory, a zip "
+                "file, a URL or a layout config (.json)"
             )
         from zarr.storage import ZipStore
 

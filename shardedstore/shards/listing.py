@@ -38,6 +38,7 @@ from shardedstore.store.factories import (
     ArrayShardStoresFactory,
     ArrayShardTemplateFactory,
     ListableArrayShardFactory,
+    make_array_shard,
 )
 from shardedstore.store.ownkeys import ArrayShardKeys, BaseKeys, MountKeys, OwnKeys
 
@@ -267,13 +268,7 @@ async def _array_shards(
         handle: Store | _Handle = _Handle(factory, index)
         if not lazy:  # any callable: made now, so that what it raises is reported
             try:
-                made = factory(index)
-                if not isinstance(made, Store):
-                    raise LayoutError(
-                        f"array shard {path!r}: the factory returned {type(made).__name__} "
-                        f"for chunk index {index!r}; it must return a zarr store"
-                    )
-                handle = read_only_handle(made)
+                handle = read_only_handle(make_array_shard(factory, path, index))
             except Exception as error:
                 if strict:
                     raise

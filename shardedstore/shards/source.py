@@ -30,6 +30,7 @@ from zarr.abc.store import ByteRequest, Store
 from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import WrapperStore
 
+from shardedstore.backends.keys import child_names
 from shardedstore.backends.registry import facts_of
 from shardedstore.errors import LayoutError
 from shardedstore.shards.listing import list_shards
@@ -257,13 +258,8 @@ class ShardSource(WrapperStore[Store]):
                 yield key
 
     async def list_dir(self, prefix: str) -> AsyncIterator[str]:
-        base = prefix.rstrip("/") + "/" if prefix.rstrip("/") else ""
-        seen: set[str] = set()
-        async for key in self.list_prefix(base):
-            child = key[len(base) :].split("/", 1)[0]
-            if child not in seen:
-                seen.add(child)
-                yield child
+        for name in child_names([key async for key in self.list()], prefix):
+            yield name
 
     async def _get_many(self, requests: Iterable[tuple[str, BufferPrototype, Any]]) -> Any:
         for key, prototype, byte_range in requests:

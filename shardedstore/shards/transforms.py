@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, cast, runtime_checkable
 
 from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
@@ -45,7 +45,7 @@ from zarr.storage import FsspecStore, LocalStore
 
 from shardedstore.backends.crc import crc32
 from shardedstore.backends.handles import opened
-from shardedstore.backends.oserrors import renamed
+from shardedstore.backends.oserrors import written_as
 from shardedstore.backends.registry import same_store
 from shardedstore.backends.sync import interruptible_sync
 from shardedstore.backends.zips import ZipReference
@@ -72,8 +72,6 @@ from shardedstore.store.sharded import ShardedStore
 
 if TYPE_CHECKING:
     import re
-
-    from shardedstore.store.sharded import ShardedStore
 
 __all__ = [
     "IncludesStray",
@@ -303,21 +301,38 @@ _COMPRESSION = {
 }
 
 
+class _LocalOutput:
+    """What the transforms writing below a local path prefix share."""
+
+    prefix: str
+    _suffix: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prefix", check_path_prefix(self.prefix))
+
+    def output(self, shard_path: str, chunk_index: str | None) -> str:
+        """The output of a shard: ``{prefix}[/{shard_path}[/{chunk_index}]]`` + the suffix
+        (``.zarr.zip``, ``.zarr``)."""
+        return _output_name(self.prefix, shard_path, chunk_index, self._suffix)
+
+    def lock_output(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the OS lock ``{prefix}.lock``: one conversion into the prefix at a time."""
+        return local_output_lock(self.prefix, f"output {self.prefix!r}")
+
+    def remove_leftovers(self, store: ShardedStore) -> None:
+        """Remove the temporary outputs of dead runs (while holding :meth:`lock_output`)."""
+        remove_local_leftovers(_leftover_places(self.prefix, store, self._suffix))
+
+
 @dataclass(frozen=True)
-class ToZipStore:
+class ToZipStore(_LocalOutput):
     """Copy each shard into one zip file (see :func:`to_zip_store_with_prefix`)."""
 
     prefix: str
     compression: int = zipfile.ZIP_STORED
     compresslevel: int | None = None
     include_stray: bool = False
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "prefix", check_path_prefix(self.prefix))
-
-    def output(self, shard_path: str, chunk_index: str | None) -> str:
-        """The zip file of a shard: ``{prefix}[/{shard_path}[/{chunk_index}]].zarr.zip``."""
-        return _output_name(self.prefix, shard_path, chunk_index, ".zarr.zip")
+    _suffix: ClassVar[str] = ".zarr.zip"
 
     def array_shard_factory(self, array_path: str) -> ArrayShardFactory:
         """Where array shards created later in the new layout go: more zips."""
@@ -325,14 +340,6 @@ class ToZipStore:
         if self.compression != zipfile.ZIP_STORED:
             template["compression"] = self.compression
         return array_shard_template_store(template)
-
-    def lock_output(self) -> contextlib.AbstractContextManager[None]:
-        """Hold the OS lock ``{prefix}.lock``: one conversion into the prefix at a time."""
-        return local_output_lock(self.prefix, f"output {self.prefix!r}")
-
-    def remove_leftovers(self, store: ShardedStore) -> None:
-        """Remove temporary zips of dead runs (call while holding :meth:`lock_output`)."""
-        remove_local_leftovers(_leftover_places(self.prefix, store, ".zarr.zip"))
 
     def __call__(self, store: Store, shard_path: str, chunk_index: str | None) -> Store:
         final = self.output(shard_path, chunk_index)
@@ -355,7 +362,12 @@ class ToZipStore:
             return result  # complete: the same keys with the same crc32
         os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
         partial = _partial_name(final)
-        try:
+
+        def discard() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(partial)
+
+        with written_as(partial, final, discard):
             with zipfile.ZipFile(
                 partial,
                 "w",
@@ -381,13 +393,6 @@ class ToZipStore:
                     "not written"
                 )
             os.replace(partial, final)
-        except BaseException as error:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(partial)
-            public = renamed(error, partial, final)  # the temporary name means nothing
-            if public is error:
-                raise
-            raise public from None
         return result
 
 
@@ -399,30 +404,16 @@ def _now() -> tuple[int, int, int, int, int, int]:
 
 
 @dataclass(frozen=True)
-class ToDirectoryStore:
+class ToDirectoryStore(_LocalOutput):
     """Copy each shard into one directory (see :func:`to_directory_store_with_prefix`)."""
 
     prefix: str
     include_stray: bool = False
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "prefix", check_path_prefix(self.prefix))
-
-    def output(self, shard_path: str, chunk_index: str | None) -> str:
-        """The directory of a shard: ``{prefix}[/{shard_path}[/{chunk_index}]].zarr``."""
-        return _output_name(self.prefix, shard_path, chunk_index, ".zarr")
+    _suffix: ClassVar[str] = ".zarr"
 
     def array_shard_factory(self, array_path: str) -> ArrayShardFactory:
         """Where array shards created later in the new layout go: more directories."""
         return ArrayShardDirectoryFactory(str(Path(f"{self.prefix}/{array_path}")))
-
-    def lock_output(self) -> contextlib.AbstractContextManager[None]:
-        """Hold the OS lock ``{prefix}.lock``: one conversion into the prefix at a time."""
-        return local_output_lock(self.prefix, f"output {self.prefix!r}")
-
-    def remove_leftovers(self, store: ShardedStore) -> None:
-        """Remove temporary directories of dead runs (while holding :meth:`lock_output`)."""
-        remove_local_leftovers(_leftover_places(self.prefix, store, ".zarr"))
 
     def __call__(self, store: Store, shard_path: str, chunk_index: str | None) -> Store:
         final = self.output(shard_path, chunk_index)
@@ -439,7 +430,7 @@ class ToDirectoryStore:
                 raise _differs(final, describe_shard(shard_path, chunk_index), detail)
             return result
         partial = _partial_name(final)
-        try:
+        with written_as(partial, final, lambda: shutil.rmtree(partial, ignore_errors=True)):
             os.makedirs(partial)
             made: set[str] = set()
 
@@ -454,12 +445,6 @@ class ToDirectoryStore:
 
             sync(_copy(store, keys, _each(write), cancelled))
             os.rename(partial, final)
-        except BaseException as error:
-            shutil.rmtree(partial, ignore_errors=True)
-            public = renamed(error, partial, final)  # the temporary name means nothing
-            if public is error:
-                raise
-            raise public from None
         return result
 
 
@@ -560,7 +545,12 @@ class ToUrl:
             # A move interrupted on an object store (no atomic rename there): redo it.
         partial = _partial_name(final)
         local = _is_local(fs)
-        try:
+
+        def discard() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm(partial, recursive=True)
+
+        with written_as(partial, final, discard):
 
             def write_batch(batch: list[tuple[str, bytes]]) -> None:
                 if local:
@@ -578,13 +568,6 @@ class ToUrl:
                 # Object stores cannot rename: server-side copies, then drop the partial.
                 fs.copy([f"{partial}/{key}" for key in keys], [f"{final}/{key}" for key in keys])
                 fs.rm(partial, recursive=True)
-        except BaseException as error:
-            with contextlib.suppress(FileNotFoundError):
-                fs.rm(partial, recursive=True)
-            public = renamed(error, partial, final)  # the temporary name means nothing
-            if public is error:
-                raise
-            raise public from None
         return result
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "array_shard_template_store",
     "factory_supports_sync",
     "factory_text",
+    "make_array_shard",
     "sample_chunk_indices",
 ]
 
@@ -78,6 +79,17 @@ def factory_text(factory: object) -> str:
 def is_chunk_index(text: str) -> bool:
     """Whether ``text`` is a chunk index as used in shard names (``"3"``, ``"3.10"``)."""
     return _CHUNK_INDEX.match(text) is not None
+
+
+def make_array_shard(factory: ArrayShardFactory, path: str, chunk_index: str) -> Store:
+    """``factory(chunk_index)``, the store of the array shard; LayoutError if not a store."""
+    store = factory(chunk_index)
+    if not isinstance(store, Store):
+        raise LayoutError(
+            f"array shard {path!r}: the factory returned {type(store).__name__} for chunk "
+            f"index {chunk_index!r}; it must return a zarr store"
+        )
+    return store
 
 
 def factory_supports_sync(factory: object) -> bool:

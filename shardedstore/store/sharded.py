@@ -37,6 +37,7 @@ from shardedstore.store.factories import (
     ArrayShardSpec,
     ListableArrayShardFactory,
     factory_supports_sync,
+    make_array_shard,
 )
 from shardedstore.store.inline import LONG_WAIT, Latency, inline_capable
 from shardedstore.store.locations import check_layout, layout_checked
@@ -918,13 +919,7 @@ class ShardedStore(Store):
         key = (path, index)
         store = self._shard_stores.get(key)
         if store is None:
-            store = self._factories[path](index)
-            if not isinstance(store, Store):
-                raise LayoutError(
-                    f"array shard {path!r}: factory returned {type(store).__name__} for chunk "
-                    f"index {index!r}; it must return a zarr store"
-                )
-            store = copy_on_write(store)
+            store = copy_on_write(make_array_shard(self._factories[path], path, index))
             if not self.read_only:
                 self._check_confined(path, index, store)
             if isinstance(store, CopyOnWriteZipStore):
