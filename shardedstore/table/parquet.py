@@ -33,7 +33,7 @@ from urllib.parse import quote
 
 from zarr.abc.store import Store
 
-from shardedstore.backends.oserrors import renamed
+from shardedstore.backends.oserrors import written_as
 from shardedstore.errors import ArgumentError, ChunkTableOutputError
 from shardedstore.shards.listing import index_key
 from shardedstore.shards.outputlock import local_output_lock
@@ -195,16 +195,14 @@ def _write_atomic(table: pa.Table, path: Path, metadata: Mapping[bytes, bytes]) 
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:12]}")
     merged = {**(table.schema.metadata or {}), **metadata}
-    try:
-        pq.write_table(table.replace_schema_metadata(merged), partial)
-        os.replace(partial, path)
-    except BaseException as error:
+
+    def discard() -> None:
         with contextlib.suppress(FileNotFoundError):
             os.remove(partial)
-        public = renamed(error, str(partial), str(path))  # the temporary name means nothing
-        if public is error:
-            raise
-        raise public from None
+
+    with written_as(str(partial), str(path), discard):
+        pq.write_table(table.replace_schema_metadata(merged), partial)
+        os.replace(partial, path)
 
 
 def write_chunk_table(
