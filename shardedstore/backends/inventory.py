@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import stat
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ class Inventory:
         Whether the store is there (a directory or zip that exists; an object store
         prefix that holds a key).
     sizes
-        Key -> size in bytes, for every key.
+        Key -> size in bytes, for every key (0 each when sizes were not asked for).
     documents
         Name -> bytes of the documents asked for that are there.
     error
@@ -53,23 +52,24 @@ class Inventory:
     error: BaseException | None = None
 
 
-def _directory(root: str, wanted: Sequence[str]) -> Inventory:
-    try:
-        if not stat.S_ISDIR(os.stat(root).st_mode):
-            return Inventory(False)
-    except FileNotFoundError:
-        return Inventory(False)
+def _directory(root: str, wanted: Sequence[str], sizes: bool) -> Inventory:
     found = Inventory(True)
     pending = [("", root)]
     while pending:
         relative, directory = pending.pop()
-        with os.scandir(directory) as entries:
+        try:
+            entries = os.scandir(directory)
+        except (FileNotFoundError, NotADirectoryError):
+            if not relative:  # the shard itself is not there (or is not a directory)
+                return Inventory(False)
+            raise
+        with entries:
             for entry in entries:
                 key = f"{relative}/{entry.name}" if relative else entry.name
                 if entry.is_dir(follow_symlinks=False):
                     pending.append((key, entry.path))
-                else:
-                    found.sizes[key] = entry.stat(follow_symlinks=False).st_size
+                else:  # the kernel's listing has no sizes: a stat each, only when asked
+                    found.sizes[key] = entry.stat(follow_symlinks=False).st_size if sizes else 0
     for name in wanted:
         if name in found.sizes:
             with open(os.path.join(root, name), "rb") as f:
@@ -77,7 +77,7 @@ def _directory(root: str, wanted: Sequence[str]) -> Inventory:
     return found
 
 
-def _zip(path: str, wanted: Sequence[str]) -> Inventory:
+def _zip(path: str, wanted: Sequence[str]) -> Inventory:  # sizes: in the member table
     try:
         archive = zipfile.ZipFile(path)
     except FileNotFoundError:
@@ -93,33 +93,42 @@ def _zip(path: str, wanted: Sequence[str]) -> Inventory:
     return found
 
 
-def _local(root: tuple[str, str], wanted: Sequence[str]) -> Inventory:
+def _local(root: tuple[str, str], wanted: Sequence[str], sizes: bool) -> Inventory:
     kind, path = root
     try:
-        return _directory(path, wanted) if kind == "directory" else _zip(path, wanted)
+        return _directory(path, wanted, sizes) if kind == "directory" else _zip(path, wanted)
     except Exception as error:  # a shard that cannot be read is reported, not raised
         return Inventory(False, error=error)
 
 
-def _local_batch(roots: list[tuple[str, str]], wanted: Sequence[str]) -> list[Inventory]:
-    return [_local(root, wanted) for root in roots]
+def _local_batch(
+    roots: list[tuple[str, str]], wanted: Sequence[str], sizes: bool
+) -> list[Inventory]:
+    return [_local(root, wanted, sizes) for root in roots]
 
 
-async def _remote(store: Store, wanted: Sequence[str], timeout: float | None) -> Inventory:
+async def _remote(
+    store: Store, wanted: Sequence[str], sizes: bool, timeout: float | None
+) -> Inventory:
     try:
-        return await within(_listed(store, wanted), "probing", facts_of(store).url, timeout)
+        return await within(_listed(store, wanted, sizes), "probing", facts_of(store).url, timeout)
     except Exception as error:  # a shard that cannot be read is reported, not raised
         return Inventory(False, error=error)
 
 
-async def _listed(store: Store, wanted: Sequence[str]) -> Inventory:
+async def _listed(store: Store, wanted: Sequence[str], sizes: bool) -> Inventory:
     if not await opened(store):
         return Inventory(False)
     keys = [key async for key in store.list()]
     if not keys:
         return Inventory(False)
-    sizes = await gather_bounded(store.getsize(key) for key in keys)
-    found = Inventory(True, dict(zip(keys, sizes, strict=True)))
+    if sizes:
+        found = Inventory(
+            True,
+            dict(zip(keys, await gather_bounded(store.getsize(key) for key in keys), strict=True)),
+        )
+    else:
+        found = Inventory(True, dict.fromkeys(keys, 0))
     prototype = default_buffer_prototype()
     for name in wanted:
         if name in found.sizes and (value := await store.get(name, prototype)) is not None:
@@ -132,9 +141,16 @@ LocalRoot = tuple[str, str]
 
 
 async def inventories(
-    stores: Iterable[Store | LocalRoot], documents: Sequence[str] = (), timeout: float | None = None
+    stores: Iterable[Store | LocalRoot],
+    documents: Sequence[str] = (),
+    timeout: float | None = None,
+    *,
+    sizes: bool = True,
 ) -> list[Inventory]:
     """What each store holds (in order), with the ``documents`` asked for.
+
+    ``sizes=False``: only the keys are wanted (each size reads as 0), which spares a
+    ``stat`` per file of a directory and a request per key of an object store.
 
     A store on local disk may be given by its place alone (a :data:`LocalRoot`): it is
     read without making a store. Stores on local disk are read in batches of threads;
@@ -155,14 +171,16 @@ async def inventories(
     batches = [local[start : start + _BATCH] for start in range(0, len(local), _BATCH)]
 
     async def batch(items: list[tuple[int, tuple[str, str]]]) -> None:
-        results = await asyncio.to_thread(_local_batch, [root for _, root in items], documents)
+        results = await asyncio.to_thread(
+            _local_batch, [root for _, root in items], documents, sizes
+        )
         for (position, _), result in zip(items, results, strict=True):
             found[position] = result
 
     async def one(position: int) -> None:
         store = stores[position]
         assert not isinstance(store, tuple)
-        found[position] = await _remote(store, documents, timeout)
+        found[position] = await _remote(store, documents, sizes, timeout)
 
     await gather_bounded([*(batch(items) for items in batches), *(one(p) for p in remote)])
     return [result if result is not None else Inventory(False) for result in found]

@@ -73,7 +73,7 @@ from shardedstore.store.factories import (
 )
 from shardedstore.store.metadata import ShardedArrayLayout
 from shardedstore.store.opencheck import dims_mismatches
-from shardedstore.store.ownkeys import ArrayShardKeys
+from shardedstore.store.ownkeys import ArrayShardKeys, KeyVerdicts
 from shardedstore.store.routing import CHUNK, MOUNT
 
 if TYPE_CHECKING:
@@ -276,12 +276,12 @@ def _check_array_shard(
     shard: Shard,
     place: Store | LocalRoot,
     found: Inventory,
-    keys: ArrayShardKeys | None,
+    owns: KeyVerdicts[bool] | None,
     expected: dict[str, tuple[bytes, Any]],
     beyond: bool,
 ) -> _ShardOutcome:
     """One array shard, from what it holds: there and readable, its metadata, its stray
-    keys."""
+    keys (``owns``: which keys a reader reaches, None: none)."""
     index = shard.chunk_index or ""
     ref = ShardRef("array shard", shard.path, index)
     if found.error is not None:
@@ -295,11 +295,11 @@ def _check_array_shard(
     if not found.exists:
         return _ShardOutcome(index, "missing")
     outcome = _ShardOutcome(index, "ok")
-    if keys is None:
+    if owns is None:
         return outcome
     if beyond:
         outcome.holds_chunks = any(
-            keys.owns(key) and not is_metadata_document(key) for key in found.sizes
+            owns(key) and not is_metadata_document(key) for key in found.sizes
         )
         return outcome
     for name, (written, doc) in expected.items():
@@ -311,7 +311,7 @@ def _check_array_shard(
         if not same:
             state = "missing" if text is None else "differs from what base implies"
             outcome.findings.append(Finding(ref, "metadata", f"{name} {state}"))
-    stray = sorted(key for key in found.sizes if not keys.owns(key))
+    stray = sorted(key for key in found.sizes if not owns(key))
     if stray:
         outcome.findings.append(
             Finding(ref, "stray-keys", f"{len(stray)} stray key(s), e.g. {stray[:3]}")
@@ -333,7 +333,8 @@ async def _check_array_shards(
         if layout is None
         else {name: (doc, json.loads(doc)) for name, doc in layout.shard_documents.items()}
     )
-    keys = None if layout is None else ArrayShardKeys.of(layout)
+    # One verdict per key name, not per shard: the shards hold the same few names.
+    owns = None if layout is None else KeyVerdicts(ArrayShardKeys.of(layout).owns)
     outcomes: list[_ShardOutcome] = []
     for start in range(0, len(shards), _WINDOW):
         window = shards[start : start + _WINDOW]
@@ -342,7 +343,7 @@ async def _check_array_shards(
             root = shard.local_root
             places.append(root if root is not None else shard.store)
         try:
-            seen = await inventories(places, list(expected), timeout)
+            seen = await inventories(places, list(expected), timeout, sizes=False)
         finally:
             for place in places:
                 if not isinstance(place, tuple):
@@ -350,7 +351,7 @@ async def _check_array_shards(
         for shard, place, found in zip(window, places, seen, strict=True):
             outcomes.append(
                 _check_array_shard(
-                    shard, place, found, keys, expected, beyond(shard.chunk_index or "")
+                    shard, place, found, owns, expected, beyond(shard.chunk_index or "")
                 )
             )
     return outcomes
