@@ -116,21 +116,24 @@ class _Tally:
     """The sums of :data:`_COUNTS` over a group of shards, and how many were not
     there or could not be read."""
 
-    __slots__ = ("count", "missing", "sums", "unreadable", "with_index")
+    __slots__ = ("count", "missing", "unreadable", "with_index", *_COUNTS)
 
     def __init__(self) -> None:
-        self.count = 0
-        self.sums = dict.fromkeys(_COUNTS, 0)
-        self.with_index = 0  # array shards with a chunk index (not "cannot be listed")
-        self.missing = 0
-        self.unreadable = 0
+        self.count = self.with_index = self.missing = self.unreadable = 0
+        self.keys = self.metadata_keys = self.chunk_keys = self.stray_keys = self.bytes = 0
+
+    @property
+    def sums(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in _COUNTS}
 
     def add(self, summary: ShardSummary) -> None:
-        sums = self.sums
-        for name in _COUNTS:
-            sums[name] += getattr(summary, name)
+        self.keys += summary.keys
+        self.metadata_keys += summary.metadata_keys
+        self.chunk_keys += summary.chunk_keys
+        self.stray_keys += summary.stray_keys
+        self.bytes += summary.bytes
         self.count += 1
-        self.with_index += summary.chunk_index is not None
+        self.with_index += summary.chunk_index is not None  # not "cannot be listed"
         self.missing += summary.exists is False
         self.unreadable += summary.error is not None
 
@@ -181,7 +184,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         if output is not None:  # one compact line a shard, by the C encoder
-            line = json.dumps(s.as_dict())
+            line = s.as_json()
             output.write(f",\n    {line}" if total.count else f"[\n    {line}")
         total.add(s)
         if s.kind == "array shard":
@@ -240,9 +243,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
     rows.append(row("total", f"{count} store(s)", total))
     lines = [_table(rows, right=4)]
     lines.append("keys: metadata documents (zarr.json, .zarray, ...) + chunks")
-    if total.sums["stray_keys"]:
+    if total.stray_keys:
         lines[-1] += (
-            f" + {total.sums['stray_keys']} stray key(s) that no reader of the layout reaches "
+            f" + {total.stray_keys} stray key(s) that no reader of the layout reaches "
             "(shardedstore validate lists them)"
         )
     _emit("\n".join(lines))

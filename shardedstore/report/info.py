@@ -13,6 +13,7 @@ import warnings
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
 from zarr.abc.store import Store
@@ -101,6 +102,18 @@ class ShardSummary:
         # Not dataclasses.asdict: it deep-copies every field (10^6 shards: seconds).
         return {name: getattr(self, name) for name in _SUMMARY_FIELDS}
 
+    def as_json(self) -> str:
+        """``json.dumps(self.as_dict())``, the same text, a few times faster (``info
+        --json`` writes one such line per shard)."""
+        return (
+            f'{{"kind": {_text(self.kind)}, "path": {_text(self.path)}, '
+            f'"chunk_index": {_text(self.chunk_index)}, "backend": {_text(self.backend)}, '
+            f'"exists": {_FLAGS[self.exists]}, "error": {_text(self.error)}, '
+            f'"keys": {self.keys:d}, "metadata_keys": {self.metadata_keys:d}, '
+            f'"chunk_keys": {self.chunk_keys:d}, "stray_keys": {self.stray_keys:d}, '
+            f'"bytes": {self.bytes:d}}}'
+        )
+
     @classmethod
     def empty(
         cls, kind: str, path: str, index: str | None, backend: str, error: str | None
@@ -111,6 +124,14 @@ class ShardSummary:
 
 
 _SUMMARY_FIELDS = tuple(f.name for f in fields(ShardSummary))
+
+_FLAGS = {True: "true", False: "false", None: "null"}
+"""``exists`` as JSON writes it."""
+
+
+def _text(value: str | None) -> str:
+    """A string (or None) as ``json.dumps`` writes it (the C encoder's own escaping)."""
+    return "null" if value is None else encode_basestring_ascii(value)
 
 
 def _owned(keys: OwnKeys | None, key: str) -> bool:
