@@ -270,6 +270,7 @@ class _ShardOutcome:
     state: Literal["ok", "missing", "unreadable"]
     findings: list[Finding] = field(default_factory=list)
     holds_chunks: bool = False
+    beyond: bool = False  # beyond the array's shape along the sharded dimensions
 
 
 def _check_array_shard(
@@ -278,7 +279,6 @@ def _check_array_shard(
     found: Inventory,
     owns: KeyVerdicts[bool] | None,
     expected: dict[str, tuple[bytes, Any]],
-    beyond: bool,
 ) -> _ShardOutcome:
     """One array shard, from what it holds: there and readable, its metadata, its stray
     keys (``owns``: which keys a reader reaches, None: none)."""
@@ -291,13 +291,14 @@ def _check_array_shard(
             else facts_of(place).url
         )
         detail = f"cannot be read ({url}): {error_text(found.error)}"
-        return _ShardOutcome(index, "unreadable", [Finding(ref, "unreadable", detail)])
+        finding = Finding(ref, "unreadable", detail)
+        return _ShardOutcome(index, "unreadable", [finding], beyond=shard.beyond_shape)
     if not found.exists:
-        return _ShardOutcome(index, "missing")
-    outcome = _ShardOutcome(index, "ok")
+        return _ShardOutcome(index, "missing", beyond=shard.beyond_shape)
+    outcome = _ShardOutcome(index, "ok", beyond=shard.beyond_shape)
     if owns is None:
         return outcome
-    if beyond:
+    if shard.beyond_shape:
         outcome.holds_chunks = any(
             owns(key) and not is_metadata_document(key) for key in found.sizes
         )
@@ -324,7 +325,7 @@ _WINDOW = 4096
 
 
 async def _check_array_shards(
-    shards: list[Shard], layout: ShardedArrayLayout | None, beyond: Any, timeout: float | None
+    shards: list[Shard], layout: ShardedArrayLayout | None, timeout: float | None
 ) -> list[_ShardOutcome]:
     """Every array shard of one array, read a window at a time (a shard on local disk by
     its place alone)."""
@@ -349,11 +350,7 @@ async def _check_array_shards(
                 if not isinstance(place, tuple):
                     place.close()  # a handle of its own: 10^5 zips must not stay open
         for shard, place, found in zip(window, places, seen, strict=True):
-            outcomes.append(
-                _check_array_shard(
-                    shard, place, found, owns, expected, beyond(shard.chunk_index or "")
-                )
-            )
+            outcomes.append(_check_array_shard(shard, place, found, owns, expected))
     return outcomes
 
 
@@ -404,15 +401,16 @@ async def _check_array(
         )
 
     shards = [s for s in listing.shards if s.kind == "array shard" and s.path == path]
-    outcomes = await _check_array_shards(shards, layout, beyond, timeout)
-    for failed_path, index, error in listing.unmade:  # the factory failed for this index
-        if failed_path == path:
-            detail = f"cannot be made: {error_text(error)}"
-            ref = ShardRef("array shard", path, index)
-            outcomes.append(
-                _ShardOutcome(index, "unreadable", [Finding(ref, "unreadable", detail)])
-            )
-    outcomes.sort(key=lambda outcome: index_key(outcome.index))
+    outcomes = await _check_array_shards(shards, layout, timeout)  # in the listing's order
+    unmade = [(index, error) for at, index, error in listing.unmade if at == path]
+    for index, error in unmade:  # the factory failed for this index
+        detail = f"cannot be made: {error_text(error)}"
+        ref = ShardRef("array shard", path, index)
+        outcome = _ShardOutcome(index, "unreadable", [Finding(ref, "unreadable", detail)])
+        outcome.beyond = beyond(index)
+        outcomes.append(outcome)
+    if unmade:
+        outcomes.sort(key=lambda outcome: index_key(outcome.index))
     named = set(getattr(factory, "shards", None) or {})
     existing: list[str] = []
     for outcome in outcomes:
@@ -423,7 +421,7 @@ async def _check_array(
                 url = facts_of(factory(outcome.index)).url
                 validation.problem(shard, "missing", f"does not exist ({url})")
             continue  # otherwise: no shard at this index (a factory that cannot list)
-        if beyond(outcome.index):
+        if outcome.beyond:
             report.beyond_shape.append(outcome.index)
             report.holding_chunks += outcome.holds_chunks
         else:
