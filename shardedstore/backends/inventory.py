@@ -2,10 +2,12 @@
 
 ``info`` and ``validate`` look at every shard of a layout: 10^5 or 10^6 of them. A
 shard on local disk is read directly, without zarr's store methods: a directory with
-one ``scandir`` per level (the kernel gives names, types and sizes), a zip from its
-central directory alone; and many shards in one thread call, since a thread hop costs
-more than reading a small shard. Other stores (object stores, memory) are asked
-through zarr's API: one listing, then sizes and documents, concurrently.
+one ``scandir`` per level (the kernel gives names and types; sizes cost a ``stat``
+each, only when asked for), a zip from its central directory alone (a plain zip's in
+one read, :mod:`shardedstore.backends.zipindex`); and many shards in one thread
+call, since a thread hop costs more than reading a small shard. Other stores (object
+stores, memory) are asked through zarr's API: one listing, then sizes and documents,
+concurrently.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from zarr.core.buffer import default_buffer_prototype
 from shardedstore.backends.handles import gather_bounded, opened
 from shardedstore.backends.registry import facts_of
 from shardedstore.backends.timeouts import within
+from shardedstore.backends.zipindex import read_plain_zip
 
 __all__ = ["Inventory", "LocalRoot", "inventories"]
 
@@ -79,7 +82,10 @@ def _directory(root: str, wanted: Sequence[str], sizes: bool) -> Inventory:
 
 def _zip(path: str, wanted: Sequence[str]) -> Inventory:  # sizes: in the member table
     try:
-        archive = zipfile.ZipFile(path)
+        plain = read_plain_zip(path, wanted)  # one read, no zipfile objects
+        if plain is not None:
+            return Inventory(True, *plain)
+        archive = zipfile.ZipFile(path)  # any other zip; says what is wrong with it
     except FileNotFoundError:
         return Inventory(False)
     with archive:
