@@ -8,6 +8,7 @@ shard is still looked at.
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 import zlib
@@ -27,7 +28,7 @@ from shardedstore.backends.probe import error_text, reach
 from shardedstore.backends.registry import facts_of
 from shardedstore.backends.timeouts import resolve_timeout
 from shardedstore.errors import LayoutError, describe_shard
-from shardedstore.shards.listing import list_shards
+from shardedstore.shards.listing import iter_shards
 from shardedstore.store.factories import factory_text
 from shardedstore.store.ownkeys import KeyVerdicts, OwnKeys
 from shardedstore.store.routing import ARRAY_METADATA, BASE, MOUNT, validate_key
@@ -218,15 +219,13 @@ async def _inventories(
 
 
 def _summaries(store: ShardedStore, timeout: float) -> Iterator[ShardSummary]:
-    listing = sync(list_shards(store, strict=False))
+    listing, shards = sync(iter_shards(store, strict=False))
     arrays = store.array_shards
     named = {
         path: set(getattr(factory, "shards", None) or ()) for path, (_, factory) in arrays.items()
     }
     judges: dict[int, tuple[OwnKeys | None, KeyVerdicts[_Verdict]]] = {}
-    shards = listing.shards
-    for start in range(0, len(shards), _WINDOW):
-        window = shards[start : start + _WINDOW]
+    while window := list(itertools.islice(shards, _WINDOW)):
         places, seen = sync(_inventories(window, timeout))
         for shard, place, inventory in zip(window, places, seen, strict=True):
             index = shard.chunk_index
@@ -258,8 +257,8 @@ def iter_shard_summaries(
     """Every shard of ``store`` with what it holds, as :func:`shard_summaries` gives
     them, one at a time: 10^6 shards are summarized in bounded memory.
 
-    The layout's shards are enumerated when the iteration starts; then they are read
-    a few thousand at a time, as the summaries are consumed.
+    The arrays' chunk indices are listed when the iteration starts; then the shards
+    are made and read a few thousand at a time, as the summaries are consumed.
 
     Parameters
     ----------
