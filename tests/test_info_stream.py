@@ -8,6 +8,7 @@ a line, wrote. Real layouts only: directory and zip shards, some of them truncat
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import shardedstore
 from shardedstore.backends.inventory import inventories
 from shardedstore.cli import main
 from shardedstore.report.info import ShardSummary, iter_shard_summaries, shard_summaries
+from shardedstore.report.validate import validate_layout
 from shardedstore.store.ownkeys import KeyVerdicts
 
 STEPS = 15
@@ -157,3 +159,51 @@ def test_an_inventory_without_sizes_has_the_same_keys(tmp_path: Path) -> None:
         assert with_sizes.documents == without.documents
     assert sized[0].sizes["zarr.json"] == (tmp_path / "t" / "0.zarr" / "zarr.json").stat().st_size
     assert sorted(sized[0].sizes) == ["c/0", "zarr.json"]
+
+
+def test_shards_a_factory_cannot_make_are_reported_in_order_with_the_next_arrays(
+    tmp_path: Path,
+) -> None:
+    """validate and info make each array shard as they reach it: a factory's failures
+    still come in chunk-index order, and the next array is still checked."""
+
+    def good(index: str) -> LocalStore:
+        return LocalStore(tmp_path / "a" / f"{index}.zarr")
+
+    def bad(index: str) -> Any:
+        if index == "1":
+            raise OSError("no place for shard 1")
+        return "not a store" if index == "4" else good(index)
+
+    b = shardedstore.array_shard_directory_store(tmp_path / "b")
+    store = shardedstore.ShardedStore(
+        LocalStore(tmp_path / "base.zarr"), {}, {"a": (1, good), "b": (1, b)}
+    )
+    group = zarr.open_group(store, mode="w")
+    group.create_array("a", shape=(6, 2), chunks=(1, 2), dtype="i4")[:] = 1
+    group.create_array("b", shape=(4, 2), chunks=(1, 2), dtype="i4")[:] = 1
+    (tmp_path / "b" / "0.zarr" / "stray").write_bytes(b"x")
+    shutil.rmtree(tmp_path / "b" / "2.zarr")
+    store = shardedstore.ShardedStore(
+        LocalStore(tmp_path / "base.zarr", read_only=True), {}, {"a": (1, bad), "b": (1, b)}
+    )
+
+    report = validate_layout(store)
+    assert [(f.shard.path, f.shard.chunk_index, f.check) for f in report.problems] == [
+        ("a", "1", "unreadable"),
+        ("a", "4", "unreadable"),
+        ("b", "0", "stray-keys"),
+    ]
+    assert "cannot be made: no place for shard 1" in report.problems[0].message
+    assert "the factory returned str" in report.problems[1].message
+    assert [(f.shard.path, f.check) for f in report.warnings] == [("b", "gaps")]
+    assert (report.arrays["a"].shards, report.arrays["b"].shards) == (6, 3)
+
+    rows = [(s.path, s.chunk_index, s.error is not None) for s in shard_summaries(store)]
+    assert rows == [
+        ("", None, False),
+        *[("a", index, False) for index in ("0", "2", "3", "5")],
+        *[("b", index, False) for index in ("0", "1", "3")],
+        ("a", "1", True),
+        ("a", "4", True),
+    ]
