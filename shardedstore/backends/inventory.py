@@ -75,9 +75,27 @@ def _directory(root: str, wanted: Sequence[str], sizes: bool) -> Inventory:
                     found.sizes[key] = entry.stat(follow_symlinks=False).st_size if sizes else 0
     for name in wanted:
         if name in found.sizes:
-            with open(os.path.join(root, name), "rb") as f:
-                found.documents[name] = f.read()
+            found.documents[name] = _read_whole(os.path.join(root, name))
     return found
+
+
+_READ = 1 << 16
+
+
+def _read_whole(path: str) -> bytes:
+    """A small file's bytes in three system calls (``open()`` makes eight: a buffered
+    file object seeks and stats); a regular file reads short only at its end."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        data = os.read(fd, _READ)
+        if len(data) < _READ:
+            return data
+        parts = [data]
+        while part := os.read(fd, _READ):
+            parts.append(part)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
 
 
 def _zip(path: str, wanted: Sequence[str]) -> Inventory:  # sizes: in the member table
