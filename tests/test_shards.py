@@ -14,7 +14,7 @@ from zarr.core.sync import sync
 from zarr.storage import LocalStore, MemoryStore, ZipStore
 
 from shardedstore import LayoutError, Shard, ShardedStore, array_shard_directory_store
-from shardedstore.shards.listing import list_shards
+from shardedstore.shards.listing import iter_shards, list_shards
 
 
 def _layout(tmp_path: Path) -> ShardedStore:
@@ -113,3 +113,27 @@ def test_metadata_that_cannot_be_sharded_raises_or_is_recorded(tmp_path: Path) -
 def test_a_plain_store_is_a_layout_with_only_a_base(tmp_path: Path) -> None:
     shards = ShardedStore(LocalStore(tmp_path / "plain.zarr")).shards()
     assert [(s.kind, s.path) for s in shards] == [("base", "")]
+
+
+def test_iter_shards_makes_each_shard_when_reached(tmp_path: Path) -> None:
+    """info looks at 10^6 shards in bounded memory: iter_shards makes each array shard
+    (here: calls the factory) only when it is reached, in list_shards' order."""
+    made: list[str] = []
+
+    def factory(index: str) -> Store:  # a plain callable: its shards are made, not listed
+        made.append(index)
+        return LocalStore(tmp_path / "shards" / f"{index}.zarr")
+
+    listed = _layout(tmp_path)
+    store = ShardedStore(listed.base, listed.mounts, {"sim/foo": (1, factory)})
+    expected = [(s.kind, s.path, s.chunk_index) for s in sync(list_shards(store)).shards]
+    made.clear()
+    listing, shards = sync(iter_shards(store))
+    assert made == []
+    assert listing.shards == []
+    first = [next(shards) for _ in range(3)]  # base, mount, the first array shard
+    assert made == ["0"]
+    rest = list(shards)
+    assert [(s.kind, s.path, s.chunk_index) for s in first + rest] == expected
+    assert made == [str(i) for i in range(12)]
+    assert listing.arrays["sim/foo"].indices == [str(i) for i in range(12)]

@@ -27,6 +27,8 @@ class _UsageError(ArgumentError):
 if TYPE_CHECKING:
     from concurrent.futures import Executor
 
+    from shardedstore.report.info import ShardSummary
+
 __all__ = ["build_parser", "main"]
 
 
@@ -69,21 +71,6 @@ def _options(pairs: list[str] | None) -> dict[str, Any]:
     return options
 
 
-def _dumps_with_rows(document: dict[str, Any], rows: str) -> str:
-    """``json.dumps(document, indent=2)``, with the list ``document[rows]`` one item a line.
-
-    Indented JSON is encoded in pure Python; 10^6 shards, one compact line each, are
-    encoded by the C encoder, and the output stays readable (and a line per shard).
-    """
-    marker = "\\u0000rows"  # how JSON writes the NUL below: no path or name holds one
-    text = json.dumps({**document, rows: "\x00rows"}, indent=2)
-    items = document[rows]
-    if not items:
-        return text.replace(f'"{marker}"', "[]", 1)
-    body = ",\n    ".join(json.dumps(item) for item in items)
-    return text.replace(f'"{marker}"', f"[\n    {body}\n  ]", 1)
-
-
 def _emit(text: str) -> None:
     """Print ``text`` (all of a command's output), quietly if the reader has gone.
 
@@ -121,49 +108,114 @@ _SHOWN_ERRORS = 10
 """Unreadable shards ``info`` names on stderr before summing up the rest."""
 
 
+_COUNTS = ("keys", "metadata_keys", "chunk_keys", "stray_keys", "bytes")
+"""What ``info`` sums per group of shards."""
+
+
+class _Tally:
+    """The sums of :data:`_COUNTS` over a group of shards, and how many were not
+    there or could not be read."""
+
+    __slots__ = ("count", "missing", "unreadable", "with_index", *_COUNTS)
+
+    def __init__(self) -> None:
+        self.count = self.with_index = self.missing = self.unreadable = 0
+        self.keys = self.metadata_keys = self.chunk_keys = self.stray_keys = self.bytes = 0
+
+    @property
+    def sums(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in _COUNTS}
+
+    def add(self, summary: ShardSummary) -> None:
+        self.keys += summary.keys
+        self.metadata_keys += summary.metadata_keys
+        self.chunk_keys += summary.chunk_keys
+        self.stray_keys += summary.stray_keys
+        self.bytes += summary.bytes
+        self.count += 1
+        self.with_index += summary.chunk_index is not None  # not "cannot be listed"
+        self.missing += summary.exists is False
+        self.unreadable += summary.error is not None
+
+
+class _Output:
+    """A command's output, written as it comes: quietly once the reader has gone
+    (see :func:`_emit`)."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+
+    def write(self, text: str) -> None:
+        self.parts.append(text)
+        self.size += len(text)
+        if self.size >= 1 << 16:
+            self.flush()
+
+    def flush(self) -> None:
+        text, self.parts, self.size = "".join(self.parts), [], 0
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
-    from shardedstore.report.info import ShardSummary, shard_summaries
+    from shardedstore.report.info import iter_shard_summaries
     from shardedstore.store.factories import factory_text
 
     store = _open(args.config, _options(args.storage_option), check_data=False)
-    summaries = shard_summaries(store)
-    unreadable = [s for s in summaries if s.error is not None]
-    for s in unreadable[:_SHOWN_ERRORS]:
+    # The shards are summed up as they come, never all held: 10^6 of them are many.
+    total = _Tally()
+    arrays = {path: _Tally() for path in store.array_shards}
+    others: list[tuple[ShardSummary, _Tally]] = []  # base and mounts, one row each
+    output = _Output() if args.json else None
+    if output is not None:
+        marker = "\\u0000rows"  # how JSON writes the NUL below: no path or name holds one
+        head = json.dumps({"config": args.config, "shards": "\x00rows"}, indent=2)
+        output.write(head[: head.index(f'"{marker}"')])
+    for s in iter_shard_summaries(store):
+        if s.error is not None and total.unreadable < _SHOWN_ERRORS:
+            print(
+                f"shardedstore info: warning: {s.name}: cannot be read ({s.backend}): {s.error}",
+                file=sys.stderr,
+            )
+        if output is not None:  # one compact line a shard, by the C encoder
+            line = s.as_json()
+            output.write(f",\n    {line}" if total.count else f"[\n    {line}")
+        total.add(s)
+        if s.kind == "array shard":
+            arrays[s.path].add(s)
+        else:
+            tally = _Tally()
+            tally.add(s)
+            others.append((s, tally))
+    if total.unreadable > _SHOWN_ERRORS:
         print(
-            f"shardedstore info: warning: {s.name}: cannot be read ({s.backend}): {s.error}",
-            file=sys.stderr,
-        )
-    if len(unreadable) > _SHOWN_ERRORS:
-        print(
-            f"shardedstore info: warning: and {len(unreadable) - _SHOWN_ERRORS} more shard(s) "
+            f"shardedstore info: warning: and {total.unreadable - _SHOWN_ERRORS} more shard(s) "
             "that cannot be read (shardedstore validate lists them all)",
             file=sys.stderr,
         )
-
-    def counts(group: list[ShardSummary]) -> dict[str, int]:
-        return {
-            name: sum(getattr(s, name) for s in group)
-            for name in ("keys", "metadata_keys", "chunk_keys", "stray_keys", "bytes")
+    code = 1 if total.unreadable else 0
+    count = total.count
+    if output is not None:
+        output.write("\n  ]" if count else "[]")
+        totals = {
+            "shards": count,
+            **total.sums,
+            "missing": total.missing,
+            "unreadable": total.unreadable,
         }
+        tail = json.dumps({"total": totals}, indent=2)
+        output.write(f",\n  {tail[4:-2]}\n}}\n")  # the document's last member
+        output.flush()
+        return code
 
-    total = counts(summaries)
-    if args.json:
-        missing = sum(s.exists is False for s in summaries)
-        document = {
-            "config": args.config,
-            "shards": [s.as_dict() for s in summaries],
-            "total": {
-                "shards": len(summaries),
-                **total,
-                "missing": missing,
-                "unreadable": len(unreadable),
-            },
-        }
-        _emit(_dumps_with_rows(document, "shards"))
-        return 1 if unreadable else 0
-
-    def row(name: str, backend: str, group: list[ShardSummary]) -> tuple[str, ...]:
-        c = counts(group)
+    def row(name: str, backend: str, tally: _Tally) -> tuple[str, ...]:
+        c = tally.sums
         return (
             name,
             backend,
@@ -173,34 +225,31 @@ def _cmd_info(args: argparse.Namespace) -> int:
             _size(c["bytes"]),
         )
 
-    def state(s: ShardSummary) -> str:
-        if s.error is not None:
+    def state(tally: _Tally) -> str:
+        if tally.unreadable:
             return " (cannot be read: see stderr)"
-        return "" if s.exists else " (missing)"
+        return " (missing)" if tally.missing else ""
 
     rows: list[tuple[str, ...]] = [("shard", "backend", "keys", "metadata", "chunks", "bytes")]
-    for s in summaries:
-        if s.kind != "array shard":
-            name = "base" if s.kind == "base" else f"mount {s.path}"
-            rows.append(row(name, s.backend + state(s), [s]))
+    for s, tally in others:
+        name = "base" if s.kind == "base" else f"mount {s.path}"
+        rows.append(row(name, s.backend + state(tally), tally))
     for path, (dims, factory) in sorted(store.array_shards.items()):
-        shards = [s for s in summaries if s.kind == "array shard" and s.path == path]
-        broken = sum(s.error is not None for s in shards)
-        found = sum(s.chunk_index is not None for s in shards)
-        where = f"{found} shard(s) on {dims} dim(s): {factory_text(factory)}"
-        if broken:
-            where += f", {broken} unreadable"
-        rows.append(row(f"array {path}", where, shards))
-    rows.append(row("total", f"{len(summaries)} store(s)", summaries))
+        tally = arrays[path]
+        where = f"{tally.with_index} shard(s) on {dims} dim(s): {factory_text(factory)}"
+        if tally.unreadable:
+            where += f", {tally.unreadable} unreadable"
+        rows.append(row(f"array {path}", where, tally))
+    rows.append(row("total", f"{count} store(s)", total))
     lines = [_table(rows, right=4)]
     lines.append("keys: metadata documents (zarr.json, .zarray, ...) + chunks")
-    if total["stray_keys"]:
+    if total.stray_keys:
         lines[-1] += (
-            f" + {total['stray_keys']} stray key(s) that no reader of the layout reaches "
+            f" + {total.stray_keys} stray key(s) that no reader of the layout reaches "
             "(shardedstore validate lists them)"
         )
     _emit("\n".join(lines))
-    return 1 if unreadable else 0
+    return code
 
 
 def _cmd_tree(args: argparse.Namespace) -> int:

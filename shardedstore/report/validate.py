@@ -44,7 +44,7 @@ import itertools
 import json
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -63,7 +63,7 @@ from shardedstore.backends.timeouts import resolve_timeout
 from shardedstore.backends.zips import ZipWriter, zip_writers
 from shardedstore.backends.zipstore import leftover_names
 from shardedstore.errors import LayoutError, json_path
-from shardedstore.shards.listing import base_and_mounts, index_key, list_shards
+from shardedstore.shards.listing import base_and_mounts, index_key, iter_shards
 from shardedstore.store.factories import (
     CHUNK_PLACEHOLDER,
     ArrayShardDirectoryFactory,
@@ -73,7 +73,7 @@ from shardedstore.store.factories import (
 )
 from shardedstore.store.metadata import ShardedArrayLayout
 from shardedstore.store.opencheck import dims_mismatches
-from shardedstore.store.ownkeys import ArrayShardKeys
+from shardedstore.store.ownkeys import ArrayShardKeys, KeyVerdicts
 from shardedstore.store.routing import CHUNK, MOUNT
 
 if TYPE_CHECKING:
@@ -264,24 +264,24 @@ def _unreachable(
 # ------------------------------------------------------------ array shards
 
 
-@dataclass
-class _ShardOutcome:
+@dataclass(slots=True)
+class _ShardOutcome:  # one per array shard: small (10^6 of them are held)
     index: str
     state: Literal["ok", "missing", "unreadable"]
-    findings: list[Finding] = field(default_factory=list)
+    findings: tuple[Finding, ...] = ()
     holds_chunks: bool = False
+    beyond: bool = False  # beyond the array's shape along the sharded dimensions
 
 
 def _check_array_shard(
     shard: Shard,
     place: Store | LocalRoot,
     found: Inventory,
-    keys: ArrayShardKeys | None,
+    owns: KeyVerdicts[bool] | None,
     expected: dict[str, tuple[bytes, Any]],
-    beyond: bool,
 ) -> _ShardOutcome:
     """One array shard, from what it holds: there and readable, its metadata, its stray
-    keys."""
+    keys (``owns``: which keys a reader reaches, None: none)."""
     index = shard.chunk_index or ""
     ref = ShardRef("array shard", shard.path, index)
     if found.error is not None:
@@ -291,17 +291,19 @@ def _check_array_shard(
             else facts_of(place).url
         )
         detail = f"cannot be read ({url}): {error_text(found.error)}"
-        return _ShardOutcome(index, "unreadable", [Finding(ref, "unreadable", detail)])
+        finding = Finding(ref, "unreadable", detail)
+        return _ShardOutcome(index, "unreadable", (finding,), beyond=shard.beyond_shape)
     if not found.exists:
-        return _ShardOutcome(index, "missing")
-    outcome = _ShardOutcome(index, "ok")
-    if keys is None:
+        return _ShardOutcome(index, "missing", beyond=shard.beyond_shape)
+    outcome = _ShardOutcome(index, "ok", beyond=shard.beyond_shape)
+    if owns is None:
         return outcome
-    if beyond:
+    if shard.beyond_shape:
         outcome.holds_chunks = any(
-            keys.owns(key) and not is_metadata_document(key) for key in found.sizes
+            owns(key) and not is_metadata_document(key) for key in found.sizes
         )
         return outcome
+    findings: list[Finding] = []
     for name, (written, doc) in expected.items():
         text = found.documents.get(name)
         try:  # as written (the common case), else the same JSON written otherwise
@@ -310,12 +312,12 @@ def _check_array_shard(
             same = False
         if not same:
             state = "missing" if text is None else "differs from what base implies"
-            outcome.findings.append(Finding(ref, "metadata", f"{name} {state}"))
-    stray = sorted(key for key in found.sizes if not keys.owns(key))
+            findings.append(Finding(ref, "metadata", f"{name} {state}"))
+    stray = sorted(key for key in found.sizes if not owns(key))
     if stray:
-        outcome.findings.append(
-            Finding(ref, "stray-keys", f"{len(stray)} stray key(s), e.g. {stray[:3]}")
-        )
+        findings.append(Finding(ref, "stray-keys", f"{len(stray)} stray key(s), e.g. {stray[:3]}"))
+    if findings:
+        outcome.findings = tuple(findings)
     return outcome
 
 
@@ -324,7 +326,7 @@ _WINDOW = 4096
 
 
 async def _check_array_shards(
-    shards: list[Shard], layout: ShardedArrayLayout | None, beyond: Any, timeout: float | None
+    shards: Iterable[Shard], layout: ShardedArrayLayout | None, timeout: float | None
 ) -> list[_ShardOutcome]:
     """Every array shard of one array, read a window at a time (a shard on local disk by
     its place alone)."""
@@ -333,32 +335,30 @@ async def _check_array_shards(
         if layout is None
         else {name: (doc, json.loads(doc)) for name, doc in layout.shard_documents.items()}
     )
-    keys = None if layout is None else ArrayShardKeys.of(layout)
+    # One verdict per key name, not per shard: the shards hold the same few names.
+    owns = None if layout is None else KeyVerdicts(ArrayShardKeys.of(layout).owns)
     outcomes: list[_ShardOutcome] = []
-    for start in range(0, len(shards), _WINDOW):
-        window = shards[start : start + _WINDOW]
+    shards = iter(shards)
+    while window := list(itertools.islice(shards, _WINDOW)):
         places: list[Store | LocalRoot] = []
         for shard in window:
             root = shard.local_root
             places.append(root if root is not None else shard.store)
         try:
-            seen = await inventories(places, list(expected), timeout)
+            seen = await inventories(places, list(expected), timeout, sizes=False)
         finally:
             for place in places:
                 if not isinstance(place, tuple):
                     place.close()  # a handle of its own: 10^5 zips must not stay open
         for shard, place, found in zip(window, places, seen, strict=True):
-            outcomes.append(
-                _check_array_shard(
-                    shard, place, found, keys, expected, beyond(shard.chunk_index or "")
-                )
-            )
+            outcomes.append(_check_array_shard(shard, place, found, owns, expected))
     return outcomes
 
 
 async def _check_array(
     store: ShardedStore,
     listing: ShardListing,
+    shards: Iterator[Shard],
     path: str,
     validation: Validation,
     base_ok: bool,
@@ -402,16 +402,16 @@ async def _check_array(
             i >= n for i, n in zip(index_key(index), shape, strict=False)
         )
 
-    shards = [s for s in listing.shards if s.kind == "array shard" and s.path == path]
-    outcomes = await _check_array_shards(shards, layout, beyond, timeout)
-    for failed_path, index, error in listing.unmade:  # the factory failed for this index
-        if failed_path == path:
-            detail = f"cannot be made: {error_text(error)}"
-            ref = ShardRef("array shard", path, index)
-            outcomes.append(
-                _ShardOutcome(index, "unreadable", [Finding(ref, "unreadable", detail)])
-            )
-    outcomes.sort(key=lambda outcome: index_key(outcome.index))
+    outcomes = await _check_array_shards(shards, layout, timeout)  # in the listing's order
+    unmade = [(index, error) for at, index, error in listing.unmade if at == path]
+    for index, error in unmade:  # the factory failed for this index
+        detail = f"cannot be made: {error_text(error)}"
+        ref = ShardRef("array shard", path, index)
+        outcome = _ShardOutcome(index, "unreadable", (Finding(ref, "unreadable", detail),))
+        outcome.beyond = beyond(index)
+        outcomes.append(outcome)
+    if unmade:
+        outcomes.sort(key=lambda outcome: index_key(outcome.index))
     named = set(getattr(factory, "shards", None) or {})
     existing: list[str] = []
     for outcome in outcomes:
@@ -422,7 +422,7 @@ async def _check_array(
                 url = facts_of(factory(outcome.index)).url
                 validation.problem(shard, "missing", f"does not exist ({url})")
             continue  # otherwise: no shard at this index (a factory that cannot list)
-        if beyond(outcome.index):
+        if outcome.beyond:
             report.beyond_shape.append(outcome.index)
             report.holding_chunks += outcome.holds_chunks
         else:
@@ -486,6 +486,26 @@ def _beyond_cause(count: int, holding: int) -> str:
     if not holding:
         return f", which hold no chunks: {emptied}"
     return f"; {holding} of them hold chunks: {unfinished}; the others hold none: {emptied}"
+
+
+class _PerArray:
+    """The array shards of an iteration (:func:`iter_shards`), one array after the
+    other, in path order."""
+
+    def __init__(self, shards: Iterator[Shard]) -> None:
+        self._shards = (shard for shard in shards if shard.kind == "array shard")
+        self._next = next(self._shards, None)
+
+    def of(self, path: str) -> Iterator[Shard]:
+        """The shards of the array at ``path`` (the arrays asked for in path order).
+
+        The iteration has passed every chunk index of the array when this ends, so
+        the listing's ``unmade`` holds those of the array.
+        """
+        while self._next is not None and self._next.path == path:
+            shard = self._next
+            self._next = next(self._shards, None)
+            yield shard
 
 
 # --------------------------------------------------------------- zip writers
@@ -661,7 +681,8 @@ async def _validate(store: ShardedStore, timeout: float | None) -> Validation:
             )
             base_ok = False
     # Array metadata is read from base only when base answered.
-    listing = await list_shards(store, strict=False, metadata=base_ok)
+    listing, shards = await iter_shards(store, strict=False, metadata=base_ok)
+    per_array = _PerArray(shards)  # made as they are checked: 10^6 are never all held
     mismatched = set()
     for mismatch in await dims_mismatches(store, list_remote=True):
         if len(mismatch.at) == 3:  # an array of this layout
@@ -672,7 +693,14 @@ async def _validate(store: ShardedStore, timeout: float | None) -> Validation:
             validation.problem(where, "dims", f"{json_path(mismatch.at)}: {mismatch.problem}")
     existing = {
         path: await _check_array(
-            store, listing, path, validation, base_ok, timeout, path in mismatched
+            store,
+            listing,
+            per_array.of(path),
+            path,
+            validation,
+            base_ok,
+            timeout,
+            path in mismatched,
         )
         for path in sorted(store.array_shards)
     }

@@ -53,6 +53,7 @@ __all__ = [
     "ShardListing",
     "base_and_mounts",
     "index_key",
+    "iter_shards",
     "list_shards",
 ]
 
@@ -231,12 +232,27 @@ class ShardListing:
 
 def index_key(index: str) -> tuple[int, ...]:
     """A chunk index as integers, to sort indices numerically (``"10"`` after ``"9"``)."""
+    if "." not in index:  # one sharded dimension, the common case: 4x faster
+        return (int(index),)
     return tuple(map(int, index.split(".")))
 
 
-async def _array_shards(
+@dataclass
+class _ArrayPlan:
+    """What enumerating one array's shards needs: its chunk indices, in order."""
+
+    path: str
+    factory: ArrayShardFactory
+    keys: OwnKeys | None
+    shape: tuple[int, ...] | None
+    indices: list[str]
+    listed: bool
+
+
+async def _array_plan(
     store: ShardedStore, path: str, listing: ShardListing, strict: bool, metadata: bool
-) -> list[Shard]:
+) -> _ArrayPlan | None:
+    """The array's metadata and its shards' chunk indices (None: they cannot be listed)."""
     dims, factory = store.array_shards[path]
     info = listing.arrays[path] = ArrayListing(path, dims)
     keys: OwnKeys | None = None  # no usable metadata in base: no reader reaches the shards
@@ -255,16 +271,24 @@ async def _array_shards(
         keys = ArrayShardKeys.of(info.layout)
     listed = isinstance(factory, ListableArrayShardFactory)
     try:
-        keyed = sorted((index_key(index), index) for index in await store.shard_indices(path))
+        # In numeric order (``"10"`` after ``"9"``); by name where numbers tie.
+        indices = sorted(await store.shard_indices(path))
     except Exception as error:  # the template's directory or prefix cannot be listed
         if strict:
             raise
         info.listing_error = error
-        return []
-    found: list[Shard] = []
-    lazy = isinstance(factory, _CHEAP)
+        return None
+    indices.sort(key=index_key)
     shape = info.layout.shape[:dims] if info.layout is not None else None
-    for key, index in keyed:
+    return _ArrayPlan(path, factory, keys, shape, indices, listed)
+
+
+def _array_shards(plan: _ArrayPlan, listing: ShardListing, strict: bool) -> Iterator[Shard]:
+    """The shards of one array, each made when reached (10^6 are never all held)."""
+    path, factory, keys, shape = plan.path, plan.factory, plan.keys, plan.shape
+    indices = listing.arrays[path].indices
+    lazy = isinstance(factory, _CHEAP)
+    for index in plan.indices:
         handle: Store | _Handle = _Handle(factory, index)
         if not lazy:  # any callable: made now, so that what it raises is reported
             try:
@@ -274,12 +298,10 @@ async def _array_shards(
                     raise
                 listing.unmade.append((path, index, error))
                 continue
-        beyond = shape is not None and any(map(operator.ge, key, shape))
-        info.indices.append(index)
-        found.append(
-            Shard("array shard", path, index, handle, None if beyond else keys, beyond, listed)
-        )
-    return found
+        beyond = shape is not None and any(map(operator.ge, index_key(index), shape))
+        indices.append(index)
+        own = None if beyond else keys
+        yield Shard("array shard", path, index, handle, own, beyond, plan.listed)
 
 
 def base_and_mounts(store: ShardedStore) -> list[Shard]:
@@ -293,6 +315,35 @@ def base_and_mounts(store: ShardedStore) -> list[Shard]:
     for path, mount in sorted(mounts.items()):
         shards.append(Shard("mount", path, None, read_only_handle(mount), MountKeys()))
     return shards
+
+
+async def iter_shards(
+    store: ShardedStore, *, strict: bool = True, metadata: bool = True
+) -> tuple[ShardListing, Iterator[Shard]]:
+    """:func:`list_shards`, with the shards given one at a time: bounded memory.
+
+    Returns the listing, whose ``shards`` stay empty, and an iterator over the shards
+    (in the listing's order) that makes each array shard when it is reached. The
+    arrays' metadata and chunk indices are read before this returns; each
+    :class:`ArrayListing`'s ``indices`` and the listing's ``unmade`` are complete once
+    the iterator is exhausted (with ``strict``, a factory's error is raised by it).
+    Iterate once.
+    """
+    listing = ShardListing()
+    head = base_and_mounts(store)
+    paths = sorted(store.array_shards)
+    plans = await asyncio.gather(
+        *(_array_plan(store, path, listing, strict, metadata) for path in paths)
+    )
+    listing.arrays = {path: listing.arrays[path] for path in paths}  # in path order
+
+    def shards() -> Iterator[Shard]:
+        yield from head
+        for plan in plans:
+            if plan is not None:
+                yield from _array_shards(plan, listing, strict)
+
+    return listing, shards()
 
 
 async def list_shards(
@@ -311,12 +362,6 @@ async def list_shards(
         Read the arrays' metadata in base. ``validate`` passes False when base
         cannot be reached: array shards then have no layout and no own keys.
     """
-    listing = ShardListing(shards=base_and_mounts(store))
-    paths = sorted(store.array_shards)
-    found = await asyncio.gather(
-        *(_array_shards(store, path, listing, strict, metadata) for path in paths)
-    )
-    listing.arrays = {path: listing.arrays[path] for path in paths}  # in path order
-    for shards in found:
-        listing.shards.extend(shards)
+    listing, shards = await iter_shards(store, strict=strict, metadata=metadata)
+    listing.shards.extend(shards)
     return listing

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from shardedstore.errors import KeyValidationError
 from shardedstore.store.metadata import ShardedArrayLayout
@@ -29,7 +30,9 @@ from shardedstore.store.routing import (
     validate_key,
 )
 
-__all__ = ["ArrayShardKeys", "BaseKeys", "MountKeys", "OwnKeys"]
+__all__ = ["ArrayShardKeys", "BaseKeys", "KeyVerdicts", "MountKeys", "OwnKeys"]
+
+_V = TypeVar("_V")
 
 
 def _valid(key: str) -> bool:
@@ -116,3 +119,39 @@ def _grid(layout: ShardedArrayLayout) -> tuple[int, ...] | None:
         return tuple(math.ceil(int(s) / int(c)) for s, c in zip(shape, chunks, strict=True))
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None  # metadata zarr itself could not read: check key shapes only
+
+
+class KeyVerdicts(Generic[_V]):
+    """``verdict(key)`` remembered per key name.
+
+    The array shards of one array hold the same few inner keys (``zarr.json``,
+    ``c/0/0``) 10^6 times over: looking at every shard (``info``, ``validate``) judges
+    each name once, not once per shard. At most ``limit`` names are kept (then the
+    record starts afresh), so memory stays bounded whatever the shards hold.
+
+    Parameters
+    ----------
+    verdict
+        A pure function of the key (an :meth:`OwnKeys.owns`, say).
+    limit
+        Most names remembered at once.
+    """
+
+    __slots__ = ("_limit", "_seen", "_verdict")
+
+    def __init__(self, verdict: Callable[[str], _V], limit: int = 1 << 16) -> None:
+        self._verdict = verdict
+        self._limit = limit
+        self._seen: dict[str, _V] = {}
+
+    def __call__(self, key: str) -> _V:
+        seen = self._seen
+        try:
+            return seen[key]
+        except KeyError:
+            pass
+        value = self._verdict(key)
+        if len(seen) >= self._limit:
+            seen.clear()
+        seen[key] = value
+        return value
