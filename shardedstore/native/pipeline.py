@@ -38,6 +38,7 @@ from shardedstore.native.engines import (
     require,
     supports_dtype,
 )
+from shardedstore.native.fence import WriteFence
 from shardedstore.native.regions import ChunkKeys, Region, merge_region
 from shardedstore.native.zarrs_engine import Item, ZarrsEngine, plain_zarrs_pipeline
 from shardedstore.store.sharded import ShardedStore
@@ -467,6 +468,27 @@ class ShardedCodecPipeline(CodecPipeline):
         drop_axes: tuple[int, ...] = (),
     ) -> None:
         # docstring inherited
+        # Every chunk write of the request goes through one fence: when the request
+        # fails, those still in flight are waited for and those not started dropped,
+        # so none lands after the error reached the caller.
+        fence = WriteFence()
+        try:
+            await self._write(
+                [(fence.fenced(item[0]), *item[1:]) for item in batch_info],
+                value,
+                drop_axes,
+                fence,
+            )
+        finally:
+            await fence.close()
+
+    async def _write(
+        self,
+        batch_info: list[BatchItem],
+        value: NDBuffer,
+        drop_axes: tuple[int, ...],
+        fence: WriteFence,
+    ) -> None:
         plan = self._plan
         if not (plan.write_chunks or plan.write_regions):
             await self._default.write(batch_info, value, drop_axes)
@@ -475,11 +497,15 @@ class ShardedCodecPipeline(CodecPipeline):
         jobs: list[Awaitable[None]] = []
         if rest:
             jobs.append(self._default.write(rest, value, drop_axes))
-        jobs.append(self._write_local(groups, value, drop_axes))
+        jobs.append(self._write_local(groups, value, drop_axes, fence))
         await _settled(jobs)
 
     async def _write_local(
-        self, groups: list[_Group], value: NDBuffer, drop_axes: tuple[int, ...]
+        self,
+        groups: list[_Group],
+        value: NDBuffer,
+        drop_axes: tuple[int, ...],
+        fence: WriteFence,
     ) -> None:
         """Write the local groups with the engine; what it does not take, with zarr's."""
         ready = await asyncio.gather(*(self._ready_to_write(group, value) for group in groups))
@@ -509,7 +535,8 @@ class ShardedCodecPipeline(CodecPipeline):
         jobs = list(regions)
         for parent, (items, members) in by_parent.items():
             zarrs = cast("ZarrsEngine", self._zarrs)
-            jobs.append(self._recorded(zarrs.write(parent, items, value, drop_axes), members))
+            write = zarrs.write(parent, items, value, drop_axes, fence)
+            jobs.append(self._recorded(write, members))
         await _settled(jobs)
         if declined:
             await self._default.write(declined, value, drop_axes)

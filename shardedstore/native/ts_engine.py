@@ -150,11 +150,13 @@ class TensorStoreEngine:
         array = await self._array(directory, metadata, write=True, store_empty=store_empty)
         if array is None:
             return False
-        target = array[region.index(drop)].translate_to[0]
         source = value if value.shape == () else value[region.out]
         if not source.dtype.isnative:  # TensorStore's arrays are in native byte order
             source = source.astype(source.dtype.newbyteorder("="))
+        transaction = ts.Transaction()
+        target = array.with_transaction(transaction)[region.index(drop)].translate_to[0]
         await target.write(source)
+        await transaction.commit_async()
         return True
 
 
