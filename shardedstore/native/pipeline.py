@@ -39,7 +39,7 @@ from shardedstore.native.engines import (
     supports_dtype,
 )
 from shardedstore.native.fence import WriteFence
-from shardedstore.native.regions import ChunkKeys, Region, merge_region
+from shardedstore.native.regions import Boxes, ChunkKeys, Region
 from shardedstore.native.zarrs_engine import Item, ZarrsEngine, plain_zarrs_pipeline
 from shardedstore.store.sharded import ShardedStore
 
@@ -152,7 +152,11 @@ class _Group:
     prefix: str
     node: str
     items: list[BatchItem] = field(default_factory=list)
-    coords: list[tuple[int, ...]] = field(default_factory=list)
+    coords: np.ndarray[Any, Any] = field(default_factory=lambda: np.empty((0, 0), np.int64))
+    boxes: Boxes | None = None
+    """The boxes of the request's local chunks (None: not all of them are boxes)."""
+    rows: np.ndarray[Any, Any] = field(default_factory=lambda: np.empty(0, np.intp))
+    """The group's rows in ``boxes``."""
 
     def engine_keys(self, keys: ChunkKeys) -> tuple[str, list[str]]:
         """``(parent directory, keys under it)`` for zarrs: one pipeline per parent serves
@@ -162,7 +166,7 @@ class _Group:
             parent, name = self.root, ""
         head = f"{name}/" if name else ""
         if self.drop:
-            inner = [keys.encode(coords[self.drop :]) for coords in self.coords]
+            inner = [keys.encode(coords[self.drop :]) for coords in self.coords.tolist()]
         else:
             cut = len(self.node) + 1 if self.node else 0
             inner = [self.prefix + item[0].path[cut:] for item in self.items]
@@ -231,6 +235,7 @@ class ShardedCodecPipeline(CodecPipeline):
         self._zarrs = ZarrsEngine(metadata) if self._plan.zarrs else None
         self._tensorstore: TensorStoreEngine | None = None
         self._constraint: dict[str, Any] | None = None
+        self._shard_constraint: tuple[object, dict[str, Any] | None] | None = None
         if self._plan.read_regions or self._plan.write_regions:
             from shardedstore.native.ts_engine import TensorStoreEngine
 
@@ -316,38 +321,52 @@ class ShardedCodecPipeline(CodecPipeline):
     def _groups(self, batch_info: Iterable[BatchItem]) -> tuple[list[_Group], list[BatchItem]]:
         """The items by the local directory they live in, and the rest.
 
-        Chunks are grouped by their array shard (their first coordinates), so the
-        layout is asked for one store per shard, not per chunk.
+        The chunk keys of the request are parsed once, and its chunks grouped by their
+        array shard (their first coordinates) with arrays, so the layout is asked for
+        one store per shard, not per chunk.
         """
         keys = cast("ChunkKeys", self._keys)
         layout = self._store
-        groups: dict[tuple[int, ...], _Group] = {}
-        rest: list[BatchItem] = []
-        node: str | None = None
-        drop = 0
-        for item in batch_info:
-            getter = item[0]
-            if not isinstance(getter, StorePath) or getter.store is not layout:
-                rest.append(item)
-                continue
-            parsed = keys.split(getter.path)
-            if parsed is None or (node is not None and parsed[0] != node):
-                rest.append(item)
-                continue
-            if node is None:
-                node = parsed[0]
-                drop = layout.router.array_dims.get(node, 0)
-            coords = parsed[1]
-            shard = coords[:drop]
-            group = groups.get(shard)
-            if group is None:
-                group = groups[shard] = self._group(getter.path, node, drop)
+        batch = list(batch_info)
+        paths = [
+            item[0].path if isinstance(item[0], StorePath) and item[0].store is layout else None
+            for item in batch
+        ]
+        node = next((split[0] for path in paths if path and (split := keys.split(path))), None)
+        if node is None:
+            return [], batch
+        found = keys.match(node, paths)
+        rest = [item for item, digits in zip(batch, found, strict=True) if digits is None]
+        local = [item for item, digits in zip(batch, found, strict=True) if digits is not None]
+        if not local:
+            return [], rest
+        digits = [digits for digits in found if digits is not None]
+        coords = np.array(digits, dtype=np.str_).astype(np.int64).reshape(len(local), keys.ndim)
+        boxes = None
+        if self._plan.read_regions or self._plan.write_regions:
+            boxes = Boxes.of(
+                coords,
+                [item[2] for item in local],
+                [item[3] for item in local],
+                cast("tuple[int, ...]", self._chunk_shape),
+            )
+        drop = layout.router.array_dims.get(node, 0)
+        if drop:
+            shards = np.unique(coords[:, :drop], axis=0, return_inverse=True)[1].reshape(-1)
+            order = np.argsort(shards, kind="stable")
+            members = np.split(order, np.cumsum(np.bincount(shards))[:-1])
+        else:
+            members = [np.arange(len(local))]
+        groups: list[_Group] = []
+        for rows in members:
+            group = self._group(local[rows[0]][0].path, node, drop)
+            chunks = [local[row] for row in rows.tolist()]
             if group is _NO_GROUP:
-                rest.append(item)
+                rest.extend(chunks)
                 continue
-            group.items.append(item)
-            group.coords.append(coords)
-        return [group for group in groups.values() if group is not _NO_GROUP], rest
+            group.items, group.coords, group.boxes, group.rows = chunks, coords[rows], boxes, rows
+            groups.append(group)
+        return groups, rest
 
     def _group(self, key: str, node: str, drop: int) -> _Group:
         """The group of the store holding ``key`` (``_NO_GROUP``: not a local directory)."""
@@ -365,25 +384,24 @@ class ShardedCodecPipeline(CodecPipeline):
         directory = os.path.join(root, prefix.rstrip("/")) if prefix else root
         return _Group(root, directory, 0, prefix, node)
 
-    async def _region_metadata(self, group: _Group) -> dict[str, Any] | None:
-        """The metadata TensorStore must find where the group's array is (None: none)."""
-        if not group.drop:  # in a local base or mount: what zarr read
+    async def _region_metadata(self, groups: list[_Group]) -> dict[str, Any] | None:
+        """The metadata TensorStore must find where the groups' array is (None: none):
+        the same in every array shard of the array (its sub-array), asked once a batch."""
+        if not groups or not groups[0].drop:  # in a local base or mount: what zarr read
             return self._own_metadata()
         # An array shard holds the metadata of its sub-array, as the layout writes it.
         from shardedstore.native.ts_engine import shard_metadata
 
-        layout = await self._store.array_layout(group.node)
-        return None if layout is None else shard_metadata(layout.shard_documents)
+        layout = await self._store.array_layout(groups[0].node)
+        if layout is None:
+            return None
+        if self._shard_constraint is None or self._shard_constraint[0] is not layout:
+            self._shard_constraint = (layout, shard_metadata(layout.shard_documents))
+        return self._shard_constraint[1]
 
     def _region(self, group: _Group) -> Region | None:
         """The one box the group's chunks form, if they form one."""
-        return merge_region(
-            (
-                (coords, item[2], item[3])
-                for coords, item in zip(group.coords, group.items, strict=True)
-            ),
-            cast("tuple[int, ...]", self._chunk_shape),
-        )
+        return None if group.boxes is None else group.boxes.region(group.rows)
 
     def _own_metadata(self) -> dict[str, Any]:
         """The array's metadata as zarr opened it, as TensorStore must find it."""
@@ -418,12 +436,13 @@ class ShardedCodecPipeline(CodecPipeline):
         declined: list[BatchItem] = []  # what TensorStore could not open
         jobs: list[Awaitable[None]] = []
         keys = cast("ChunkKeys", self._keys)
+        metadata = await self._region_metadata(groups) if regions else None
         for group in groups:
             if not os.path.isdir(group.root):  # a shard not written: zarr's fill values
                 rest.extend(group.items)
             elif regions:
                 ndarray = cast("np.ndarray[Any, Any]", target)
-                jobs.append(self._read_region(group, ndarray, declined))
+                jobs.append(self._read_region(group, ndarray, metadata, declined))
             elif chunks:
                 parent, engine_keys = group.engine_keys(keys)
                 by_parent.setdefault(parent, []).extend(
@@ -446,11 +465,14 @@ class ShardedCodecPipeline(CodecPipeline):
         return tuple({"status": "present"} for _ in batch_info)
 
     async def _read_region(
-        self, group: _Group, out: np.ndarray[Any, Any], declined: list[BatchItem]
+        self,
+        group: _Group,
+        out: np.ndarray[Any, Any],
+        metadata: dict[str, Any] | None,
+        declined: list[BatchItem],
     ) -> None:
         """Read a group as one box with TensorStore, or add it to ``declined``."""
         region = self._region(group)
-        metadata = None if region is None else await self._region_metadata(group)
         engine = cast("TensorStoreEngine", self._tensorstore)
         if (
             region is None
@@ -514,13 +536,16 @@ class ShardedCodecPipeline(CodecPipeline):
         by_parent: dict[str, tuple[list[Item], list[_Group]]] = {}
         source = _numpy(value.as_ndarray_like())
         keys = cast("ChunkKeys", self._keys)
+        regions_ok = self._plan.write_regions and not drop_axes and source is not None
+        metadata = await self._region_metadata(groups) if regions_ok else None
         for group, state in zip(groups, ready, strict=True):
             if state == "skip":
                 continue
             if state == "decline":
                 declined.extend(group.items)
-            elif self._plan.write_regions and not drop_axes and source is not None:
-                regions.append(self._write_region(group, source, declined))
+            elif regions_ok:
+                ndarray = cast("np.ndarray[Any, Any]", source)
+                regions.append(self._write_region(group, ndarray, metadata, declined))
             elif self._plan.write_chunks and value.dtype.isnative:
                 # zarrs 0.2.3 fails on a scalar of another byte order (its own bug): such
                 # arrays are written by zarr's pipeline.
@@ -577,12 +602,15 @@ class ShardedCodecPipeline(CodecPipeline):
         self._store.record_writes(keys)
 
     async def _write_region(
-        self, group: _Group, value: np.ndarray[Any, Any], declined: list[BatchItem]
+        self,
+        group: _Group,
+        value: np.ndarray[Any, Any],
+        metadata: dict[str, Any] | None,
+        declined: list[BatchItem],
     ) -> None:
         """Write a group as one box with TensorStore, or add it to ``declined``."""
         store_empty = bool(group.items[0][1].config.write_empty_chunks)
         region = self._region(group)
-        metadata = None if region is None else await self._region_metadata(group)
         if region is None or metadata is None:
             declined.extend(group.items)
             return

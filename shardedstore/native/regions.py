@@ -9,15 +9,19 @@ says whether they form one, and which. Nothing here performs I/O or imports zarr
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 
 from shardedstore.store.routing import parse_chunk_key
 
-__all__ = ["ChunkKeys", "Region", "merge_region"]
+__all__ = ["Boxes", "ChunkKeys", "Region", "merge_region"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,22 @@ class ChunkKeys:
         coords = parse_chunk_key(chunk, self.prefix, self.separator, self.ndim)
         return None if coords is None else (node, coords)
 
+    def match(self, node: str, keys: Sequence[str | None]) -> list[tuple[str, ...] | None]:
+        """The coordinates (as digits) of each of ``keys`` that is a chunk key of the
+        array at ``node``, else None: one regular expression per key, no Python per part.
+
+        Examples
+        --------
+        >>> ChunkKeys("c", "/", 2).match("a", ["a/c/3/0", "a/c/03/0", "b/c/1/1", None])
+        [('3', '0'), None, None, None]
+        """
+        pattern = _key_pattern(self.prefix, self.separator, self.ndim, node)
+        found: list[tuple[str, ...] | None] = []
+        for key in keys:
+            matched = None if key is None else pattern.fullmatch(key)
+            found.append(None if matched is None else matched.groups())
+        return found
+
     def encode(self, coords: Sequence[int]) -> str:
         """The chunk key of ``coords`` (any number of them: an array shard has fewer).
 
@@ -80,6 +100,19 @@ class ChunkKeys:
         if self.prefix:
             return self.separator.join((self.prefix, *map(str, coords)))
         return self.separator.join(map(str, coords)) if coords else "0"
+
+
+@functools.lru_cache(maxsize=256)
+def _key_pattern(prefix: str, separator: str, ndim: int, node: str) -> re.Pattern[str]:
+    """The chunk keys of the array at ``node``, one group per index (canonical only,
+    as :func:`~shardedstore.store.routing.parse_chunk_key` reads them)."""
+    index = "(0|[1-9][0-9]*)"
+    indices = re.escape(separator).join([index] * ndim)
+    if prefix:
+        chunk = re.escape(prefix) + (re.escape(separator) + indices if ndim else "")
+    else:
+        chunk = indices if ndim else "0"
+    return re.compile((re.escape(node + "/") if node else "") + chunk)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,17 +148,116 @@ class Region:
         )
 
 
-def _bounds(selection: object) -> tuple[int, int, bool] | None:
-    """``(start, stop, is_integer)`` of a unit-step slice or an integer, else None."""
-    if type(selection) is slice:
-        start, stop, step = selection.start, selection.stop, selection.step
-        if (step is None or step == 1) and type(start) is int and type(stop) is int:
-            return start, stop, False
+_Int = np.int64
+_ALL = slice(None)
+
+
+def _is_integer(selection: object) -> bool:
+    return isinstance(selection, int | np.integer) and not isinstance(selection, bool | np.bool_)
+
+
+_BOUNDS = operator.attrgetter("start", "stop")
+_STEP = operator.attrgetter("step")
+
+
+def _slice_bounds(column: list[Any]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]] | None:
+    """``(starts, stops)`` of unit-step slices with integer bounds, else None."""
+    if set(map(type, column)) != {slice} or not set(map(_STEP, column)) <= {None, 1}:
         return None
-    if isinstance(selection, int | np.integer) and not isinstance(selection, bool | np.bool_):
-        index = int(selection)
-        return index, index + 1, True
-    return None
+    bounds = np.array(list(map(_BOUNDS, column)))
+    if bounds.dtype.kind not in "iu":  # None, floats, anything else
+        return None
+    return bounds[:, 0].astype(_Int), bounds[:, 1].astype(_Int)
+
+
+@dataclass(frozen=True, slots=True)
+class Boxes:
+    """The part of each chunk of a batch that is selected, as boxes of the array and of
+    the output: one row per chunk, built once per batch with arrays (no Python per
+    chunk and dimension beyond reading zarr's slices).
+
+    Attributes
+    ----------
+    start, stop
+        ``(chunks, ndim)``: each part in array coordinates (``stop`` exclusive).
+    integers
+        Per dimension, whether it was selected by an integer (it is not in the output).
+    shift
+        ``(chunks, output ndim)``: the output position minus the array position of
+        each part along the dimensions in the output.
+    """
+
+    start: np.ndarray[Any, Any]
+    stop: np.ndarray[Any, Any]
+    integers: tuple[bool, ...]
+    shift: np.ndarray[Any, Any]
+
+    @classmethod
+    def of(
+        cls,
+        coords: np.ndarray[Any, Any],
+        chunk_selections: Sequence[object],
+        out_selections: Sequence[object],
+        chunk_shape: Sequence[int],
+    ) -> Boxes | None:
+        """The boxes of chunks at ``coords`` (``(chunks, ndim)``), or None when any
+        selection is not a unit-step slice or an integer per dimension (as zarr builds
+        them for basic indexing), or a part and its output differ in size."""
+        count, ndim = len(chunk_selections), len(chunk_shape)
+        if count == 0 or not all(
+            type(chunk) is tuple and len(chunk) == ndim and type(out) is tuple
+            for chunk, out in zip(chunk_selections, out_selections, strict=True)
+        ):
+            return None
+        first = cast("tuple[object, ...]", chunk_selections[0])
+        integers = tuple(_is_integer(part) for part in first)
+        width = integers.count(False)
+        if not all(len(cast("tuple[object, ...]", out)) == width for out in out_selections):
+            return None
+        low = np.empty((count, ndim), _Int)
+        high = np.empty((count, ndim), _Int)
+        shift = np.empty((count, width), _Int)
+        position = 0
+        for dim in range(ndim):
+            column = [cast("tuple[Any, ...]", chunk)[dim] for chunk in chunk_selections]
+            if integers[dim]:
+                if not all(_is_integer(part) for part in column):
+                    return None
+                low[:, dim] = np.fromiter(column, _Int, count)
+                high[:, dim] = low[:, dim] + 1
+                continue
+            bounds = _slice_bounds(column)
+            outs = _slice_bounds([cast("tuple[Any, ...]", out)[position] for out in out_selections])
+            if (
+                bounds is None
+                or outs is None
+                or not np.array_equal(outs[1] - outs[0], bounds[1] - bounds[0])
+            ):
+                return None
+            low[:, dim], high[:, dim] = bounds
+            shift[:, position] = outs[0] - bounds[0]
+            position += 1
+        origin = np.asarray(coords, _Int).reshape(count, ndim) * np.asarray(chunk_shape, _Int)
+        shift -= origin[:, [dim for dim in range(ndim) if not integers[dim]]]
+        return cls(origin + low, origin + high, integers, shift)
+
+    def region(self, rows: np.ndarray[Any, Any] | slice = _ALL) -> Region | None:
+        """The one box the parts in ``rows`` form, or None: when they do not tile one
+        box exactly, when the output is not the same box shifted, or when it is a single
+        element (no dimension)."""
+        start, stop, shift = self.start[rows], self.stop[rows], self.shift[rows]
+        if not len(start) or not shift.shape[1] or not (shift == shift[0]).all():
+            return None
+        low, high = start.min(axis=0), stop.max(axis=0)
+        # The parts are disjoint chunks: they tile the box exactly when their volumes add up.
+        if int(np.prod(stop - start, axis=1).sum()) != math.prod((high - low).tolist()):
+            return None
+        sliced = [dim for dim, integer in enumerate(self.integers) if not integer]
+        out = tuple(
+            slice(int(low[dim] + offset), int(high[dim] + offset))
+            for dim, offset in zip(sliced, shift[0].tolist(), strict=True)
+        )
+        return Region(tuple(low.tolist()), tuple(high.tolist()), self.integers, out)
 
 
 def merge_region(
@@ -160,71 +292,9 @@ def merge_region(
     >>> region.start, region.stop, region.out
     ((2, 0), (4, 5), (slice(0, 2, None), slice(0, 5, None)))
     """
-    ndim = len(chunk_shape)
-    lows: list[tuple[int, ...]] = []
-    highs: list[tuple[int, ...]] = []
-    out_lows: list[tuple[int, ...]] = []
-    out_highs: list[tuple[int, ...]] = []
-    integers: tuple[bool, ...] | None = None
-    shift: tuple[int, ...] | None = None
-    volume = 0
-    for coords, chunk_selection, out_selection in items:
-        if type(chunk_selection) is not tuple or len(chunk_selection) != ndim:
-            return None
-        if type(out_selection) is not tuple:
-            return None
-        low: list[int] = []
-        high: list[int] = []
-        ints: list[bool] = []
-        out_low: list[int] = []
-        out_high: list[int] = []
-        part_shift: list[int] = []
-        part_volume = 1
-        for dim, selection in enumerate(chunk_selection):
-            bounds = _bounds(selection)
-            if bounds is None:
-                return None
-            origin = coords[dim] * chunk_shape[dim]
-            a, b = origin + bounds[0], origin + bounds[1]
-            low.append(a)
-            high.append(b)
-            ints.append(bounds[2])
-            part_volume *= b - a
-            if not bounds[2]:
-                position = len(out_low)
-                if position >= len(out_selection):
-                    return None
-                out_bounds = _bounds(out_selection[position])
-                if out_bounds is None or out_bounds[2] or out_bounds[1] - out_bounds[0] != b - a:
-                    return None
-                out_low.append(out_bounds[0])
-                out_high.append(out_bounds[1])
-                part_shift.append(out_bounds[0] - a)
-        if len(out_low) != len(out_selection):
-            return None
-        if integers is None:
-            integers, shift = tuple(ints), tuple(part_shift)
-        elif tuple(ints) != integers or tuple(part_shift) != shift:
-            return None
-        lows.append(tuple(low))
-        highs.append(tuple(high))
-        out_lows.append(tuple(out_low))
-        out_highs.append(tuple(out_high))
-        volume += part_volume
-    if integers is None:
-        return None
-    start = tuple(map(min, zip(*lows, strict=True))) if ndim else ()
-    stop = tuple(map(max, zip(*highs, strict=True))) if ndim else ()
-    # The parts are disjoint chunks: they tile the box exactly when their volumes add up.
-    if volume != math.prod(b - a for a, b in zip(start, stop, strict=True)):
-        return None
-    if not out_lows[0]:  # one element: the output has no dimension to view
-        return None
-    out_start = tuple(map(min, zip(*out_lows, strict=True)))
-    out_stop = tuple(map(max, zip(*out_highs, strict=True)))
-    return Region(
-        start,
-        stop,
-        integers,
-        tuple(slice(a, b) for a, b in zip(out_start, out_stop, strict=True)),
+    listed = list(items)
+    coords = np.array([item[0] for item in listed], _Int).reshape(len(listed), len(chunk_shape))
+    boxes = Boxes.of(
+        coords, [item[1] for item in listed], [item[2] for item in listed], chunk_shape
     )
+    return None if boxes is None else boxes.region()
