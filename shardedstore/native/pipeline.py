@@ -39,7 +39,7 @@ from shardedstore.native.engines import (
     supports_dtype,
 )
 from shardedstore.native.fence import WriteFence
-from shardedstore.native.regions import Boxes, ChunkKeys, Region
+from shardedstore.native.regions import Boxes, ChunkKeys, StoredRegion
 from shardedstore.native.zarrs_engine import Item, ZarrsEngine, plain_zarrs_pipeline
 from shardedstore.store.sharded import ShardedStore
 
@@ -120,7 +120,7 @@ def _numpy(array: object) -> np.ndarray[Any, Any] | None:
     return array if isinstance(array, np.ndarray) else None
 
 
-async def _settled(jobs: list[Awaitable[None]]) -> None:
+async def _settled(jobs: list[Awaitable[object]]) -> None:
     """Await every job, then raise the first failure: none is left running."""
     for outcome in await asyncio.gather(*jobs, return_exceptions=True):
         if isinstance(outcome, BaseException):
@@ -399,9 +399,12 @@ class ShardedCodecPipeline(CodecPipeline):
             self._shard_constraint = (layout, shard_metadata(layout.shard_documents))
         return self._shard_constraint[1]
 
-    def _region(self, group: _Group) -> Region | None:
-        """The one box the group's chunks form, if they form one."""
-        return None if group.boxes is None else group.boxes.region(group.rows)
+    def _part(self, group: _Group, metadata: dict[str, Any] | None) -> StoredRegion | None:
+        """The one box the group's chunks form in its directory, if they form one."""
+        region = None if group.boxes is None else group.boxes.region(group.rows)
+        if region is None or metadata is None:
+            return None
+        return StoredRegion(group.directory, metadata, region, group.drop)
 
     def _own_metadata(self) -> dict[str, Any]:
         """The array's metadata as zarr opened it, as TensorStore must find it."""
@@ -434,7 +437,7 @@ class ShardedCodecPipeline(CodecPipeline):
         chunks = plan.read_chunks and out.dtype.isnative
         by_parent: dict[str, list[Item]] = {}
         declined: list[BatchItem] = []  # what TensorStore could not open
-        jobs: list[Awaitable[None]] = []
+        jobs: list[Awaitable[object]] = []
         keys = cast("ChunkKeys", self._keys)
         metadata = await self._region_metadata(groups) if regions else None
         for group in groups:
@@ -472,13 +475,9 @@ class ShardedCodecPipeline(CodecPipeline):
         declined: list[BatchItem],
     ) -> None:
         """Read a group as one box with TensorStore, or add it to ``declined``."""
-        region = self._region(group)
+        part = self._part(group, metadata)
         engine = cast("TensorStoreEngine", self._tensorstore)
-        if (
-            region is None
-            or metadata is None
-            or not await engine.read(group.directory, metadata, region, group.drop, out)
-        ):
+        if part is None or not await engine.read(part, out):
             declined.extend(group.items)
 
     # ------------------------------------------------------------------- write
@@ -516,7 +515,7 @@ class ShardedCodecPipeline(CodecPipeline):
             await self._default.write(batch_info, value, drop_axes)
             return
         groups, rest = self._groups(batch_info)
-        jobs: list[Awaitable[None]] = []
+        jobs: list[Awaitable[object]] = []
         if rest:
             jobs.append(self._default.write(rest, value, drop_axes))
         jobs.append(self._write_local(groups, value, drop_axes, fence))
@@ -532,7 +531,7 @@ class ShardedCodecPipeline(CodecPipeline):
         """Write the local groups with the engine; what it does not take, with zarr's."""
         ready = await asyncio.gather(*(self._ready_to_write(group, value) for group in groups))
         declined: list[BatchItem] = []
-        regions: list[Awaitable[None]] = []
+        regions: list[Awaitable[object]] = []
         by_parent: dict[str, tuple[list[Item], list[_Group]]] = {}
         source = _numpy(value.as_ndarray_like())
         keys = cast("ChunkKeys", self._keys)
@@ -591,15 +590,18 @@ class ShardedCodecPipeline(CodecPipeline):
             return "decline"
         return "write"
 
-    async def _recorded(self, write: Awaitable[None], groups: list[_Group]) -> None:
-        """Await a write of the groups' chunks, telling the layout how it went."""
+    async def _recorded(self, write: Awaitable[bool | None], groups: list[_Group]) -> bool:
+        """Await a write of the groups' chunks, telling the layout how it went; False:
+        the engine declined it (nothing written)."""
         keys = [item[0].path for group in groups for item in group.items]
         try:
-            await write
+            taken = await write is not False
         except BaseException as error:
             self._store.record_writes(keys, error)
             raise
-        self._store.record_writes(keys)
+        if taken:
+            self._store.record_writes(keys)
+        return taken
 
     async def _write_region(
         self,
@@ -609,23 +611,12 @@ class ShardedCodecPipeline(CodecPipeline):
         declined: list[BatchItem],
     ) -> None:
         """Write a group as one box with TensorStore, or add it to ``declined``."""
-        store_empty = bool(group.items[0][1].config.write_empty_chunks)
-        region = self._region(group)
-        if region is None or metadata is None:
-            declined.extend(group.items)
-            return
+        part = self._part(group, metadata)
         engine = cast("TensorStoreEngine", self._tensorstore)
-        keys = [item[0].path for item in group.items]
-        try:
-            taken = await engine.write(
-                group.directory, metadata, region, group.drop, value, store_empty=store_empty
-            )
-        except BaseException as error:
-            self._store.record_writes(keys, error)
-            raise
-        if taken:
-            self._store.record_writes(keys)
-        else:
+        store_empty = bool(group.items[0][1].config.write_empty_chunks)
+        if part is None or not await self._recorded(
+            engine.write(part, value, store_empty), [group]
+        ):
             declined.extend(group.items)
 
 

@@ -13,7 +13,7 @@ import functools
 import math
 import operator
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -21,22 +21,14 @@ import numpy as np
 
 from shardedstore.store.routing import parse_chunk_key
 
-__all__ = ["Boxes", "ChunkKeys", "Region", "merge_region"]
+__all__ = ["Boxes", "ChunkKeys", "Region", "StoredRegion", "merge_region"]
 
 
 @dataclass(frozen=True, slots=True)
 class ChunkKeys:
-    """How an array spells its chunk keys (from its metadata), to read them back.
-
-    Parameters
-    ----------
-    prefix
-        ``"c"`` for zarr v3's default chunk-key encoding, ``""`` for the v2 encoding.
-    separator
-        ``"/"`` or ``"."``.
-    ndim
-        The array's number of dimensions.
-    """
+    """How an array spells its chunk keys, to read them back: ``prefix`` and
+    ``separator`` as in :class:`~shardedstore.store.routing.ChunkKeyFormat`, ``ndim``
+    the array's number of dimensions (all of them, where that counts an array shard's)."""
 
     prefix: str
     separator: str
@@ -146,6 +138,31 @@ class Region:
             self.start[dim] if self.integers[dim] else slice(self.start[dim], self.stop[dim])
             for dim in range(drop, len(self.start))
         )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRegion:
+    """A region of the array that lies in one local directory, as an engine reads or
+    writes it.
+
+    Attributes
+    ----------
+    directory
+        The directory of the array there (an array shard's, or the array's in a base
+        or mount).
+    metadata
+        The metadata document the array there holds.
+    region
+        The box, in the layout's array.
+    drop
+        The dimensions the array there lacks (its sharded dimensions; 0 in a base or
+        mount).
+    """
+
+    directory: str
+    metadata: Mapping[str, Any]
+    region: Region
+    drop: int
 
 
 _Int = np.int64
