@@ -19,15 +19,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis.strategies as st
 import numcodecs
 import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from hypothesis import given, settings
 from zarr.abc.store import ByteRequest
 from zarr.codecs import BytesCodec, ZstdCodec
 from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.core.codec_pipeline import BatchedCodecPipeline
+from zarr.core.indexing import BasicIndexer
 from zarr.storage import LocalStore, MemoryStore, ZipStore
 
 import shardedstore
@@ -627,6 +630,51 @@ def test_chunk_keys_split_every_encoding() -> None:
     assert ChunkKeys("", ".", 2).split("a/1.x") is None
     assert ChunkKeys("c", "/", 2).encode((4,)) == "c/4"
     assert ChunkKeys("", "/", 2).encode((4, 5)) == "4/5"
+
+
+@st.composite
+def _basic_selections(draw: st.DrawFn) -> tuple[tuple[int, ...], tuple[int, ...], tuple[Any, ...]]:
+    """An array shape, a chunk shape and a selection of slices and integers in it."""
+    ndim = draw(st.integers(1, 3))
+    shape = tuple(draw(st.lists(st.integers(1, 12), min_size=ndim, max_size=ndim)))
+    chunks = tuple(draw(st.integers(1, size)) for size in shape)
+    selection: list[Any] = []
+    for size in shape:
+        start = draw(st.integers(0, size - 1))
+        if draw(st.booleans()):
+            selection.append(start)
+        else:
+            selection.append(slice(start, draw(st.integers(start + 1, size))))
+    return shape, chunks, tuple(selection)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_basic_selections())
+def test_boxes_of_zarrs_items_form_the_selected_box(
+    case: tuple[tuple[int, ...], tuple[int, ...], tuple[Any, ...]],
+) -> None:
+    shape, chunks, selection = case
+    array = zarr.create_array(MemoryStore(), shape=shape, chunks=chunks, dtype="i1").async_array
+    # zarr 3.2+ indexes with a runtime grid of its own, zarr 3.1 with the metadata's.
+    grid = getattr(array, "_chunk_grid", array.metadata.chunk_grid)
+    items = [
+        (coords, chunk_selection, out_selection)
+        for coords, chunk_selection, out_selection, _ in BasicIndexer(selection, shape, grid)
+    ]
+    region = merge_region(items, chunks)
+    integers = tuple(isinstance(part, int) for part in selection)
+    if all(integers):  # a single element: no output to view
+        assert region is None
+        return
+    assert region is not None
+    assert region.integers == integers
+    assert region.start == tuple(p if isinstance(p, int) else p.start for p in selection)
+    assert region.stop == tuple(p + 1 if isinstance(p, int) else p.stop for p in selection)
+    assert region.out == tuple(slice(0, p.stop - p.start) for p in selection if type(p) is slice)
+    # Any two chunks along a sliced dimension, apart: not one box.
+    apart = [item for item in items if item[0][0] % 2 == 0]
+    if not integers[0] and len({item[0][0] for item in apart}) > 1:
+        assert merge_region(apart, chunks) is None
 
 
 def test_merge_region_refuses_what_is_not_one_box() -> None:

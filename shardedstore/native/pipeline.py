@@ -18,6 +18,7 @@ import os
 from collections.abc import Awaitable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -341,7 +342,7 @@ class ShardedCodecPipeline(CodecPipeline):
         if not local:
             return [], rest
         digits = [digits for digits in found if digits is not None]
-        coords = np.array(digits, dtype=np.str_).astype(np.int64).reshape(len(local), keys.ndim)
+        coords = np.fromiter(map(int, chain.from_iterable(digits)), np.int64).reshape(-1, keys.ndim)
         boxes = None
         if self._plan.read_regions or self._plan.write_regions:
             boxes = Boxes.of(

@@ -15,7 +15,8 @@ import operator
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from itertools import chain
+from typing import Any
 
 import numpy as np
 
@@ -73,11 +74,9 @@ class ChunkKeys:
         [('3', '0'), None, None, None]
         """
         pattern = _key_pattern(self.prefix, self.separator, self.ndim, node)
-        found: list[tuple[str, ...] | None] = []
-        for key in keys:
-            matched = None if key is None else pattern.fullmatch(key)
-            found.append(None if matched is None else matched.groups())
-        return found
+        # "" is no chunk key of any array: the pattern has at least one character.
+        matched = map(pattern.fullmatch, [key or "" for key in keys])
+        return [None if found is None else found.groups() for found in matched]
 
     def encode(self, coords: Sequence[int]) -> str:
         """The chunk key of ``coords`` (any number of them: an array shard has fewer).
@@ -177,14 +176,19 @@ _BOUNDS = operator.attrgetter("start", "stop")
 _STEP = operator.attrgetter("step")
 
 
+def _integers(values: list[Any]) -> np.ndarray[Any, Any] | None:
+    """``values`` as an array if they are all integers (not booleans), else None."""
+    if not set(map(type, values)) <= {int} and not all(map(_is_integer, values)):
+        return None
+    return np.fromiter(values, _Int, len(values))
+
+
 def _slice_bounds(column: list[Any]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]] | None:
     """``(starts, stops)`` of unit-step slices with integer bounds, else None."""
     if set(map(type, column)) != {slice} or not set(map(_STEP, column)) <= {None, 1}:
         return None
-    bounds = np.array(list(map(_BOUNDS, column)))
-    if bounds.dtype.kind not in "iu":  # None, floats, anything else
-        return None
-    return bounds[:, 0].astype(_Int), bounds[:, 1].astype(_Int)
+    bounds = _integers(list(chain.from_iterable(map(_BOUNDS, column))))
+    return None if bounds is None else (bounds[0::2], bounds[1::2])
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,38 +217,39 @@ class Boxes:
     def of(
         cls,
         coords: np.ndarray[Any, Any],
-        chunk_selections: Sequence[object],
-        out_selections: Sequence[object],
+        chunk_selections: Sequence[Any],
+        out_selections: Sequence[Any],
         chunk_shape: Sequence[int],
     ) -> Boxes | None:
         """The boxes of chunks at ``coords`` (``(chunks, ndim)``), or None when any
         selection is not a unit-step slice or an integer per dimension (as zarr builds
         them for basic indexing), or a part and its output differ in size."""
         count, ndim = len(chunk_selections), len(chunk_shape)
-        if count == 0 or not all(
-            type(chunk) is tuple and len(chunk) == ndim and type(out) is tuple
-            for chunk, out in zip(chunk_selections, out_selections, strict=True)
+        if (
+            count == 0
+            or set(map(type, chunk_selections)) != {tuple}
+            or set(map(type, out_selections)) != {tuple}
+            or set(map(len, chunk_selections)) != {ndim}
         ):
             return None
-        first = cast("tuple[object, ...]", chunk_selections[0])
-        integers = tuple(_is_integer(part) for part in first)
+        integers = tuple(map(_is_integer, chunk_selections[0]))
         width = integers.count(False)
-        if not all(len(cast("tuple[object, ...]", out)) == width for out in out_selections):
+        if set(map(len, out_selections)) != {width}:
             return None
         low = np.empty((count, ndim), _Int)
         high = np.empty((count, ndim), _Int)
         shift = np.empty((count, width), _Int)
         position = 0
         for dim in range(ndim):
-            column = [cast("tuple[Any, ...]", chunk)[dim] for chunk in chunk_selections]
+            column = list(map(operator.itemgetter(dim), chunk_selections))
             if integers[dim]:
-                if not all(_is_integer(part) for part in column):
+                indices = _integers(column)
+                if indices is None:
                     return None
-                low[:, dim] = np.fromiter(column, _Int, count)
-                high[:, dim] = low[:, dim] + 1
+                low[:, dim], high[:, dim] = indices, indices + 1
                 continue
             bounds = _slice_bounds(column)
-            outs = _slice_bounds([cast("tuple[Any, ...]", out)[position] for out in out_selections])
+            outs = _slice_bounds(list(map(operator.itemgetter(position), out_selections)))
             if (
                 bounds is None
                 or outs is None
