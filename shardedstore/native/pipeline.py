@@ -178,6 +178,15 @@ _NO_GROUP = _Group("", "", 0, "", "")
 """Marks a store that is not a local directory: its chunks go to zarr's pipeline."""
 
 
+async def _unless_declined(
+    job: Awaitable[bool] | None, group: _Group, declined: list[BatchItem]
+) -> None:
+    """Await an engine's ``job`` on ``group``; if there is none or the engine declined
+    it, add the group's chunks to ``declined`` (zarr's pipeline serves them)."""
+    if job is None or not await job:
+        declined.extend(group.items)
+
+
 class ShardedCodecPipeline(CodecPipeline):
     """zarr's codec pipeline for layouts: local parts on a native engine (zarrs, TensorStore).
 
@@ -445,8 +454,11 @@ class ShardedCodecPipeline(CodecPipeline):
             if not os.path.isdir(group.root):  # a shard not written: zarr's fill values
                 rest.extend(group.items)
             elif regions:
+                part = self._part(group, metadata)
+                engine = cast("TensorStoreEngine", self._tensorstore)
                 ndarray = cast("np.ndarray[Any, Any]", target)
-                jobs.append(self._read_region(group, ndarray, metadata, declined))
+                read = None if part is None else engine.read(part, ndarray)
+                jobs.append(_unless_declined(read, group, declined))
             elif chunks:
                 parent, engine_keys = group.engine_keys(keys)
                 by_parent.setdefault(parent, []).extend(
@@ -467,19 +479,6 @@ class ShardedCodecPipeline(CodecPipeline):
         # zarr 3.2+ reads a result per chunk (zarr 3.1 none); it looks at them only when
         # told to raise on missing chunks, which is served above.
         return tuple({"status": "present"} for _ in batch_info)
-
-    async def _read_region(
-        self,
-        group: _Group,
-        out: np.ndarray[Any, Any],
-        metadata: dict[str, Any] | None,
-        declined: list[BatchItem],
-    ) -> None:
-        """Read a group as one box with TensorStore, or add it to ``declined``."""
-        part = self._part(group, metadata)
-        engine = cast("TensorStoreEngine", self._tensorstore)
-        if part is None or not await engine.read(part, out):
-            declined.extend(group.items)
 
     # ------------------------------------------------------------------- write
 
@@ -544,8 +543,14 @@ class ShardedCodecPipeline(CodecPipeline):
             if state == "decline":
                 declined.extend(group.items)
             elif regions_ok:
+                part = self._part(group, metadata)
+                engine = cast("TensorStoreEngine", self._tensorstore)
                 ndarray = cast("np.ndarray[Any, Any]", source)
-                regions.append(self._write_region(group, ndarray, metadata, declined))
+                store_empty = bool(group.items[0][1].config.write_empty_chunks)
+                write = None
+                if part is not None:
+                    write = self._recorded(engine.write(part, ndarray, store_empty), [group])
+                regions.append(_unless_declined(write, group, declined))
             elif self._plan.write_chunks and value.dtype.isnative:
                 # zarrs 0.2.3 fails on a scalar of another byte order (its own bug): such
                 # arrays are written by zarr's pipeline.
@@ -560,8 +565,9 @@ class ShardedCodecPipeline(CodecPipeline):
         jobs = list(regions)
         for parent, (items, members) in by_parent.items():
             zarrs = cast("ZarrsEngine", self._zarrs)
-            write = zarrs.write(parent, items, value, drop_axes, fence)
-            jobs.append(self._recorded(write, members))
+            jobs.append(
+                self._recorded(zarrs.write(parent, items, value, drop_axes, fence), members)
+            )
         await _settled(jobs)
         if declined:
             await self._default.write(declined, value, drop_axes)
@@ -603,22 +609,6 @@ class ShardedCodecPipeline(CodecPipeline):
         if taken:
             self._store.record_writes(keys)
         return taken
-
-    async def _write_region(
-        self,
-        group: _Group,
-        value: np.ndarray[Any, Any],
-        metadata: dict[str, Any] | None,
-        declined: list[BatchItem],
-    ) -> None:
-        """Write a group as one box with TensorStore, or add it to ``declined``."""
-        part = self._part(group, metadata)
-        engine = cast("TensorStoreEngine", self._tensorstore)
-        store_empty = bool(group.items[0][1].config.write_empty_chunks)
-        if part is None or not await self._recorded(
-            engine.write(part, value, store_empty), [group]
-        ):
-            declined.extend(group.items)
 
 
 register_pipeline(ShardedCodecPipeline)
