@@ -17,8 +17,6 @@ import asyncio
 import os
 from collections.abc import Awaitable, Iterable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from itertools import chain
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -28,7 +26,7 @@ from zarr.core.codec_pipeline import BatchedCodecPipeline
 from zarr.core.config import config
 from zarr.core.metadata import ArrayV2Metadata, ArrayV3Metadata
 from zarr.registry import register_pipeline
-from zarr.storage import LocalStore, StorePath
+from zarr.storage import LocalStore
 
 from shardedstore.native.engines import (
     CONFIG_KEY,
@@ -40,7 +38,8 @@ from shardedstore.native.engines import (
     supports_dtype,
 )
 from shardedstore.native.fence import WriteFence
-from shardedstore.native.regions import Boxes, ChunkKeys, StoredRegion
+from shardedstore.native.groups import BatchItem, Group, split_batch
+from shardedstore.native.regions import ChunkKeys, StoredRegion
 from shardedstore.native.zarrs_engine import Item, ZarrsEngine, plain_zarrs_pipeline
 from shardedstore.store.sharded import ShardedStore
 
@@ -62,9 +61,6 @@ __all__ = ["PIPELINE_PATH", "ShardedCodecPipeline", "use_engine"]
 
 PIPELINE_PATH = "shardedstore.ShardedCodecPipeline"
 """The value of zarr's ``codec_pipeline.path`` that selects :class:`ShardedCodecPipeline`."""
-
-BatchItem = tuple[Any, "ArraySpec", Any, Any, bool]
-"""``(byte getter or setter, chunk spec, chunk_selection, out_selection, is_complete)``."""
 
 
 def _codecs(metadata: ArrayMetadata) -> list[Codec]:
@@ -128,58 +124,8 @@ async def _settled(jobs: list[Awaitable[object]]) -> None:
             raise outcome
 
 
-@dataclass(slots=True)
-class _Group:
-    """The chunks of one request that live in one local directory (one store).
-
-    Attributes
-    ----------
-    root
-        The store's directory.
-    directory
-        The array's directory there: ``root`` for an array shard, the array's node
-        below it in a base or mount.
-    drop
-        The array's sharded dims (0 in a base or mount).
-    prefix
-        The array's node in the store, with a ``/`` (``""`` for an array shard).
-    node
-        The array's node path in the layout.
-    """
-
-    root: str
-    directory: str
-    drop: int
-    prefix: str
-    node: str
-    items: list[BatchItem] = field(default_factory=list)
-    coords: np.ndarray[Any, Any] = field(default_factory=lambda: np.empty((0, 0), np.int64))
-    boxes: Boxes | None = None
-    """The boxes of the request's local chunks (None: not all of them are boxes)."""
-    rows: np.ndarray[Any, Any] = field(default_factory=lambda: np.empty(0, np.intp))
-    """The group's rows in ``boxes``."""
-
-    def engine_keys(self, keys: ChunkKeys) -> tuple[str, list[str]]:
-        """``(parent directory, keys under it)`` for zarrs: one pipeline per parent serves
-        every array shard in it (``array_shards/{chunk}.zarr``)."""
-        parent, name = os.path.split(self.root.rstrip("/"))
-        if not name or not parent:
-            parent, name = self.root, ""
-        head = f"{name}/" if name else ""
-        if self.drop:
-            inner = [keys.encode(coords[self.drop :]) for coords in self.coords.tolist()]
-        else:
-            cut = len(self.node) + 1 if self.node else 0
-            inner = [self.prefix + item[0].path[cut:] for item in self.items]
-        return parent, [head + key for key in inner]
-
-
-_NO_GROUP = _Group("", "", 0, "", "")
-"""Marks a store that is not a local directory: its chunks go to zarr's pipeline."""
-
-
 async def _unless_declined(
-    job: Awaitable[bool] | None, group: _Group, declined: list[BatchItem]
+    job: Awaitable[bool] | None, group: Group, declined: list[BatchItem]
 ) -> None:
     """Await an engine's ``job`` on ``group``; if there is none or the engine declined
     it, add the group's chunks to ``declined`` (zarr's pipeline serves them)."""
@@ -328,73 +274,17 @@ class ShardedCodecPipeline(CodecPipeline):
 
     # ----------------------------------------------------------------- routing
 
-    def _groups(self, batch_info: Iterable[BatchItem]) -> tuple[list[_Group], list[BatchItem]]:
-        """The items by the local directory they live in, and the rest.
-
-        The chunk keys of the request are parsed once, and its chunks grouped by their
-        array shard (their first coordinates) with arrays, so the layout is asked for
-        one store per shard, not per chunk.
-        """
+    def _split(self, batch_info: Iterable[BatchItem]) -> tuple[list[Group], list[BatchItem]]:
+        """The items by the local directory they live in (with their boxes when
+        TensorStore may serve them), and the rest."""
+        plan = self._plan
+        boxes = plan.read_regions or plan.write_regions
         keys = cast("ChunkKeys", self._keys)
-        layout = self._store
-        batch = list(batch_info)
-        paths = [
-            item[0].path if isinstance(item[0], StorePath) and item[0].store is layout else None
-            for item in batch
-        ]
-        node = next((split[0] for path in paths if path and (split := keys.split(path))), None)
-        if node is None:
-            return [], batch
-        found = keys.match(node, paths)
-        rest = [item for item, digits in zip(batch, found, strict=True) if digits is None]
-        local = [item for item, digits in zip(batch, found, strict=True) if digits is not None]
-        if not local:
-            return [], rest
-        digits = [digits for digits in found if digits is not None]
-        coords = np.fromiter(map(int, chain.from_iterable(digits)), np.int64).reshape(-1, keys.ndim)
-        boxes = None
-        if self._plan.read_regions or self._plan.write_regions:
-            boxes = Boxes.of(
-                coords,
-                [item[2] for item in local],
-                [item[3] for item in local],
-                cast("tuple[int, ...]", self._chunk_shape),
-            )
-        drop = layout.router.array_dims.get(node, 0)
-        if drop:
-            shards = np.unique(coords[:, :drop], axis=0, return_inverse=True)[1].reshape(-1)
-            order = np.argsort(shards, kind="stable")
-            members = np.split(order, np.cumsum(np.bincount(shards))[:-1])
-        else:
-            members = [np.arange(len(local))]
-        groups: list[_Group] = []
-        for rows in members:
-            group = self._group(local[rows[0]][0].path, node, drop)
-            chunks = [local[row] for row in rows.tolist()]
-            if group is _NO_GROUP:
-                rest.extend(chunks)
-                continue
-            group.items, group.coords, group.boxes, group.rows = chunks, coords[rows], boxes, rows
-            groups.append(group)
-        return groups, rest
+        return split_batch(
+            self._store, keys, list(batch_info), self._chunk_shape if boxes else None
+        )
 
-    def _group(self, key: str, node: str, drop: int) -> _Group:
-        """The group of the store holding ``key`` (``_NO_GROUP``: not a local directory)."""
-        store, inner = self._store.store_for_read(key)
-        # Exactly zarr's LocalStore: a subclass may read in its own way.
-        if type(store) is not LocalStore:
-            return _NO_GROUP
-        root = str(store.root)
-        if drop:
-            return _Group(root, root, drop, "", node)
-        chunk = key[len(node) + 1 :] if node else key
-        prefix = inner[: len(inner) - len(chunk)]
-        if prefix + chunk != inner:
-            return _NO_GROUP
-        directory = os.path.join(root, prefix.rstrip("/")) if prefix else root
-        return _Group(root, directory, 0, prefix, node)
-
-    async def _region_metadata(self, groups: list[_Group]) -> dict[str, Any] | None:
+    async def _region_metadata(self, groups: list[Group]) -> dict[str, Any] | None:
         """The metadata TensorStore must find where the groups' array is (None: none):
         the same in every array shard of the array (its sub-array), asked once a batch."""
         if not groups or not groups[0].drop:  # in a local base or mount: what zarr read
@@ -409,7 +299,7 @@ class ShardedCodecPipeline(CodecPipeline):
             self._shard_constraint = (layout, shard_metadata(layout.shard_documents))
         return self._shard_constraint[1]
 
-    def _part(self, group: _Group, metadata: dict[str, Any] | None) -> StoredRegion | None:
+    def _part(self, group: Group, metadata: dict[str, Any] | None) -> StoredRegion | None:
         """The one box the group's chunks form in its directory, if they form one."""
         region = None if group.boxes is None else group.boxes.region(group.rows)
         if region is None or metadata is None:
@@ -441,7 +331,7 @@ class ShardedCodecPipeline(CodecPipeline):
             # says of each: zarr's own pipeline says it.
             return await self._default.read(batch_info, out, drop_axes)
         batch_info = list(batch_info)
-        groups, rest = self._groups(batch_info)
+        groups, rest = self._split(batch_info)
         target = _numpy(out.as_ndarray_like())
         regions = plan.read_regions and not drop_axes and target is not None
         chunks = plan.read_chunks and out.dtype.isnative
@@ -514,7 +404,7 @@ class ShardedCodecPipeline(CodecPipeline):
         if not (plan.write_chunks or plan.write_regions):
             await self._default.write(batch_info, value, drop_axes)
             return
-        groups, rest = self._groups(batch_info)
+        groups, rest = self._split(batch_info)
         jobs: list[Awaitable[object]] = []
         if rest:
             jobs.append(self._default.write(rest, value, drop_axes))
@@ -523,7 +413,7 @@ class ShardedCodecPipeline(CodecPipeline):
 
     async def _write_local(
         self,
-        groups: list[_Group],
+        groups: list[Group],
         value: NDBuffer,
         drop_axes: tuple[int, ...],
         fence: WriteFence,
@@ -532,7 +422,7 @@ class ShardedCodecPipeline(CodecPipeline):
         ready = await asyncio.gather(*(self._ready_to_write(group, value) for group in groups))
         declined: list[BatchItem] = []
         regions: list[Awaitable[object]] = []
-        by_parent: dict[str, tuple[list[Item], list[_Group]]] = {}
+        by_parent: dict[str, tuple[list[Item], list[Group]]] = {}
         source = _numpy(value.as_ndarray_like())
         keys = cast("ChunkKeys", self._keys)
         regions_ok = self._plan.write_regions and not drop_axes and source is not None
@@ -572,7 +462,7 @@ class ShardedCodecPipeline(CodecPipeline):
         if declined:
             await self._default.write(declined, value, drop_axes)
 
-    async def _ready_to_write(self, group: _Group, value: NDBuffer) -> str:
+    async def _ready_to_write(self, group: Group, value: NDBuffer) -> str:
         """``"write"``, ``"skip"`` (nothing to store in a shard not created) or
         ``"decline"`` (not a local directory to write: zarr's pipeline writes it)."""
         spec = group.items[0][1]
@@ -597,7 +487,7 @@ class ShardedCodecPipeline(CodecPipeline):
             return "decline"
         return "write"
 
-    async def _recorded(self, write: Awaitable[bool | None], groups: list[_Group]) -> bool:
+    async def _recorded(self, write: Awaitable[bool | None], groups: list[Group]) -> bool:
         """Await a write of the groups' chunks, telling the layout how it went; False:
         the engine declined it (nothing written)."""
         keys = [item[0].path for group in groups for item in group.items]
