@@ -287,7 +287,9 @@ class ShardedCodecPipeline(CodecPipeline):
     async def _region_metadata(self, groups: list[Group]) -> dict[str, Any] | None:
         """The metadata TensorStore must find where the groups' array is (None: none):
         the same in every array shard of the array (its sub-array), asked once a batch."""
-        if not groups or not groups[0].drop:  # in a local base or mount: what zarr read
+        if not groups or groups[0].boxes is None:  # no box for TensorStore to serve
+            return None
+        if not groups[0].drop:  # in a local base or mount: what zarr read
             return self._own_metadata()
         # An array shard holds the metadata of its sub-array, as the layout writes it.
         from shardedstore.native.ts_engine import shard_metadata
