@@ -17,7 +17,6 @@ import asyncio
 import os
 from collections.abc import Awaitable, Iterable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -27,7 +26,7 @@ from zarr.core.codec_pipeline import BatchedCodecPipeline
 from zarr.core.config import config
 from zarr.core.metadata import ArrayV2Metadata, ArrayV3Metadata
 from zarr.registry import register_pipeline
-from zarr.storage import LocalStore, StorePath
+from zarr.storage import LocalStore
 
 from shardedstore.native.engines import (
     CONFIG_KEY,
@@ -38,7 +37,9 @@ from shardedstore.native.engines import (
     require,
     supports_dtype,
 )
-from shardedstore.native.regions import ChunkKeys, Region, merge_region
+from shardedstore.native.fence import WriteFence
+from shardedstore.native.groups import BatchItem, Group, split_batch
+from shardedstore.native.regions import ChunkKeys, StoredRegion
 from shardedstore.native.zarrs_engine import Item, ZarrsEngine, plain_zarrs_pipeline
 from shardedstore.store.sharded import ShardedStore
 
@@ -60,9 +61,6 @@ __all__ = ["PIPELINE_PATH", "ShardedCodecPipeline", "use_engine"]
 
 PIPELINE_PATH = "shardedstore.ShardedCodecPipeline"
 """The value of zarr's ``codec_pipeline.path`` that selects :class:`ShardedCodecPipeline`."""
-
-BatchItem = tuple[Any, "ArraySpec", Any, Any, bool]
-"""``(byte getter or setter, chunk spec, chunk_selection, out_selection, is_complete)``."""
 
 
 def _codecs(metadata: ArrayMetadata) -> list[Codec]:
@@ -119,57 +117,20 @@ def _numpy(array: object) -> np.ndarray[Any, Any] | None:
     return array if isinstance(array, np.ndarray) else None
 
 
-async def _settled(jobs: list[Awaitable[None]]) -> None:
+async def _settled(jobs: list[Awaitable[object]]) -> None:
     """Await every job, then raise the first failure: none is left running."""
     for outcome in await asyncio.gather(*jobs, return_exceptions=True):
         if isinstance(outcome, BaseException):
             raise outcome
 
 
-@dataclass(slots=True)
-class _Group:
-    """The chunks of one request that live in one local directory (one store).
-
-    Attributes
-    ----------
-    root
-        The store's directory.
-    directory
-        The array's directory there: ``root`` for an array shard, the array's node
-        below it in a base or mount.
-    drop
-        The array's sharded dims (0 in a base or mount).
-    prefix
-        The array's node in the store, with a ``/`` (``""`` for an array shard).
-    node
-        The array's node path in the layout.
-    """
-
-    root: str
-    directory: str
-    drop: int
-    prefix: str
-    node: str
-    items: list[BatchItem] = field(default_factory=list)
-    coords: list[tuple[int, ...]] = field(default_factory=list)
-
-    def engine_keys(self, keys: ChunkKeys) -> tuple[str, list[str]]:
-        """``(parent directory, keys under it)`` for zarrs: one pipeline per parent serves
-        every array shard in it (``array_shards/{chunk}.zarr``)."""
-        parent, name = os.path.split(self.root.rstrip("/"))
-        if not name or not parent:
-            parent, name = self.root, ""
-        head = f"{name}/" if name else ""
-        if self.drop:
-            inner = [keys.encode(coords[self.drop :]) for coords in self.coords]
-        else:
-            cut = len(self.node) + 1 if self.node else 0
-            inner = [self.prefix + item[0].path[cut:] for item in self.items]
-        return parent, [head + key for key in inner]
-
-
-_NO_GROUP = _Group("", "", 0, "", "")
-"""Marks a store that is not a local directory: its chunks go to zarr's pipeline."""
+async def _unless_declined(
+    job: Awaitable[bool] | None, group: Group, declined: list[BatchItem]
+) -> None:
+    """Await an engine's ``job`` on ``group``; if there is none or the engine declined
+    it, add the group's chunks to ``declined`` (zarr's pipeline serves them)."""
+    if job is None or not await job:
+        declined.extend(group.items)
 
 
 class ShardedCodecPipeline(CodecPipeline):
@@ -230,6 +191,7 @@ class ShardedCodecPipeline(CodecPipeline):
         self._zarrs = ZarrsEngine(metadata) if self._plan.zarrs else None
         self._tensorstore: TensorStoreEngine | None = None
         self._constraint: dict[str, Any] | None = None
+        self._shard_constraint: tuple[object, dict[str, Any] | None] | None = None
         if self._plan.read_regions or self._plan.write_regions:
             from shardedstore.native.ts_engine import TensorStoreEngine
 
@@ -312,77 +274,39 @@ class ShardedCodecPipeline(CodecPipeline):
 
     # ----------------------------------------------------------------- routing
 
-    def _groups(self, batch_info: Iterable[BatchItem]) -> tuple[list[_Group], list[BatchItem]]:
-        """The items by the local directory they live in, and the rest.
-
-        Chunks are grouped by their array shard (their first coordinates), so the
-        layout is asked for one store per shard, not per chunk.
-        """
+    def _split(self, batch_info: Iterable[BatchItem]) -> tuple[list[Group], list[BatchItem]]:
+        """The items by the local directory they live in (with their boxes when
+        TensorStore may serve them), and the rest."""
+        plan = self._plan
+        boxes = plan.read_regions or plan.write_regions
         keys = cast("ChunkKeys", self._keys)
-        layout = self._store
-        groups: dict[tuple[int, ...], _Group] = {}
-        rest: list[BatchItem] = []
-        node: str | None = None
-        drop = 0
-        for item in batch_info:
-            getter = item[0]
-            if not isinstance(getter, StorePath) or getter.store is not layout:
-                rest.append(item)
-                continue
-            parsed = keys.split(getter.path)
-            if parsed is None or (node is not None and parsed[0] != node):
-                rest.append(item)
-                continue
-            if node is None:
-                node = parsed[0]
-                drop = layout.router.array_dims.get(node, 0)
-            coords = parsed[1]
-            shard = coords[:drop]
-            group = groups.get(shard)
-            if group is None:
-                group = groups[shard] = self._group(getter.path, node, drop)
-            if group is _NO_GROUP:
-                rest.append(item)
-                continue
-            group.items.append(item)
-            group.coords.append(coords)
-        return [group for group in groups.values() if group is not _NO_GROUP], rest
+        return split_batch(
+            self._store, keys, list(batch_info), self._chunk_shape if boxes else None
+        )
 
-    def _group(self, key: str, node: str, drop: int) -> _Group:
-        """The group of the store holding ``key`` (``_NO_GROUP``: not a local directory)."""
-        store, inner = self._store.store_for_read(key)
-        # Exactly zarr's LocalStore: a subclass may read in its own way.
-        if type(store) is not LocalStore:
-            return _NO_GROUP
-        root = str(store.root)
-        if drop:
-            return _Group(root, root, drop, "", node)
-        chunk = key[len(node) + 1 :] if node else key
-        prefix = inner[: len(inner) - len(chunk)]
-        if prefix + chunk != inner:
-            return _NO_GROUP
-        directory = os.path.join(root, prefix.rstrip("/")) if prefix else root
-        return _Group(root, directory, 0, prefix, node)
-
-    async def _region_metadata(self, group: _Group) -> dict[str, Any] | None:
-        """The metadata TensorStore must find where the group's array is (None: none)."""
-        if not group.drop:  # in a local base or mount: what zarr read
+    async def _region_metadata(self, groups: list[Group]) -> dict[str, Any] | None:
+        """The metadata TensorStore must find where the groups' array is (None: none):
+        the same in every array shard of the array (its sub-array), asked once a batch."""
+        if not groups or groups[0].boxes is None:  # no box for TensorStore to serve
+            return None
+        if not groups[0].drop:  # in a local base or mount: what zarr read
             return self._own_metadata()
         # An array shard holds the metadata of its sub-array, as the layout writes it.
         from shardedstore.native.ts_engine import shard_metadata
 
-        layout = await self._store.array_layout(group.node)
-        return None if layout is None else shard_metadata(layout.shard_documents)
+        layout = await self._store.array_layout(groups[0].node)
+        if layout is None:
+            return None
+        if self._shard_constraint is None or self._shard_constraint[0] is not layout:
+            self._shard_constraint = (layout, shard_metadata(layout.shard_documents))
+        return self._shard_constraint[1]
 
-    def _region(self, group: _Group) -> Region | None:
-        """The one box the group's chunks form, if they form one."""
-        return merge_region(
-            (
-                (coords, item[2], item[3])
-                for coords, item in zip(group.coords, group.items, strict=True)
-            ),
-            cast("tuple[int, ...]", self._chunk_shape),
-        )
+    def _part(self, group: Group, metadata: dict[str, Any] | None) -> StoredRegion | None:
+        """The one box the group's chunks form in its directory, if they form one."""
+        region = None if group.boxes is None else group.boxes.region(group.rows)
+        if region is None or metadata is None:
+            return None
+        return StoredRegion(group.directory, metadata, region, group.drop)
 
     def _own_metadata(self) -> dict[str, Any]:
         """The array's metadata as zarr opened it, as TensorStore must find it."""
@@ -409,20 +333,24 @@ class ShardedCodecPipeline(CodecPipeline):
             # says of each: zarr's own pipeline says it.
             return await self._default.read(batch_info, out, drop_axes)
         batch_info = list(batch_info)
-        groups, rest = self._groups(batch_info)
+        groups, rest = self._split(batch_info)
         target = _numpy(out.as_ndarray_like())
         regions = plan.read_regions and not drop_axes and target is not None
         chunks = plan.read_chunks and out.dtype.isnative
         by_parent: dict[str, list[Item]] = {}
         declined: list[BatchItem] = []  # what TensorStore could not open
-        jobs: list[Awaitable[None]] = []
+        jobs: list[Awaitable[object]] = []
         keys = cast("ChunkKeys", self._keys)
+        metadata = await self._region_metadata(groups) if regions else None
         for group in groups:
             if not os.path.isdir(group.root):  # a shard not written: zarr's fill values
                 rest.extend(group.items)
             elif regions:
+                part = self._part(group, metadata)
+                engine = cast("TensorStoreEngine", self._tensorstore)
                 ndarray = cast("np.ndarray[Any, Any]", target)
-                jobs.append(self._read_region(group, ndarray, declined))
+                read = None if part is None else engine.read(part, ndarray)
+                jobs.append(_unless_declined(read, group, declined))
             elif chunks:
                 parent, engine_keys = group.engine_keys(keys)
                 by_parent.setdefault(parent, []).extend(
@@ -444,20 +372,6 @@ class ShardedCodecPipeline(CodecPipeline):
         # told to raise on missing chunks, which is served above.
         return tuple({"status": "present"} for _ in batch_info)
 
-    async def _read_region(
-        self, group: _Group, out: np.ndarray[Any, Any], declined: list[BatchItem]
-    ) -> None:
-        """Read a group as one box with TensorStore, or add it to ``declined``."""
-        region = self._region(group)
-        metadata = None if region is None else await self._region_metadata(group)
-        engine = cast("TensorStoreEngine", self._tensorstore)
-        if (
-            region is None
-            or metadata is None
-            or not await engine.read(group.directory, metadata, region, group.drop, out)
-        ):
-            declined.extend(group.items)
-
     # ------------------------------------------------------------------- write
 
     async def write(
@@ -467,34 +381,68 @@ class ShardedCodecPipeline(CodecPipeline):
         drop_axes: tuple[int, ...] = (),
     ) -> None:
         # docstring inherited
+        # Every chunk write of the request goes through one fence: when the request
+        # fails, those still in flight are waited for and those not started dropped,
+        # so none lands after the error reached the caller.
+        fence = WriteFence()
+        try:
+            await self._write(
+                [(fence.fenced(item[0]), *item[1:]) for item in batch_info],
+                value,
+                drop_axes,
+                fence,
+            )
+        finally:
+            await fence.close()
+
+    async def _write(
+        self,
+        batch_info: list[BatchItem],
+        value: NDBuffer,
+        drop_axes: tuple[int, ...],
+        fence: WriteFence,
+    ) -> None:
         plan = self._plan
         if not (plan.write_chunks or plan.write_regions):
             await self._default.write(batch_info, value, drop_axes)
             return
-        groups, rest = self._groups(batch_info)
-        jobs: list[Awaitable[None]] = []
+        groups, rest = self._split(batch_info)
+        jobs: list[Awaitable[object]] = []
         if rest:
             jobs.append(self._default.write(rest, value, drop_axes))
-        jobs.append(self._write_local(groups, value, drop_axes))
+        jobs.append(self._write_local(groups, value, drop_axes, fence))
         await _settled(jobs)
 
     async def _write_local(
-        self, groups: list[_Group], value: NDBuffer, drop_axes: tuple[int, ...]
+        self,
+        groups: list[Group],
+        value: NDBuffer,
+        drop_axes: tuple[int, ...],
+        fence: WriteFence,
     ) -> None:
         """Write the local groups with the engine; what it does not take, with zarr's."""
         ready = await asyncio.gather(*(self._ready_to_write(group, value) for group in groups))
         declined: list[BatchItem] = []
-        regions: list[Awaitable[None]] = []
-        by_parent: dict[str, tuple[list[Item], list[_Group]]] = {}
+        regions: list[Awaitable[object]] = []
+        by_parent: dict[str, tuple[list[Item], list[Group]]] = {}
         source = _numpy(value.as_ndarray_like())
         keys = cast("ChunkKeys", self._keys)
+        regions_ok = self._plan.write_regions and not drop_axes and source is not None
+        metadata = await self._region_metadata(groups) if regions_ok else None
         for group, state in zip(groups, ready, strict=True):
             if state == "skip":
                 continue
             if state == "decline":
                 declined.extend(group.items)
-            elif self._plan.write_regions and not drop_axes and source is not None:
-                regions.append(self._write_region(group, source, declined))
+            elif regions_ok:
+                part = self._part(group, metadata)
+                engine = cast("TensorStoreEngine", self._tensorstore)
+                ndarray = cast("np.ndarray[Any, Any]", source)
+                store_empty = bool(group.items[0][1].config.write_empty_chunks)
+                write = None
+                if part is not None:
+                    write = self._recorded(engine.write(part, ndarray, store_empty), [group])
+                regions.append(_unless_declined(write, group, declined))
             elif self._plan.write_chunks and value.dtype.isnative:
                 # zarrs 0.2.3 fails on a scalar of another byte order (its own bug): such
                 # arrays are written by zarr's pipeline.
@@ -509,12 +457,14 @@ class ShardedCodecPipeline(CodecPipeline):
         jobs = list(regions)
         for parent, (items, members) in by_parent.items():
             zarrs = cast("ZarrsEngine", self._zarrs)
-            jobs.append(self._recorded(zarrs.write(parent, items, value, drop_axes), members))
+            jobs.append(
+                self._recorded(zarrs.write(parent, items, value, drop_axes, fence), members)
+            )
         await _settled(jobs)
         if declined:
             await self._default.write(declined, value, drop_axes)
 
-    async def _ready_to_write(self, group: _Group, value: NDBuffer) -> str:
+    async def _ready_to_write(self, group: Group, value: NDBuffer) -> str:
         """``"write"``, ``"skip"`` (nothing to store in a shard not created) or
         ``"decline"`` (not a local directory to write: zarr's pipeline writes it)."""
         spec = group.items[0][1]
@@ -539,39 +489,18 @@ class ShardedCodecPipeline(CodecPipeline):
             return "decline"
         return "write"
 
-    async def _recorded(self, write: Awaitable[None], groups: list[_Group]) -> None:
-        """Await a write of the groups' chunks, telling the layout how it went."""
+    async def _recorded(self, write: Awaitable[bool | None], groups: list[Group]) -> bool:
+        """Await a write of the groups' chunks, telling the layout how it went; False:
+        the engine declined it (nothing written)."""
         keys = [item[0].path for group in groups for item in group.items]
         try:
-            await write
-        except BaseException as error:
-            self._store.record_writes(keys, error)
-            raise
-        self._store.record_writes(keys)
-
-    async def _write_region(
-        self, group: _Group, value: np.ndarray[Any, Any], declined: list[BatchItem]
-    ) -> None:
-        """Write a group as one box with TensorStore, or add it to ``declined``."""
-        store_empty = bool(group.items[0][1].config.write_empty_chunks)
-        region = self._region(group)
-        metadata = None if region is None else await self._region_metadata(group)
-        if region is None or metadata is None:
-            declined.extend(group.items)
-            return
-        engine = cast("TensorStoreEngine", self._tensorstore)
-        keys = [item[0].path for item in group.items]
-        try:
-            taken = await engine.write(
-                group.directory, metadata, region, group.drop, value, store_empty=store_empty
-            )
+            taken = await write is not False
         except BaseException as error:
             self._store.record_writes(keys, error)
             raise
         if taken:
             self._store.record_writes(keys)
-        else:
-            declined.extend(group.items)
+        return taken
 
 
 register_pipeline(ShardedCodecPipeline)

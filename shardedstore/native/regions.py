@@ -9,30 +9,27 @@ says whether they form one, and which. Nothing here performs I/O or imports zarr
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable, Sequence
+import operator
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
+from typing import Any
 
 import numpy as np
 
 from shardedstore.store.routing import parse_chunk_key
 
-__all__ = ["ChunkKeys", "Region", "merge_region"]
+__all__ = ["Boxes", "ChunkKeys", "Region", "StoredRegion", "merge_region"]
 
 
 @dataclass(frozen=True, slots=True)
 class ChunkKeys:
-    """How an array spells its chunk keys (from its metadata), to read them back.
-
-    Parameters
-    ----------
-    prefix
-        ``"c"`` for zarr v3's default chunk-key encoding, ``""`` for the v2 encoding.
-    separator
-        ``"/"`` or ``"."``.
-    ndim
-        The array's number of dimensions.
-    """
+    """How an array spells its chunk keys, to read them back: ``prefix`` and
+    ``separator`` as in :class:`~shardedstore.store.routing.ChunkKeyFormat`, ``ndim``
+    the array's number of dimensions (all of them, where that counts an array shard's)."""
 
     prefix: str
     separator: str
@@ -67,6 +64,20 @@ class ChunkKeys:
         coords = parse_chunk_key(chunk, self.prefix, self.separator, self.ndim)
         return None if coords is None else (node, coords)
 
+    def match(self, node: str, keys: Sequence[str | None]) -> list[tuple[str, ...] | None]:
+        """The coordinates (as digits) of each of ``keys`` that is a chunk key of the
+        array at ``node``, else None: one regular expression per key, no Python per part.
+
+        Examples
+        --------
+        >>> ChunkKeys("c", "/", 2).match("a", ["a/c/3/0", "a/c/03/0", "b/c/1/1", None])
+        [('3', '0'), None, None, None]
+        """
+        pattern = _key_pattern(self.prefix, self.separator, self.ndim, node)
+        # "" is no chunk key of any array: the pattern has at least one character.
+        matched = map(pattern.fullmatch, [key or "" for key in keys])
+        return [None if found is None else found.groups() for found in matched]
+
     def encode(self, coords: Sequence[int]) -> str:
         """The chunk key of ``coords`` (any number of them: an array shard has fewer).
 
@@ -80,6 +91,19 @@ class ChunkKeys:
         if self.prefix:
             return self.separator.join((self.prefix, *map(str, coords)))
         return self.separator.join(map(str, coords)) if coords else "0"
+
+
+@functools.lru_cache(maxsize=256)
+def _key_pattern(prefix: str, separator: str, ndim: int, node: str) -> re.Pattern[str]:
+    """The chunk keys of the array at ``node``, one group per index (canonical only,
+    as :func:`~shardedstore.store.routing.parse_chunk_key` reads them)."""
+    index = "(0|[1-9][0-9]*)"
+    indices = re.escape(separator).join([index] * ndim)
+    if prefix:
+        chunk = re.escape(prefix) + (re.escape(separator) + indices if ndim else "")
+    else:
+        chunk = indices if ndim else "0"
+    return re.compile((re.escape(node + "/") if node else "") + chunk)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,17 +139,147 @@ class Region:
         )
 
 
-def _bounds(selection: object) -> tuple[int, int, bool] | None:
-    """``(start, stop, is_integer)`` of a unit-step slice or an integer, else None."""
-    if type(selection) is slice:
-        start, stop, step = selection.start, selection.stop, selection.step
-        if (step is None or step == 1) and type(start) is int and type(stop) is int:
-            return start, stop, False
+@dataclass(frozen=True, slots=True)
+class StoredRegion:
+    """A region of the array that lies in one local directory, as an engine reads or
+    writes it.
+
+    Attributes
+    ----------
+    directory
+        The directory of the array there (an array shard's, or the array's in a base
+        or mount).
+    metadata
+        The metadata document the array there holds.
+    region
+        The box, in the layout's array.
+    drop
+        The dimensions the array there lacks (its sharded dimensions; 0 in a base or
+        mount).
+    """
+
+    directory: str
+    metadata: Mapping[str, Any]
+    region: Region
+    drop: int
+
+
+_Int = np.int64
+_ALL = slice(None)
+
+
+def _is_integer(selection: object) -> bool:
+    return isinstance(selection, int | np.integer) and not isinstance(selection, bool | np.bool_)
+
+
+_BOUNDS = operator.attrgetter("start", "stop")
+_STEP = operator.attrgetter("step")
+
+
+def _integers(values: list[Any]) -> np.ndarray[Any, Any] | None:
+    """``values`` as an array if they are all integers (not booleans), else None."""
+    if not set(map(type, values)) <= {int} and not all(map(_is_integer, values)):
         return None
-    if isinstance(selection, int | np.integer) and not isinstance(selection, bool | np.bool_):
-        index = int(selection)
-        return index, index + 1, True
-    return None
+    return np.fromiter(values, _Int, len(values))
+
+
+def _slice_bounds(column: list[Any]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]] | None:
+    """``(starts, stops)`` of unit-step slices with integer bounds, else None."""
+    if set(map(type, column)) != {slice} or not set(map(_STEP, column)) <= {None, 1}:
+        return None
+    bounds = _integers(list(chain.from_iterable(map(_BOUNDS, column))))
+    return None if bounds is None else (bounds[0::2], bounds[1::2])
+
+
+@dataclass(frozen=True, slots=True)
+class Boxes:
+    """The part of each chunk of a batch that is selected, as boxes of the array and of
+    the output: one row per chunk, built once per batch with arrays (no Python per
+    chunk and dimension beyond reading zarr's slices).
+
+    Attributes
+    ----------
+    start, stop
+        ``(chunks, ndim)``: each part in array coordinates (``stop`` exclusive).
+    integers
+        Per dimension, whether it was selected by an integer (it is not in the output).
+    shift
+        ``(chunks, output ndim)``: the output position minus the array position of
+        each part along the dimensions in the output.
+    """
+
+    start: np.ndarray[Any, Any]
+    stop: np.ndarray[Any, Any]
+    integers: tuple[bool, ...]
+    shift: np.ndarray[Any, Any]
+
+    @classmethod
+    def of(
+        cls,
+        coords: np.ndarray[Any, Any],
+        chunk_selections: Sequence[Any],
+        out_selections: Sequence[Any],
+        chunk_shape: Sequence[int],
+    ) -> Boxes | None:
+        """The boxes of chunks at ``coords`` (``(chunks, ndim)``), or None when any
+        selection is not a unit-step slice or an integer per dimension (as zarr builds
+        them for basic indexing), or a part and its output differ in size."""
+        count, ndim = len(chunk_selections), len(chunk_shape)
+        if (
+            count == 0
+            or set(map(type, chunk_selections)) != {tuple}
+            or set(map(type, out_selections)) != {tuple}
+            or set(map(len, chunk_selections)) != {ndim}
+        ):
+            return None
+        integers = tuple(map(_is_integer, chunk_selections[0]))
+        width = integers.count(False)
+        if set(map(len, out_selections)) != {width}:
+            return None
+        low = np.empty((count, ndim), _Int)
+        high = np.empty((count, ndim), _Int)
+        shift = np.empty((count, width), _Int)
+        position = 0
+        for dim in range(ndim):
+            column = list(map(operator.itemgetter(dim), chunk_selections))
+            if integers[dim]:
+                indices = _integers(column)
+                if indices is None:
+                    return None
+                low[:, dim], high[:, dim] = indices, indices + 1
+                continue
+            bounds = _slice_bounds(column)
+            outs = _slice_bounds(list(map(operator.itemgetter(position), out_selections)))
+            if (
+                bounds is None
+                or outs is None
+                or not np.array_equal(outs[1] - outs[0], bounds[1] - bounds[0])
+            ):
+                return None
+            low[:, dim], high[:, dim] = bounds
+            shift[:, position] = outs[0] - bounds[0]
+            position += 1
+        origin = np.asarray(coords, _Int).reshape(count, ndim) * np.asarray(chunk_shape, _Int)
+        shift -= origin[:, [dim for dim in range(ndim) if not integers[dim]]]
+        return cls(origin + low, origin + high, integers, shift)
+
+    def region(self, rows: np.ndarray[Any, Any] | slice = _ALL) -> Region | None:
+        """The one box the parts in ``rows`` form, or None: when they do not tile one
+        box exactly, when the output is not the same box shifted, or when it is a single
+        element (no dimension)."""
+        start, stop, shift = self.start[rows], self.stop[rows], self.shift[rows]
+        if not len(start) or not shift.shape[1] or not (shift == shift[0]).all():
+            return None
+        low, high = start.min(axis=0), stop.max(axis=0)
+        # The parts are disjoint chunks: they tile the box exactly when their volumes add up.
+        if int(np.prod(stop - start, axis=1).sum()) != math.prod((high - low).tolist()):
+            return None
+        sliced = [dim for dim, integer in enumerate(self.integers) if not integer]
+        out = tuple(
+            slice(int(low[dim] + offset), int(high[dim] + offset))
+            for dim, offset in zip(sliced, shift[0].tolist(), strict=True)
+        )
+        return Region(tuple(low.tolist()), tuple(high.tolist()), self.integers, out)
 
 
 def merge_region(
@@ -160,71 +314,9 @@ def merge_region(
     >>> region.start, region.stop, region.out
     ((2, 0), (4, 5), (slice(0, 2, None), slice(0, 5, None)))
     """
-    ndim = len(chunk_shape)
-    lows: list[tuple[int, ...]] = []
-    highs: list[tuple[int, ...]] = []
-    out_lows: list[tuple[int, ...]] = []
-    out_highs: list[tuple[int, ...]] = []
-    integers: tuple[bool, ...] | None = None
-    shift: tuple[int, ...] | None = None
-    volume = 0
-    for coords, chunk_selection, out_selection in items:
-        if type(chunk_selection) is not tuple or len(chunk_selection) != ndim:
-            return None
-        if type(out_selection) is not tuple:
-            return None
-        low: list[int] = []
-        high: list[int] = []
-        ints: list[bool] = []
-        out_low: list[int] = []
-        out_high: list[int] = []
-        part_shift: list[int] = []
-        part_volume = 1
-        for dim, selection in enumerate(chunk_selection):
-            bounds = _bounds(selection)
-            if bounds is None:
-                return None
-            origin = coords[dim] * chunk_shape[dim]
-            a, b = origin + bounds[0], origin + bounds[1]
-            low.append(a)
-            high.append(b)
-            ints.append(bounds[2])
-            part_volume *= b - a
-            if not bounds[2]:
-                position = len(out_low)
-                if position >= len(out_selection):
-                    return None
-                out_bounds = _bounds(out_selection[position])
-                if out_bounds is None or out_bounds[2] or out_bounds[1] - out_bounds[0] != b - a:
-                    return None
-                out_low.append(out_bounds[0])
-                out_high.append(out_bounds[1])
-                part_shift.append(out_bounds[0] - a)
-        if len(out_low) != len(out_selection):
-            return None
-        if integers is None:
-            integers, shift = tuple(ints), tuple(part_shift)
-        elif tuple(ints) != integers or tuple(part_shift) != shift:
-            return None
-        lows.append(tuple(low))
-        highs.append(tuple(high))
-        out_lows.append(tuple(out_low))
-        out_highs.append(tuple(out_high))
-        volume += part_volume
-    if integers is None:
-        return None
-    start = tuple(map(min, zip(*lows, strict=True))) if ndim else ()
-    stop = tuple(map(max, zip(*highs, strict=True))) if ndim else ()
-    # The parts are disjoint chunks: they tile the box exactly when their volumes add up.
-    if volume != math.prod(b - a for a, b in zip(start, stop, strict=True)):
-        return None
-    if not out_lows[0]:  # one element: the output has no dimension to view
-        return None
-    out_start = tuple(map(min, zip(*out_lows, strict=True)))
-    out_stop = tuple(map(max, zip(*out_highs, strict=True)))
-    return Region(
-        start,
-        stop,
-        integers,
-        tuple(slice(a, b) for a, b in zip(out_start, out_stop, strict=True)),
+    listed = list(items)
+    coords = np.array([item[0] for item in listed], _Int).reshape(len(listed), len(chunk_shape))
+    boxes = Boxes.of(
+        coords, [item[1] for item in listed], [item[2] for item in listed], chunk_shape
     )
+    return None if boxes is None else boxes.region()

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import tensorstore as ts
 
-from shardedstore.native.regions import Region
+from shardedstore.native.regions import StoredRegion
 
 __all__ = ["TensorStoreEngine", "metadata_constraint", "shard_metadata"]
 
@@ -87,12 +87,7 @@ class TensorStoreEngine:
         self._driver = "zarr3" if zarr_format == 3 else "zarr"
 
     async def _array(
-        self,
-        directory: str,
-        metadata: Mapping[str, Any],
-        *,
-        write: bool,
-        store_empty: bool,
+        self, directory: str, metadata: Mapping[str, Any], write: bool, store_empty: bool
     ) -> ts.TensorStore | None:
         """The array in ``directory``, assumed to hold ``metadata`` (None: TensorStore
         cannot open such an array)."""
@@ -114,20 +109,21 @@ class TensorStoreEngine:
         _OPENED.put(key, array)
         return array
 
-    async def read(
-        self,
-        directory: str,
-        metadata: Mapping[str, Any],
-        region: Region,
-        drop: int,
-        out: np.ndarray[Any, Any],
-    ) -> bool:
-        """Read ``region`` (without its first ``drop`` dims) into ``out``; False: declined."""
-        array = await self._array(directory, metadata, write=False, store_empty=False)
-        if array is None:
+    async def _box(
+        self, part: StoredRegion, store_empty: bool | None = None
+    ) -> ts.TensorStore | None:
+        """``part`` in the output's coordinates, to read (``store_empty`` None) or
+        write; None: declined."""
+        write = store_empty is not None
+        array = await self._array(part.directory, part.metadata, write, bool(store_empty))
+        return None if array is None else array[part.region.index(part.drop)].translate_to[0]
+
+    async def read(self, part: StoredRegion, out: np.ndarray[Any, Any]) -> bool:
+        """Read ``part`` into ``out``; False: declined."""
+        source = await self._box(part)
+        if source is None:
             return False
-        source = array[region.index(drop)].translate_to[0]
-        target = out[region.out]
+        target = out[part.region.out]
         if target.dtype.isnative:  # decoded straight into the output
             with contextlib.suppress(ValueError):  # unless it cannot be referenced
                 await ts.array(target, copy=False, write=True).write(source)
@@ -137,24 +133,21 @@ class TensorStoreEngine:
         return True
 
     async def write(
-        self,
-        directory: str,
-        metadata: Mapping[str, Any],
-        region: Region,
-        drop: int,
-        value: np.ndarray[Any, Any],
-        *,
-        store_empty: bool,
+        self, part: StoredRegion, value: np.ndarray[Any, Any], store_empty: bool
     ) -> bool:
-        """Write ``region`` from ``value`` (a scalar is broadcast); False: declined."""
-        array = await self._array(directory, metadata, write=True, store_empty=store_empty)
-        if array is None:
+        """Write ``part`` from ``value`` (a scalar is broadcast); False: declined.
+
+        One transaction: its commit ends once every chunk is written or has failed, so no
+        chunk write of a failed request is still to come when it raises."""
+        target = await self._box(part, store_empty)
+        if target is None:
             return False
-        target = array[region.index(drop)].translate_to[0]
-        source = value if value.shape == () else value[region.out]
+        source = value if value.shape == () else value[part.region.out]
         if not source.dtype.isnative:  # TensorStore's arrays are in native byte order
             source = source.astype(source.dtype.newbyteorder("="))
-        await target.write(source)
+        transaction = ts.Transaction()
+        await target.with_transaction(transaction).write(source)
+        await transaction.commit_async()
         return True
 
 

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from zarr.core.buffer import NDBuffer
     from zarr.core.metadata import ArrayMetadata
 
+    from shardedstore.native.fence import WriteFence
+
 __all__ = ["Item", "ZarrsEngine", "plain_zarrs_pipeline"]
 
 Item = tuple[str, Any, Any, Any, bool]
@@ -78,10 +80,16 @@ class ZarrsEngine:
         )
 
     async def write(
-        self, directory: str, items: Sequence[Item], value: NDBuffer, drop_axes: tuple[int, ...]
+        self,
+        directory: str,
+        items: Sequence[Item],
+        value: NDBuffer,
+        drop_axes: tuple[int, ...],
+        fence: WriteFence,
     ) -> None:
-        """Write ``items`` (keys under ``directory``) from ``value``."""
+        """Write ``items`` (keys under ``directory``) from ``value``; what zarrs hands
+        to zarr's pipeline is written through ``fence``."""
         pipeline, store = self._pipeline(directory, write=True)
         await pipeline.write(
-            [(StorePath(store, key), *rest) for key, *rest in items], value, drop_axes
+            [(fence.path(store, key), *rest) for key, *rest in items], value, drop_axes
         )
