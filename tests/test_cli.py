@@ -552,6 +552,12 @@ def many_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "layout.json"
 
 
+def _default_sigint() -> None:
+    """Ctrl-C as a terminal gives it, even when this run was started with SIGINT
+    ignored (a background job of a script), which children would inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_convert(config: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [CLI, "convert", str(config), "--to", "zip", "--out", str(out), "-j", "1", *extra],
@@ -559,6 +565,7 @@ def _start_convert(config: Path, out: Path, *extra: str) -> subprocess.Popen[str
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
 
 
@@ -686,6 +693,7 @@ def test_ctrl_c_while_starting_exits_130_in_one_line(tmp_path: Path, during: str
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"},
+        preexec_fn=_default_sigint,
     )
     assert process.stderr is not None
     pattern = re.compile(rf"\|\s+{during}(\.|$)")

@@ -276,6 +276,8 @@ def test_ctrl_c_stops_an_import_and_a_rerun_finishes_it(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as a terminal gives it, even if this run inherited SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     shards = tmp_path / "ds" / "temp"
     deadline = time.monotonic() + 60
