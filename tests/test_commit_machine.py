@@ -97,6 +97,10 @@ class CommitMachine(RuleBasedStateMachine):
         # A writer waits this long for another's metadata lock (30 s in use).
         self.lock_wait = documents.LOCK_WAIT
         documents.LOCK_WAIT = 0.05
+        # gc.collect() runs after every drop: with what is alive now (pytest, hypothesis,
+        # earlier examples' survivors) moved out of its way, it looks only at what this
+        # example makes. The examples' own stores are collected in teardown.
+        gc.freeze()
 
     def teardown(self) -> None:
         documents.LOCK_WAIT = self.lock_wait
