@@ -210,6 +210,31 @@ def test_a_damaged_zip_is_named(tmp_path: Path) -> None:
         zarr.open_array(CopyOnWriteZipStore(path, mode="r"), mode="r")
 
 
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_damaged_member_names_its_zip(tmp_path: Path, compressed: bool) -> None:
+    from shardedstore import CopyOnWriteZipStore
+
+    path = tmp_path / "t" / "3.zarr.zip"
+    path.parent.mkdir()
+    store = CopyOnWriteZipStore(path, mode="w")
+    compressors = "auto" if compressed else None
+    array = zarr.create_array(
+        store, shape=(4, 100), chunks=(1, 100), dtype="f8", compressors=compressors
+    )
+    array[:] = np.arange(400.0).reshape(4, 100)
+    store.close()
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("c/1/0")
+    raw = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    raw[start + info.compress_size // 2] ^= 0xFF  # a byte inside the member's data
+    path.write_bytes(bytes(raw))
+    array = zarr.open_array(CopyOnWriteZipStore(path, mode="r"), mode="r")
+    with pytest.raises(zipfile.BadZipFile, match=r"3\.zarr\.zip', member 'c/1/0'.*damaged"):
+        array[1]
+    np.testing.assert_array_equal(array[2], np.arange(200.0, 300.0))  # the rest still reads
+
+
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_new_zip_shards_keep_every_chunk_written_while_they_open(
     tmp_path: Path, zarr_format: int

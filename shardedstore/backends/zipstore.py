@@ -41,6 +41,7 @@ import uuid
 import warnings
 import weakref
 import zipfile
+import zlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -843,8 +844,14 @@ class CopyOnWriteZipStore(ZipStore):
         if key not in self._names or self._zf is None:
             return None
         info = self._zf.getinfo(key)
-        with self._zf.open(info) as f:
-            data = _read_range(f, info.file_size, byte_range)
+        try:
+            with self._zf.open(info) as f:
+                data = _read_range(f, info.file_size, byte_range)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as error:  # say which zip
+            raise zipfile.BadZipFile(
+                f"zip shard {os.fspath(self.path)!r}, member {key!r}: {error}; the zip is "
+                "damaged: write the shard again or restore it"
+            ) from error
         return prototype.buffer.from_bytes(data)
 
     async def get(
