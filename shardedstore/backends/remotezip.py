@@ -194,7 +194,7 @@ def _parse(held: _Held) -> dict[str, _Member]:
     return located
 
 
-def _data_start(member: _Member, header: bytes) -> int:
+def _data_start(member: _Member, header: bytes | memoryview) -> int:
     """Where a member's data starts, from its local header."""
     if len(header) < _LOCAL_HEADER.size:
         raise _Damaged("a local header is cut short")
@@ -551,7 +551,7 @@ class RemoteZipStore(Store):
 
     # --------------------------------------------------------------- reading
 
-    async def _read(self, key: str) -> bytes | None:
+    async def _read(self, key: str) -> bytes | memoryview | None:
         """A member's bytes, checked; None if the zip has no such member."""
         if not self._is_open:
             await self._open()
@@ -610,7 +610,7 @@ class RemoteZipStore(Store):
         self._ranged = _Ranged(self._validator, sparse, members)
         return self._ranged
 
-    async def _read_by_range(self, key: str) -> bytes | None:
+    async def _read_by_range(self, key: str) -> bytes | memoryview | None:
         for attempt in range(2):
             ranged = await self._ranged_zip()
             member = ranged.members.get(key)
