@@ -532,3 +532,51 @@ def test_a_directory_where_an_entry_goes_is_not_read(counted_s3: CountedS3, tmp_
         path.mkdir()  # empty: removed and fetched again
     np.testing.assert_array_equal(_step(_open(url, config, cache), 0), values[0])
     np.testing.assert_array_equal(_step(_open(url, config, cache), 0), values[0])
+
+
+@pytest.mark.parametrize("on_disk", [True, False])
+def test_each_pass_costs_known_requests_and_one_parse_per_zip(
+    http_files: HttpFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_disk: bool
+) -> None:
+    """Issue 21, counted at a real HTTP server: a cold pass costs one HEAD and one GET per
+    zip and parses each zip once (the copy just kept, not the downloaded bytes too); a
+    warm pass costs no request for a zip and no parse; a zip replaced on the server
+    (same size, new ETag) is read new by the next store, from the same cache."""
+    import shardedstore.backends.remotezip as remotezip
+
+    http_files.etag = True
+    steps = 4
+    config, values = _http_zip_layout(http_files, tmp_path, steps)
+    parses: list[object] = []
+    parse = remotezip._parse
+
+    def counted(held: Any) -> Any:
+        parses.append(held)
+        return parse(held)
+
+    monkeypatch.setattr(remotezip, "_parse", counted)
+    cache = {"dir": str(tmp_path / "cache")} if on_disk else {"max_bytes": 1 << 24}
+    store = _open(http_files.url, config, cache)
+    array = zarr.open_array(store, path="temp", mode="r")
+    http_files.log.clear()
+    for t in range(steps):
+        np.testing.assert_array_equal(array[t], values[t])
+    zips = [entry for entry in http_files.log if ".zarr.zip" in entry[1]]
+    assert sorted(zips) == sorted(
+        (method, f"/t/{t}.zarr.zip") for t in range(steps) for method in ("HEAD", "GET")
+    )
+    assert len(parses) == steps
+    http_files.log.clear()
+    parses.clear()
+    for t in range(steps):  # warm
+        np.testing.assert_array_equal(array[t], values[t])
+    assert http_files.log == []
+    assert parses == []
+    shard = http_files.root / "t" / "1.zarr.zip"
+    replacement = (http_files.root / "t" / "2.zarr.zip").read_bytes()
+    assert len(replacement) == shard.stat().st_size
+    shard.write_bytes(replacement)
+    again = zarr.open_array(_open(http_files.url, config, cache), path="temp", mode="r")
+    np.testing.assert_array_equal(again[1], values[2])
+    np.testing.assert_array_equal(again[0], values[0])
+    store.close()

@@ -194,3 +194,55 @@ def test_the_sequential_pattern(reads: list[str], expected: list[str]) -> None:
 
     asyncio.run(run())
     assert log == expected
+
+
+class _Gated:
+    """A store stand-in whose fetch ahead waits until the test lets it finish."""
+
+    def __init__(self, log: list[str], gates: dict[str, asyncio.Event], index: str) -> None:
+        self.log, self.gates, self.index = log, gates, index
+
+    async def prefetch(self) -> None:
+        self.log.append(self.index)
+        await self.gates.setdefault(self.index, asyncio.Event()).wait()
+
+
+def test_the_window_stays_full_and_the_shape_is_read_first() -> None:
+    """The shape is asked on the first read (not when reading ahead starts), and each
+    fetch that ends starts the next shard ahead of the reader, never more than
+    ``depth`` at once and never past the array's end."""
+    log: list[str] = []
+    shapes: list[str] = []
+    gates: dict[str, asyncio.Event] = {}
+
+    async def shape(array: str) -> tuple[int, ...]:
+        shapes.append(array)
+        return (5,)
+
+    async def run() -> None:
+        read_ahead = ReadAhead(2, lambda array, index: _Gated(log, gates, index), shape)  # type: ignore[arg-type,return-value]
+        read_ahead.shard_read("a", "0")
+        await asyncio.sleep(0.01)
+        assert shapes == ["a"]  # on the first read, before any pattern
+        assert log == []  # one read is no pattern: nothing fetched
+        read_ahead.shard_read("a", "1")
+        await asyncio.sleep(0.01)
+        assert log == ["2", "3"]
+        assert shapes == ["a"]  # asked once
+        read_ahead.shard_read("a", "2")  # 3 and 4 ahead; 4 waits for a free slot
+        await asyncio.sleep(0.01)
+        assert log == ["2", "3"]
+        gates.setdefault("2", asyncio.Event()).set()
+        await asyncio.sleep(0.01)
+        assert log == ["2", "3", "4"]  # 2 done: 4 starts without another read
+        assert read_ahead.in_flight == 2
+        for index in ("3", "4"):
+            gates.setdefault(index, asyncio.Event()).set()
+        await asyncio.sleep(0.01)
+        assert log == ["2", "3", "4"]  # 5 would be past the end
+        assert read_ahead.in_flight == 0
+        read_ahead.shard_read("a", "0")  # random access: the window is gone
+        gates.clear()
+        read_ahead.close()
+
+    asyncio.run(run())

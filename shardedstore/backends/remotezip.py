@@ -130,11 +130,11 @@ class _Held:
             self.size = len(data)
             self.identity = data  # compared with `is`, and kept alive with the table
 
-    def read(self, offset: int, length: int) -> bytes:
+    def read(self, offset: int, length: int) -> bytes | memoryview:
         if self.fd is not None:
             return os.pread(self.fd, length, offset)
         assert self.data is not None
-        return self.data[offset : offset + length]
+        return memoryview(self.data)[offset : offset + length]  # no copy
 
     def file(self) -> IO[bytes]:
         if self.fd is not None:
@@ -194,7 +194,7 @@ def _parse(held: _Held) -> dict[str, _Member]:
     return located
 
 
-def _data_start(member: _Member, header: bytes) -> int:
+def _data_start(member: _Member, header: bytes | memoryview) -> int:
     """Where a member's data starts, from its local header."""
     if len(header) < _LOCAL_HEADER.size:
         raise _Damaged("a local header is cut short")
@@ -206,7 +206,9 @@ def _data_start(member: _Member, header: bytes) -> int:
     return member.header + _LOCAL_HEADER.size + name_length + extra_length
 
 
-def _checked(member: _Member, raw: bytes, whole: _Held | bytes | None, key: str) -> bytes:
+def _checked(
+    member: _Member, raw: bytes | memoryview, whole: _Held | bytes | None, key: str
+) -> bytes | memoryview:
     """A member's bytes, decompressed and checked against its CRC-32 and size.
 
     ``whole`` is what to open with :mod:`zipfile` for methods other than stored and
@@ -519,6 +521,11 @@ class RemoteZipStore(Store):
                 continue
             if data is None:
                 raise FileNotFoundError(self.url)
+            # The copy just kept, if any: its member table serves every later read
+            # (parsing the downloaded bytes too would parse the zip twice).
+            held = self._cached()
+            if held is not None:
+                return held
             return _Held(data=data, fresh=True)
         raise AssertionError("unreachable")
 
@@ -544,7 +551,7 @@ class RemoteZipStore(Store):
 
     # --------------------------------------------------------------- reading
 
-    async def _read(self, key: str) -> bytes | None:
+    async def _read(self, key: str) -> bytes | memoryview | None:
         """A member's bytes, checked; None if the zip has no such member."""
         if not self._is_open:
             await self._open()
@@ -603,7 +610,7 @@ class RemoteZipStore(Store):
         self._ranged = _Ranged(self._validator, sparse, members)
         return self._ranged
 
-    async def _read_by_range(self, key: str) -> bytes | None:
+    async def _read_by_range(self, key: str) -> bytes | memoryview | None:
         for attempt in range(2):
             ranged = await self._ranged_zip()
             member = ranged.members.get(key)

@@ -5,7 +5,9 @@ A layout knows which store holds the next time step. When a chunk of array shard
 up), :class:`ReadAhead` asks the stores of shards ``t + 1 ... t + depth`` to fetch
 themselves into the layout's cache (``prefetch()``: a zip shard in one GET, a
 directory shard object by object). Random access never triggers it. At most ``depth``
-shards are fetched at once, what was fetched lives in the bounded cache, and
+shards are fetched at once, and as each one is done the next one ahead of the reader
+starts (the window stays full). The array's shape is read on its first read, so
+that nothing waits for it later. What was fetched lives in the bounded cache, and
 :meth:`ReadAhead.close` cancels what is still running (so does the interpreter's exit).
 
 Only shards inside the array's shape are asked for (never ``t + 1`` past the last time
@@ -67,6 +69,8 @@ class ReadAhead:
         self._sharded_shape = sharded_shape
         self._shapes: dict[str, tuple[int, ...] | None] = {}
         self._last: dict[str, str] = {}
+        self._window: dict[str, list[str]] = {}
+        """The shards ahead of the last one read, per array read in order."""
         self._asked: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._closed = False
@@ -82,15 +86,22 @@ class ReadAhead:
         if last == index:
             return  # the common case: another chunk of the same shard
         self._last[array] = index
-        if last is None or self._closed:
+        if self._closed:
+            return
+        if last is None:
+            # The first read of the array: learn its shape now, so that reading ahead
+            # (from the next shard on) does not wait for its metadata.
+            self.hint(array, [])
             return
         now, before = _parts(index), _parts(last)
         if now is None or before is None or now[1:] != before[1:] or now[0] != before[0] + 1:
+            self._window.pop(array, None)
             return
         rest = ".".join(str(part) for part in now[1:])
         ahead = [
             f"{now[0] + step}{'.' + rest if rest else ''}" for step in range(1, self.depth + 1)
         ]
+        self._window[array] = ahead
         self.hint(array, ahead)
 
     def hint(self, array: str, indices: Iterable[str]) -> None:
@@ -105,8 +116,10 @@ class ReadAhead:
         except RuntimeError:
             return  # a synchronous caller: nothing to run the fetches on
         if self._sharded_shape is not None and array not in self._shapes:
-            # The shape first (one read of the array's metadata, usually cached).
-            self._running[(array, "")] = _started(loop, self._with_shape(array, list(indices)))
+            # The shape first (one read of the array's metadata, usually cached); the
+            # shards ahead of the last one read are asked for once it is known.
+            if (array, "") not in self._running:
+                self._running[(array, "")] = _started(loop, self._with_shape(array))
             return
         shape = self._shapes.get(array)
         for index in indices:
@@ -132,7 +145,7 @@ class ReadAhead:
                 continue
             self._running[key] = _started(loop, self._run(key, prefetch))
 
-    async def _with_shape(self, array: str, indices: list[str]) -> None:
+    async def _with_shape(self, array: str) -> None:
         assert self._sharded_shape is not None
         try:
             self._shapes[array] = await self._sharded_shape(array)
@@ -143,7 +156,7 @@ class ReadAhead:
             self._shapes[array] = None
         finally:
             self._running.pop((array, ""), None)
-        self.hint(array, indices)
+        self.hint(array, self._window.get(array, ()))
 
     def _remember(self, key: tuple[str, str]) -> None:
         self._asked[key] = None
@@ -163,6 +176,8 @@ class ReadAhead:
             logger.debug("read-ahead of array shard %s %s failed: %r", *key, error)
         finally:
             self._running.pop(key, None)
+        # Not cancelled: keep the window full (the next shard ahead of the last read).
+        self.hint(key[0], self._window.get(key[0], ()))
 
     def close(self) -> None:
         """Cancel the fetches still running; look no further ahead."""

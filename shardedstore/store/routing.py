@@ -55,6 +55,9 @@ and ``inner_key`` the key inside the target store.
 MAX_SHARDED_DIMS: Final = 64
 """The most dims an array can be sharded on: an array has at most 64 dimensions (numpy)."""
 
+_ROUTES: Final = 1 << 16
+"""Routes a :class:`Router` remembers (then it starts again)."""
+
 ARRAY_METADATA_NAMES: Final = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup"})
 
 
@@ -367,6 +370,7 @@ class Router:
         "_children",
         "_interior",
         "_mount_paths",
+        "_routes",
         "_sorted_arrays",
         "_sorted_mounts",
         "_table",
@@ -422,6 +426,7 @@ class Router:
         self._mount_paths = tuple(p for p, k in table.items() if k == MOUNT)
         self._sorted_mounts = sorted(p + "/" for p in self._mount_paths)
         self._sorted_arrays = sorted(p + "/" for p in self._array_dims)
+        self._routes: dict[str, Route] = {}
 
     @property
     def mount_paths(self) -> tuple[str, ...]:
@@ -434,7 +439,21 @@ class Router:
         return self._array_dims
 
     def route(self, key: str) -> Route:
-        """Route one key. Raises :class:`KeyValidationError` for an invalid key."""
+        """Route one key. Raises :class:`KeyValidationError` for an invalid key.
+
+        Routes are remembered (up to :data:`_ROUTES` keys): a pass over an array asks
+        for the same chunk keys again.
+        """
+        found = self._routes.get(key)
+        if found is not None:
+            return found
+        found = self._route(key)
+        if len(self._routes) >= _ROUTES:
+            self._routes.clear()
+        self._routes[key] = found
+        return found
+
+    def _route(self, key: str) -> Route:
         reason = _bad_key(key)
         if reason is not None:
             raise KeyValidationError(f"invalid key {key!r}: {reason}")
