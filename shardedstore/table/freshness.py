@@ -26,7 +26,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
 from shardedstore.table.tasks import (
@@ -38,7 +38,7 @@ from shardedstore.table.tasks import (
     walk_local,
 )
 
-__all__ = ["RACY_NS", "clear", "list_local_fresh"]
+__all__ = ["RACY_NS", "clear", "list_local_fresh", "settled"]
 
 RACY_NS = 2_000_000_000
 """A walk is kept only if every stamp it saw is at least this much older than its start
@@ -100,9 +100,15 @@ def _walked(root: str, prefix: str, shard: str, root_info: os.stat_result) -> _W
     stamps: dict[str, Stamp] = {}
     keys = walk_local(root, prefix, shard, root_info, stamps)
     walk = _Walk(keys, stamps, next(_serials))
-    newest = max((max(s[1], s[2]) for s in stamps.values()), default=started)
-    _keep(key, walk if stamps and newest < started - RACY_NS else None)
+    _keep(key, walk if stamps and settled(stamps.values(), started) else None)
     return walk
+
+
+def settled(stamps: Iterable[Stamp], started: int) -> bool:
+    """Whether every stamp is older than ``RACY_NS`` before ``started`` (``time.time_ns()``
+    before they were taken): a later change cannot leave any of them as it is."""
+    newest = max((max(s[1], s[2]) for s in stamps), default=started)
+    return newest < started - RACY_NS
 
 
 def list_local_fresh(task: ChunkTask) -> tuple[Listing | None, Hashable]:

@@ -15,7 +15,9 @@ what that listing shows:
 - **computed incrementally** (the default, and for shards a chunk table does not cover):
   a scan that filters on values computes the statistics of every chunk it reads and
   keeps them in memory under the shard's fingerprint (:class:`StatisticsCache`), so the
-  next query skips what this one read; a changed shard has a new fingerprint.
+  next query skips what this one read; a changed shard has a new fingerprint (a shard
+  whose files changed just before it was listed is not kept: a change within the same
+  tick of the file system's clock could leave its fingerprint as it was).
 
 A chunk that is not stored reads as the fill value: its statistics are known without
 reading (none for a NaN fill). Shards whose listing carries no change stamp (a memory
@@ -45,7 +47,7 @@ from urllib.parse import quote
 import numpy as np
 from zarr.storage import LocalStore
 
-from shardedstore.table.freshness import RACY_NS, list_local_fresh
+from shardedstore.table.freshness import list_local_fresh, settled
 from shardedstore.table.parquet import FINGERPRINTS, OPTIONS
 from shardedstore.table.stats import StatsOptions, chunk_stats, parse_stats
 from shardedstore.table.tasks import (
@@ -184,7 +186,9 @@ class ArrayStatistics:
     lead, fingerprints
         Each shard's fingerprint, by the ``lead`` first chunk indices (those its chunks
         share: none for a shard holding the whole array), for shards whose listing has
-        stamps: a scan may keep the statistics of their chunks.
+        stamps, none of them changed just before it was taken (see
+        :func:`~shardedstore.table.freshness.settled`): a scan may keep the statistics of
+        their chunks.
     cache
         Where scans keep the statistics they compute (None: nothing kept).
     """
@@ -304,7 +308,7 @@ def _table_files(
             continue
         parsed = _parse_file(name, ndim)
         found.append((name, stamp, parsed))
-        if max(stamp[1], stamp[2]) < started - RACY_NS:  # else parsed again next time
+        if settled([stamp], started):  # else parsed again next time
             with _files_lock:
                 _FILES[key] = (stamp, parsed)
                 while len(_FILES) > _FILES_KEPT:
@@ -326,6 +330,19 @@ def _put(
         usable &= nans == 0  # NaN rows fall outside any range: no guarantee
     found.low[flat[usable]] = low[usable]
     found.high[flat[usable]] = high[usable]
+
+
+def _settled(listing: Listing, started: int) -> bool:
+    """Whether no file of a local listing changed less than ``RACY_NS`` before it was
+    listed (at ``started``): then a change made since shows in the listing, and what a
+    scan computes from its chunks may be kept under its fingerprint. Stamps that are not
+    times (ETags, crc32) change with the content."""
+    newest = 0
+    for _, stamp in listing.keys.values():
+        when, colon, inode = stamp.partition(":")
+        if colon and when.isdigit() and inode.isdigit():
+            newest = max(newest, int(when))
+    return settled([(0, newest, newest, 0)], started)
 
 
 def _stored(
@@ -353,6 +370,7 @@ def _build(
     fill: Any,
     files: list[tuple[str, Stamp, _TableFile | None]],
     cache: StatisticsCache | None,
+    started: int,
 ) -> ArrayStatistics:
     count = math.prod(grid)
     found = ArrayStatistics(
@@ -373,7 +391,8 @@ def _build(
         found.stored[_stored(task, listing, fingerprint, shape, grid)] = True
         if fingerprint is None:
             continue
-        found.fingerprints[task.array.lead] = fingerprint
+        if _settled(listing, started):
+            found.fingerprints[task.array.lead] = fingerprint  # scans may add to the cache
         by_shard[task.shard_index or ""] = (task, listing)
         computed = cache.get(fingerprint) if cache is not None else {}
         if computed:
@@ -452,6 +471,7 @@ def array_statistics(
         Where scans keep the statistics they compute (None: nothing kept, nothing used).
     """
     grid = tuple(-(-s // c) if c else 0 for s, c in zip(shape, chunks, strict=True))
+    started = time.time_ns()
     listed = list_tasks(tasks)
     files = []
     if dataset is not None and tasks:
@@ -477,7 +497,7 @@ def array_statistics(
             if found is not None:
                 _MEMO.move_to_end(key)
                 return found
-    found = _build(tasks, listed, grid, shape, dtype, fill, files, cache)
+    found = _build(tasks, listed, grid, shape, dtype, fill, files, cache, started)
     if key is not None:
         _remember(key, found)
     return found
