@@ -40,6 +40,9 @@ __all__ = ["AxisPruner", "ValuePruner", "referenced_columns"]
 _FANOUT = 512
 """Guarantees per level of an axis (more chunks: buckets first)."""
 
+_KEPT_FILTERS = 8
+"""Filters whose masks a value pruner keeps (the same query, asked again)."""
+
 
 def _errors() -> tuple[type[Exception], ...]:
     """What Arrow raises for a filter it cannot bind or simplify: then nothing is pruned."""
@@ -306,6 +309,7 @@ class ValuePruner:
         import pyarrow as pa
 
         self.count = len(low)
+        self._kept: list[tuple[pc.Expression, np.ndarray[Any, Any]]] = []
         kind = schema.field(column).type
         usable = pa.types.is_floating(kind) or pa.types.is_integer(kind)
         known = ~(np.isnan(low) | np.isnan(high)) if usable else np.zeros(self.count, bool)
@@ -318,7 +322,11 @@ class ValuePruner:
             self.sides.append((side, where_known))
 
     def kept(self, where: pc.Expression) -> np.ndarray[Any, Any]:
-        """A mask over the chunks: True where a value could pass ``where``."""
+        """A mask over the chunks: True where a value could pass ``where`` (read-only;
+        the masks of the last few filters are kept)."""
+        for earlier, found in list(self._kept):
+            if earlier.equals(where):
+                return found
         mask = np.ones(self.count, dtype=bool)
         for side, chunks in self.sides:
             ruled_out = side.ruled_out(where)
@@ -326,4 +334,6 @@ class ValuePruner:
             out = np.zeros(len(chunks), dtype=bool)
             out[has_level] = ruled_out[side.position[has_level]]
             mask[chunks[out]] = False
+        mask.setflags(write=False)
+        self._kept = [*self._kept[-(_KEPT_FILTERS - 1) :], (where, mask)]
         return mask

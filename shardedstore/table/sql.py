@@ -16,9 +16,11 @@ them (a chunk holding NaNs never is), while DuckDB still filters every row itsel
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -68,8 +70,10 @@ def _plans(
     tables: Mapping[str, Sequence[str]] | None,
     coords: bool,
     statistics: Statistics,
+    named: frozenset[str] | None = None,
 ) -> dict[str, ValuesPlan]:
-    """A values plan per table: each array (or those named), and each table of arrays."""
+    """A values plan per table: each array (or those named), and each table of arrays;
+    with ``named``, only the tables whose name (lower case) is in it."""
     layout = as_layout(store)
     every = hierarchy_arrays(layout)
     wanted: dict[str, list[str]] = {}
@@ -80,6 +84,8 @@ def _plans(
         wanted[name] = list(members)
     plans = {}
     for name, members in wanted.items():
+        if named is not None and name.lower() not in named:
+            continue
         try:
             plans[name] = ValuesPlan(
                 layout, members, coords=coords, statistics=statistics, hierarchy=every
@@ -152,11 +158,14 @@ def _register_all(
     plans: Mapping[str, ValuesPlan],
     chunk_table_dir: str | os.PathLike[str] | None,
     hints: Mapping[str, pc.Expression],
+    chunks_table: bool = True,
 ) -> list[str]:
     registered = []
     for name, plan in plans.items():
         dataset = ValuesDataset.from_plan(plan, hint=hints.get(name))
         registered.append(_register(connection, engine, name, dataset))
+    if not chunks_table:
+        return registered
     chunks = _chunks_dataset(as_layout(store), chunk_table_dir)
     registered.append(_register(connection, engine, "chunks", chunks))
     return registered
@@ -245,6 +254,68 @@ def _condition(node: Mapping[str, Any], columns: set[str]) -> pc.Expression | No
     return None
 
 
+def _shared_cursor() -> Any:
+    """A new connection to the process's in-memory DuckDB database, which holds nothing
+    but what each connection registers for itself (queries that only read use it: a
+    connection of their own costs more than the query)."""
+    global _database
+    import duckdb
+
+    with _database_lock:
+        if _database is None:
+            database = duckdb.connect()
+            # A name no table has must not bind to a Python variable of this module.
+            database.execute("SET GLOBAL python_enable_replacements = false")
+            _database = database
+        return _database.cursor()
+
+
+_database: Any = None
+_database_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(query: str) -> Mapping[str, Any] | None:
+    """The one statement of ``query`` as DuckDB's parser reads it (``json_serialize_sql``,
+    which takes ``SELECT`` statements alone); None for anything else (read-only: cached)."""
+    cursor = _shared_cursor()
+    try:
+        text = cursor.execute("SELECT json_serialize_sql(?)", [query]).fetchall()[0][0]
+        parsed = json.loads(text)
+    except Exception:  # a statement the parser or its serializer does not take
+        return None
+    finally:
+        cursor.close()
+    statements = parsed.get("statements") if isinstance(parsed, dict) else None
+    if parsed.get("error") or not isinstance(statements, list) or len(statements) != 1:
+        return None
+    statement = statements[0]
+    return statement if isinstance(statement, dict) else None
+
+
+def _strings(node: Any, found: set[str]) -> set[str]:
+    """Every string of a parse tree, in lower case (names, aliases, literals)."""
+    if isinstance(node, str):
+        found.add(node.lower())
+    elif isinstance(node, dict):
+        for value in node.values():
+            _strings(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            _strings(value, found)
+    return found
+
+
+@functools.lru_cache(maxsize=256)
+def _named(query: str) -> frozenset[str] | None:
+    """The names (lower case) a single ``SELECT`` may read tables by; None when the
+    query is anything else or calls a table function (which may name a table in a string)."""
+    statement = _parsed(query)
+    if statement is None or '"TABLE_FUNCTION"' in json.dumps(statement):
+        return None
+    return frozenset(_strings(statement, set()))
+
+
 def duckdb_hint(
     query: str, tables: Mapping[str, Iterable[str]]
 ) -> tuple[str, pc.Expression] | None:
@@ -256,17 +327,10 @@ def duckdb_hint(
     row the query keeps satisfies them, so they may skip chunks (never rows: DuckDB
     filters rows itself). None when the query is anything else.
     """
-    import duckdb
-
-    try:
-        con = duckdb.connect()
-        parsed = json.loads(con.execute("SELECT json_serialize_sql(?)", [query]).fetchall()[0][0])
-    except Exception:  # a statement the parser or its serializer does not take
+    statement = _parsed(query)
+    if statement is None:
         return None
-    statements = parsed.get("statements") if isinstance(parsed, dict) else None
-    if parsed.get("error") or not isinstance(statements, list) or len(statements) != 1:
-        return None
-    node = statements[0].get("node") or {}
+    node = statement.get("node") or {}
     if node.get("type") != "SELECT_NODE" or (node.get("cte_map") or {}).get("map"):
         return None
     source = node.get("from_table") or {}
@@ -333,6 +397,7 @@ def sql(
     require_pyarrow()
     import pyarrow as pa
 
+    named: frozenset[str] | None = None
     if engine == "duckdb":
         try:
             import duckdb
@@ -340,7 +405,9 @@ def sql(
             raise MissingDependencyError(
                 'SQL with DuckDB needs duckdb: pip install "shardedstore[duckdb]"'
             ) from None
-        connection: Any = duckdb.connect()
+        named = _named(query)
+        # Only a single SELECT (it reads, and leaves nothing behind) shares the database.
+        connection: Any = _shared_cursor() if named is not None else duckdb.connect()
     elif engine == "datafusion":
         try:
             import datafusion
@@ -351,14 +418,19 @@ def sql(
         connection = datafusion.SessionContext()
     else:
         raise ArgumentError(f"engine must be 'duckdb' or 'datafusion', got {engine!r}")
-    plans = _plans(store, arrays, tables, coords, statistics)
-    hints: dict[str, pc.Expression] = {}
-    if engine == "duckdb":
+    if engine == "datafusion":
+        plans = _plans(store, arrays, tables, coords, statistics)
+        _register_all(connection, engine, store, plans, chunk_table_dir, {})
+        return connection.sql(query).to_arrow_table()
+    try:
+        plans = _plans(store, arrays, tables, coords, statistics, named)
+        hints: dict[str, pc.Expression] = {}
         found = duckdb_hint(query, {name: plan.schema.names for name, plan in plans.items()})
         if found is not None:
             hints[found[0]] = found[1]
-    _register_all(connection, engine, store, plans, chunk_table_dir, hints)
-    if engine == "duckdb":
+        chunks_table = named is None or "chunks" in named
+        _register_all(connection, engine, store, plans, chunk_table_dir, hints, chunks_table)
         relation = connection.sql(query)
         return pa.table({}) if relation is None else relation.to_arrow_table()
-    return connection.sql(query).to_arrow_table()
+    finally:
+        connection.close()

@@ -2,57 +2,68 @@
 computed as chunks are read, each checked against its shard's listing.
 
 Before a scan filters on values, every shard of the array is listed (sizes and change
-stamps, nothing read: see :mod:`shardedstore.table.tasks`), and a chunk's ``min``,
-``max`` and ``nan_count`` are used only when they were computed from exactly what that
-listing shows:
+stamps, nothing read: see :mod:`shardedstore.table.tasks`; on local disk a shard listed
+before is only ``lstat``-ed, see :mod:`shardedstore.table.freshness`), and a chunk's
+``min``, ``max`` and ``nan_count`` are used only when they were computed from exactly
+what that listing shows:
 
 - **a written chunk table** (``statistics=DIR``, from :func:`write_chunk_table` with at
   least ``min`` and ``max``, and ``nan_count`` for floating-point arrays): each file
   records its shards' fingerprints; a shard whose fingerprint today differs (rewritten
-  since) has no statistics from it;
+  since) has no statistics from it. A file is parsed once and kept while its own stamp
+  (size, mtime, ctime, inode: see :mod:`~shardedstore.table.freshness`) is unchanged;
 - **computed incrementally** (the default, and for shards a chunk table does not cover):
   a scan that filters on values computes the statistics of every chunk it reads and
   keeps them in memory under the shard's fingerprint (:class:`StatisticsCache`), so the
-  next query skips what this one read; a changed shard has a new fingerprint.
+  next query skips what this one read; a changed shard has a new fingerprint (a shard
+  whose files changed just before it was listed is not kept: a change within the same
+  tick of the file system's clock could leave its fingerprint as it was).
 
 A chunk that is not stored reads as the fill value: its statistics are known without
 reading (none for a NaN fill). Shards whose listing carries no change stamp (a memory
 store, a nested layout) are never given statistics. A chunk without statistics is read.
+
+What is known of an array is held as arrays over its chunk grid (:class:`ArrayStatistics`)
+and kept for the next query while every shard's listing, every chunk-table file and the
+in-memory cache are as they were.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
 from zarr.storage import LocalStore
 
+from shardedstore.table.freshness import list_local_fresh, settled
 from shardedstore.table.parquet import FINGERPRINTS, OPTIONS
 from shardedstore.table.stats import StatsOptions, chunk_stats, parse_stats
 from shardedstore.table.tasks import (
     ChunkTask,
     Listing,
+    Stamp,
     fingerprint_of,
     list_for_fingerprint,
-    list_local,
     listed_coords,
     run_on_task_loop,
+    stamp_of,
 )
-
-if TYPE_CHECKING:
-    import pyarrow as pa
 
 __all__ = [
     "VALUE_OPTIONS",
+    "ArrayStatistics",
     "ChunkBounds",
     "StatisticsCache",
     "array_statistics",
@@ -71,11 +82,15 @@ _CACHE_CHUNKS = 1_000_000
 
 
 class StatisticsCache:
-    """Statistics of chunks read by scans, by shard fingerprint (thread-safe, bounded)."""
+    """Statistics of chunks read by scans, by shard fingerprint (thread-safe, bounded).
+
+    ``version`` changes whenever what the cache holds may have.
+    """
 
     def __init__(self, limit: int = _CACHE_CHUNKS) -> None:
         self.limit = limit
         self.size = 0
+        self.version = 0
         self.lock = threading.Lock()
         self.shards: OrderedDict[str, dict[tuple[int, ...], ChunkBounds]] = OrderedDict()
 
@@ -93,6 +108,7 @@ class StatisticsCache:
             self.shards.move_to_end(fingerprint)
             if coords not in entry:
                 self.size += 1
+            self.version += 1
             entry[coords] = bounds
             while self.size > self.limit and len(self.shards) > 1:
                 _, dropped = self.shards.popitem(last=False)
@@ -102,15 +118,17 @@ class StatisticsCache:
         with self.lock:
             self.shards.clear()
             self.size = 0
+            self.version += 1
 
 
 CACHE = StatisticsCache()
 """The process's cache of statistics computed by scans."""
 
-_COORDS: dict[tuple[str, tuple[int, ...]], list[tuple[int, ...]]] = {}
-"""Stored chunks of a shard by its fingerprint (parsed once, not at every query)."""
+_STORED: dict[tuple[str, tuple[int, ...], tuple[int, ...]], np.ndarray[Any, Any]] = {}
+"""Flat chunk-grid positions of a shard's stored chunks, by its fingerprint, the array's
+shape and chunks (parsed once, not at every query)."""
 
-_COORDS_SHARDS = 100_000
+_STORED_SHARDS = 100_000
 
 
 def bounds_of(data: np.ndarray[Any, Any], fill: Any) -> ChunkBounds:
@@ -124,70 +142,75 @@ def fill_bounds(dtype: np.dtype[Any], fill: Any) -> ChunkBounds:
     return bounds_of(np.full(1, fill, dtype=dtype), fill)
 
 
-def _listing(task: ChunkTask) -> Listing | None:
+def _listing(task: ChunkTask) -> tuple[Listing | None, Hashable | None]:
+    """A task's listing and a token that stays the same while its shard does (None:
+    no token, the shard is listed afresh)."""
     if type(task.store) is LocalStore:
-        return list_local(task)
-    return run_on_task_loop(task, lambda: list_for_fingerprint(task))
+        return list_local_fresh(task)
+    return run_on_task_loop(task, lambda: list_for_fingerprint(task)), None
 
 
-def list_tasks(tasks: list[ChunkTask]) -> list[Listing | None]:
-    """Each task's listing (nothing read); remote shards a few at a time."""
+def list_tasks(tasks: list[ChunkTask]) -> list[tuple[Listing | None, Hashable | None]]:
+    """Each task's listing (nothing read) and its token; remote shards a few at a time."""
     if len(tasks) <= 1 or all(type(task.store) is LocalStore for task in tasks):
         return [_listing(task) for task in tasks]  # threads would only take turns
     with ThreadPoolExecutor(max_workers=min(8, len(tasks))) as pool:
         return list(pool.map(_listing, tasks))
 
 
-@dataclass
+def _flat(coords: np.ndarray[Any, Any], grid: tuple[int, ...]) -> np.ndarray[Any, Any]:
+    """Flat (C-order) positions in ``grid`` of chunk indices (one row each)."""
+    if not grid:
+        return np.zeros(len(coords), dtype=np.intp)
+    flat: np.ndarray[Any, Any] = np.ravel_multi_index(tuple(coords.T), grid)
+    return flat
+
+
+@dataclass(frozen=True)
 class ArrayStatistics:
     """What pruning by value knows of one array's chunks, and how scans add to it.
 
+    Read-only: the queries that find the array as it was share it.
+
     Attributes
     ----------
-    bounds
-        Chunk indices -> ``(min, max, nan_count)``, for every chunk known.
-    fingerprints
-        Chunk indices of a stored chunk -> its shard's fingerprint, for chunks a scan may
-        compute statistics of (their shard's listing has stamps).
+    grid
+        The array's chunk grid; the arrays below hold one item per chunk, flat (C order).
+    low, high
+        Each chunk's minimum and maximum; NaN where unknown, or where the chunk holds
+        (or may hold) NaNs: no guarantee.
+    known
+        Where a stored chunk's statistics are known (scans need not compute them).
+    stored
+        Where a chunk is stored (elsewhere it reads as the fill value).
+    lead, fingerprints
+        Each shard's fingerprint, by the ``lead`` first chunk indices (those its chunks
+        share: none for a shard holding the whole array), for shards whose listing has
+        stamps, none of them changed just before it was taken (see
+        :func:`~shardedstore.table.freshness.settled`): a scan may keep the statistics of
+        their chunks.
+    cache
+        Where scans keep the statistics they compute (None: nothing kept).
     """
 
-    bounds: dict[tuple[int, ...], ChunkBounds] = field(default_factory=dict)
-    fingerprints: dict[tuple[int, ...], str] = field(default_factory=dict)
-    cache: StatisticsCache | None = None
-    stored: set[tuple[int, ...]] = field(default_factory=set)
-    missing: ChunkBounds | None = None
-
-    def get(self, coords: tuple[int, ...]) -> ChunkBounds | None:
-        """The chunk's bounds; those of the fill value for a chunk that is not stored."""
-        found = self.bounds.get(coords)
-        if found is None and self.missing is not None and coords not in self.stored:
-            return self.missing
-        return found
-
-    def arrays(
-        self, chunks: list[tuple[int, ...]]
-    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-        """``(low, high)`` of ``chunks``: NaN where unknown or where NaNs are (or may be)."""
-        low = np.full(len(chunks), np.nan)
-        high = np.full(len(chunks), np.nan)
-        for n, coords in enumerate(chunks):
-            bounds = self.get(coords)
-            if bounds is None:
-                continue
-            minimum, maximum, nans = bounds
-            if minimum is None or maximum is None or nans is None or nans > 0:
-                continue  # NaN rows fall outside any range: no guarantee
-            low[n], high[n] = minimum, maximum
-        return low, high
+    grid: tuple[int, ...]
+    low: np.ndarray[Any, Any]
+    high: np.ndarray[Any, Any]
+    known: np.ndarray[Any, Any]
+    stored: np.ndarray[Any, Any]
+    lead: int
+    fingerprints: dict[tuple[int, ...], str]
+    cache: StatisticsCache | None
 
     def record(self, coords: tuple[int, ...], data: np.ndarray[Any, Any], fill: Any) -> None:
         """Keep the statistics of a chunk a scan read (if its shard can be cached)."""
-        fingerprint = self.fingerprints.get(coords)
-        if self.cache is None or fingerprint is None or coords in self.bounds:
+        fingerprint = self.fingerprints.get(coords[: self.lead])
+        if self.cache is None or fingerprint is None:
             return
-        bounds = bounds_of(data, fill)
-        self.bounds[coords] = bounds
-        self.cache.put(fingerprint, coords, bounds)
+        flat = int(_flat(np.array([coords], dtype=np.int64), self.grid)[0])
+        if self.known[flat] or not self.stored[flat]:
+            return
+        self.cache.put(fingerprint, coords, bounds_of(data, fill))
 
 
 def _file_options(metadata: dict[bytes, bytes]) -> tuple[StatsOptions, int] | None:
@@ -199,70 +222,232 @@ def _file_options(metadata: dict[bytes, bytes]) -> tuple[StatsOptions, int] | No
         return None
 
 
-def _from_dataset(
-    directory: Path,
-    path: str,
-    ndim: int,
-    tasks: list[ChunkTask],
-    listings: list[Listing | None],
-    floating: bool,
-) -> dict[tuple[int, ...], ChunkBounds]:
-    """Bounds of the chunks of shards whose fingerprint in the dataset is today's."""
-    import pyarrow.compute as pc
+@dataclass(frozen=True)
+class _TableFile:
+    """What pruning takes from one chunk-table file: the fingerprint each shard's rows
+    were computed from, and the rows (chunk indices, shard, min, max, nan_count)."""
+
+    recorded: dict[str, str]
+    options: StatsOptions
+    columns: int
+    coords: np.ndarray[Any, Any]
+    shards: np.ndarray[Any, Any]
+    low: np.ndarray[Any, Any]
+    high: np.ndarray[Any, Any]
+    nans: np.ndarray[Any, Any] | None
+
+
+def _floats(column: Any) -> np.ndarray[Any, Any]:
+    """A column as float64, NaN where null."""
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _parse_file(path: str, ndim: int) -> _TableFile | None:
     import pyarrow.parquet as pq
 
-    by_shard = {
-        task.shard_index or "": (task, listing)
-        for task, listing in zip(tasks, listings, strict=True)
-    }
-    found: dict[tuple[int, ...], ChunkBounds] = {}
+    try:
+        metadata = dict(pq.read_schema(path).metadata or {})
+        recorded = json.loads(metadata.get(FINGERPRINTS, b"{}"))
+    except (OSError, ValueError):
+        return None  # not a chunk-table file this version wrote: no statistics from it
+    options = _file_options(metadata)
+    if options is None or not isinstance(recorded, dict):
+        return None
+    stats, columns = options
+    if not {"min", "max"} <= set(stats.stats):
+        return None
+    names = [f"c{i}" for i in range(ndim)] + ["shard_index", "min", "max"]
+    names += ["nan_count"] if "nan_count" in stats.stats else []
+    try:
+        table = pq.read_table(path, columns=names)
+    except (OSError, ValueError):
+        return None
+    coords = (
+        np.stack([_floats(table[f"c{i}"]) for i in range(ndim)], axis=1)
+        if ndim
+        else np.zeros((table.num_rows, 0))
+    )
+    whole = ~np.isnan(coords).any(axis=1)  # a row without its indices is of no use
+    return _TableFile(
+        {str(k): str(v) for k, v in recorded.items()},
+        stats,
+        columns,
+        coords[whole].astype(np.int64),
+        np.asarray(table["shard_index"].fill_null("").to_pylist(), dtype=object)[whole],
+        _floats(table["min"])[whole],
+        _floats(table["max"])[whole],
+        _floats(table["nan_count"])[whole] if "nan_count" in stats.stats else None,
+    )
+
+
+_FILES: OrderedDict[tuple[str, int], tuple[Stamp, _TableFile | None]] = OrderedDict()
+"""Chunk-table files parsed, with the stamp they had (kept while it is the same)."""
+
+_FILES_KEPT = 64
+_files_lock = threading.Lock()
+
+
+def _table_files(
+    directory: Path, path: str, ndim: int
+) -> list[tuple[str, Stamp, _TableFile | None]]:
+    """The array's files in a chunk-table directory, each with its stamp and contents."""
     partition = directory / f"array={quote(path, safe='')}"
+    found = []
     for file in sorted(partition.glob("*.parquet")):
+        name = os.fspath(file)
+        started = time.time_ns()
         try:
-            metadata = dict(pq.read_schema(file).metadata or {})
-            recorded = json.loads(metadata.get(FINGERPRINTS, b"{}"))
-        except (OSError, ValueError):
-            continue  # not a chunk-table file this version wrote: no statistics from it
-        options = _file_options(metadata)
-        if options is None or not isinstance(recorded, dict):
+            stamp = stamp_of(os.stat(name))
+        except OSError:
             continue
-        stats, columns = options
-        if not {"min", "max"} <= set(stats.stats) or (floating and "nan_count" not in stats.stats):
-            continue  # NaNs unknown in a floating-point array: no guarantee
-        verified = []
-        for key, fingerprint in recorded.items():
-            task, listing = by_shard.get(str(key), (None, None))
-            if task is None:
-                continue
-            today = fingerprint_of(
-                dataclasses.replace(task, options=stats, ndim_columns=columns), listing
-            )
-            if today is not None and today == fingerprint:
-                verified.append(str(key))
-        if not verified:
+        key = (name, ndim)
+        with _files_lock:
+            kept = _FILES.get(key)
+        if kept is not None and kept[0] == stamp:
+            found.append((name, stamp, kept[1]))
             continue
-        names = [f"c{i}" for i in range(ndim)] + ["shard_index", "min", "max"]
-        names += ["nan_count"] if "nan_count" in stats.stats else []
-        table = pq.read_table(file, columns=names)
-        table = table.filter(pc.is_in(table["shard_index"].fill_null(""), _strings(verified)))
-        rows = zip(*(table[name].to_pylist() for name in names), strict=True)
-        for row in rows:
-            coords = tuple(int(i) for i in row[:ndim])
-            low, high = row[ndim + 1], row[ndim + 2]
-            nans = row[ndim + 3] if len(row) > ndim + 3 else 0
-            found[coords] = (low, high, nans)
+        parsed = _parse_file(name, ndim)
+        found.append((name, stamp, parsed))
+        if settled([stamp], started):  # else parsed again next time
+            with _files_lock:
+                _FILES[key] = (stamp, parsed)
+                while len(_FILES) > _FILES_KEPT:
+                    _FILES.popitem(last=False)
     return found
 
 
-def _strings(values: Iterable[str]) -> pa.Array:
-    import pyarrow as pa
+def _put(
+    found: ArrayStatistics,
+    flat: np.ndarray[Any, Any],
+    low: np.ndarray[Any, Any],
+    high: np.ndarray[Any, Any],
+    nans: np.ndarray[Any, Any] | None,
+) -> None:
+    """Chunks' statistics into ``found`` (while it is being made)."""
+    found.known[flat] = True
+    usable = ~(np.isnan(low) | np.isnan(high))
+    if nans is not None:
+        usable &= nans == 0  # NaN rows fall outside any range: no guarantee
+    found.low[flat[usable]] = low[usable]
+    found.high[flat[usable]] = high[usable]
 
-    return pa.array(list(values), type=pa.string())
+
+def _settled(listing: Listing, started: int) -> bool:
+    """Whether no file of a local listing changed less than ``RACY_NS`` before it was
+    listed (at ``started``): then a change made since shows in the listing, and what a
+    scan computes from its chunks may be kept under its fingerprint. Stamps that are not
+    times (ETags, crc32) change with the content."""
+    newest = 0
+    for _, stamp in listing.keys.values():
+        when, colon, inode = stamp.partition(":")
+        if colon and when.isdigit() and inode.isdigit():
+            newest = max(newest, int(when))
+    return settled([(0, newest, newest, 0)], started)
+
+
+def _stored(
+    task: ChunkTask, listing: Listing, fingerprint: str | None, shape: tuple[int, ...],
+    grid: tuple[int, ...],
+) -> np.ndarray[Any, Any]:  # fmt: skip
+    key = (fingerprint, shape, task.array.chunks) if fingerprint is not None else None
+    flat = _STORED.get(key) if key is not None else None
+    if flat is None:
+        coords = listed_coords(task, listing, shape)
+        flat = _flat(np.array(coords, dtype=np.int64).reshape(len(coords), len(shape)), grid)
+        if key is not None:
+            _STORED[key] = flat
+            while len(_STORED) > _STORED_SHARDS:
+                _STORED.pop(next(iter(_STORED)))
+    return flat
+
+
+def _build(
+    tasks: list[ChunkTask],
+    listed: list[tuple[Listing | None, Hashable | None]],
+    grid: tuple[int, ...],
+    shape: tuple[int, ...],
+    dtype: np.dtype[Any],
+    fill: Any,
+    files: list[tuple[str, Stamp, _TableFile | None]],
+    cache: StatisticsCache | None,
+    started: int,
+) -> ArrayStatistics:
+    count = math.prod(grid)
+    found = ArrayStatistics(
+        grid,
+        np.full(count, np.nan),
+        np.full(count, np.nan),
+        np.zeros(count, dtype=bool),
+        np.zeros(count, dtype=bool),
+        len(tasks[0].array.lead) if tasks else 0,
+        {},
+        cache,
+    )
+    by_shard: dict[str, tuple[ChunkTask, Listing]] = {}
+    for task, (listing, _) in zip(tasks, listed, strict=True):
+        if listing is None:
+            continue  # no such shard: its chunks read as the fill value
+        fingerprint = fingerprint_of(dataclasses.replace(task, options=VALUE_OPTIONS), listing)
+        found.stored[_stored(task, listing, fingerprint, shape, grid)] = True
+        if fingerprint is None:
+            continue
+        if _settled(listing, started):
+            found.fingerprints[task.array.lead] = fingerprint  # scans may add to the cache
+        by_shard[task.shard_index or ""] = (task, listing)
+        computed = cache.get(fingerprint) if cache is not None else {}
+        if computed:
+            coords = np.array(list(computed), dtype=np.int64).reshape(len(computed), len(shape))
+            bounds = np.array(list(computed.values()), dtype=np.float64)  # None: NaN
+            _put(found, _flat(coords, grid), bounds[:, 0], bounds[:, 1], bounds[:, 2])
+    floating = dtype.kind in "fc"
+    for _, _, table in files:
+        if table is None or (floating and table.nans is None):
+            continue  # NaNs unknown in a floating-point array: no guarantee
+        verified = [
+            key
+            for key, fingerprint in table.recorded.items()
+            if key in by_shard
+            and fingerprint
+            == fingerprint_of(
+                dataclasses.replace(
+                    by_shard[key][0], options=table.options, ndim_columns=table.columns
+                ),
+                by_shard[key][1],
+            )
+        ]
+        if not verified:
+            continue
+        rows = np.isin(table.shards, np.array(verified, dtype=object))
+        rows &= ((table.coords >= 0) & (table.coords < np.array(grid, dtype=np.int64))).all(1)
+        nans = None if table.nans is None else table.nans[rows]
+        _put(found, _flat(table.coords[rows], grid), table.low[rows], table.high[rows], nans)
+    minimum, maximum, nans_missing = fill_bounds(dtype, fill)
+    if minimum is not None and maximum is not None and nans_missing == 0:
+        found.low[~found.stored] = minimum
+        found.high[~found.stored] = maximum
+    for array in (found.low, found.high, found.known, found.stored):
+        array.setflags(write=False)
+    return found
+
+
+_MEMO: OrderedDict[Hashable, ArrayStatistics] = OrderedDict()
+"""What was known of arrays, by everything it was made from (see :func:`array_statistics`)."""
+
+_MEMO_CHUNKS = 4_000_000
+_memo_lock = threading.Lock()
+
+
+def _remember(key: Hashable, found: ArrayStatistics) -> None:
+    with _memo_lock:
+        _MEMO[key] = found
+        while len(_MEMO) > 1 and sum(m.low.size for m in _MEMO.values()) > _MEMO_CHUNKS:
+            _MEMO.popitem(last=False)
 
 
 def array_statistics(
     tasks: list[ChunkTask],
     shape: tuple[int, ...],
+    chunks: tuple[int, ...],
     dtype: np.dtype[Any],
     fill: Any,
     dataset: Path | None,
@@ -270,42 +455,49 @@ def array_statistics(
 ) -> ArrayStatistics:
     """What is known today of the chunks of one array (its tasks: one per shard).
 
+    Every shard is listed (on local disk, a shard listed before is ``lstat``-ed) and
+    every chunk-table file's stamp taken; when all are as they were, and the cache holds
+    what it held, what was known then is known now (nothing else is computed).
+
     Parameters
     ----------
     tasks
         The array's tasks (:func:`shardedstore.chunk_tasks`).
-    shape, dtype, fill
-        The array's shape, dtype and the value its missing chunks read as.
+    shape, chunks, dtype, fill
+        The array's shape, chunk shape, dtype and the value its missing chunks read as.
     dataset
         A chunk-table directory to take statistics from (checked), or None.
     cache
         Where scans keep the statistics they compute (None: nothing kept, nothing used).
     """
-    found = ArrayStatistics(cache=cache)
-    listings = list_tasks(tasks)
-    for task, listing in zip(tasks, listings, strict=True):
-        if listing is None:
-            continue
-        fingerprint = fingerprint_of(dataclasses.replace(task, options=VALUE_OPTIONS), listing)
-        coords = _COORDS.get((fingerprint, shape)) if fingerprint is not None else None
-        if coords is None:
-            coords = listed_coords(task, listing, shape)
-            if fingerprint is not None:
-                _COORDS[(fingerprint, shape)] = coords
-                while len(_COORDS) > _COORDS_SHARDS:
-                    _COORDS.pop(next(iter(_COORDS)))
-        found.stored.update(coords)
-        if fingerprint is None:
-            continue
-        for chunk in coords:
-            found.fingerprints[chunk] = fingerprint
-        if cache is not None:
-            found.bounds.update(cache.get(fingerprint))
+    grid = tuple(-(-s // c) if c else 0 for s, c in zip(shape, chunks, strict=True))
+    started = time.time_ns()
+    listed = list_tasks(tasks)
+    files = []
     if dataset is not None and tasks:
-        ndim = len(shape)
-        floating = dtype.kind in "fc"
-        found.bounds.update(
-            _from_dataset(dataset, tasks[0].array.path, ndim, tasks, listings, floating)
+        files = _table_files(dataset, tasks[0].array.path, len(shape))
+    key: Hashable = None
+    tokens = [
+        (task.shard_index, task.own_keys, token)
+        for task, (_, token) in zip(tasks, listed, strict=True)
+    ]
+    if all(token is not None for _, _, token in tokens):
+        key = (
+            tasks[0].array.path if tasks else None,
+            shape,
+            chunks,
+            dtype.str,
+            repr(fill),
+            tuple(tokens),
+            tuple((name, stamp) for name, stamp, _ in files),
+            None if cache is None else (id(cache), cache.version),
         )
-    found.missing = fill_bounds(dtype, fill)
+        with _memo_lock:
+            found = _MEMO.get(key)
+            if found is not None:
+                _MEMO.move_to_end(key)
+                return found
+    found = _build(tasks, listed, grid, shape, dtype, fill, files, cache, started)
+    if key is not None:
+        _remember(key, found)
     return found

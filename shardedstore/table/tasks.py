@@ -59,6 +59,7 @@ __all__ = [
     "ArraySpec",
     "ChunkTask",
     "KeyFormat",
+    "Stamp",
     "StoredChunk",
     "TableResult",
     "Listing",
@@ -66,6 +67,9 @@ __all__ = [
     "key_format",
     "list_for_fingerprint",
     "list_local",
+    "local_root",
+    "stamp_of",
+    "walk_local",
     "listed_coords",
     "open_task_array",
     "read_chunks",
@@ -347,12 +351,29 @@ def _refuse_link(shard: str, path: str) -> LayoutError:
     )
 
 
-def _walk_local(
-    root: str, prefix: str, shard: str, root_info: os.stat_result | None = None
-) -> dict[str, tuple[int | None, str]]:
-    """``key -> (size, mtime_ns)`` of the files below ``root/prefix``; refuses symlinks.
+Stamp = tuple[int, int, int, int]
+"""A file's or directory's ``(size, mtime_ns, ctime_ns, inode)``, as ``lstat`` gives it."""
 
-    ``root_info``: the ``lstat`` of ``root`` the caller has already made."""
+
+def stamp_of(info: os.stat_result) -> Stamp:
+    """The stamp of an ``lstat`` result (any change to an entry's content, or to which
+    entries a directory holds, changes it, within the clock's resolution)."""
+    return (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+
+
+def walk_local(
+    root: str,
+    prefix: str,
+    shard: str,
+    root_info: os.stat_result | None = None,
+    stamps: dict[str, Stamp] | None = None,
+) -> dict[str, tuple[int | None, str]]:
+    """``key -> (size, mtime_ns:inode)`` of the files below ``root/prefix``; refuses
+    symlinks.
+
+    ``root_info``: the ``lstat`` of ``root`` the caller has already made. ``stamps``,
+    if given, receives the stamp of every directory walked and file found, by path.
+    """
     found: dict[str, tuple[int | None, str]] = {}
     top = os.path.join(root, prefix) if prefix else root
     try:
@@ -363,6 +384,8 @@ def _walk_local(
         raise _refuse_link(shard, top)
     if not stat.S_ISDIR(info.st_mode):
         return found
+    if stamps is not None:
+        stamps[top] = stamp_of(info)
     pending = [(prefix, top)]
     while pending:
         relative, directory = pending.pop()
@@ -373,11 +396,15 @@ def _walk_local(
                     raise _refuse_link(shard, entry.path)
                 if entry.is_dir(follow_symlinks=False):
                     pending.append((key, entry.path))
+                    if stamps is not None:
+                        stamps[entry.path] = stamp_of(entry.stat(follow_symlinks=False))
                 elif entry.is_file(follow_symlinks=False):
                     st = entry.stat(follow_symlinks=False)
                     # The inode too: zarr writes by rename, so a rewrite within the
                     # clock tick of the last one (same size, same coarse mtime) shows.
                     found[key] = (st.st_size, f"{st.st_mtime_ns}:{st.st_ino}")
+                    if stamps is not None:
+                        stamps[entry.path] = stamp_of(st)
     return found
 
 
@@ -498,7 +525,7 @@ async def _list_chunks(task: ChunkTask, content_stamps: bool | None = None) -> L
         root = os.fspath(store.root)
         if os.path.islink(root):
             raise _refuse_link(task.shard, root)
-        listed.keys = await asyncio.to_thread(_walk_local, root, inner, task.shard)
+        listed.keys = await asyncio.to_thread(walk_local, root, inner, task.shard)
     elif isinstance(store, ZipStore):
         listed.zip_file = os.path.abspath(store.path)  # readable from any cwd
         listed.keys, listed.zip_members = await asyncio.to_thread(
@@ -559,9 +586,9 @@ async def list_for_fingerprint(task: ChunkTask) -> Listing | None:
     return await _list_chunks(task, content_stamps=False)
 
 
-def list_local(task: ChunkTask) -> Listing | None:
-    """:func:`list_for_fingerprint` of a shard in a local directory, without an event
-    loop (scans list every shard before they filter on values)."""
+def local_root(task: ChunkTask) -> tuple[str, os.stat_result] | None:
+    """The root directory of a task's shard in a local directory and its ``lstat``;
+    None for a read-only shard never written (it reads as empty)."""
     store = task.store
     if not isinstance(store, LocalStore):
         raise TypeError(f"list_local: {task.shard} is not a local directory")
@@ -574,10 +601,19 @@ def list_local(task: ChunkTask) -> Listing | None:
         raise _refuse_link(task.shard, root)
     if info is None or not stat.S_ISDIR(info.st_mode):
         if store.read_only:
-            return None  # a shard never written reads as empty
+            return None
         raise FileNotFoundError(root)
-    keys = _walk_local(root, task.array.inner, task.shard, info)
-    return Listing(owned(task.own_keys, keys))
+    return root, info
+
+
+def list_local(task: ChunkTask) -> Listing | None:
+    """:func:`list_for_fingerprint` of a shard in a local directory, without an event
+    loop (scans list every shard before they filter on values)."""
+    found = local_root(task)
+    if found is None:
+        return None
+    root, info = found
+    return Listing(owned(task.own_keys, walk_local(root, task.array.inner, task.shard, info)))
 
 
 def listed_coords(

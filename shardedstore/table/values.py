@@ -22,7 +22,7 @@ import os
 import threading
 import warnings
 import weakref
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -78,6 +78,12 @@ _GROUP_ELEMENTS = 1 << 20
 
 _GROUP_CHUNKS = 64
 """Chunks a fragment of an array that is not array-sharded holds at least."""
+
+_PRUNERS: OrderedDict[tuple[Any, ...], ValuePruner] = OrderedDict()
+"""Value pruners by the bounds they were made from (queries after the first reuse them)."""
+
+_PRUNERS_KEPT = 16
+_pruners_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -294,8 +300,6 @@ class ValuesPlan:
         self.sharded_dims = layout.array_shards[node][0] if kind == "array shards" else 0
         self.fragments = self._fragments()
         self._axes: list[AxisPruner] | None = None
-        self._value_pruners: dict[str, tuple[bytes, ValuePruner]] = {}
-        self._all_chunks: list[tuple[int, ...]] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -339,11 +343,6 @@ class ValuesPlan:
             self._axes = axes
         return self._axes
 
-    def _chunk_list(self) -> list[tuple[int, ...]]:
-        if self._all_chunks is None:
-            self._all_chunks = list(np.ndindex(*self.grid))
-        return self._all_chunks
-
     def _statistics_of(self, value: ValueArray) -> ArrayStatistics | None:
         """What is known of the array's chunks today (None: no pruning by value)."""
         if self.statistics is False or value.chunks != self.chunks:
@@ -355,19 +354,23 @@ class ValuesPlan:
             dataset = Path(os.fspath(self.statistics))  # type: ignore[arg-type]
         array = {value.path: self.metadata[value.path]}
         tasks = tasks_for(self.layout, array, VALUE_OPTIONS, self.ndim_columns)
-        return array_statistics(tasks, self.shape, value.dtype, value.fill, dataset, CACHE)
+        return array_statistics(
+            tasks, self.shape, self.chunks, value.dtype, value.fill, dataset, CACHE
+        )
 
     def _value_mask(
         self, value: ValueArray, known: ArrayStatistics, where: pc.Expression
     ) -> np.ndarray[Any, Any]:
-        chunks = self._chunk_list()
-        low, high = known.arrays(chunks)
-        key = low.tobytes() + high.tobytes()
-        cached = self._value_pruners.get(value.column)
-        if cached is None or cached[0] != key:
-            cached = (key, ValuePruner(self.schema, value.column, low, high))
-            self._value_pruners[value.column] = cached
-        return cached[1].kept(where)
+        key = (self.schema, value.column, known.low.tobytes(), known.high.tobytes())
+        with _pruners_lock:
+            pruner = _PRUNERS.get(key)
+        if pruner is None:
+            pruner = ValuePruner(self.schema, value.column, known.low, known.high)
+            with _pruners_lock:
+                _PRUNERS[key] = pruner
+                while len(_PRUNERS) > _PRUNERS_KEPT:
+                    _PRUNERS.popitem(last=False)
+        return pruner.kept(where)
 
     def prune(
         self, where: pc.Expression | None, fragments: Sequence[Fragment] | None = None
@@ -378,27 +381,36 @@ class ValuesPlan:
         the consumer keeps satisfies): only pruning sees it.
         """
         fragments = self.fragments if fragments is None else fragments
-        axes: list[np.ndarray[Any, Any]] = [np.ones(n, dtype=bool) for n in self.grid]
-        keep: np.ndarray[Any, Any] | None = None
+        mask: np.ndarray[Any, Any] | None = None  # over the chunk grid
         known: dict[str, ArrayStatistics] = {}
         if where is not None:
-            axes = [pruner.kept(where) for pruner in self._axis_pruners()]
             used = referenced_columns(where, self.schema)
+            for d, (dim, pruner) in enumerate(zip(self.dims, self._axis_pruners(), strict=True)):
+                if not {dim.column, dim.index_column} & used:
+                    continue  # a filter that does not read a dimension keeps all its chunks
+                shape = [1] * len(self.grid)
+                shape[d] = -1
+                kept = pruner.kept(where).reshape(shape)
+                mask = kept if mask is None else mask & kept
             for column in sorted(used & set(self.value_columns)):
                 value = self.value_columns[column]
                 found = self._statistics_of(value)
                 if found is None:
                     continue
                 known[column] = found
-                mask = self._value_mask(value, found, where)
-                keep = mask if keep is None else keep & mask
+                kept = self._value_mask(value, found, where).reshape(self.grid)
+                mask = kept if mask is None else mask & kept
         selected: list[tuple[Fragment, list[tuple[int, ...]]]] = []
+        whole = None if mask is None else np.broadcast_to(mask, self.grid)
         for fragment in fragments:
-            ranges = [[i for i in r if axes[d][i]] for d, r in enumerate(fragment.ranges)]
-            chunks = list(itertools.product(*ranges))
-            if keep is not None and chunks:
-                flat = np.ravel_multi_index(np.array(chunks).T, self.grid)
-                chunks = [c for c, k in zip(chunks, keep[flat], strict=True) if k]
+            if whole is None:
+                chunks = list(itertools.product(*fragment.ranges))
+            else:
+                box = whole[tuple(slice(r.start, r.stop) for r in fragment.ranges)]
+                if not box.any():
+                    continue
+                starts = np.array([r.start for r in fragment.ranges], dtype=np.int64)
+                chunks = [tuple(map(int, c)) for c in np.argwhere(box) + starts]
             if chunks:
                 selected.append((fragment, chunks))
         return Pruned(selected, known)
