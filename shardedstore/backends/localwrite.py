@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["create_store", "put"]
+__all__ = ["create_store", "make_folder", "put"]
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
@@ -43,7 +43,7 @@ def put(root: str, key: str, data: Any) -> None:
     try:
         fd = os.open(temporary, _FLAGS, 0o666)
     except FileNotFoundError:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        make_folder(os.path.dirname(path))
         fd = os.open(temporary, _FLAGS, 0o666)
     try:
         try:
@@ -59,6 +59,27 @@ def put(root: str, key: str, data: Any) -> None:
         raise
 
 
+def make_folder(path: str) -> None:
+    """Make the folder ``path`` and its missing parents (``os.makedirs``, without its
+    ``stat`` of each parent first: one ``mkdir`` when only ``path`` is missing).
+
+    A file where a folder should be fails the write that follows
+    (``NotADirectoryError``), as with ``os.makedirs(path, exist_ok=True)``... followed
+    by the write.
+    """
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        parent = os.path.dirname(path)
+        if parent == path:
+            raise
+        make_folder(parent)
+        with contextlib.suppress(FileExistsError):  # made meanwhile by another writer
+            os.mkdir(path)
+
+
 def create_store(root: str, documents: Iterable[tuple[str, Any]]) -> None:
     """Make the folder ``root`` (and its parents) and write ``documents`` into it.
 
@@ -71,11 +92,6 @@ def create_store(root: str, documents: Iterable[tuple[str, Any]]) -> None:
     documents
         ``(key, bytes)`` pairs, each written with :func:`put`.
     """
-    try:
-        os.mkdir(root)
-    except FileExistsError:
-        pass  # a file there fails the writes below
-    except FileNotFoundError:
-        os.makedirs(root, exist_ok=True)
+    make_folder(root)  # a file there fails the writes below
     for key, data in documents:
         put(root, key, data)

@@ -117,6 +117,23 @@ def _numpy(array: object) -> np.ndarray[Any, Any] | None:
     return array if isinstance(array, np.ndarray) else None
 
 
+def _may_hold_fill(value: NDBuffer, spec: ArraySpec) -> bool:
+    """Whether some element of ``value`` may equal the fill value (False: no part of it
+    is all fill, and :func:`_all_fill` need not look at the parts one by one)."""
+    data, fill = _numpy(value.as_ndarray_like()), _fill(spec)
+    if data is None or data.dtype.kind not in "biufc":
+        return True
+    try:
+        fill = np.asarray(fill, dtype=data.dtype)
+    except (TypeError, ValueError, OverflowError):
+        return True
+    # Looser than zarr's comparison (-0.0 equals 0.0 here), never stricter.
+    hits = data == fill
+    if data.dtype.kind in "fc" and np.isnan(fill):
+        hits = np.isnan(data)
+    return bool(np.any(hits))
+
+
 async def _settled(jobs: list[Awaitable[object]]) -> None:
     """Await every job, then raise the first failure: none is left running."""
     for outcome in await asyncio.gather(*jobs, return_exceptions=True):
@@ -470,10 +487,16 @@ class ShardedCodecPipeline(CodecPipeline):
         writes it)."""
         states: list[str] = []
         wanted: list[Group] = []
+        may_hold_fill = bool(groups) and _may_hold_fill(value, groups[0].items[0][1])
         for group in groups:
             spec = group.items[0][1]
             store_empty = bool(spec.config.write_empty_chunks)
-            if not store_empty and not os.path.isdir(group.root) and _all_fill(value, group.items):
+            if (
+                not store_empty
+                and may_hold_fill
+                and not os.path.isdir(group.root)
+                and _all_fill(value, group.items)
+            ):
                 # Nothing to store, and nothing stored to delete: zarr's own pipeline
                 # would not create this array shard either (and would delete the keys: a
                 # write of theirs that failed before is no longer pending).

@@ -19,7 +19,7 @@ from collections.abc import (
     Sequence,
 )
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeGuard, TypeVar, cast
 
 from zarr.abc.store import ByteRequest, Store, SupportsSyncStore
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
@@ -161,13 +161,19 @@ _ONE_CALL_CREATION = (LocalStore, MemoryStore)
 whose ``set_sync`` opens them and writes at once (no staging to commit, as zips have)."""
 
 
+def _puts(store: Store) -> TypeGuard[LocalStore]:
+    """Whether keys of ``store`` are written with ``localwrite.put``."""
+    return type(store) is LocalStore and not store.read_only
+
+
 def _writer(store: Store, key: str, value: Buffer) -> Callable[[], None]:
     """The blocking write of ``value`` to ``key`` of a store that supports ``set_sync``.
 
-    For exactly zarr's ``LocalStore``, open and writable, the same atomic write with
-    fewer system calls (``localwrite.put``).
+    For exactly zarr's ``LocalStore``, writable, the same atomic write with fewer
+    system calls (``localwrite.put``, which makes the store's folder if need be, as
+    opening it would).
     """
-    if type(store) is LocalStore and store._is_open and not store.read_only:
+    if _puts(store):
         return functools.partial(put, str(store.root), key, value.as_buffer_like())
     return functools.partial(cast("SupportsSyncStore", store).set_sync, key, value)
 
@@ -408,6 +414,9 @@ class ShardedStore(Store):
         # Set for layouts opened from a config for writing: no array shard may be
         # written outside this folder (after symlinks), see _check_confined.
         self._confined_to: str | None = None
+        # While stores_for_read makes the stores of one request: each folder that holds
+        # array shards, resolved once for all of them (see _real_location).
+        self._resolved: dict[str, str] | None = None
         # Per-call time of each group of sub-stores: inline or threaded I/O.
         self._latencies: dict[tuple[str, bool], Latency] = {}
 
@@ -886,17 +895,33 @@ class ShardedStore(Store):
         if self._confined_to is None or local is None:
             return
         location = os.fspath(local[1])
-        # Resolved anew for every new shard store: a folder on the way may have become
-        # a symlink since the last one (a cache of resolved parents let writes escape).
-        real = os.path.realpath(location)
+        real = self._real_location(location)
         folder = self._confined_to
-        if os.path.commonpath([real, folder]) != folder or real == folder:
+        if not real.startswith(folder if folder.endswith(os.sep) else folder + os.sep):
             raise LayoutError(
                 f"array shard {path!r} chunk {index}: {os.fspath(location)!r} resolves to "
                 f"{real!r}, outside the config's folder {folder!r} (a symlink?); shardedstore "
                 "does not write outside the folder of a config opened for writing. Replace the "
                 "link with the data itself, or open with allow_outside=True"
             )
+
+    def _real_location(self, location: str) -> str:
+        """Where ``location`` really is, symlinks resolved.
+
+        Resolved anew for every new shard store: a folder on the way may have become a
+        symlink since the last one (a cache of resolved parents let writes escape). Only
+        the shards of one request (:meth:`stores_for_read`) share the resolved folder
+        they are in, checked before any of them is written, as each was before; the
+        shard's own name is still looked at, one ``lstat`` each.
+        """
+        parent, name = os.path.split(location)
+        resolved = self._resolved
+        if resolved is None or name in ("", ".", "..") or os.path.islink(location):
+            return os.path.realpath(location)
+        real_parent = resolved.get(parent)
+        if real_parent is None:
+            real_parent = resolved[parent] = os.path.realpath(parent)
+        return os.path.join(real_parent, name)
 
     # ------------------------------------------------------------ array shards
 
@@ -1347,11 +1372,12 @@ class ShardedStore(Store):
         ``name``: the key as the layout names it, for keys of the base and the mounts;
         their metadata documents in directories are compare-and-swap.
         """
-        if not store._is_open:
+        documents = name is not None and self._documents.applies(store, key)
+        if not store._is_open and (documents or not _puts(store)):
             await opened(store)
-        if name is not None and self._documents.applies(store, key):
+        if documents:
             await asyncio.to_thread(
-                self._documents.write, cast("LocalStore", store), key, value, name
+                self._documents.write, cast("LocalStore", store), key, value, cast("str", name)
             )
             return
         if _inline_capable(store):
@@ -1734,6 +1760,18 @@ class ShardedStore(Store):
             If ``key`` is not a valid Zarr key.
         """
         return self._read_target(key)
+
+    def stores_for_read(self, keys: Iterable[str]) -> Sequence[tuple[Store, str]]:
+        """:meth:`store_for_read` of many keys (one request), in the same order.
+
+        Their new array shards are checked against the config's folder together: the
+        folders they are in resolved once, not once per shard.
+        """
+        self._resolved = {}
+        try:
+            return [self._read_target(key) for key in keys]
+        finally:
+            self._resolved = None
 
     async def store_for_write(self, key: str) -> tuple[Store, str]:
         """The sub-store that a write of the chunk ``key`` goes to, and the key inside it.
