@@ -100,9 +100,7 @@ def test_put_keeps_each_key_whole_against_a_model(
     assert _files(root) == model  # no temporary file left over, no key half written
 
 
-def test_a_failed_put_leaves_the_key_as_it_was(
-    tmp_path: Path, full_disk: list[bool]
-) -> None:
+def test_a_failed_put_leaves_the_key_as_it_was(tmp_path: Path, full_disk: list[bool]) -> None:
     put(str(tmp_path), "c/0", b"before")
     full_disk[0] = True
     with pytest.raises(OSError, match="No space left") as caught:
