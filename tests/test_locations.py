@@ -405,10 +405,12 @@ def test_repro_5_a_config_cannot_send_writes_outside_its_folder(
     assert _contents(outside) == before
 
 
+@pytest.mark.parametrize("engine", ["zarr", "zarrs"])
 def test_a_template_folder_turned_into_a_symlink_stops_the_next_new_shard(
-    tmp_path: Path, outside: Path
+    tmp_path: Path, outside: Path, engine: str
 ) -> None:
-    # Every new shard store is checked where it really is, not where the first one was.
+    # Every new shard store is checked where it really is, not where the first one was;
+    # with zarrs too, which makes the new shards of a request together.
     before = _sentinel(outside)
     folder = tmp_path / "ds"
     config = _config(
@@ -417,12 +419,36 @@ def test_a_template_folder_turned_into_a_symlink_stops_the_next_new_shard(
     )
     path = _write(folder / "layout.json", config)
     store = shardedstore.open(path, "r+")
-    array = zarr.create_array(store, name="t2m", shape=(4, 2), chunks=(1, 2), dtype="i4")
-    array[0] = 1  # shard 0, in the real folder t/
+    with shardedstore.use_engine(engine):
+        array = zarr.create_array(store, name="t2m", shape=(8, 2), chunks=(1, 2), dtype="i4")
+    array[0:2] = 1  # shards 0 and 1, in the real folder t/
     os.rename(folder / "t", folder / "t-moved")
     os.symlink(outside, folder / "t")  # t/ now leads outside the config's folder
     with pytest.raises(LayoutError, match=r"outside the config's folder"):
-        array[1] = 2
+        array[2:6] = 2
+    assert _contents(outside) == before
+
+
+@pytest.mark.parametrize("engine", ["zarr", "zarrs"])
+def test_a_symlinked_shard_among_new_ones_stops_the_write(
+    tmp_path: Path, outside: Path, engine: str
+) -> None:
+    # The shards of one request share their resolved folder, but each shard's own
+    # name is still looked at: a link placed where a new shard will be is refused.
+    before = _sentinel(outside)
+    folder = tmp_path / "ds"
+    config = _config(
+        base={"type": "local", "root": "base.zarr"},
+        array_shards={"t2m": {"dims": 1, "store": {"type": "local", "root": "t/{chunk}.zarr"}}},
+    )
+    path = _write(folder / "layout.json", config)
+    store = shardedstore.open(path, "r+")
+    with shardedstore.use_engine(engine):
+        array = zarr.create_array(store, name="t2m", shape=(8, 2), chunks=(1, 2), dtype="i4")
+    (folder / "t").mkdir()
+    os.symlink(outside, folder / "t" / "5.zarr")
+    with pytest.raises(LayoutError, match=r"'t2m' chunk 5: .*outside the config's folder"):
+        array[:] = 2
     assert _contents(outside) == before
 
 

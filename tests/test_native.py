@@ -700,3 +700,127 @@ def test_merge_region_refuses_what_is_not_one_box() -> None:
     assert region is not None
     assert region.index(0) == (3, slice(0, 2))
     assert region.index(1) == (slice(0, 2),)
+
+
+def _two_layouts(tmp_path: Path) -> tuple[ShardedStore, ShardedStore]:
+    made = []
+    for name in ("batch", "one"):
+        store = ShardedStore(
+            LocalStore(tmp_path / name / "base.zarr"),
+            {},
+            {"a": (1, array_shard_directory_store(tmp_path / name / "shards"))},
+        )
+        zarr.create_array(
+            store, name="a", shape=(8, 4), chunks=(1, 2), dtype="<i2", compressors=None
+        )
+        made.append(store)
+    return made[0], made[1]
+
+
+def _tree(root: Path) -> dict[str, bytes | None]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes() if p.is_file() else None
+        for p in root.rglob("*")
+    }
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    existing=st.sets(st.integers(0, 7), max_size=3),
+    keys=st.lists(st.tuples(st.integers(0, 7), st.integers(0, 1)), min_size=1, max_size=12),
+)
+def test_stores_for_write_is_store_for_write_of_each_key(
+    tmp_path_factory: pytest.TempPathFactory, existing: set[int], keys: list[tuple[int, int]]
+) -> None:
+    # The batch makes the new shards of all keys together; what it returns, and what
+    # it leaves on disk, is what one store_for_write per key gives.
+    tmp_path = tmp_path_factory.mktemp("layouts")
+    batch, one = _two_layouts(tmp_path)
+    for store in (batch, one):
+        for step in existing:
+            zarr.open_array(store, path="a")[step] = 1
+    names = [f"a/c/{step}/{part}" for step, part in keys]
+
+    async def both() -> tuple[list[tuple[Any, str]], list[tuple[Any, str]]]:
+        together = list(await batch.stores_for_write(names))
+        each = [await one.store_for_write(name) for name in names]
+        return together, each
+
+    together, each = zarr.core.sync.sync(both())
+    assert [inner for _, inner in together] == [inner for _, inner in each]
+    assert [type(s) for s, _ in together] == [type(s) for s, _ in each]
+    assert [s.root.relative_to(tmp_path / "batch") for s, _ in together] == [  # type: ignore[attr-defined]
+        s.root.relative_to(tmp_path / "one")
+        for s, _ in each  # type: ignore[attr-defined]
+    ]
+    assert _tree(tmp_path / "batch") == _tree(tmp_path / "one")
+    again = zarr.core.sync.sync(batch.stores_for_write(names))
+    assert [s for s, _ in again] == [s for s, _ in together]  # made once, then kept
+
+
+def test_a_set_during_a_batch_creation_waits_for_it(tmp_path: Path) -> None:
+    # zarr's own pipeline (set) and an engine's batch writing shards of one request at
+    # once: each shard is created once, and every writer sees it created.
+    batch, _ = _two_layouts(tmp_path)
+    value = np.ones(2, dtype="i2")
+
+    async def both() -> None:
+        buffer = zarr.core.buffer.default_buffer_prototype().buffer.from_bytes(value.tobytes())
+        await asyncio.gather(
+            batch.stores_for_write([f"a/c/{step}/0" for step in range(6)]),
+            *(batch.set(f"a/c/{step}/1", buffer) for step in range(3, 8)),
+        )
+
+    zarr.core.sync.sync(both())
+    for step in range(8):
+        assert (tmp_path / "batch" / "shards" / f"{step}.zarr" / "zarr.json").is_file()
+    assert not list((tmp_path / "batch").rglob("*.partial"))
+    np.testing.assert_array_equal(zarr.open_array(batch, path="a")[3:8, 2:4], 1)
+
+
+def test_a_batch_that_fails_midway_can_be_written_again(tmp_path: Path) -> None:
+    batch, _ = _two_layouts(tmp_path)
+    shards = tmp_path / "batch" / "shards"
+    shards.mkdir()
+    (shards / "4.zarr").write_bytes(b"a file where shard 4's folder goes")
+    names = [f"a/c/{step}/0" for step in range(8)]
+    with pytest.raises(OSError):  # noqa: PT011 - NotADirectoryError
+        zarr.core.sync.sync(batch.stores_for_write(names))
+    (shards / "4.zarr").unlink()
+    zarr.core.sync.sync(batch.stores_for_write(names))
+    for step in range(8):
+        assert (shards / f"{step}.zarr" / "zarr.json").is_file()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(
+        st.sampled_from([0.0, -0.0, 1.5, np.nan, np.inf, -2.0]), min_size=1, max_size=6
+    ),
+    fill=st.sampled_from([0.0, -0.0, 1.5, np.nan, None]),
+    dtype=st.sampled_from(["f4", "f8", "c8"]),
+)
+def test_a_request_without_the_fill_value_has_no_part_of_fill(
+    values: list[float], fill: float | None, dtype: str
+) -> None:
+    # The pipeline looks at each part of a request for all fill only when the request
+    # holds the fill value somewhere (zarr's comparison: NaN equals NaN, -0.0 is not 0.0).
+    from zarr.core.array_spec import ArrayConfig, ArraySpec
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.buffer.cpu import NDBuffer
+    from zarr.dtype import parse_dtype
+
+    from shardedstore.native.pipeline import _fill, _may_hold_fill
+
+    zdtype = parse_dtype(np.dtype(dtype), zarr_format=3)
+    spec = ArraySpec(
+        shape=(1,),
+        dtype=zdtype,
+        fill_value=zdtype.cast_scalar(0.0 if fill is None else fill),
+        config=ArrayConfig.from_dict({}),
+        prototype=default_buffer_prototype(),
+    )
+    data = np.array(values, dtype=dtype)
+    parts = [NDBuffer.from_numpy_array(data[i : i + 1]) for i in range(len(data))]
+    if any(part.all_equal(_fill(spec)) for part in parts):
+        assert _may_hold_fill(NDBuffer.from_numpy_array(data), spec)

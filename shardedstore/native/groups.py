@@ -20,6 +20,7 @@ from zarr.storage import LocalStore, StorePath
 from shardedstore.native.regions import Boxes, ChunkKeys
 
 if TYPE_CHECKING:
+    from zarr.abc.store import Store
     from zarr.core.array_spec import ArraySpec
 
     from shardedstore.store.sharded import ShardedStore
@@ -129,8 +130,9 @@ def split_batch(
     else:
         members = [np.arange(len(local))]
     groups: list[Group] = []
-    for rows in members:
-        group = _group(layout, local[rows[0]][0].path, node, drop)
+    routes = layout.stores_for_read([local[rows[0]][0].path for rows in members])
+    for rows, route in zip(members, routes, strict=True):
+        group = _group(route, local[rows[0]][0].path, node, drop)
         chunks = [local[row] for row in rows.tolist()]
         if group is None:
             rest.extend(chunks)
@@ -140,9 +142,10 @@ def split_batch(
     return groups, rest
 
 
-def _group(layout: ShardedStore, key: str, node: str, drop: int) -> Group | None:
-    """The group of the store holding ``key`` (None: not a local directory)."""
-    store, inner = layout.store_for_read(key)
+def _group(route: tuple[Store, str], key: str, node: str, drop: int) -> Group | None:
+    """The group of ``key``, in the store and at the inner key ``route`` gives (None:
+    not a local directory)."""
+    store, inner = route
     # Exactly zarr's LocalStore: a subclass may read in its own way.
     if type(store) is not LocalStore:
         return None

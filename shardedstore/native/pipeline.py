@@ -117,6 +117,23 @@ def _numpy(array: object) -> np.ndarray[Any, Any] | None:
     return array if isinstance(array, np.ndarray) else None
 
 
+def _may_hold_fill(value: NDBuffer, spec: ArraySpec) -> bool:
+    """Whether some element of ``value`` may equal the fill value (False: no part of it
+    is all fill, and :func:`_all_fill` need not look at the parts one by one)."""
+    data, fill = _numpy(value.as_ndarray_like()), _fill(spec)
+    if data is None or data.dtype.kind not in "biufc":
+        return True
+    try:
+        fill = np.asarray(fill, dtype=data.dtype)
+    except (TypeError, ValueError, OverflowError):
+        return True
+    # Looser than zarr's comparison (-0.0 equals 0.0 here), never stricter.
+    hits = data == fill
+    if data.dtype.kind in "fc" and np.isnan(fill):
+        hits = np.isnan(data)
+    return bool(np.any(hits))
+
+
 async def _settled(jobs: list[Awaitable[object]]) -> None:
     """Await every job, then raise the first failure: none is left running."""
     for outcome in await asyncio.gather(*jobs, return_exceptions=True):
@@ -421,7 +438,7 @@ class ShardedCodecPipeline(CodecPipeline):
         fence: WriteFence,
     ) -> None:
         """Write the local groups with the engine; what it does not take, with zarr's."""
-        ready = await asyncio.gather(*(self._ready_to_write(group, value) for group in groups))
+        ready = await self._ready_to_write(groups, value)
         declined: list[BatchItem] = []
         regions: list[Awaitable[object]] = []
         by_parent: dict[str, tuple[list[Item], list[Group]]] = {}
@@ -464,30 +481,48 @@ class ShardedCodecPipeline(CodecPipeline):
         if declined:
             await self._default.write(declined, value, drop_axes)
 
-    async def _ready_to_write(self, group: Group, value: NDBuffer) -> str:
-        """``"write"``, ``"skip"`` (nothing to store in a shard not created) or
-        ``"decline"`` (not a local directory to write: zarr's pipeline writes it)."""
-        spec = group.items[0][1]
-        keys = [item[0].path for item in group.items]
-        store_empty = bool(spec.config.write_empty_chunks)
-        if not store_empty and not os.path.isdir(group.root) and _all_fill(value, group.items):
-            # Nothing to store, and nothing stored to delete: zarr's own pipeline would
-            # not create this array shard either (and would delete the keys: a write of
-            # theirs that failed before is no longer pending).
-            self._store.record_writes(keys)
-            return "skip"
-        # Creates an array shard (its metadata) on its first write, and refuses as
-        # ShardedStore.set does (read-only, discarded, outside the config's folder).
-        # A failure is recorded as one through ShardedStore.set is: close() then
-        # commits nothing (zips of the base and mounts stay as they were).
+    async def _ready_to_write(self, groups: list[Group], value: NDBuffer) -> list[str]:
+        """For each group: ``"write"``, ``"skip"`` (nothing to store in a shard not
+        created) or ``"decline"`` (not a local directory to write: zarr's pipeline
+        writes it)."""
+        states: list[str] = []
+        wanted: list[Group] = []
+        may_hold_fill = bool(groups) and _may_hold_fill(value, groups[0].items[0][1])
+        for group in groups:
+            spec = group.items[0][1]
+            store_empty = bool(spec.config.write_empty_chunks)
+            if (
+                not store_empty
+                and may_hold_fill
+                and not os.path.isdir(group.root)
+                and _all_fill(value, group.items)
+            ):
+                # Nothing to store, and nothing stored to delete: zarr's own pipeline
+                # would not create this array shard either (and would delete the keys: a
+                # write of theirs that failed before is no longer pending).
+                self._store.record_writes([item[0].path for item in group.items])
+                states.append("skip")
+            else:
+                states.append("write")
+                wanted.append(group)
+        # Creates the array shards (their metadata) on their first write, together, and
+        # refuses as ShardedStore.set does (read-only, discarded, outside the config's
+        # folder). A failure is recorded as one through ShardedStore.set is: close()
+        # then commits nothing (zips of the base and mounts stay as they were).
         try:
-            store, _ = await self._store.store_for_write(keys[0])
+            found = await self._store.stores_for_write([group.items[0][0].path for group in wanted])
         except BaseException as error:
-            self._store.record_writes(keys, error)
+            self._store.record_writes(
+                [item[0].path for group in wanted for item in group.items], error
+            )
             raise
-        if type(store) is not LocalStore or str(store.root) != group.root:
-            return "decline"
-        return "write"
+        stores = iter(found)
+        for i, state in enumerate(states):
+            if state == "write":
+                store, _ = next(stores)
+                if type(store) is not LocalStore or str(store.root) != groups[i].root:
+                    states[i] = "decline"
+        return states
 
     async def _recorded(self, write: Awaitable[bool | None], groups: list[Group]) -> bool:
         """Await a write of the groups' chunks, telling the layout how it went; False:

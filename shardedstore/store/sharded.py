@@ -16,9 +16,10 @@ from collections.abc import (
     Coroutine,
     Iterable,
     Mapping,
+    Sequence,
 )
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeGuard, TypeVar, cast
 
 from zarr.abc.store import ByteRequest, Store, SupportsSyncStore
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
@@ -28,6 +29,7 @@ from zarr.storage import LocalStore, MemoryStore, ZipStore
 from shardedstore.backends.cache import Cacheable, CachedStore, ShardCache
 from shardedstore.backends.documents import DocumentVersions, is_metadata_document
 from shardedstore.backends.handles import collect, gather_bounded, opened, read_only_view
+from shardedstore.backends.localwrite import create_store, put
 from shardedstore.backends.oserrors import without_temporary_names
 from shardedstore.backends.registry import facts_of, same_store
 from shardedstore.backends.zips import ZipReference, copy_on_write, enable_deflate64
@@ -157,6 +159,30 @@ def _write_method_sync(
 _ONE_CALL_CREATION = (LocalStore, MemoryStore)
 """Stores whose new array shards are opened and given their metadata in one call: those
 whose ``set_sync`` opens them and writes at once (no staging to commit, as zips have)."""
+
+
+def _puts(store: Store) -> TypeGuard[LocalStore]:
+    """Whether keys of ``store`` are written with ``localwrite.put``."""
+    return type(store) is LocalStore and not store.read_only
+
+
+def _writer(store: Store, key: str, value: Buffer) -> Callable[[], None]:
+    """The blocking write of ``value`` to ``key`` of a store that supports ``set_sync``.
+
+    For exactly zarr's ``LocalStore``, writable, the same atomic write with fewer
+    system calls (``localwrite.put``, which makes the store's folder if need be, as
+    opening it would).
+    """
+    if _puts(store):
+        return functools.partial(put, str(store.root), key, value.as_buffer_like())
+    return functools.partial(cast("SupportsSyncStore", store).set_sync, key, value)
+
+
+async def _settled(waits: Iterable[Awaitable[object]]) -> None:
+    """Await every one of ``waits``, then raise the first failure: none is left running."""
+    for outcome in await asyncio.gather(*waits, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 def _inline_capable(store: Store) -> bool:
@@ -388,6 +414,9 @@ class ShardedStore(Store):
         # Set for layouts opened from a config for writing: no array shard may be
         # written outside this folder (after symlinks), see _check_confined.
         self._confined_to: str | None = None
+        # While stores_for_read makes the stores of one request: each folder that holds
+        # array shards, resolved once for all of them (see _real_location).
+        self._resolved: dict[str, str] | None = None
         # Per-call time of each group of sub-stores: inline or threaded I/O.
         self._latencies: dict[tuple[str, bool], Latency] = {}
 
@@ -866,17 +895,33 @@ class ShardedStore(Store):
         if self._confined_to is None or local is None:
             return
         location = os.fspath(local[1])
-        # Resolved anew for every new shard store: a folder on the way may have become
-        # a symlink since the last one (a cache of resolved parents let writes escape).
-        real = os.path.realpath(location)
+        real = self._real_location(location)
         folder = self._confined_to
-        if os.path.commonpath([real, folder]) != folder or real == folder:
+        if not real.startswith(folder if folder.endswith(os.sep) else folder + os.sep):
             raise LayoutError(
                 f"array shard {path!r} chunk {index}: {os.fspath(location)!r} resolves to "
                 f"{real!r}, outside the config's folder {folder!r} (a symlink?); shardedstore "
                 "does not write outside the folder of a config opened for writing. Replace the "
                 "link with the data itself, or open with allow_outside=True"
             )
+
+    def _real_location(self, location: str) -> str:
+        """Where ``location`` really is, symlinks resolved.
+
+        Resolved anew for every new shard store: a folder on the way may have become a
+        symlink since the last one (a cache of resolved parents let writes escape). Only
+        the shards of one request (:meth:`stores_for_read`) share the resolved folder
+        they are in, checked before any of them is written, as each was before; the
+        shard's own name is still looked at, one ``lstat`` each.
+        """
+        parent, name = os.path.split(location)
+        resolved = self._resolved
+        if resolved is None or name in ("", ".", "..") or os.path.islink(location):
+            return os.path.realpath(location)
+        real_parent = resolved.get(parent)
+        if real_parent is None:
+            real_parent = resolved[parent] = os.path.realpath(parent)
+        return os.path.join(real_parent, name)
 
     # ------------------------------------------------------------ array shards
 
@@ -962,17 +1007,35 @@ class ShardedStore(Store):
         zarr writes a shard's chunks concurrently; each would otherwise see the shard
         as new and write its metadata again.
         """
-        key = (path, index)
+        return self._shards_created(path, {index: store})
+
+    def _shards_created(self, path: str, shards: Mapping[str, Store]) -> Awaitable[None]:
+        """Wait for the metadata of array shards (index: store) of the array ``path``.
+
+        Those no writer is creating yet are created together (:meth:`_create_shards`);
+        for the others, this waits for their first writer's creation.
+        """
         loop = asyncio.get_running_loop()
-        creating = self._creating.get(key)
-        # A creation that failed, or that belongs to another (maybe closed) event loop,
-        # is not waited for: this writer starts one of its own.
-        if creating is None or creating.done() or creating.get_loop() is not loop:
-            creating = loop.create_task(self._create_shard(path, index, store))
-            self._creating[key] = creating
-            creating.add_done_callback(functools.partial(self._creation_done, key))
-        # Shielded: one cancelled writer must not cancel the others' shard.
-        return asyncio.shield(creating)
+        waits: list[asyncio.Future[None]] = []
+        new: dict[str, Store] = {}
+        for index, store in shards.items():
+            creating = self._creating.get((path, index))
+            # A creation that failed, or that belongs to another (maybe closed) event
+            # loop, is not waited for: this writer starts one of its own.
+            if creating is None or creating.done() or creating.get_loop() is not loop:
+                new[index] = store
+            elif creating not in waits:
+                waits.append(creating)
+        if new:
+            task = loop.create_task(self._create_shards(path, new))
+            for index in new:
+                self._creating[path, index] = task
+                task.add_done_callback(functools.partial(self._creation_done, (path, index)))
+            waits.append(task)
+        # Shielded: one cancelled writer must not cancel the others' shards.
+        if len(waits) == 1:
+            return asyncio.shield(waits[0])
+        return _settled([asyncio.shield(wait) for wait in waits])
 
     def _creation_done(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
         if self._creating.get(key) is task:
@@ -982,41 +1045,72 @@ class ShardedStore(Store):
             # cancelled (asyncio would log it as never retrieved).
             task.exception()
 
-    async def _create_shard(self, path: str, index: str, store: Store) -> None:
-        """Write an array shard's own metadata, once per shard and store instance.
+    async def _create_shards(self, path: str, shards: Mapping[str, Store]) -> None:
+        """Write the own metadata of array shards, once per shard and store instance.
 
-        The shard counts as written only once its metadata is: until then, every
-        writer waits for this creation (:meth:`_shard_created`) and shares its outcome.
+        A shard counts as written only once its metadata is: until then, every writer
+        waits for this creation (:meth:`_shards_created`) and shares its outcome.
+        Local shards (directories, memory) are made in one blocking call for all of
+        them, inline or in one thread hop, as their chunks are written.
         """
-        key = (path, index)
         layout = await self.array_layout(path)
-        if (
-            layout is not None
-            and type(store) in _ONE_CALL_CREATION
-            and _inline_capable(store)  # has set_sync (zarr >= 3.1)
-            and not store._is_open
-            and not isinstance(store, CopyOnWriteZipStore)
-        ):
-            # A local shard: opened (its folder made) and its metadata written in one
-            # blocking call, inline or in one thread hop, as its chunks are. Not a zip:
-            # its writes are staged and committed at close(), which this path skipped
-            # (zip shards of concurrent writers went missing or read as fill values).
-            documents = [
-                (name, default_buffer_prototype().buffer.from_bytes(doc))
-                for name, doc in layout.shard_documents.items()
-            ]
-            sync_store = cast("SupportsSyncStore", store)
+        local: dict[str, Store] = {}
+        others: dict[str, Store] = {}
+        for index, store in shards.items():
+            one_call = (
+                layout is not None
+                and type(store) in _ONE_CALL_CREATION
+                and _inline_capable(store)  # has set_sync (zarr >= 3.1)
+                and not store._is_open
+                # Not a zip: its writes are staged and committed at close(), which this
+                # path skips (zip shards of concurrent writers went missing).
+                and not isinstance(store, CopyOnWriteZipStore)
+            )
+            (local if one_call else others)[index] = store
+        if local:
+            await self._create_local_shards(path, local, cast("ShardedArrayLayout", layout))
+        if others:
+            await asyncio.gather(
+                *(self._create_shard(path, index, store, layout) for index, store in others.items())
+            )
 
-            def create() -> None:
-                for name, value in documents:
-                    sync_store.set_sync(name, value)  # opens the store first
+    async def _create_local_shards(
+        self, path: str, shards: Mapping[str, Store], layout: ShardedArrayLayout
+    ) -> None:
+        """Open local shards (their folders made) and write their metadata in one call."""
+        documents = list(layout.shard_documents.items())
+        buffers = [
+            (name, default_buffer_prototype().buffer.from_bytes(doc)) for name, doc in documents
+        ]
+        created: list[tuple[str, Store]] = []
 
-            await self._latency(path, True).run(create)
-            if not store._is_open:  # a store whose set_sync does not open it
-                await opened(store)
-            layout = None
-        else:
-            await opened(store)
+        def create() -> None:
+            for index, store in shards.items():
+                if type(store) is LocalStore and not store.read_only:
+                    create_store(str(store.root), documents)
+                    store._is_open = True  # what its set_sync would have done: root made
+                else:
+                    sync_store = cast("SupportsSyncStore", store)
+                    for name, value in buffers:
+                        sync_store.set_sync(name, value)  # opens the store first
+                created.append((index, store))
+
+        try:
+            if len(shards) == 1:
+                await self._latency(path, True).run(create)
+            else:  # many: one hop, not the event loop blocked for all of them
+                await asyncio.to_thread(create)
+        finally:
+            for index, store in created:
+                if not store._is_open:  # a store whose set_sync does not open it
+                    await opened(store)
+                self._shard_written(path, index, store)
+
+    async def _create_shard(
+        self, path: str, index: str, store: Store, layout: ShardedArrayLayout | None
+    ) -> None:
+        """Open one array shard and write its metadata through :meth:`_set_in`."""
+        await opened(store)
         if layout is not None:
             # Through the same inline-or-thread path as the shard's chunks.
             await asyncio.gather(
@@ -1027,9 +1121,13 @@ class ShardedStore(Store):
                     for name, doc in layout.shard_documents.items()
                 )
             )
-        self._written.add(key)
+        self._shard_written(path, index, store)
+
+    def _shard_written(self, path: str, index: str, store: Store) -> None:
+        """Count an array shard as written (created, with its metadata)."""
+        self._written.add((path, index))
         self._created[path].add(index)
-        self._shard_readers[key] = store
+        self._shard_readers[path, index] = store
 
     async def _array_documents(self, path: str) -> dict[str, JSON]:
         """The parsed metadata documents of an array-sharded array, read from base once."""
@@ -1274,20 +1372,21 @@ class ShardedStore(Store):
         ``name``: the key as the layout names it, for keys of the base and the mounts;
         their metadata documents in directories are compare-and-swap.
         """
-        if not store._is_open:
+        documents = name is not None and self._documents.applies(store, key)
+        if not store._is_open and (documents or not _puts(store)):
             await opened(store)
-        if name is not None and self._documents.applies(store, key):
+        if documents:
             await asyncio.to_thread(
-                self._documents.write, cast("LocalStore", store), key, value, name
+                self._documents.write, cast("LocalStore", store), key, value, cast("str", name)
             )
             return
         if _inline_capable(store):
             latency = self._latency(group, True)
-            sync_store = cast("SupportsSyncStore", store)
+            write = _writer(store, key, value)
             if latency.inline:
-                latency.timed(lambda: sync_store.set_sync(key, value))
+                latency.timed(write)
             else:
-                await latency.run_off_loop(lambda: sync_store.set_sync(key, value))
+                await latency.run_off_loop(write)
             return
         await store.set(key, value)
 
@@ -1662,6 +1761,18 @@ class ShardedStore(Store):
         """
         return self._read_target(key)
 
+    def stores_for_read(self, keys: Iterable[str]) -> Sequence[tuple[Store, str]]:
+        """:meth:`store_for_read` of many keys (one request), in the same order.
+
+        Their new array shards are checked against the config's folder together: the
+        folders they are in resolved once, not once per shard.
+        """
+        self._resolved = {}
+        try:
+            return [self._read_target(key) for key in keys]
+        finally:
+            self._resolved = None
+
     async def store_for_write(self, key: str) -> tuple[Store, str]:
         """The sub-store that a write of the chunk ``key`` goes to, and the key inside it.
 
@@ -1690,6 +1801,29 @@ class ShardedStore(Store):
         store = self._mounts[node] if kind == MOUNT else self._base
         await opened(store)
         return store, inner
+
+    async def stores_for_write(self, keys: Sequence[str]) -> Sequence[tuple[Store, str]]:
+        """:meth:`store_for_write` of many chunk keys at once, in the same order.
+
+        The array shards the keys create are created together: local ones (directories)
+        in one blocking call for all of them, instead of one call each.
+
+        Raises
+        ------
+        KeyValidationError
+            If a key is not a valid Zarr key.
+        ValueError
+            If a key is a metadata document of an array-sharded array.
+        """
+        self._check_writable()
+        new: dict[str, dict[str, Store]] = {}
+        for key in keys:
+            kind, node, index, _ = self._router.route(key)
+            if kind == CHUNK and (node, index) not in self._written:
+                shard = cast("str", index)
+                new.setdefault(node, {})[shard] = self._shard_store(node, shard)
+        await _settled(self._shards_created(node, shards) for node, shards in new.items())
+        return [await self.store_for_write(key) for key in keys]
 
     def record_writes(self, keys: Iterable[str], error: BaseException | None = None) -> None:
         """Record what became of writes made directly to sub-stores (:meth:`store_for_write`).
@@ -1757,7 +1891,7 @@ class _SyncShardedStore(ShardedStore):
         if kind != CHUNK and self._documents.applies(store, inner):
             self._documents.write(cast("LocalStore", store), inner, value, key)
             return
-        cast("SupportsSyncStore", store).set_sync(inner, value)
+        _writer(store, inner, value)()
 
     @_write_method_sync
     def delete_sync(self, key: str) -> None:
