@@ -38,13 +38,13 @@ from zarr.core.codec_pipeline import BatchedCodecPipeline
 from zarr.storage import LocalStore, ZipStore
 
 from shardedstore.backends.crc import crc32
+from shardedstore.table.seen import Seen
 from shardedstore.table.stats import chunk_stats, read_fill_value
 from shardedstore.table.tasks import (
     ChunkTask,
     Listing,
     OpenedArray,
     TableResult,
-    _fingerprint,
     _found,
     _identity_row,
     _list_chunks,
@@ -54,7 +54,10 @@ from shardedstore.table.tasks import (
     list_local,
     open_task_array,
     owned,
+    settled_fingerprint,
     to_table,
+    unchanged,
+    zip_stamps,
 )
 
 if TYPE_CHECKING:
@@ -149,7 +152,8 @@ def _list_now(task: ChunkTask) -> Listing | None:
         raise FileNotFoundError(path)
     inner = task.array.inner
     keys, members = _zip_members(path, f"{inner}/" if inner else "")
-    return Listing(owned(task.own_keys, keys), path, members)
+    stamps = None if task.seen is None else zip_stamps(path)
+    return Listing(owned(task.own_keys, keys), path, members, stamps)
 
 
 def _fetch(task: ChunkTask, listed: Listing, key: str) -> bytes | None:
@@ -195,6 +199,7 @@ class _Pending:
     fingerprint: str
     shared: _Shared
     found: list[tuple[tuple[int, ...], str, int | None]]
+    seen: Seen | None
     raw: list[Any] = field(default_factory=list)  # Buffer per found chunk
 
 
@@ -354,7 +359,7 @@ async def _batch(
             offset = 0
             for item, part in zip(pending, rows, strict=True):
                 tables[item.position] = every.slice(offset, len(part))
-                results[item.position] = TableResult(item.fingerprint, None)
+                results[item.position] = TableResult(item.fingerprint, None, seen=item.seen)
                 offset += len(part)
         pending.clear()
         held = 0
@@ -394,7 +399,7 @@ async def _batch(
     for position, result in enumerate(results):
         assert result is not None
         if position in tables:
-            result = TableResult(result.fingerprint, tables[position])
+            result = dataclasses.replace(result, table=tables[position])
         done.append(result)
     return done
 
@@ -420,15 +425,17 @@ async def _plan(
 ) -> _Pending | TableResult | None:
     """What the batch does with ``task``: done already (unchanged, no shard), its chunks
     to decode with the others, or None (run it alone)."""
+    if unchanged(task):  # its stamps hold: not even listed
+        return TableResult(task.previous or "", None, seen=task.seen)
     try:
         listed = _list_now(task)  # no thread hop: the batch owns this thread
     except FileNotFoundError:
         listed = await _list_chunks(task)  # a writable store, as the task's own path does
     if listed is None:
         return TableResult("", None, exists=False)
-    fingerprint = _fingerprint(task, listed)
+    fingerprint, seen = settled_fingerprint(task, listed)
     if task.previous == fingerprint:
-        return TableResult(fingerprint, None)
+        return TableResult(fingerprint, None, seen=seen)
     shared = await _shared_array(task, listed, arrays)
     if shared is None:
         return None
@@ -437,7 +444,7 @@ async def _plan(
         return None
     if listed.zip_file is not None and any(k not in listed.zip_members for _, k, _ in found):
         return None  # compressed members: zipfile reads them
-    return _Pending(position, task, listed, fingerprint, shared, found)
+    return _Pending(position, task, listed, fingerprint, shared, found, seen)
 
 
 def run_batch(

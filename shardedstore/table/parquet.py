@@ -23,8 +23,9 @@ import dataclasses
 import functools
 import json
 import os
+import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from shardedstore.backends.oserrors import written_as
 from shardedstore.errors import ArgumentError, ChunkTableOutputError
 from shardedstore.shards.listing import index_key
 from shardedstore.shards.outputlock import local_output_lock
+from shardedstore.table import seen as seen_module
 from shardedstore.table.chunks import (
     TablePlan,
     as_layout,
@@ -46,6 +48,7 @@ from shardedstore.table.chunks import (
     run_tasks,
     stored_coords,
 )
+from shardedstore.table.seen import Seen
 from shardedstore.table.stats import Histogram, StatsOptions, parse_stats
 from shardedstore.table.tasks import FORMAT_VERSION, ChunkTask, TableResult
 
@@ -282,9 +285,10 @@ def write_chunk_table(
         marker = root / MARKER
         if not marker.is_file():
             marker.write_text(json.dumps({"format": FORMAT_VERSION}) + "\n")
+        before = time.time_ns() - seen_module.RACY_NS  # before anything is listed
         plan = plan_tasks(store, arrays, options)
-        writer = _GroupWriter(root, plan, shards_per_file)
-        run_tasks(writer.tasks, executor, progress, writer.done)
+        writer = _GroupWriter(root, plan, options, shards_per_file, before)
+        run_tasks(writer.tasks(), plan.count, executor, progress, writer.done)
         if missing:
             writer.write_missing(store)
         removed = _remove_stale(root, plan, writer.expected, arrays is None)
@@ -295,55 +299,90 @@ def write_chunk_table(
 
 
 class _GroupWriter:
-    """Gathers the results of a file's tasks and writes the file once all are in."""
+    """Hands each task its shard's fingerprint and stamps from the earlier run, gathers
+    the results of a file's tasks and writes the file once all are in.
 
-    def __init__(self, root: Path, plan: TablePlan, shards_per_file: int) -> None:
+    A file's tasks come one after the other (by chunk index): a file is complete once
+    the tasks have moved on to another one and all its own are done.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        plan: TablePlan,
+        options: StatsOptions,
+        shards_per_file: int,
+        before: int,
+    ) -> None:
         self.root = root
         self.plan = plan
+        self.shards_per_file = shards_per_file
         self.known = _FingerprintCache(root)
-        self.names: dict[int, str] = {}
         self.waiting: dict[str, int] = {}
+        self.array_of: dict[str, str] = {}
+        self.closed: set[str] = set()
         self.results: dict[str, dict[str, TableResult]] = {}
-        self.tasks: list[ChunkTask] = []
-        recorded: dict[str, dict[str, str]] = {}
-        for task in plan.tasks:
-            name = file_name(task, shards_per_file)
-            if name not in recorded:
-                recorded[name] = self.known.get(name) or {}
-            previous = recorded[name].get(shard_key(task))
-            task = dataclasses.replace(task, previous=previous)
-            self.names[id(task)] = name
-            self.waiting[name] = self.waiting.get(name, 0) + 1
-            self.tasks.append(task)
-        self.options = plan.tasks[0].options if plan.tasks else parse_stats(())
-        plan.tasks[:] = self.tasks  # one task object per shard, not two (10^5 shards)
-        self.metadata_options = file_options(self.options, plan.ndim)
+        self.options = options
+        self.metadata_options = file_options(options, plan.ndim)
+        self.before = before
         self.written: list[str] = []
         self.unchanged: list[str] = []
         self.expected: set[str] = set()
         self.rows = 0
 
+    def tasks(self) -> Iterator[ChunkTask]:
+        """The plan's tasks, each with what the earlier run recorded of its shard."""
+        current: str | None = None
+        fresh = Seen((), "", self.before)
+        recorded = _Recorded({}, {})
+        for task in self.plan.tasks:
+            name = file_name(task, self.shards_per_file)
+            if name != current:
+                if current is not None:
+                    self._close(current)
+                if name in self.closed:
+                    raise RuntimeError(f"chunk table: the tasks of {name} are not in order")
+                current = name
+                recorded = self.known.get(name) or _Recorded({}, {})
+                self.waiting[name] = 0
+                self.array_of[name] = task.array.path
+            key = shard_key(task)
+            found = recorded.seen.get(key)
+            seen = fresh if found is None else Seen(found[0], found[1], self.before)
+            self.waiting[name] += 1
+            yield dataclasses.replace(task, previous=recorded.fingerprints.get(key), seen=seen)
+        if current is not None:
+            self._close(current)
+
+    def _close(self, name: str) -> None:
+        self.closed.add(name)
+        if not self.waiting[name]:
+            self._finish(name)
+
     def done(self, task: ChunkTask, result: TableResult) -> None:
-        name = self.names[id(task)]
+        name = file_name(task, self.shards_per_file)
         self.results.setdefault(name, {})[shard_key(task)] = result
         self.waiting[name] -= 1
-        if not self.waiting[name]:
-            self._finish(name, task.array.path)
+        if not self.waiting[name] and name in self.closed:
+            self._finish(name)
 
-    def _finish(self, name: str, array: str) -> None:
+    def _finish(self, name: str) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        present = {key: r for key, r in self.results.pop(name).items() if r.exists}
+        del self.waiting[name]
+        array = self.array_of.pop(name)
+        present = {key: r for key, r in self.results.pop(name, {}).items() if r.exists}
         if not present:
             return  # candidate array shards that are not there: no file
         self.expected.add(name)
-        before = self.known.get(name) or {}
+        earlier = self.known.get(name) or _Recorded({}, {})
         kept = {key for key, r in present.items() if r.table is None}
         fingerprints = {key: r.fingerprint for key, r in sorted(present.items())}
-        if kept == set(present) and set(before) == set(present):
+        seen = {key: r.seen for key, r in present.items() if r.seen is not None}
+        if kept == set(present) and set(earlier.fingerprints) == set(present):
             self.unchanged.append(name)
-            self.known.keep(name, fingerprints)
+            self.known.keep(name, fingerprints, seen)
             return
         tables = [_file_table(r.table) for r in present.values() if r.table is not None]
         if kept:  # the rows of unchanged shards, from the file as it is
@@ -360,7 +399,7 @@ class _GroupWriter:
             b"shardedstore.array": array.encode(),
         }
         _write_atomic(table, self.root / name, metadata)
-        self.known.keep(name, fingerprints)
+        self.known.keep(name, fingerprints, seen)
         self.written.append(name)
         self.rows += table.num_rows
 
@@ -395,13 +434,24 @@ class _GroupWriter:
             self.rows += table.num_rows
 
 
+@dataclass(frozen=True)
+class _Recorded:
+    """What the earlier run recorded of a file's shards, by shard key: fingerprints, and
+    the stamps behind them (paths, digest; see :mod:`shardedstore.table.seen`)."""
+
+    fingerprints: dict[str, str]
+    seen: dict[str, tuple[tuple[str, ...], str]]
+
+
 class _FingerprintCache:
     """The fingerprints of the files, as their Parquet metadata says, read fast.
 
     The files' own metadata is the truth; ``_fingerprints.json`` remembers each file's
     fingerprints with its size and mtime, so that a re-run over 10^5 unchanged shards
     reads one JSON file instead of 10^5 Parquet footers. A file whose size or mtime
-    differs from the cache's entry has its footer read.
+    differs from the cache's entry has its footer read. The cache alone holds the stamps
+    behind each fingerprint: without them (a file whose entry is stale), shards are
+    listed again.
     """
 
     NAME = "_fingerprints.json"
@@ -420,7 +470,7 @@ class _FingerprintCache:
                 self.entries = files
         self.kept = dict(self.entries)  # other arrays' files, when a run names arrays
 
-    def get(self, name: str) -> dict[str, str] | None:
+    def get(self, name: str) -> _Recorded | None:
         path = self.root / name
         try:
             info = path.stat()
@@ -429,22 +479,42 @@ class _FingerprintCache:
         entry = self.entries.get(name)
         if (
             isinstance(entry, list)
-            and len(entry) == 3
+            and len(entry) == 4
             and entry[:2] == [info.st_size, info.st_mtime_ns]
             and isinstance(entry[2], dict)
         ):
-            return {str(key): str(value) for key, value in entry[2].items()}
-        return _fingerprints_of(path)
+            fingerprints = {str(key): str(value) for key, value in entry[2].items()}
+            return _Recorded(fingerprints, _seen_of(entry[3]))
+        found = _fingerprints_of(path)
+        return None if found is None else _Recorded(found, {})
 
-    def keep(self, name: str, fingerprints: dict[str, str]) -> None:
+    def keep(self, name: str, fingerprints: dict[str, str], seen: dict[str, Seen]) -> None:
         info = (self.root / name).stat()
-        self.kept[name] = [info.st_size, info.st_mtime_ns, fingerprints]
+        paths: dict[tuple[str, ...], int] = {}
+        shards = {
+            key: [paths.setdefault(record.paths, len(paths)), record.digest]
+            for key, record in sorted(seen.items())
+        }
+        stamps = {"paths": [list(p) for p in paths], "shards": shards}
+        self.kept[name] = [info.st_size, info.st_mtime_ns, fingerprints, stamps]
 
     def save(self) -> None:
         path = self.root / self.NAME
         partial = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:12]}")
         partial.write_text(json.dumps({"format": FORMAT_VERSION, "files": self.kept}))
         os.replace(partial, path)
+
+
+def _seen_of(entry: Any) -> dict[str, tuple[tuple[str, ...], str]]:
+    """The stamps a cache entry records, by shard key (nothing from a damaged entry)."""
+    try:
+        paths = [tuple(str(p) for p in group) for group in entry["paths"]]
+        return {
+            str(key): (paths[index], str(digest))
+            for key, (index, digest) in entry["shards"].items()
+        }
+    except (KeyError, TypeError, ValueError, IndexError):
+        return {}
 
 
 def _remove_stale(root: Path, plan: TablePlan, expected: set[str], every_array: bool) -> list[str]:

@@ -19,6 +19,7 @@ are picklable: they run in threads, processes or on a dask cluster.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import json
@@ -27,10 +28,10 @@ import os
 import stat
 import struct
 import zipfile
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Hashable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 from zarr.abc.store import Store
@@ -46,6 +47,7 @@ from shardedstore.errors import ArgumentError, LayoutError, describe_shard
 from shardedstore.shards.source import ShardSource
 from shardedstore.store.ownkeys import OwnKeys
 from shardedstore.store.routing import parse_chunk_key
+from shardedstore.table.seen import Seen, Stamps, is_racy, record, still_seen
 from shardedstore.table.stats import StatsOptions, chunk_stats, read_fill_value, table_schema
 
 if TYPE_CHECKING:
@@ -72,8 +74,10 @@ __all__ = [
     "region",
     "run_on_task_loop",
     "run_task",
+    "settled_fingerprint",
     "storage_chunks",
     "to_table",
+    "unchanged",
 ]
 
 T = TypeVar("T")
@@ -240,6 +244,10 @@ class ChunkTask:
         the hierarchy).
     previous
         The fingerprint of an earlier run: an unchanged shard is not read again.
+    seen
+        The stamps behind ``previous`` (:mod:`shardedstore.table.seen`): a shard on
+        local disk whose stamps hold is not even listed again; and when this run
+        records stamps. None: none recorded.
 
     Examples
     --------
@@ -257,6 +265,7 @@ class ChunkTask:
     options: StatsOptions
     ndim_columns: int
     previous: str | None = None
+    seen: Seen | None = None
 
     @property
     def shard(self) -> str:
@@ -274,7 +283,8 @@ class ChunkTask:
 
     def table(self) -> pa.Table:
         """The task's rows of the chunk table (its statistics computed, if asked for)."""
-        result = run_on_task_loop(self, lambda: _table_task(replace(self, previous=None)))
+        fresh = replace(self, previous=None, seen=None)
+        result = run_on_task_loop(self, lambda: _table_task(fresh))
         if result.table is None:  # no such shard
             return to_table([], self.ndim_columns, self.options)
         return result.table
@@ -301,7 +311,8 @@ class ChunkTask:
 
 @dataclass
 class TableResult:
-    """A task's outcome: the shard's table, or None when unchanged or not there.
+    """A task's outcome: the shard's table, or None when unchanged or not there;
+    ``seen``: the stamps behind ``fingerprint``, for the next run (None: none).
 
     Pickled (back from a process or a dask worker) with its table in Arrow's IPC format:
     a batch's tables are slices of one table, which pickle would send whole.
@@ -310,6 +321,7 @@ class TableResult:
     fingerprint: str
     table: pa.Table | None
     exists: bool = True
+    seen: Seen | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -333,11 +345,13 @@ class TableResult:
 
 @dataclass
 class Listing:
-    """Keys of one (sub-)array's node in one shard: shard key -> (size, stamp)."""
+    """Keys of one (sub-)array's node in one shard: shard key -> (size, stamp); the
+    stamps of its folders and files, when asked for (:mod:`shardedstore.table.seen`)."""
 
     keys: dict[str, tuple[int | None, str]] = field(default_factory=dict)
     zip_file: str | None = None
     zip_members: dict[str, tuple[int, int]] = field(default_factory=dict)
+    stamps: Stamps | None = None
 
 
 def _refuse_link(shard: str, path: str) -> LayoutError:
@@ -348,11 +362,16 @@ def _refuse_link(shard: str, path: str) -> LayoutError:
 
 
 def _walk_local(
-    root: str, prefix: str, shard: str, root_info: os.stat_result | None = None
+    root: str,
+    prefix: str,
+    shard: str,
+    root_info: os.stat_result | None = None,
+    stamps: Stamps | None = None,
 ) -> dict[str, tuple[int | None, str]]:
     """``key -> (size, mtime_ns)`` of the files below ``root/prefix``; refuses symlinks.
 
-    ``root_info``: the ``lstat`` of ``root`` the caller has already made."""
+    ``root_info``: the ``lstat`` of ``root`` the caller has already made; ``stamps``
+    gets the ``lstat`` of every folder (``root/prefix`` first) and file walked."""
     found: dict[str, tuple[int | None, str]] = {}
     top = os.path.join(root, prefix) if prefix else root
     try:
@@ -363,6 +382,8 @@ def _walk_local(
         raise _refuse_link(shard, top)
     if not stat.S_ISDIR(info.st_mode):
         return found
+    if stamps is not None:
+        stamps.append((prefix, info))
     pending = [(prefix, top)]
     while pending:
         relative, directory = pending.pop()
@@ -373,11 +394,15 @@ def _walk_local(
                     raise _refuse_link(shard, entry.path)
                 if entry.is_dir(follow_symlinks=False):
                     pending.append((key, entry.path))
+                    if stamps is not None:
+                        stamps.append((key, entry.stat(follow_symlinks=False)))
                 elif entry.is_file(follow_symlinks=False):
                     st = entry.stat(follow_symlinks=False)
                     # The inode too: zarr writes by rename, so a rewrite within the
                     # clock tick of the last one (same size, same coarse mtime) shows.
                     found[key] = (st.st_size, f"{st.st_mtime_ns}:{st.st_ino}")
+                    if stamps is not None:
+                        stamps.append((key, st))
     return found
 
 
@@ -498,12 +523,17 @@ async def _list_chunks(task: ChunkTask, content_stamps: bool | None = None) -> L
         root = os.fspath(store.root)
         if os.path.islink(root):
             raise _refuse_link(task.shard, root)
-        listed.keys = await asyncio.to_thread(_walk_local, root, inner, task.shard)
+        listed.stamps = None if task.seen is None else []
+        listed.keys = await asyncio.to_thread(
+            _walk_local, root, inner, task.shard, None, listed.stamps
+        )
     elif isinstance(store, ZipStore):
         listed.zip_file = os.path.abspath(store.path)  # readable from any cwd
         listed.keys, listed.zip_members = await asyncio.to_thread(
             _zip_members, listed.zip_file, prefix
         )
+        if task.seen is not None:
+            listed.stamps = zip_stamps(listed.zip_file)
     elif isinstance(listing, FsspecStore) and hasattr(listing.fs, "_find"):
         listed.keys = await _list_fsspec(listing, prefix)
     else:
@@ -514,6 +544,75 @@ async def _list_chunks(task: ChunkTask, content_stamps: bool | None = None) -> L
         # the listing gives no stamp, the chunk's bytes are its stamp.
         listed.keys = await _content_stamps(store, listed.keys)
     return listed
+
+
+def zip_stamps(path: str) -> Stamps:
+    """The stamps of a zip shard: the zip file's own (statted after its listing)."""
+    return [("", os.stat(path))]
+
+
+def _stamped_root(task: ChunkTask) -> tuple[str, bool] | None:
+    """Where the stamps of ``task``'s shard are taken: its folder, or its zip file (the
+    second item: through a symbolic link); None: its store has none."""
+    store = task.store
+    if type(store) is LocalStore:
+        return os.fspath(store.root), False
+    if isinstance(store, ZipStore):
+        return os.path.abspath(store.path), True
+    return None
+
+
+def _seen_context(task: ChunkTask, fingerprint: str) -> str:
+    """What a record of stamps vouches for, besides them (see :mod:`.seen`)."""
+    where = _stamped_root(task)
+    before, after = _head(task.array.path, task.options, task.ndim_columns)
+    return "\n".join(
+        [
+            str(where),
+            before,
+            repr(task.array.lead),
+            after,
+            task.array.inner,
+            _owner_token(cast("Hashable", task.own_keys)),
+            fingerprint,
+        ]
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _owner_token(own: object) -> str:
+    """``own`` (an :class:`OwnKeys`) as the same text in every process (sets sorted)."""
+    if not dataclasses.is_dataclass(own) or isinstance(own, type):
+        return repr(own)
+    values = [getattr(own, f.name) for f in dataclasses.fields(own)]
+    shown = [sorted(v) if isinstance(v, frozenset) else v for v in values]
+    return f"{type(own).__name__}{shown!r}"
+
+
+def settled_fingerprint(task: ChunkTask, listed: Listing) -> tuple[str, Seen | None]:
+    """The task's fingerprint, and the record of its stamps for the next run.
+
+    Where the task records stamps (``task.seen``) and one of them is racy (changed
+    just before or during this run: a change in the same clock tick would not show),
+    the fingerprint is marked so that no run takes it for its own: the next one reads
+    the shard again.
+    """
+    fingerprint = _fingerprint(task, listed)
+    if task.seen is None or listed.stamps is None:
+        return fingerprint, None
+    if is_racy(listed.stamps, task.seen.before):
+        return f"racy:{fingerprint}", None
+    return fingerprint, record(listed.stamps, _seen_context(task, fingerprint), task.seen.before)
+
+
+def unchanged(task: ChunkTask) -> bool:
+    """Whether the stamps behind ``task.previous`` still hold: the shard, on local
+    disk, has not changed, without listing it."""
+    seen, previous = task.seen, task.previous
+    if seen is None or not seen.paths or previous is None:
+        return False
+    where = _stamped_root(task)
+    return where is not None and still_seen(seen, _seen_context(task, previous), *where)
 
 
 def _fingerprint(task: ChunkTask, listed: Listing) -> str:
@@ -576,8 +675,9 @@ def list_local(task: ChunkTask) -> Listing | None:
         if store.read_only:
             return None  # a shard never written reads as empty
         raise FileNotFoundError(root)
-    keys = _walk_local(root, task.array.inner, task.shard, info)
-    return Listing(owned(task.own_keys, keys))
+    stamps: Stamps | None = None if task.seen is None else []
+    keys = _walk_local(root, task.array.inner, task.shard, info, stamps)
+    return Listing(owned(task.own_keys, keys), stamps=stamps)
 
 
 def listed_coords(
@@ -760,14 +860,16 @@ def _identity_row(
 
 
 async def _table_task(task: ChunkTask) -> TableResult:
+    if unchanged(task):
+        return TableResult(task.previous or "", None, seen=task.seen)
     listed = await _list_chunks(task)
     if listed is None:
         return TableResult("", None, exists=False)
     # Every key of the node, metadata documents included, with its stamp: a change to
     # any of them changes the fingerprint, and only then is the array opened and read.
-    fingerprint = _fingerprint(task, listed)
+    fingerprint, seen = settled_fingerprint(task, listed)
     if task.previous == fingerprint:
-        return TableResult(fingerprint, None)
+        return TableResult(fingerprint, None, seen=seen)
     opened_array = await open_task_array(task)
     if opened_array is None:
         return TableResult("", None, exists=False)
@@ -794,7 +896,7 @@ async def _table_task(task: ChunkTask) -> TableResult:
         if stats:
             row.update(stats[n])
         rows.append(row)
-    return TableResult(fingerprint, to_table(rows, task.ndim_columns, task.options))
+    return TableResult(fingerprint, to_table(rows, task.ndim_columns, task.options), seen=seen)
 
 
 def _as_columns(result: Any) -> Mapping[str, Any]:
