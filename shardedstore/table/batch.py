@@ -10,8 +10,8 @@ tasks in one event loop and shares what they share:
   bytes are the same array: shape, dtype, fill value, codecs);
 - their chunks are read straight from the shard's directory (the listing has already
   refused every symbolic link in it; a read takes a file only if it is still the one
-  the listing saw: same size, mtime and inode) or zip (checked against the CRC-32 the
-  listing saw) and decoded by the array's own codec pipeline, many chunks in one call;
+  the listing saw: same size, mtime, ctime and inode) or zip (checked against the CRC-32
+  the listing saw) and decoded by the array's own codec pipeline, many chunks in one call;
 - their rows become one Arrow table, sliced per task.
 
 The values are the ones :func:`shardedstore.table.tasks.run_task` computes: the same
@@ -51,6 +51,8 @@ from shardedstore.table.tasks import (
     _run_inline,
     _table_task,
     _zip_members,
+    file_stamp,
+    kept,
     list_local,
     open_task_array,
     owned,
@@ -255,12 +257,12 @@ def _numeric(array: Any) -> bool:
 
 def _read(root: str, key: str, size: int | None, stamp: str) -> bytes | None:
     """The bytes of ``root/key`` if it is still the file the listing saw (the same size,
-    mtime and inode: not a file reached through a folder swapped for a symbolic link
+    mtime, ctime and inode: not a file reached through a folder swapped for a symbolic link
     since, nor rewritten); never through a symbolic link at the last step."""
     descriptor = os.open(os.path.join(root, key), os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(descriptor, "rb") as file:
         info = os.fstat(descriptor)
-        if info.st_size != size or f"{info.st_mtime_ns}:{info.st_ino}" != stamp:
+        if info.st_size != size or file_stamp(info) != stamp:
             return None
         return file.read()
 
@@ -434,7 +436,7 @@ async def _plan(
     if listed is None:
         return TableResult("", None, exists=False)
     fingerprint, seen = settled_fingerprint(task, listed)
-    if task.previous == fingerprint:
+    if kept(task, fingerprint):
         return TableResult(fingerprint, None, seen=seen)
     shared = await _shared_array(task, listed, arrays)
     if shared is None:

@@ -5,7 +5,7 @@ executors): the chunk table, ``map_chunks`` and the values of ``values`` all wor
 by task.
 
 A task lists the chunk keys of its (sub-)array in its shard with their sizes and
-modification stamps (mtime and inode on local disk, crc32 in a zip, ETag or mtime on
+modification stamps (mtime, ctime and inode on local disk, crc32 in a zip, ETag or mtime on
 object stores; elsewhere, and where a listing has neither, crc32 of the metadata
 documents, and of every chunk when statistics are asked for: a rewrite of the same size
 must not go unnoticed) and fingerprints them with the statistics asked for. Given the
@@ -64,7 +64,9 @@ __all__ = [
     "StoredChunk",
     "TableResult",
     "Listing",
+    "file_stamp",
     "fingerprint_of",
+    "kept",
     "key_format",
     "list_for_fingerprint",
     "list_local",
@@ -368,7 +370,7 @@ def _walk_local(
     root_info: os.stat_result | None = None,
     stamps: Stamps | None = None,
 ) -> dict[str, tuple[int | None, str]]:
-    """``key -> (size, mtime_ns)`` of the files below ``root/prefix``; refuses symlinks.
+    """``key -> (size, stamp)`` of the files below ``root/prefix``; refuses symlinks.
 
     ``root_info``: the ``lstat`` of ``root`` the caller has already made; ``stamps``
     gets the ``lstat`` of every folder (``root/prefix`` first) and file walked."""
@@ -398,12 +400,17 @@ def _walk_local(
                         stamps.append((key, entry.stat(follow_symlinks=False)))
                 elif entry.is_file(follow_symlinks=False):
                     st = entry.stat(follow_symlinks=False)
-                    # The inode too: zarr writes by rename, so a rewrite within the
-                    # clock tick of the last one (same size, same coarse mtime) shows.
-                    found[key] = (st.st_size, f"{st.st_mtime_ns}:{st.st_ino}")
+                    found[key] = (st.st_size, file_stamp(st))
                     if stamps is not None:
                         stamps.append((key, st))
     return found
+
+
+def file_stamp(info: os.stat_result) -> str:
+    """A local file's change stamp: mtime, ctime and inode. The inode: zarr writes by
+    rename, so a rewrite within the clock tick of the last one (same size, same coarse
+    mtime) shows; the ctime: a rewrite in place whose mtime was set back shows."""
+    return f"{info.st_mtime_ns}:{info.st_ctime_ns}:{info.st_ino}"
 
 
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
@@ -594,15 +601,24 @@ def settled_fingerprint(task: ChunkTask, listed: Listing) -> tuple[str, Seen | N
 
     Where the task records stamps (``task.seen``) and one of them is racy (changed
     just before or during this run: a change in the same clock tick would not show),
-    the fingerprint is marked so that no run takes it for its own: the next one reads
-    the shard again.
+    the fingerprint is marked: no run takes it for unchanged (see :func:`kept`), the
+    next one reads the shard again.
     """
     fingerprint = _fingerprint(task, listed)
     if task.seen is None or listed.stamps is None:
         return fingerprint, None
     if is_racy(listed.stamps, task.seen.before):
-        return f"racy:{fingerprint}", None
+        return f"{_RACY}{fingerprint}", None
     return fingerprint, record(listed.stamps, _seen_context(task, fingerprint), task.seen.before)
+
+
+_RACY = "racy:"
+
+
+def kept(task: ChunkTask, fingerprint: str) -> bool:
+    """Whether the shard's rows from the earlier run stand: the same fingerprint, and not
+    one taken from racy stamps."""
+    return task.previous == fingerprint and not fingerprint.startswith(_RACY)
 
 
 def unchanged(task: ChunkTask) -> bool:
@@ -868,7 +884,7 @@ async def _table_task(task: ChunkTask) -> TableResult:
     # Every key of the node, metadata documents included, with its stamp: a change to
     # any of them changes the fingerprint, and only then is the array opened and read.
     fingerprint, seen = settled_fingerprint(task, listed)
-    if task.previous == fingerprint:
+    if kept(task, fingerprint):
         return TableResult(fingerprint, None, seen=seen)
     opened_array = await open_task_array(task)
     if opened_array is None:
