@@ -327,7 +327,7 @@ def test_records_and_checks(tmp_path: Path) -> None:
     assert kept.paths == ("", "x")
     assert still_seen(kept, "context", str(folder), False)
     assert not still_seen(kept, "other context", str(folder), False)
-    assert not still_seen(Seen((), kept.digest, 0), "context", str(folder), False)
+    assert not still_seen(Seen((), kept.digest), "context", str(folder), False)
     time.sleep(TICK)
     (folder / "y").write_bytes(b"")  # a new entry: the folder's stamp moves
     assert not still_seen(kept, "context", str(folder), False)

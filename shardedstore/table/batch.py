@@ -58,7 +58,6 @@ from shardedstore.table.tasks import (
     owned,
     settled_fingerprint,
     to_table,
-    unchanged,
     zip_stamps,
 )
 
@@ -154,7 +153,7 @@ def _list_now(task: ChunkTask) -> Listing | None:
         raise FileNotFoundError(path)
     inner = task.array.inner
     keys, members = _zip_members(path, f"{inner}/" if inner else "")
-    stamps = None if task.seen is None else zip_stamps(path)
+    stamps = None if task.stamps_before is None else zip_stamps(path)
     return Listing(owned(task.own_keys, keys), path, members, stamps)
 
 
@@ -427,8 +426,6 @@ async def _plan(
 ) -> _Pending | TableResult | None:
     """What the batch does with ``task``: done already (unchanged, no shard), its chunks
     to decode with the others, or None (run it alone)."""
-    if unchanged(task):  # its stamps hold: not even listed
-        return TableResult(task.previous or "", None, seen=task.seen)
     try:
         listed = _list_now(task)  # no thread hop: the batch owns this thread
     except FileNotFoundError:

@@ -166,20 +166,25 @@ class TablePlan:
 
 
 def plan_tasks(
-    store: Store, arrays: Iterable[str] | str | None, options: StatsOptions
+    store: Store,
+    arrays: Iterable[str] | str | None,
+    options: StatsOptions,
+    skip: Callable[[Shard, ArraySpec], bool] | None = None,
 ) -> TablePlan:
     """One task per shard and array whose chunks it holds.
 
     The table has as many ``c``/``start``/``stop`` columns as the deepest array of the
     whole hierarchy has dimensions, whichever arrays are asked for: one schema per
     layout, so that files written for some arrays read together with the others'.
+    ``skip(shard, array)``, asked before an array shard's task is made: True leaves it
+    out (the caller has its rows already).
     """
 
     layout = as_layout(store)
     every = hierarchy_arrays(layout)
     found = select_arrays(every, arrays)
     ndim = max((len(array.shape) for array in every.values()), default=0)
-    count, tasks = iter_tasks(layout, found, options, ndim)
+    count, tasks = iter_tasks(layout, found, options, ndim, skip)
     return TablePlan(tasks, count, found, ndim)
 
 
@@ -192,7 +197,11 @@ def tasks_for(
 
 
 def iter_tasks(
-    layout: ShardedStore, found: dict[str, Any], options: StatsOptions, ndim: int
+    layout: ShardedStore,
+    found: dict[str, Any],
+    options: StatsOptions,
+    ndim: int,
+    skip: Callable[[Shard, ArraySpec], bool] | None = None,
 ) -> tuple[int, Iterator[ChunkTask]]:
     """How many tasks :func:`tasks_for` gives at most, and those tasks, each made when
     reached: the tasks of base and mounts (by array path), then the array shards (by
@@ -232,6 +241,8 @@ def iter_tasks(
                 continue
             lead = index_key(shard.chunk_index or "")
             spec = ArraySpec(path, "", lead, *grids[path])
+            if skip is not None and skip(shard, spec):
+                continue
             yield ChunkTask(
                 "array shard",
                 path,
@@ -263,7 +274,7 @@ def _progress_bar(progress: bool | None, total: int, desc: str) -> Any:
 _BATCH = 256
 """Small array shards one worker call takes at most (see :mod:`shardedstore.table.batch`)."""
 
-_WINDOW = 64
+_WINDOW = 32
 """Worker calls submitted and not yet done, at most: the tasks held at once are bounded."""
 
 

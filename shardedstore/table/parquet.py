@@ -11,9 +11,11 @@ array named ``0`` would come back as a number) and, in its key-value metadata, t
 fingerprint of each shard it holds (see :mod:`shardedstore.table.tasks`) and the
 statistics asked for. A re-run hands each task its shard's fingerprint; a task whose
 shard did not change sends back nothing, and its rows are kept (a file whose shards are
-all unchanged is not written at all). Files are written under a temporary name and
-renamed; the output holds a marker file, and only directories holding it (or new,
-empty ones) are written.
+all unchanged is not written at all). A shard on local disk whose stamps, recorded by
+the earlier run, still hold gets no task at all (:mod:`shardedstore.table.seen`).
+Tasks are made as the workers take them, file after file, so that 10^6 shards are
+never all held. Files are written under a temporary name and renamed; the output holds
+a marker file, and only directories holding it (or new, empty ones) are written.
 """
 
 from __future__ import annotations
@@ -50,10 +52,19 @@ from shardedstore.table.chunks import (
 )
 from shardedstore.table.seen import Seen
 from shardedstore.table.stats import Histogram, StatsOptions, parse_stats
-from shardedstore.table.tasks import FORMAT_VERSION, ChunkTask, TableResult
+from shardedstore.table.tasks import (
+    FORMAT_VERSION,
+    ArraySpec,
+    ChunkTask,
+    TableResult,
+    seen_context,
+    unchanged,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from shardedstore.shards.listing import Shard
 
 __all__ = [
     "ARRAY_PATH",
@@ -123,13 +134,17 @@ def _partition(path: str) -> str:
 
 def file_name(task: ChunkTask, shards_per_file: int = SHARDS_PER_FILE) -> str:
     """The file holding ``task``'s rows, relative to the output directory."""
-    partition = _partition(task.array.path)
-    if task.kind == "array shard":
-        *lead, last = index_key(task.shard_index or "0")
+    return _file_of(task.kind, task.array.path, task.shard_index, shards_per_file)
+
+
+def _file_of(kind: str, path: str, index: str | None, shards_per_file: int) -> str:
+    partition = _partition(path)
+    if kind == "array shard":
+        *lead, last = index_key(index or "0")
         low = last // shards_per_file * shards_per_file
         prefix = "".join(f"{i}." for i in lead)
         return f"{partition}/shards-{prefix}{low}-{low + shards_per_file - 1}.parquet"
-    return f"{partition}/{'mount' if task.kind == 'mount' else 'base'}.parquet"
+    return f"{partition}/{'mount' if kind == 'mount' else 'base'}.parquet"
 
 
 def file_options(options: StatsOptions, ndim: int) -> bytes:
@@ -237,8 +252,10 @@ def write_chunk_table(
     Each file records the fingerprint of each shard it holds; a re-run recomputes only
     the shards whose chunks (sizes and modification stamps), metadata or asked-for
     statistics changed, and rewrites only the files holding them (the rows of their
-    other shards are kept), so appending time steps costs only the new shards. Files
-    of shards that are gone are removed. Each file is written under a temporary name
+    other shards are kept), so appending time steps costs only the new shards. A shard
+    on local disk is not even listed again while the stamps of its folders and files
+    (recorded by the last run, unless they were under 3 s old when it started) hold.
+    Files of shards that are gone are removed. Each file is written under a temporary name
     and renamed; one run at a time holds the lock ``{out}/_chunk_table.lock``.
 
     Parameters
@@ -286,8 +303,9 @@ def write_chunk_table(
         if not marker.is_file():
             marker.write_text(json.dumps({"format": FORMAT_VERSION}) + "\n")
         before = time.time_ns() - seen_module.RACY_NS  # before anything is listed
-        plan = plan_tasks(store, arrays, options)
-        writer = _GroupWriter(root, plan, options, shards_per_file, before)
+        writer = _GroupWriter(root, options, shards_per_file, before)
+        plan = plan_tasks(store, arrays, options, writer.skip)
+        writer.start(plan)
         run_tasks(writer.tasks(), plan.count, executor, progress, writer.done)
         if missing:
             writer.write_missing(store)
@@ -299,60 +317,81 @@ def write_chunk_table(
 
 
 class _GroupWriter:
-    """Hands each task its shard's fingerprint and stamps from the earlier run, gathers
-    the results of a file's tasks and writes the file once all are in.
+    """Hands each task its shard's fingerprint from the earlier run, gathers the results
+    of a file's tasks and writes the file once all are in.
 
-    A file's tasks come one after the other (by chunk index): a file is complete once
-    the tasks have moved on to another one and all its own are done.
+    A shard on local disk whose stamps, as the earlier run recorded them, still hold
+    gets no task at all (:meth:`skip`, asked by the plan): its rows are kept. A file's
+    shards come one after the other (by chunk index): a file is complete once the plan
+    has moved on to another one and all its tasks are done.
     """
 
     def __init__(
-        self,
-        root: Path,
-        plan: TablePlan,
-        options: StatsOptions,
-        shards_per_file: int,
-        before: int,
+        self, root: Path, options: StatsOptions, shards_per_file: int, before: int
     ) -> None:
         self.root = root
-        self.plan = plan
+        self.options = options
         self.shards_per_file = shards_per_file
+        self.before = before
         self.known = _FingerprintCache(root)
+        self.plan: TablePlan | None = None
+        self.metadata_options = b""
+        self.current: str | None = None
+        self.recorded = _Recorded({}, {})
         self.waiting: dict[str, int] = {}
         self.array_of: dict[str, str] = {}
         self.closed: set[str] = set()
         self.results: dict[str, dict[str, TableResult]] = {}
-        self.options = options
-        self.metadata_options = file_options(options, plan.ndim)
-        self.before = before
         self.written: list[str] = []
         self.unchanged: list[str] = []
         self.expected: set[str] = set()
         self.rows = 0
 
+    def start(self, plan: TablePlan) -> None:
+        self.plan = plan
+        self.metadata_options = file_options(self.options, plan.ndim)
+
+    def _enter(self, name: str, array: str) -> None:
+        """The plan reached a shard of file ``name``."""
+        if name == self.current:
+            return
+        if self.current is not None:
+            self._close(self.current)
+        if name in self.closed:
+            raise RuntimeError(f"chunk table: the tasks of {name} are not in order")
+        self.current = name
+        self.recorded = self.known.get(name) or _Recorded({}, {})
+        self.waiting[name] = 0
+        self.array_of[name] = array
+
+    def skip(self, shard: Shard, array: ArraySpec) -> bool:
+        """Whether ``shard`` is unchanged by its stamps alone (then its rows are kept)."""
+        name = _file_of("array shard", array.path, shard.chunk_index, self.shards_per_file)
+        self._enter(name, array.path)
+        key = shard.chunk_index or ""
+        found = self.recorded.seen.get(key)
+        previous = self.recorded.fingerprints.get(key)
+        if found is None or previous is None or self.plan is None:
+            return False
+        seen = Seen(*found)
+        context = seen_context(array, self.options, self.plan.ndim, shard.own_keys, previous)
+        if not unchanged(shard.local_root, seen, context):
+            return False
+        self.waiting[name] += 1
+        self._done(name, key, TableResult(previous, None, seen=seen))
+        return True
+
     def tasks(self) -> Iterator[ChunkTask]:
-        """The plan's tasks, each with what the earlier run recorded of its shard."""
-        current: str | None = None
-        fresh = Seen((), "", self.before)
-        recorded = _Recorded({}, {})
+        """The plan's tasks, each with its shard's fingerprint from the earlier run."""
+        assert self.plan is not None
         for task in self.plan.tasks:
             name = file_name(task, self.shards_per_file)
-            if name != current:
-                if current is not None:
-                    self._close(current)
-                if name in self.closed:
-                    raise RuntimeError(f"chunk table: the tasks of {name} are not in order")
-                current = name
-                recorded = self.known.get(name) or _Recorded({}, {})
-                self.waiting[name] = 0
-                self.array_of[name] = task.array.path
-            key = shard_key(task)
-            found = recorded.seen.get(key)
-            seen = fresh if found is None else Seen(found[0], found[1], self.before)
+            self._enter(name, task.array.path)
             self.waiting[name] += 1
-            yield dataclasses.replace(task, previous=recorded.fingerprints.get(key), seen=seen)
-        if current is not None:
-            self._close(current)
+            previous = self.recorded.fingerprints.get(shard_key(task))
+            yield dataclasses.replace(task, previous=previous, stamps_before=self.before)
+        if self.current is not None:
+            self._close(self.current)
 
     def _close(self, name: str) -> None:
         self.closed.add(name)
@@ -360,8 +399,10 @@ class _GroupWriter:
             self._finish(name)
 
     def done(self, task: ChunkTask, result: TableResult) -> None:
-        name = file_name(task, self.shards_per_file)
-        self.results.setdefault(name, {})[shard_key(task)] = result
+        self._done(file_name(task, self.shards_per_file), shard_key(task), result)
+
+    def _done(self, name: str, key: str, result: TableResult) -> None:
+        self.results.setdefault(name, {})[key] = result
         self.waiting[name] -= 1
         if not self.waiting[name] and name in self.closed:
             self._finish(name)
@@ -384,12 +425,14 @@ class _GroupWriter:
             self.unchanged.append(name)
             self.known.keep(name, fingerprints, seen)
             return
-        tables = [_file_table(r.table) for r in present.values() if r.table is not None]
+        new = [r.table for r in present.values() if r.table is not None]
+        tables = [_file_table(pa.concat_tables(new))] if new else []  # once, not per shard
         if kept:  # the rows of unchanged shards, from the file as it is
             old = pq.read_table(self.root / name)
             index = old.column("shard_index").fill_null("")
             tables.append(old.filter(pa.compute.is_in(index, pa.array(sorted(kept)))))
         table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
+        assert self.plan is not None
         keys = [(f"c{i}", "ascending") for i in range(self.plan.ndim)]
         if keys:
             table = table.sort_by(keys)
@@ -408,6 +451,7 @@ class _GroupWriter:
 
         layout = as_layout(store)
         plan = self.plan
+        assert plan is not None
         for path, array in plan.arrays.items():
             partition = self.root / f"array={quote(path, safe='')}"
             files = sorted(
@@ -497,6 +541,7 @@ class _FingerprintCache:
         }
         stamps = {"paths": [list(p) for p in paths], "shards": shards}
         self.kept[name] = [info.st_size, info.st_mtime_ns, fingerprints, stamps]
+        self.entries.pop(name, None)  # read for the last time: not held twice
 
     def save(self) -> None:
         path = self.root / self.NAME

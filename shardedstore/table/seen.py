@@ -42,22 +42,19 @@ Stamps = list[tuple[str, os.stat_result]]
 
 @dataclass(frozen=True, slots=True)
 class Seen:
-    """The stamps behind a shard's fingerprint, and what this run may record.
+    """The stamps behind a shard's fingerprint.
 
     Attributes
     ----------
     paths
         Folders and files stamped, relative to the shard's root (``""``: the root, or
-        the zip file); empty: nothing recorded yet.
+        the zip file).
     digest
         Digest of their stamps and of the task's context.
-    before
-        Nanoseconds since the epoch: this run records no stamp at or after it.
     """
 
     paths: tuple[str, ...]
     digest: str
-    before: int
 
 
 def _stamp(info: os.stat_result) -> str:
@@ -86,24 +83,31 @@ def record(stamps: Stamps, context: str, before: int) -> Seen | None:
         return None
     ordered = sorted(stamps, key=lambda item: item[0])
     paths = tuple(path for path, _ in ordered)
-    return Seen(paths, _digest(context, paths, [_stamp(info) for _, info in ordered]), 0)
+    return Seen(paths, _digest(context, paths, [_stamp(info) for _, info in ordered]))
 
 
 def still_seen(seen: Seen, context: str, root: str, follow: bool) -> bool:
     """Whether every path of ``seen`` below ``root`` has the stamp recorded.
 
-    ``follow``: stat the root through a symbolic link (a zip file, which is opened so);
-    folders' entries are never followed (their listing refuses symbolic links).
+    ``follow``: ``root`` is a zip file, statted through a symbolic link (it is opened
+    so); a folder and its entries are never followed (its listing refuses links).
     """
     if not seen.paths:
         return False
-    stamps = []
     try:
-        for path in seen.paths:
-            if path:
-                stamps.append(_stamp(os.lstat(os.path.join(root, path))))
-            else:
-                stamps.append(_stamp(os.stat(root) if follow else os.lstat(root)))
+        if follow:  # a zip: the file alone
+            stamps = [_stamp(os.stat(root))] if seen.paths == ("",) else []
+        else:  # relative to the open folder: 2x faster than by whole paths
+            folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                stamps = [
+                    _stamp(
+                        os.stat(p, dir_fd=folder, follow_symlinks=False) if p else os.fstat(folder)
+                    )
+                    for p in seen.paths
+                ]
+            finally:
+                os.close(folder)
     except (OSError, ValueError):
         return False
-    return _digest(context, seen.paths, stamps) == seen.digest
+    return len(stamps) == len(seen.paths) and _digest(context, seen.paths, stamps) == seen.digest

@@ -76,6 +76,7 @@ __all__ = [
     "region",
     "run_on_task_loop",
     "run_task",
+    "seen_context",
     "settled_fingerprint",
     "storage_chunks",
     "to_table",
@@ -246,10 +247,10 @@ class ChunkTask:
         the hierarchy).
     previous
         The fingerprint of an earlier run: an unchanged shard is not read again.
-    seen
-        The stamps behind ``previous`` (:mod:`shardedstore.table.seen`): a shard on
-        local disk whose stamps hold is not even listed again; and when this run
-        records stamps. None: none recorded.
+    stamps_before
+        Nanoseconds since the epoch: the stamps of the shard's folders and files older
+        than this are recorded for the next run (:mod:`shardedstore.table.seen`); None:
+        none.
 
     Examples
     --------
@@ -267,7 +268,7 @@ class ChunkTask:
     options: StatsOptions
     ndim_columns: int
     previous: str | None = None
-    seen: Seen | None = None
+    stamps_before: int | None = None
 
     @property
     def shard(self) -> str:
@@ -285,7 +286,7 @@ class ChunkTask:
 
     def table(self) -> pa.Table:
         """The task's rows of the chunk table (its statistics computed, if asked for)."""
-        fresh = replace(self, previous=None, seen=None)
+        fresh = replace(self, previous=None, stamps_before=None)
         result = run_on_task_loop(self, lambda: _table_task(fresh))
         if result.table is None:  # no such shard
             return to_table([], self.ndim_columns, self.options)
@@ -530,7 +531,7 @@ async def _list_chunks(task: ChunkTask, content_stamps: bool | None = None) -> L
         root = os.fspath(store.root)
         if os.path.islink(root):
             raise _refuse_link(task.shard, root)
-        listed.stamps = None if task.seen is None else []
+        listed.stamps = None if task.stamps_before is None else []
         listed.keys = await asyncio.to_thread(
             _walk_local, root, inner, task.shard, None, listed.stamps
         )
@@ -539,7 +540,7 @@ async def _list_chunks(task: ChunkTask, content_stamps: bool | None = None) -> L
         listed.keys, listed.zip_members = await asyncio.to_thread(
             _zip_members, listed.zip_file, prefix
         )
-        if task.seen is not None:
+        if task.stamps_before is not None:
             listed.stamps = zip_stamps(listed.zip_file)
     elif isinstance(listing, FsspecStore) and hasattr(listing.fs, "_find"):
         listed.keys = await _list_fsspec(listing, prefix)
@@ -558,32 +559,14 @@ def zip_stamps(path: str) -> Stamps:
     return [("", os.stat(path))]
 
 
-def _stamped_root(task: ChunkTask) -> tuple[str, bool] | None:
-    """Where the stamps of ``task``'s shard are taken: its folder, or its zip file (the
-    second item: through a symbolic link); None: its store has none."""
-    store = task.store
-    if type(store) is LocalStore:
-        return os.fspath(store.root), False
-    if isinstance(store, ZipStore):
-        return os.path.abspath(store.path), True
-    return None
-
-
-def _seen_context(task: ChunkTask, fingerprint: str) -> str:
-    """What a record of stamps vouches for, besides them (see :mod:`.seen`)."""
-    where = _stamped_root(task)
-    before, after = _head(task.array.path, task.options, task.ndim_columns)
-    return "\n".join(
-        [
-            str(where),
-            before,
-            repr(task.array.lead),
-            after,
-            task.array.inner,
-            _owner_token(cast("Hashable", task.own_keys)),
-            fingerprint,
-        ]
-    )
+def seen_context(
+    array: ArraySpec, options: StatsOptions, columns: int, own: OwnKeys | None, fingerprint: str
+) -> str:
+    """What a record of stamps vouches for besides them (see :mod:`.seen`): everything a
+    task's fingerprint depends on but its listing, and the fingerprint."""
+    before, after = _head(array.path, options, columns)
+    own_text = _owner_token(cast("Hashable", own))
+    return f"{before}{array.lead!r}{after}\n{array.inner}\n{own_text}\n{fingerprint}"
 
 
 @functools.lru_cache(maxsize=64)
@@ -599,17 +582,19 @@ def _owner_token(own: object) -> str:
 def settled_fingerprint(task: ChunkTask, listed: Listing) -> tuple[str, Seen | None]:
     """The task's fingerprint, and the record of its stamps for the next run.
 
-    Where the task records stamps (``task.seen``) and one of them is racy (changed
+    Where the task records stamps (``task.stamps_before``) and one of them is racy (changed
     just before or during this run: a change in the same clock tick would not show),
     the fingerprint is marked: no run takes it for unchanged (see :func:`kept`), the
     next one reads the shard again.
     """
     fingerprint = _fingerprint(task, listed)
-    if task.seen is None or listed.stamps is None:
+    before = task.stamps_before
+    if before is None or listed.stamps is None:
         return fingerprint, None
-    if is_racy(listed.stamps, task.seen.before):
+    if is_racy(listed.stamps, before):
         return f"{_RACY}{fingerprint}", None
-    return fingerprint, record(listed.stamps, _seen_context(task, fingerprint), task.seen.before)
+    context = seen_context(task.array, task.options, task.ndim_columns, task.own_keys, fingerprint)
+    return fingerprint, record(listed.stamps, context, before)
 
 
 _RACY = "racy:"
@@ -621,14 +606,15 @@ def kept(task: ChunkTask, fingerprint: str) -> bool:
     return task.previous == fingerprint and not fingerprint.startswith(_RACY)
 
 
-def unchanged(task: ChunkTask) -> bool:
-    """Whether the stamps behind ``task.previous`` still hold: the shard, on local
-    disk, has not changed, without listing it."""
-    seen, previous = task.seen, task.previous
-    if seen is None or not seen.paths or previous is None:
+def unchanged(local_root: tuple[str, str] | None, seen: Seen, context: str) -> bool:
+    """Whether the stamps of ``seen`` still hold for a shard at ``local_root`` (as
+    :attr:`Shard.local_root` gives it): it has not changed, and is not listed again."""
+    if local_root is None:
         return False
-    where = _stamped_root(task)
-    return where is not None and still_seen(seen, _seen_context(task, previous), *where)
+    kind, root = local_root
+    if kind == "file":
+        return still_seen(seen, context, os.path.abspath(root), True)
+    return still_seen(seen, context, root, False)
 
 
 def _fingerprint(task: ChunkTask, listed: Listing) -> str:
@@ -691,7 +677,7 @@ def list_local(task: ChunkTask) -> Listing | None:
         if store.read_only:
             return None  # a shard never written reads as empty
         raise FileNotFoundError(root)
-    stamps: Stamps | None = None if task.seen is None else []
+    stamps: Stamps | None = None if task.stamps_before is None else []
     keys = _walk_local(root, task.array.inner, task.shard, info, stamps)
     return Listing(owned(task.own_keys, keys), stamps=stamps)
 
@@ -876,8 +862,6 @@ def _identity_row(
 
 
 async def _table_task(task: ChunkTask) -> TableResult:
-    if unchanged(task):
-        return TableResult(task.previous or "", None, seen=task.seen)
     listed = await _list_chunks(task)
     if listed is None:
         return TableResult("", None, exists=False)
