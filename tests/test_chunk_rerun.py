@@ -34,8 +34,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 
 import shardedstore
 from shardedstore import write_chunk_table
-from shardedstore.table import seen, tasks
-from shardedstore.table.seen import Seen, is_racy, record, still_seen
+from shardedstore.table import batch, seen, tasks
+from shardedstore.table.seen import Folders, Seen, is_racy, record, still_seen
 
 STEPS, WIDTH, CHUNK = 4, 4, 2  # array (STEPS, WIDTH) int32, chunks (1, CHUNK)
 TICK = 0.03  # seconds: longer than a coarse file-system clock's tick
@@ -242,15 +242,16 @@ def no_margin(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _walks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The folders listed from now on (a spy on the real walk)."""
+    """The shards listed from now on: folders walked, zips read (spies on the real ones)."""
     walked: list[str] = []
-    real = tasks._walk_local
+    for module, name in ((tasks, "_walk_local"), (tasks, "_zip_members"), (batch, "_zip_members")):
+        real = getattr(module, name)
 
-    def spy(root: str, *args: Any, **kwargs: Any) -> Any:
-        walked.append(root)
-        return real(root, *args, **kwargs)
+        def spy(root: str, *args: Any, real: Any = real, **kwargs: Any) -> Any:
+            walked.append(os.path.abspath(root))
+            return real(root, *args, **kwargs)
 
-    monkeypatch.setattr(tasks, "_walk_local", spy)
+        monkeypatch.setattr(module, name, spy)
     return walked
 
 
@@ -261,10 +262,11 @@ def _steps(tmp_path: Path, kind: str = "directory") -> Path:
     return config
 
 
+@pytest.mark.parametrize("kind", ["directory", "zip"])
 def test_an_unchanged_rerun_lists_no_shard(
-    tmp_path: Path, no_margin: None, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, no_margin: None, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
-    config = _steps(tmp_path)
+    config = _steps(tmp_path, kind)
     out = tmp_path / "table"
     one = {"stats": "min,max", "shards_per_file": 2}
     first = write_chunk_table(shardedstore.open(config), out, **one)
@@ -320,18 +322,20 @@ def test_records_and_checks(tmp_path: Path) -> None:
     (folder / "x").write_bytes(b"1234")
     stamps = [("", os.lstat(folder)), ("x", os.lstat(folder / "x"))]
     now = time.time_ns()
+    folders = Folders()
     assert record(stamps, "context", now - 10**12) is None  # too fresh
     assert is_racy([], now)
     kept = record(stamps, "context", now + 10**9)
     assert kept is not None
     assert kept.paths == ("", "x")
-    assert still_seen(kept, "context", str(folder), False)
-    assert not still_seen(kept, "other context", str(folder), False)
-    assert not still_seen(Seen((), kept.digest), "context", str(folder), False)
+    assert still_seen(kept, "context", str(folder), False, folders)
+    assert not still_seen(kept, "other context", str(folder), False, folders)
+    assert not still_seen(Seen((), kept.digest), "context", str(folder), False, folders)
     time.sleep(TICK)
     (folder / "y").write_bytes(b"")  # a new entry: the folder's stamp moves
-    assert not still_seen(kept, "context", str(folder), False)
+    assert not still_seen(kept, "context", str(folder), False, folders)
     kept = record([("", os.lstat(folder)), ("x", os.lstat(folder / "x"))], "c", now + 10**12)
     assert kept is not None
     (folder / "x").unlink()
-    assert not still_seen(kept, "c", str(folder), False)
+    assert not still_seen(kept, "c", str(folder), False, folders)
+    folders.close()

@@ -50,14 +50,15 @@ from shardedstore.table.chunks import (
     run_tasks,
     stored_coords,
 )
-from shardedstore.table.seen import Seen
+from shardedstore.table.seen import Folders, Seen
 from shardedstore.table.stats import Histogram, StatsOptions, parse_stats
 from shardedstore.table.tasks import (
     FORMAT_VERSION,
     ArraySpec,
     ChunkTask,
     TableResult,
-    seen_context,
+    seen_context_of,
+    seen_head,
     unchanged,
 )
 
@@ -304,9 +305,12 @@ def write_chunk_table(
             marker.write_text(json.dumps({"format": FORMAT_VERSION}) + "\n")
         before = time.time_ns() - seen_module.RACY_NS  # before anything is listed
         writer = _GroupWriter(root, options, shards_per_file, before)
-        plan = plan_tasks(store, arrays, options, writer.skip)
-        writer.start(plan)
-        run_tasks(writer.tasks(), plan.count, executor, progress, writer.done)
+        try:
+            plan = plan_tasks(store, arrays, options, writer.skip)
+            writer.start(plan)
+            run_tasks(writer.tasks(), plan.count, executor, progress, writer.done)
+        finally:
+            writer.folders.close()
         if missing:
             writer.write_missing(store)
         removed = _remove_stale(root, plan, writer.expected, arrays is None)
@@ -346,6 +350,8 @@ class _GroupWriter:
         self.unchanged: list[str] = []
         self.expected: set[str] = set()
         self.rows = 0
+        self.heads: dict[tuple[str, int], str] = {}
+        self.folders = Folders()
 
     def start(self, plan: TablePlan) -> None:
         self.plan = plan
@@ -374,8 +380,12 @@ class _GroupWriter:
         if found is None or previous is None or self.plan is None:
             return False
         seen = Seen(*found)
-        context = seen_context(array, self.options, self.plan.ndim, shard.own_keys, previous)
-        if not unchanged(shard.local_root, seen, context):
+        head = self.heads.get((array.path, id(shard.own_keys)))
+        if head is None:  # one per array (its shards share their OwnKeys)
+            head = seen_head(array.path, "", self.options, self.plan.ndim, shard.own_keys)
+            self.heads[(array.path, id(shard.own_keys))] = head
+        context = seen_context_of(head, array.lead, previous)
+        if not unchanged(shard.local_root, seen, context, self.folders):
             return False
         self.waiting[name] += 1
         self._done(name, key, TableResult(previous, None, seen=seen))

@@ -47,7 +47,7 @@ from shardedstore.errors import ArgumentError, LayoutError, describe_shard
 from shardedstore.shards.source import ShardSource
 from shardedstore.store.ownkeys import OwnKeys
 from shardedstore.store.routing import parse_chunk_key
-from shardedstore.table.seen import Seen, Stamps, is_racy, record, still_seen
+from shardedstore.table.seen import Folders, Seen, Stamps, is_racy, record, still_seen
 from shardedstore.table.stats import StatsOptions, chunk_stats, read_fill_value, table_schema
 
 if TYPE_CHECKING:
@@ -77,6 +77,8 @@ __all__ = [
     "run_on_task_loop",
     "run_task",
     "seen_context",
+    "seen_context_of",
+    "seen_head",
     "settled_fingerprint",
     "storage_chunks",
     "to_table",
@@ -564,9 +566,23 @@ def seen_context(
 ) -> str:
     """What a record of stamps vouches for besides them (see :mod:`.seen`): everything a
     task's fingerprint depends on but its listing, and the fingerprint."""
-    before, after = _head(array.path, options, columns)
-    own_text = _owner_token(cast("Hashable", own))
-    return f"{before}{array.lead!r}{after}\n{array.inner}\n{own_text}\n{fingerprint}"
+    return seen_context_of(
+        seen_head(array.path, array.inner, options, columns, own), array.lead, fingerprint
+    )
+
+
+def seen_context_of(head: str, lead: tuple[int, ...], fingerprint: str) -> str:
+    """:func:`seen_context` from its shared part (:func:`seen_head`)."""
+    return f"{head}{lead!r}\n{fingerprint}"
+
+
+def seen_head(
+    path: str, inner: str, options: StatsOptions, columns: int, own: OwnKeys | None
+) -> str:
+    """The part of :func:`seen_context` the shards of one array share (kept by callers
+    that check many shards)."""
+    before, after = _head(path, options, columns)
+    return f"{before}{after}\n{inner}\n{_owner_token(cast('Hashable', own))}\n"
 
 
 @functools.lru_cache(maxsize=64)
@@ -606,15 +622,15 @@ def kept(task: ChunkTask, fingerprint: str) -> bool:
     return task.previous == fingerprint and not fingerprint.startswith(_RACY)
 
 
-def unchanged(local_root: tuple[str, str] | None, seen: Seen, context: str) -> bool:
+def unchanged(
+    local_root: tuple[str, str] | None, seen: Seen, context: str, folders: Folders
+) -> bool:
     """Whether the stamps of ``seen`` still hold for a shard at ``local_root`` (as
     :attr:`Shard.local_root` gives it): it has not changed, and is not listed again."""
     if local_root is None:
         return False
     kind, root = local_root
-    if kind == "file":
-        return still_seen(seen, context, os.path.abspath(root), True)
-    return still_seen(seen, context, root, False)
+    return still_seen(seen, context, root, kind == "file", folders)
 
 
 def _fingerprint(task: ChunkTask, listed: Listing) -> str:
