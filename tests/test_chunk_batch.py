@@ -183,7 +183,7 @@ def test_written_tables_do_not_depend_on_batching(tmp_path: Path) -> None:
     case = Case("zip", "f4", 3, True, False, 100, (4, 3), (2, 2), (True,) * 99 + (False,), False)
     config = _layout(tmp_path, case)
     tasks = _tasks(config)
-    assert max(len(unit) for unit in _units(tasks, batched=True)) == 3
+    assert max(len(unit) for unit in _units(tasks, True, len(tasks))) == 3
     out = tmp_path / "table"
     write_chunk_table(shardedstore.open(config), out, stats="min,max,nan_count")
     import pyarrow.parquet as pq

@@ -39,7 +39,7 @@ from shardedstore import (
     values,
     write_chunk_table,
 )
-from shardedstore.table import freshness
+from shardedstore.table import freshness, seen
 from shardedstore.table.values import ValuesPlan
 
 RACY = 0.05
@@ -52,6 +52,9 @@ COLD = pc.field("t") < 1
 @pytest.fixture(autouse=True)
 def _settle_quickly(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(freshness, "RACY_NS", int(RACY * 1e9))
+    # Chunk tables written straight after the data record its stamps (their own racy
+    # rule has its tests in test_chunk_rerun.py).
+    monkeypatch.setattr(seen, "RACY_NS", 0)
 
 
 def _settle() -> None:

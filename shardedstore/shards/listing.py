@@ -197,6 +197,8 @@ class ArrayListing:
         the listing).
     indices
         The chunk indices of its shards in the listing, in order.
+    count
+        How many array shards were found (known before :func:`iter_shards` makes them).
     """
 
     path: str
@@ -205,6 +207,7 @@ class ArrayListing:
     layout_error: Exception | None = None
     listing_error: Exception | None = None
     indices: list[str] = field(default_factory=list)
+    count: int = 0
 
 
 @dataclass
@@ -279,6 +282,7 @@ async def _array_plan(
         info.listing_error = error
         return None
     indices.sort(key=index_key)
+    info.count = len(indices)
     shape = info.layout.shape[:dims] if info.layout is not None else None
     return _ArrayPlan(path, factory, keys, shape, indices, listed)
 

@@ -10,8 +10,8 @@ tasks in one event loop and shares what they share:
   bytes are the same array: shape, dtype, fill value, codecs);
 - their chunks are read straight from the shard's directory (the listing has already
   refused every symbolic link in it; a read takes a file only if it is still the one
-  the listing saw: same size, mtime and inode) or zip (checked against the CRC-32 the
-  listing saw) and decoded by the array's own codec pipeline, many chunks in one call;
+  the listing saw: same size, mtime, ctime and inode) or zip (checked against the CRC-32
+  the listing saw) and decoded by the array's own codec pipeline, many chunks in one call;
 - their rows become one Arrow table, sliced per task.
 
 The values are the ones :func:`shardedstore.table.tasks.run_task` computes: the same
@@ -38,23 +38,27 @@ from zarr.core.codec_pipeline import BatchedCodecPipeline
 from zarr.storage import LocalStore, ZipStore
 
 from shardedstore.backends.crc import crc32
+from shardedstore.table.seen import Seen
 from shardedstore.table.stats import chunk_stats, read_fill_value
 from shardedstore.table.tasks import (
     ChunkTask,
     Listing,
     OpenedArray,
     TableResult,
-    _fingerprint,
     _found,
     _identity_row,
     _list_chunks,
     _run_inline,
     _table_task,
     _zip_members,
+    file_stamp,
+    kept,
     list_local,
     open_task_array,
     owned,
+    settled_fingerprint,
     to_table,
+    zip_stamps,
 )
 
 if TYPE_CHECKING:
@@ -149,7 +153,8 @@ def _list_now(task: ChunkTask) -> Listing | None:
         raise FileNotFoundError(path)
     inner = task.array.inner
     keys, members = _zip_members(path, f"{inner}/" if inner else "")
-    return Listing(owned(task.own_keys, keys), path, members)
+    stamps = None if task.stamps_before is None else zip_stamps(path)
+    return Listing(owned(task.own_keys, keys), path, members, stamps)
 
 
 def _fetch(task: ChunkTask, listed: Listing, key: str) -> bytes | None:
@@ -195,6 +200,7 @@ class _Pending:
     fingerprint: str
     shared: _Shared
     found: list[tuple[tuple[int, ...], str, int | None]]
+    seen: Seen | None
     raw: list[Any] = field(default_factory=list)  # Buffer per found chunk
 
 
@@ -250,12 +256,12 @@ def _numeric(array: Any) -> bool:
 
 def _read(root: str, key: str, size: int | None, stamp: str) -> bytes | None:
     """The bytes of ``root/key`` if it is still the file the listing saw (the same size,
-    mtime and inode: not a file reached through a folder swapped for a symbolic link
+    mtime, ctime and inode: not a file reached through a folder swapped for a symbolic link
     since, nor rewritten); never through a symbolic link at the last step."""
     descriptor = os.open(os.path.join(root, key), os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(descriptor, "rb") as file:
         info = os.fstat(descriptor)
-        if info.st_size != size or f"{info.st_mtime_ns}:{info.st_ino}" != stamp:
+        if info.st_size != size or file_stamp(info) != stamp:
             return None
         return file.read()
 
@@ -354,7 +360,7 @@ async def _batch(
             offset = 0
             for item, part in zip(pending, rows, strict=True):
                 tables[item.position] = every.slice(offset, len(part))
-                results[item.position] = TableResult(item.fingerprint, None)
+                results[item.position] = TableResult(item.fingerprint, None, seen=item.seen)
                 offset += len(part)
         pending.clear()
         held = 0
@@ -394,7 +400,7 @@ async def _batch(
     for position, result in enumerate(results):
         assert result is not None
         if position in tables:
-            result = TableResult(result.fingerprint, tables[position])
+            result = dataclasses.replace(result, table=tables[position])
         done.append(result)
     return done
 
@@ -426,9 +432,9 @@ async def _plan(
         listed = await _list_chunks(task)  # a writable store, as the task's own path does
     if listed is None:
         return TableResult("", None, exists=False)
-    fingerprint = _fingerprint(task, listed)
-    if task.previous == fingerprint:
-        return TableResult(fingerprint, None)
+    fingerprint, seen = settled_fingerprint(task, listed)
+    if kept(task, fingerprint):
+        return TableResult(fingerprint, None, seen=seen)
     shared = await _shared_array(task, listed, arrays)
     if shared is None:
         return None
@@ -437,7 +443,7 @@ async def _plan(
         return None
     if listed.zip_file is not None and any(k not in listed.zip_members for _, k, _ in found):
         return None  # compressed members: zipfile reads them
-    return _Pending(position, task, listed, fingerprint, shared, found)
+    return _Pending(position, task, listed, fingerprint, shared, found, seen)
 
 
 def run_batch(

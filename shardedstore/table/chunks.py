@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable, Iterable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed, wait
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -26,7 +26,7 @@ from zarr.abc.store import Store
 from zarr.core.sync import sync
 
 from shardedstore.errors import ArrayNotFoundError, ChunkTableError, MissingDependencyError
-from shardedstore.shards.listing import list_shards
+from shardedstore.shards.listing import index_key, iter_shards
 from shardedstore.store.opencheck import check_base_exists
 from shardedstore.store.routing import ARRAY_METADATA, MOUNT
 from shardedstore.store.sharded import ShardedStore
@@ -66,6 +66,7 @@ __all__ = [
     "chunk_table",
     "hierarchy_arrays",
     "holder",
+    "iter_tasks",
     "missing_rows",
     "plan_tasks",
     "require_pyarrow",
@@ -155,26 +156,36 @@ def holder(layout: ShardedStore, path: str) -> tuple[str, str]:
 
 @dataclass
 class TablePlan:
-    tasks: list[ChunkTask]
+    """The arrays of a chunk table and its tasks, made as they are reached (10^6 shards
+    are never all held): ``tasks`` is iterated once, ``count`` is how many at most."""
+
+    tasks: Iterator[ChunkTask]
+    count: int
     arrays: dict[str, Any]
     ndim: int
 
 
 def plan_tasks(
-    store: Store, arrays: Iterable[str] | str | None, options: StatsOptions
+    store: Store,
+    arrays: Iterable[str] | str | None,
+    options: StatsOptions,
+    skip: Callable[[Shard, ArraySpec], bool] | None = None,
 ) -> TablePlan:
     """One task per shard and array whose chunks it holds.
 
     The table has as many ``c``/``start``/``stop`` columns as the deepest array of the
     whole hierarchy has dimensions, whichever arrays are asked for: one schema per
     layout, so that files written for some arrays read together with the others'.
+    ``skip(shard, array)``, asked before an array shard's task is made: True leaves it
+    out (the caller has its rows already).
     """
 
     layout = as_layout(store)
     every = hierarchy_arrays(layout)
     found = select_arrays(every, arrays)
     ndim = max((len(array.shape) for array in every.values()), default=0)
-    return TablePlan(tasks_for(layout, found, options, ndim), found, ndim)
+    count, tasks = iter_tasks(layout, found, options, ndim, skip)
+    return TablePlan(tasks, count, found, ndim)
 
 
 def tasks_for(
@@ -182,46 +193,70 @@ def tasks_for(
 ) -> list[ChunkTask]:
     """The tasks of the arrays ``found`` (path -> zarr Array): the shards are listed
     afresh (array shards written since show)."""
-    shards = list(sync(list_shards(layout)).shards)
-    by_mount: dict[str, Shard] = {s.path: s for s in shards if s.kind == "mount"}
-    by_array: dict[str, list[Shard]] = {}
-    for shard in shards:
-        if shard.kind == "array shard" and shard.reachable:
-            by_array.setdefault(shard.path, []).append(shard)
-    base = shards[0]
-    tasks: list[ChunkTask] = []
-    for path, array in found.items():
-        chunks = storage_chunks(array)
-        keys = key_format(array.metadata)
-        kind, node = holder(layout, path)
-        if kind == "array shards":
-            for shard in by_array.get(path, []):
-                lead = tuple(int(i) for i in (shard.chunk_index or "").split("."))
-                spec = ArraySpec(path, "", lead, chunks, keys)
-                tasks.append(
-                    ChunkTask(
-                        "array shard",
-                        path,
-                        shard.chunk_index,
-                        shard.store,
-                        shard.own_keys,
-                        spec,
-                        options,
-                        ndim,
-                    )
-                )
-            continue
-        owner = by_mount[node] if kind == "mount" else base
-        inner = path[len(node) + 1 :] if kind == "mount" and path != node else ""
-        if kind == "base":
-            inner = path
-        spec = ArraySpec(path, inner, (), chunks, keys)
-        tasks.append(
-            ChunkTask(
+    return list(iter_tasks(layout, found, options, ndim)[1])
+
+
+def iter_tasks(
+    layout: ShardedStore,
+    found: dict[str, Any],
+    options: StatsOptions,
+    ndim: int,
+    skip: Callable[[Shard, ArraySpec], bool] | None = None,
+) -> tuple[int, Iterator[ChunkTask]]:
+    """How many tasks :func:`tasks_for` gives at most, and those tasks, each made when
+    reached: the tasks of base and mounts (by array path), then the array shards (by
+    array path and chunk index)."""
+    listing, shards = sync(iter_shards(layout))
+    holders = {path: holder(layout, path) for path in found}
+    count = sum(
+        listing.arrays[node].count if kind == "array shards" else 1
+        for kind, node in holders.values()
+    )
+    grids = {path: (storage_chunks(a), key_format(a.metadata)) for path, a in found.items()}
+
+    def head(owners: dict[str | None, Shard]) -> Iterator[ChunkTask]:
+        for path, (kind, node) in holders.items():
+            if kind == "array shards":
+                continue
+            owner = owners[node if kind == "mount" else None]
+            inner = path[len(node) + 1 :] if kind == "mount" and path != node else ""
+            if kind == "base":
+                inner = path
+            spec = ArraySpec(path, inner, (), *grids[path])
+            yield ChunkTask(
                 owner.kind, owner.path, None, owner.store, owner.own_keys, spec, options, ndim
             )
-        )
-    return tasks
+
+    def tasks() -> Iterator[ChunkTask]:
+        owners: dict[str | None, Shard] = {}
+        for shard in shards:
+            if shard.kind != "array shard":
+                owners[shard.path if shard.kind == "mount" else None] = shard
+                continue
+            if owners:
+                yield from head(owners)
+                owners = {}
+            path = shard.path
+            if path not in grids or not shard.reachable:
+                continue
+            lead = index_key(shard.chunk_index or "")
+            spec = ArraySpec(path, "", lead, *grids[path])
+            if skip is not None and skip(shard, spec):
+                continue
+            yield ChunkTask(
+                "array shard",
+                path,
+                shard.chunk_index,
+                shard.store,
+                shard.own_keys,
+                spec,
+                options,
+                ndim,
+            )
+        if owners:
+            yield from head(owners)
+
+    return count, tasks()
 
 
 # ---------------------------------------------------------------- running
@@ -239,17 +274,28 @@ def _progress_bar(progress: bool | None, total: int, desc: str) -> Any:
 _BATCH = 256
 """Small array shards one worker call takes at most (see :mod:`shardedstore.table.batch`)."""
 
+_WINDOW = 32
+"""Worker calls submitted and not yet done, at most: the tasks held at once are bounded."""
 
-def _units(tasks: list[ChunkTask], batched: bool) -> list[list[int]]:
-    """Positions of the tasks each worker call runs: batches of array shards in
-    directories (at least 32 calls, to keep every worker busy), other tasks alone."""
+
+def _units(tasks: Iterable[ChunkTask], batched: bool, count: int) -> Iterator[list[ChunkTask]]:
+    """The tasks each worker call runs: batches of array shards in directories or zips
+    (at least 32 calls of ``count`` tasks, to keep every worker busy), others alone."""
     if not batched:
-        return [[n] for n in range(len(tasks))]
-    small = [n for n, task in enumerate(tasks) if batchable(task)]
-    size = max(1, min(_BATCH, len(small) // 32))
-    units = [small[i : i + size] for i in range(0, len(small), size)]
-    alone = set(small)
-    return units + [[n] for n in range(len(tasks)) if n not in alone]
+        yield from ([task] for task in tasks)
+        return
+    size = max(1, min(_BATCH, count // 32))
+    unit: list[ChunkTask] = []
+    for task in tasks:
+        if not batchable(task):
+            yield [task]
+            continue
+        unit.append(task)
+        if len(unit) == size:
+            yield unit
+            unit = []
+    if unit:
+        yield unit
 
 
 def _run_unit(
@@ -273,7 +319,8 @@ def _run_unit(
 
 
 def run_tasks(
-    tasks: list[ChunkTask],
+    tasks: Iterable[ChunkTask],
+    count: int,
     executor: Executor | None,
     progress: bool | None,
     done: Callable[[ChunkTask, R], None],
@@ -282,50 +329,62 @@ def run_tasks(
     failed: type[ChunkTableError] = ChunkTableError,
 ) -> None:
     """Run ``work`` on every task (default: its chunk-table rows, small shards in
-    batches); ``done`` is called in this thread as each one finishes."""
+    batches); ``done`` is called in this thread as each one finishes.
+
+    ``tasks`` are taken as workers are free (at most ``_WINDOW`` calls wait), so that a
+    plan of 10^6 shards is never held whole; ``count``: how many there are at most.
+    """
     own_executor = executor is None
-    pool = executor or ThreadPoolExecutor(max_workers=max(1, min(8, len(tasks))))
-    bar = _progress_bar(progress, len(tasks), desc)
-    futures: dict[Future[list[R]], list[int]] = {}
+    pool = executor or ThreadPoolExecutor(max_workers=max(1, min(8, count)))
+    bar = _progress_bar(progress, count, desc)
+    futures: dict[Future[list[R]], list[ChunkTask]] = {}
     finished = 0
+    threads = isinstance(pool, ThreadPoolExecutor) and work is None
     gate: threading.Semaphore | None = None
-    stop: threading.Event | None = None
+    stop: threading.Event | None = threading.Event() if threads else None
+    laned = False  # whether the gate is decided (at the first batch)
+    failure: tuple[ChunkTask, BaseException] | None = None
     try:
-        units = _units(tasks, work is None)
-        if isinstance(pool, ThreadPoolExecutor) and work is None:
-            width = lanes(tasks)
-            gate = None if width is None else threading.Semaphore(width)
-            stop = threading.Event()  # batches running in this process's threads stop
-        for unit in units:
-            futures[pool.submit(_run_unit, work, [tasks[n] for n in unit], gate, stop)] = unit
-        failure: tuple[int, BaseException] | None = None
-        for future in as_completed(futures):
-            if future.cancelled():
-                continue
-            unit = futures[future]
-            error = future.exception()
-            if error is not None:
-                if failure is None:
-                    if stop is not None:
-                        stop.set()
-                    if isinstance(error, BatchFailure):
-                        failure = (unit[error.position], error.error)
-                    else:
-                        failure = (unit[0], error)
-                    for other in futures:
-                        other.cancel()  # those not started; running ones finish
-                continue
-            for n, result in zip(unit, future.result(), strict=True):
-                done(tasks[n], result)
-            del futures[future]  # its rows are the caller's now: not held to the end
-            finished += len(unit)
-            if bar is not None:
-                bar.update(len(unit))
+        units = _units(tasks, work is None, count)
+        while True:
+            while failure is None and len(futures) < _WINDOW:
+                unit = next(units, None)
+                if unit is None:
+                    break
+                if threads and not laned and batchable(unit[0]):
+                    width = lanes(unit)
+                    gate = None if width is None else threading.Semaphore(width)
+                    laned = True
+                futures[pool.submit(_run_unit, work, unit, gate, stop)] = unit
+            if not futures:
+                break
+            for future in wait(futures, return_when=FIRST_COMPLETED).done:
+                unit = futures.pop(future)  # its rows are the caller's now: not held
+                if future.cancelled():
+                    continue
+                error = future.exception()
+                if error is not None:
+                    if failure is None:
+                        if stop is not None:
+                            stop.set()
+                        if isinstance(error, BatchFailure):
+                            failure = (unit[error.position], error.error)
+                        else:
+                            failure = (unit[0], error)
+                        for other in futures:
+                            other.cancel()  # those not started; running ones finish
+                    continue
+                for task, result in zip(unit, future.result(), strict=True):
+                    done(task, result)
+                finished += len(unit)
+                if bar is not None:
+                    bar.update(len(unit))
         if failure is not None:
-            task = tasks[failure[0]]
-            raise failed(
-                task.shard, task.array.path, finished, len(tasks), failure[1]
-            ) from failure[1]
+            task, error = failure
+            raise failed(task.shard, task.array.path, finished, count, error) from error
+        if bar is not None and bar.total != finished:
+            bar.total = finished  # shards beyond the array's shape are not tabled
+            bar.refresh()
     except BaseException:
         if stop is not None:
             stop.set()
@@ -485,7 +544,7 @@ def chunk_table(
         if result.table is not None:
             tables.append(result.table)
 
-    run_tasks(plan.tasks, executor, progress, done)
+    run_tasks(plan.tasks, plan.count, executor, progress, done)
     schema = table_schema(plan.ndim, options)
     table = pa.concat_tables(tables) if tables else schema.empty_table()
     if missing:

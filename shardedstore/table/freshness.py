@@ -29,12 +29,14 @@ from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
+from shardedstore.table.seen import Stamps
 from shardedstore.table.tasks import (
     ChunkTask,
     Listing,
     Stamp,
     local_root,
     owned,
+    stamp_of,
     walk_local,
 )
 
@@ -66,7 +68,7 @@ def _unchanged(walk: _Walk, root: str, root_info: os.stat_result) -> bool:
     try:
         for path, expected in walk.stamps.items():
             info = root_info if path == root else lstat(path)
-            if (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino) != expected:
+            if stamp_of(info) != expected:
                 return False
     except OSError:
         return False
@@ -97,8 +99,9 @@ def _walked(root: str, prefix: str, shard: str, root_info: os.stat_result) -> _W
     if kept is not None and _unchanged(kept, root, root_info):
         return kept
     started = time.time_ns()
-    stamps: dict[str, Stamp] = {}
-    keys = walk_local(root, prefix, shard, root_info, stamps)
+    seen: Stamps = []
+    keys = walk_local(root, prefix, shard, root_info, seen)
+    stamps = {(os.path.join(root, key) if key else root): stamp_of(info) for key, info in seen}
     walk = _Walk(keys, stamps, next(_serials))
     _keep(key, walk if stamps and settled(stamps.values(), started) else None)
     return walk

@@ -11,9 +11,11 @@ array named ``0`` would come back as a number) and, in its key-value metadata, t
 fingerprint of each shard it holds (see :mod:`shardedstore.table.tasks`) and the
 statistics asked for. A re-run hands each task its shard's fingerprint; a task whose
 shard did not change sends back nothing, and its rows are kept (a file whose shards are
-all unchanged is not written at all). Files are written under a temporary name and
-renamed; the output holds a marker file, and only directories holding it (or new,
-empty ones) are written.
+all unchanged is not written at all). A shard on local disk whose stamps, recorded by
+the earlier run, still hold gets no task at all (:mod:`shardedstore.table.seen`).
+Tasks are made as the workers take them, file after file, so that 10^6 shards are
+never all held. Files are written under a temporary name and renamed; the output holds
+a marker file, and only directories holding it (or new, empty ones) are written.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import dataclasses
 import functools
 import json
 import os
+import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +40,7 @@ from shardedstore.backends.oserrors import written_as
 from shardedstore.errors import ArgumentError, ChunkTableOutputError
 from shardedstore.shards.listing import index_key
 from shardedstore.shards.outputlock import local_output_lock
+from shardedstore.table import seen as seen_module
 from shardedstore.table.chunks import (
     TablePlan,
     as_layout,
@@ -46,11 +50,22 @@ from shardedstore.table.chunks import (
     run_tasks,
     stored_coords,
 )
+from shardedstore.table.seen import Folders, Seen
 from shardedstore.table.stats import Histogram, StatsOptions, parse_stats
-from shardedstore.table.tasks import FORMAT_VERSION, ChunkTask, TableResult
+from shardedstore.table.tasks import (
+    FORMAT_VERSION,
+    ArraySpec,
+    ChunkTask,
+    TableResult,
+    seen_context_of,
+    seen_head,
+    unchanged,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from shardedstore.shards.listing import Shard
 
 __all__ = [
     "ARRAY_PATH",
@@ -120,13 +135,17 @@ def _partition(path: str) -> str:
 
 def file_name(task: ChunkTask, shards_per_file: int = SHARDS_PER_FILE) -> str:
     """The file holding ``task``'s rows, relative to the output directory."""
-    partition = _partition(task.array.path)
-    if task.kind == "array shard":
-        *lead, last = index_key(task.shard_index or "0")
+    return _file_of(task.kind, task.array.path, task.shard_index, shards_per_file)
+
+
+def _file_of(kind: str, path: str, index: str | None, shards_per_file: int) -> str:
+    partition = _partition(path)
+    if kind == "array shard":
+        *lead, last = index_key(index or "0")
         low = last // shards_per_file * shards_per_file
         prefix = "".join(f"{i}." for i in lead)
         return f"{partition}/shards-{prefix}{low}-{low + shards_per_file - 1}.parquet"
-    return f"{partition}/{'mount' if task.kind == 'mount' else 'base'}.parquet"
+    return f"{partition}/{'mount' if kind == 'mount' else 'base'}.parquet"
 
 
 def file_options(options: StatsOptions, ndim: int) -> bytes:
@@ -234,8 +253,10 @@ def write_chunk_table(
     Each file records the fingerprint of each shard it holds; a re-run recomputes only
     the shards whose chunks (sizes and modification stamps), metadata or asked-for
     statistics changed, and rewrites only the files holding them (the rows of their
-    other shards are kept), so appending time steps costs only the new shards. Files
-    of shards that are gone are removed. Each file is written under a temporary name
+    other shards are kept), so appending time steps costs only the new shards. A shard
+    on local disk is not even listed again while the stamps of its folders and files
+    (recorded by the last run, unless they were under 3 s old when it started) hold.
+    Files of shards that are gone are removed. Each file is written under a temporary name
     and renamed; one run at a time holds the lock ``{out}/_chunk_table.lock``.
 
     Parameters
@@ -282,9 +303,14 @@ def write_chunk_table(
         marker = root / MARKER
         if not marker.is_file():
             marker.write_text(json.dumps({"format": FORMAT_VERSION}) + "\n")
-        plan = plan_tasks(store, arrays, options)
-        writer = _GroupWriter(root, plan, shards_per_file)
-        run_tasks(writer.tasks, executor, progress, writer.done)
+        before = time.time_ns() - seen_module.RACY_NS  # before anything is listed
+        writer = _GroupWriter(root, options, shards_per_file, before)
+        try:
+            plan = plan_tasks(store, arrays, options, writer.skip)
+            writer.start(plan)
+            run_tasks(writer.tasks(), plan.count, executor, progress, writer.done)
+        finally:
+            writer.folders.close()
         if missing:
             writer.write_missing(store)
         removed = _remove_stale(root, plan, writer.expected, arrays is None)
@@ -295,62 +321,128 @@ def write_chunk_table(
 
 
 class _GroupWriter:
-    """Gathers the results of a file's tasks and writes the file once all are in."""
+    """Hands each task its shard's fingerprint from the earlier run, gathers the results
+    of a file's tasks and writes the file once all are in.
 
-    def __init__(self, root: Path, plan: TablePlan, shards_per_file: int) -> None:
+    A shard on local disk whose stamps, as the earlier run recorded them, still hold
+    gets no task at all (:meth:`skip`, asked by the plan): its rows are kept. A file's
+    shards come one after the other (by chunk index): a file is complete once the plan
+    has moved on to another one and all its tasks are done.
+    """
+
+    def __init__(
+        self, root: Path, options: StatsOptions, shards_per_file: int, before: int
+    ) -> None:
         self.root = root
-        self.plan = plan
+        self.options = options
+        self.shards_per_file = shards_per_file
+        self.before = before
         self.known = _FingerprintCache(root)
-        self.names: dict[int, str] = {}
+        self.plan: TablePlan | None = None
+        self.metadata_options = b""
+        self.current: str | None = None
+        self.recorded = _Recorded({}, {})
         self.waiting: dict[str, int] = {}
+        self.array_of: dict[str, str] = {}
+        self.closed: set[str] = set()
         self.results: dict[str, dict[str, TableResult]] = {}
-        self.tasks: list[ChunkTask] = []
-        recorded: dict[str, dict[str, str]] = {}
-        for task in plan.tasks:
-            name = file_name(task, shards_per_file)
-            if name not in recorded:
-                recorded[name] = self.known.get(name) or {}
-            previous = recorded[name].get(shard_key(task))
-            task = dataclasses.replace(task, previous=previous)
-            self.names[id(task)] = name
-            self.waiting[name] = self.waiting.get(name, 0) + 1
-            self.tasks.append(task)
-        self.options = plan.tasks[0].options if plan.tasks else parse_stats(())
-        plan.tasks[:] = self.tasks  # one task object per shard, not two (10^5 shards)
-        self.metadata_options = file_options(self.options, plan.ndim)
         self.written: list[str] = []
         self.unchanged: list[str] = []
         self.expected: set[str] = set()
         self.rows = 0
+        self.heads: dict[tuple[str, int], str] = {}
+        self.folders = Folders()
+
+    def start(self, plan: TablePlan) -> None:
+        self.plan = plan
+        self.metadata_options = file_options(self.options, plan.ndim)
+
+    def _enter(self, name: str, array: str) -> None:
+        """The plan reached a shard of file ``name``."""
+        if name == self.current:
+            return
+        if self.current is not None:
+            self._close(self.current)
+        if name in self.closed:
+            raise RuntimeError(f"chunk table: the tasks of {name} are not in order")
+        self.current = name
+        self.recorded = self.known.get(name) or _Recorded({}, {})
+        self.waiting[name] = 0
+        self.array_of[name] = array
+
+    def skip(self, shard: Shard, array: ArraySpec) -> bool:
+        """Whether ``shard`` is unchanged by its stamps alone (then its rows are kept)."""
+        name = _file_of("array shard", array.path, shard.chunk_index, self.shards_per_file)
+        self._enter(name, array.path)
+        key = shard.chunk_index or ""
+        found = self.recorded.seen.get(key)
+        previous = self.recorded.fingerprints.get(key)
+        if found is None or previous is None or self.plan is None:
+            return False
+        seen = Seen(*found)
+        head = self.heads.get((array.path, id(shard.own_keys)))
+        if head is None:  # one per array (its shards share their OwnKeys)
+            head = seen_head(array.path, "", self.options, self.plan.ndim, shard.own_keys)
+            self.heads[(array.path, id(shard.own_keys))] = head
+        context = seen_context_of(head, array.lead, previous)
+        if not unchanged(shard.local_root, seen, context, self.folders):
+            return False
+        self.waiting[name] += 1
+        self._done(name, key, TableResult(previous, None, seen=seen))
+        return True
+
+    def tasks(self) -> Iterator[ChunkTask]:
+        """The plan's tasks, each with its shard's fingerprint from the earlier run."""
+        assert self.plan is not None
+        for task in self.plan.tasks:
+            name = file_name(task, self.shards_per_file)
+            self._enter(name, task.array.path)
+            self.waiting[name] += 1
+            previous = self.recorded.fingerprints.get(shard_key(task))
+            yield dataclasses.replace(task, previous=previous, stamps_before=self.before)
+        if self.current is not None:
+            self._close(self.current)
+
+    def _close(self, name: str) -> None:
+        self.closed.add(name)
+        if not self.waiting[name]:
+            self._finish(name)
 
     def done(self, task: ChunkTask, result: TableResult) -> None:
-        name = self.names[id(task)]
-        self.results.setdefault(name, {})[shard_key(task)] = result
-        self.waiting[name] -= 1
-        if not self.waiting[name]:
-            self._finish(name, task.array.path)
+        self._done(file_name(task, self.shards_per_file), shard_key(task), result)
 
-    def _finish(self, name: str, array: str) -> None:
+    def _done(self, name: str, key: str, result: TableResult) -> None:
+        self.results.setdefault(name, {})[key] = result
+        self.waiting[name] -= 1
+        if not self.waiting[name] and name in self.closed:
+            self._finish(name)
+
+    def _finish(self, name: str) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        present = {key: r for key, r in self.results.pop(name).items() if r.exists}
+        del self.waiting[name]
+        array = self.array_of.pop(name)
+        present = {key: r for key, r in self.results.pop(name, {}).items() if r.exists}
         if not present:
             return  # candidate array shards that are not there: no file
         self.expected.add(name)
-        before = self.known.get(name) or {}
+        earlier = self.known.get(name) or _Recorded({}, {})
         kept = {key for key, r in present.items() if r.table is None}
         fingerprints = {key: r.fingerprint for key, r in sorted(present.items())}
-        if kept == set(present) and set(before) == set(present):
+        seen = {key: r.seen for key, r in present.items() if r.seen is not None}
+        if kept == set(present) and set(earlier.fingerprints) == set(present):
             self.unchanged.append(name)
-            self.known.keep(name, fingerprints)
+            self.known.keep(name, fingerprints, seen)
             return
-        tables = [_file_table(r.table) for r in present.values() if r.table is not None]
+        new = [r.table for r in present.values() if r.table is not None]
+        tables = [_file_table(pa.concat_tables(new))] if new else []  # once, not per shard
         if kept:  # the rows of unchanged shards, from the file as it is
             old = pq.read_table(self.root / name)
             index = old.column("shard_index").fill_null("")
             tables.append(old.filter(pa.compute.is_in(index, pa.array(sorted(kept)))))
         table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
+        assert self.plan is not None
         keys = [(f"c{i}", "ascending") for i in range(self.plan.ndim)]
         if keys:
             table = table.sort_by(keys)
@@ -360,7 +452,7 @@ class _GroupWriter:
             b"shardedstore.array": array.encode(),
         }
         _write_atomic(table, self.root / name, metadata)
-        self.known.keep(name, fingerprints)
+        self.known.keep(name, fingerprints, seen)
         self.written.append(name)
         self.rows += table.num_rows
 
@@ -369,6 +461,7 @@ class _GroupWriter:
 
         layout = as_layout(store)
         plan = self.plan
+        assert plan is not None
         for path, array in plan.arrays.items():
             partition = self.root / f"array={quote(path, safe='')}"
             files = sorted(
@@ -395,13 +488,24 @@ class _GroupWriter:
             self.rows += table.num_rows
 
 
+@dataclass(frozen=True)
+class _Recorded:
+    """What the earlier run recorded of a file's shards, by shard key: fingerprints, and
+    the stamps behind them (paths, digest; see :mod:`shardedstore.table.seen`)."""
+
+    fingerprints: dict[str, str]
+    seen: dict[str, tuple[tuple[str, ...], str]]
+
+
 class _FingerprintCache:
     """The fingerprints of the files, as their Parquet metadata says, read fast.
 
     The files' own metadata is the truth; ``_fingerprints.json`` remembers each file's
     fingerprints with its size and mtime, so that a re-run over 10^5 unchanged shards
     reads one JSON file instead of 10^5 Parquet footers. A file whose size or mtime
-    differs from the cache's entry has its footer read.
+    differs from the cache's entry has its footer read. The cache alone holds the stamps
+    behind each fingerprint: without them (a file whose entry is stale), shards are
+    listed again.
     """
 
     NAME = "_fingerprints.json"
@@ -420,7 +524,7 @@ class _FingerprintCache:
                 self.entries = files
         self.kept = dict(self.entries)  # other arrays' files, when a run names arrays
 
-    def get(self, name: str) -> dict[str, str] | None:
+    def get(self, name: str) -> _Recorded | None:
         path = self.root / name
         try:
             info = path.stat()
@@ -429,22 +533,43 @@ class _FingerprintCache:
         entry = self.entries.get(name)
         if (
             isinstance(entry, list)
-            and len(entry) == 3
+            and len(entry) == 4
             and entry[:2] == [info.st_size, info.st_mtime_ns]
             and isinstance(entry[2], dict)
         ):
-            return {str(key): str(value) for key, value in entry[2].items()}
-        return _fingerprints_of(path)
+            fingerprints = {str(key): str(value) for key, value in entry[2].items()}
+            return _Recorded(fingerprints, _seen_of(entry[3]))
+        found = _fingerprints_of(path)
+        return None if found is None else _Recorded(found, {})
 
-    def keep(self, name: str, fingerprints: dict[str, str]) -> None:
+    def keep(self, name: str, fingerprints: dict[str, str], seen: dict[str, Seen]) -> None:
         info = (self.root / name).stat()
-        self.kept[name] = [info.st_size, info.st_mtime_ns, fingerprints]
+        paths: dict[tuple[str, ...], int] = {}
+        shards = {
+            key: [paths.setdefault(record.paths, len(paths)), record.digest]
+            for key, record in sorted(seen.items())
+        }
+        stamps = {"paths": [list(p) for p in paths], "shards": shards}
+        self.kept[name] = [info.st_size, info.st_mtime_ns, fingerprints, stamps]
+        self.entries.pop(name, None)  # read for the last time: not held twice
 
     def save(self) -> None:
         path = self.root / self.NAME
         partial = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:12]}")
         partial.write_text(json.dumps({"format": FORMAT_VERSION, "files": self.kept}))
         os.replace(partial, path)
+
+
+def _seen_of(entry: Any) -> dict[str, tuple[tuple[str, ...], str]]:
+    """The stamps a cache entry records, by shard key (nothing from a damaged entry)."""
+    try:
+        paths = [tuple(str(p) for p in group) for group in entry["paths"]]
+        return {
+            str(key): (paths[index], str(digest))
+            for key, (index, digest) in entry["shards"].items()
+        }
+    except (KeyError, TypeError, ValueError, IndexError):
+        return {}
 
 
 def _remove_stale(root: Path, plan: TablePlan, expected: set[str], every_array: bool) -> list[str]:

@@ -62,7 +62,8 @@ def chunk_tasks(
     Returns
     -------
     list of ChunkTask
-        By array path, then shard (base and mounts, then array shards by chunk index).
+        Those of base and mounts by array path, then array shards by array path and
+        chunk index.
 
     Examples
     --------
@@ -71,7 +72,7 @@ def chunk_tasks(
     ...     tables = list(pool.map(ChunkTask.table, chunk_tasks(store, stats="max")))
     """
     require_pyarrow()
-    return plan_tasks(store, arrays, parse_stats(stats, histogram)).tasks
+    return list(plan_tasks(store, arrays, parse_stats(stats, histogram)).tasks)
 
 
 def chunk_table_schema(
@@ -166,7 +167,7 @@ def map_chunks(
         tables.append(table)
 
     work = functools.partial(_map_one, func=func)
-    run_tasks(plan.tasks, executor, progress, done, work, "map_chunks", MapChunksError)
+    run_tasks(plan.tasks, plan.count, executor, progress, done, work, "map_chunks", MapChunksError)
     tables = [table for table in tables if table.num_rows]
     if not tables:
         return identity_schema(plan.ndim).empty_table()

@@ -339,9 +339,9 @@ def _settled(listing: Listing, started: int) -> bool:
     times (ETags, crc32) change with the content."""
     newest = 0
     for _, stamp in listing.keys.values():
-        when, colon, inode = stamp.partition(":")
-        if colon and when.isdigit() and inode.isdigit():
-            newest = max(newest, int(when))
+        parts = stamp.split(":")  # file_stamp: "mtime_ns:ctime_ns:inode"
+        if len(parts) == 3 and all(part.isdigit() for part in parts):
+            newest = max(newest, int(parts[0]), int(parts[1]))
     return settled([(0, newest, newest, 0)], started)
 
 

@@ -5,7 +5,7 @@ executors): the chunk table, ``map_chunks`` and the values of ``values`` all wor
 by task.
 
 A task lists the chunk keys of its (sub-)array in its shard with their sizes and
-modification stamps (mtime and inode on local disk, crc32 in a zip, ETag or mtime on
+modification stamps (mtime, ctime and inode on local disk, crc32 in a zip, ETag or mtime on
 object stores; elsewhere, and where a listing has neither, crc32 of the metadata
 documents, and of every chunk when statistics are asked for: a rewrite of the same size
 must not go unnoticed) and fingerprints them with the statistics asked for. Given the
@@ -19,6 +19,7 @@ are picklable: they run in threads, processes or on a dask cluster.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import json
@@ -27,10 +28,10 @@ import os
 import stat
 import struct
 import zipfile
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Hashable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 from zarr.abc.store import Store
@@ -46,6 +47,7 @@ from shardedstore.errors import ArgumentError, LayoutError, describe_shard
 from shardedstore.shards.source import ShardSource
 from shardedstore.store.ownkeys import OwnKeys
 from shardedstore.store.routing import parse_chunk_key
+from shardedstore.table.seen import Folders, Seen, Stamps, is_racy, record, still_seen
 from shardedstore.table.stats import StatsOptions, chunk_stats, read_fill_value, table_schema
 
 if TYPE_CHECKING:
@@ -63,7 +65,9 @@ __all__ = [
     "StoredChunk",
     "TableResult",
     "Listing",
+    "file_stamp",
     "fingerprint_of",
+    "kept",
     "key_format",
     "list_for_fingerprint",
     "list_local",
@@ -76,8 +80,13 @@ __all__ = [
     "region",
     "run_on_task_loop",
     "run_task",
+    "seen_context",
+    "seen_context_of",
+    "seen_head",
+    "settled_fingerprint",
     "storage_chunks",
     "to_table",
+    "unchanged",
 ]
 
 T = TypeVar("T")
@@ -244,6 +253,10 @@ class ChunkTask:
         the hierarchy).
     previous
         The fingerprint of an earlier run: an unchanged shard is not read again.
+    stamps_before
+        Nanoseconds since the epoch: the stamps of the shard's folders and files older
+        than this are recorded for the next run (:mod:`shardedstore.table.seen`); None:
+        none.
 
     Examples
     --------
@@ -261,6 +274,7 @@ class ChunkTask:
     options: StatsOptions
     ndim_columns: int
     previous: str | None = None
+    stamps_before: int | None = None
 
     @property
     def shard(self) -> str:
@@ -278,7 +292,8 @@ class ChunkTask:
 
     def table(self) -> pa.Table:
         """The task's rows of the chunk table (its statistics computed, if asked for)."""
-        result = run_on_task_loop(self, lambda: _table_task(replace(self, previous=None)))
+        fresh = replace(self, previous=None, stamps_before=None)
+        result = run_on_task_loop(self, lambda: _table_task(fresh))
         if result.table is None:  # no such shard
             return to_table([], self.ndim_columns, self.options)
         return result.table
@@ -305,7 +320,8 @@ class ChunkTask:
 
 @dataclass
 class TableResult:
-    """A task's outcome: the shard's table, or None when unchanged or not there.
+    """A task's outcome: the shard's table, or None when unchanged or not there;
+    ``seen``: the stamps behind ``fingerprint``, for the next run (None: none).
 
     Pickled (back from a process or a dask worker) with its table in Arrow's IPC format:
     a batch's tables are slices of one table, which pickle would send whole.
@@ -314,6 +330,7 @@ class TableResult:
     fingerprint: str
     table: pa.Table | None
     exists: bool = True
+    seen: Seen | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -337,11 +354,13 @@ class TableResult:
 
 @dataclass
 class Listing:
-    """Keys of one (sub-)array's node in one shard: shard key -> (size, stamp)."""
+    """Keys of one (sub-)array's node in one shard: shard key -> (size, stamp); the
+    stamps of its folders and files, when asked for (:mod:`shardedstore.table.seen`)."""
 
     keys: dict[str, tuple[int | None, str]] = field(default_factory=dict)
     zip_file: str | None = None
     zip_members: dict[str, tuple[int, int]] = field(default_factory=dict)
+    stamps: Stamps | None = None
 
 
 def _refuse_link(shard: str, path: str) -> LayoutError:
@@ -366,14 +385,12 @@ def walk_local(
     prefix: str,
     shard: str,
     root_info: os.stat_result | None = None,
-    stamps: dict[str, Stamp] | None = None,
+    stamps: Stamps | None = None,
 ) -> dict[str, tuple[int | None, str]]:
-    """``key -> (size, mtime_ns:inode)`` of the files below ``root/prefix``; refuses
-    symlinks.
+    """``key -> (size, stamp)`` of the files below ``root/prefix``; refuses symlinks.
 
-    ``root_info``: the ``lstat`` of ``root`` the caller has already made. ``stamps``,
-    if given, receives the stamp of every directory walked and file found, by path.
-    """
+    ``root_info``: the ``lstat`` of ``root`` the caller has already made; ``stamps``
+    gets the ``lstat`` of every folder (``root/prefix`` first) and file walked."""
     found: dict[str, tuple[int | None, str]] = {}
     top = os.path.join(root, prefix) if prefix else root
     try:
@@ -385,7 +402,7 @@ def walk_local(
     if not stat.S_ISDIR(info.st_mode):
         return found
     if stamps is not None:
-        stamps[top] = stamp_of(info)
+        stamps.append((prefix, info))
     pending = [(prefix, top)]
     while pending:
         relative, directory = pending.pop()
@@ -397,15 +414,20 @@ def walk_local(
                 if entry.is_dir(follow_symlinks=False):
                     pending.append((key, entry.path))
                     if stamps is not None:
-                        stamps[entry.path] = stamp_of(entry.stat(follow_symlinks=False))
+                        stamps.append((key, entry.stat(follow_symlinks=False)))
                 elif entry.is_file(follow_symlinks=False):
                     st = entry.stat(follow_symlinks=False)
-                    # The inode too: zarr writes by rename, so a rewrite within the
-                    # clock tick of the last one (same size, same coarse mtime) shows.
-                    found[key] = (st.st_size, f"{st.st_mtime_ns}:{st.st_ino}")
+                    found[key] = (st.st_size, file_stamp(st))
                     if stamps is not None:
-                        stamps[entry.path] = stamp_of(st)
+                        stamps.append((key, st))
     return found
+
+
+def file_stamp(info: os.stat_result) -> str:
+    """A local file's change stamp: mtime, ctime and inode. The inode: zarr writes by
+    rename, so a rewrite within the clock tick of the last one (same size, same coarse
+    mtime) shows; the ctime: a rewrite in place whose mtime was set back shows."""
+    return f"{info.st_mtime_ns}:{info.st_ctime_ns}:{info.st_ino}"
 
 
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
@@ -525,12 +547,17 @@ async def _list_chunks(task: ChunkTask, content_stamps: bool | None = None) -> L
         root = os.fspath(store.root)
         if os.path.islink(root):
             raise _refuse_link(task.shard, root)
-        listed.keys = await asyncio.to_thread(walk_local, root, inner, task.shard)
+        listed.stamps = None if task.stamps_before is None else []
+        listed.keys = await asyncio.to_thread(
+            walk_local, root, inner, task.shard, None, listed.stamps
+        )
     elif isinstance(store, ZipStore):
         listed.zip_file = os.path.abspath(store.path)  # readable from any cwd
         listed.keys, listed.zip_members = await asyncio.to_thread(
             _zip_members, listed.zip_file, prefix
         )
+        if task.stamps_before is not None:
+            listed.stamps = zip_stamps(listed.zip_file)
     elif isinstance(listing, FsspecStore) and hasattr(listing.fs, "_find"):
         listed.keys = await _list_fsspec(listing, prefix)
     else:
@@ -541,6 +568,83 @@ async def _list_chunks(task: ChunkTask, content_stamps: bool | None = None) -> L
         # the listing gives no stamp, the chunk's bytes are its stamp.
         listed.keys = await _content_stamps(store, listed.keys)
     return listed
+
+
+def zip_stamps(path: str) -> Stamps:
+    """The stamps of a zip shard: the zip file's own (statted after its listing)."""
+    return [("", os.stat(path))]
+
+
+def seen_context(
+    array: ArraySpec, options: StatsOptions, columns: int, own: OwnKeys | None, fingerprint: str
+) -> str:
+    """What a record of stamps vouches for besides them (see :mod:`.seen`): everything a
+    task's fingerprint depends on but its listing, and the fingerprint."""
+    return seen_context_of(
+        seen_head(array.path, array.inner, options, columns, own), array.lead, fingerprint
+    )
+
+
+def seen_context_of(head: str, lead: tuple[int, ...], fingerprint: str) -> str:
+    """:func:`seen_context` from its shared part (:func:`seen_head`)."""
+    return f"{head}{lead!r}\n{fingerprint}"
+
+
+def seen_head(
+    path: str, inner: str, options: StatsOptions, columns: int, own: OwnKeys | None
+) -> str:
+    """The part of :func:`seen_context` the shards of one array share (kept by callers
+    that check many shards)."""
+    before, after = _head(path, options, columns)
+    return f"{before}{after}\n{inner}\n{_owner_token(cast('Hashable', own))}\n"
+
+
+@functools.lru_cache(maxsize=64)
+def _owner_token(own: object) -> str:
+    """``own`` (an :class:`OwnKeys`) as the same text in every process (sets sorted)."""
+    if not dataclasses.is_dataclass(own) or isinstance(own, type):
+        return repr(own)
+    values = [getattr(own, f.name) for f in dataclasses.fields(own)]
+    shown = [sorted(v) if isinstance(v, frozenset) else v for v in values]
+    return f"{type(own).__name__}{shown!r}"
+
+
+def settled_fingerprint(task: ChunkTask, listed: Listing) -> tuple[str, Seen | None]:
+    """The task's fingerprint, and the record of its stamps for the next run.
+
+    Where the task records stamps (``task.stamps_before``) and one of them is racy (changed
+    just before or during this run: a change in the same clock tick would not show),
+    the fingerprint is marked: no run takes it for unchanged (see :func:`kept`), the
+    next one reads the shard again.
+    """
+    fingerprint = _fingerprint(task, listed)
+    before = task.stamps_before
+    if before is None or listed.stamps is None:
+        return fingerprint, None
+    if is_racy(listed.stamps, before):
+        return f"{_RACY}{fingerprint}", None
+    context = seen_context(task.array, task.options, task.ndim_columns, task.own_keys, fingerprint)
+    return fingerprint, record(listed.stamps, context, before)
+
+
+_RACY = "racy:"
+
+
+def kept(task: ChunkTask, fingerprint: str) -> bool:
+    """Whether the shard's rows from the earlier run stand: the same fingerprint, and not
+    one taken from racy stamps."""
+    return task.previous == fingerprint and not fingerprint.startswith(_RACY)
+
+
+def unchanged(
+    local_root: tuple[str, str] | None, seen: Seen, context: str, folders: Folders
+) -> bool:
+    """Whether the stamps of ``seen`` still hold for a shard at ``local_root`` (as
+    :attr:`Shard.local_root` gives it): it has not changed, and is not listed again."""
+    if local_root is None:
+        return False
+    kind, root = local_root
+    return still_seen(seen, context, root, kind == "file", folders)
 
 
 def _fingerprint(task: ChunkTask, listed: Listing) -> str:
@@ -613,7 +717,9 @@ def list_local(task: ChunkTask) -> Listing | None:
     if found is None:
         return None
     root, info = found
-    return Listing(owned(task.own_keys, walk_local(root, task.array.inner, task.shard, info)))
+    stamps: Stamps | None = None if task.stamps_before is None else []
+    keys = walk_local(root, task.array.inner, task.shard, info, stamps)
+    return Listing(owned(task.own_keys, keys), stamps=stamps)
 
 
 def listed_coords(
@@ -801,9 +907,9 @@ async def _table_task(task: ChunkTask) -> TableResult:
         return TableResult("", None, exists=False)
     # Every key of the node, metadata documents included, with its stamp: a change to
     # any of them changes the fingerprint, and only then is the array opened and read.
-    fingerprint = _fingerprint(task, listed)
-    if task.previous == fingerprint:
-        return TableResult(fingerprint, None)
+    fingerprint, seen = settled_fingerprint(task, listed)
+    if kept(task, fingerprint):
+        return TableResult(fingerprint, None, seen=seen)
     opened_array = await open_task_array(task)
     if opened_array is None:
         return TableResult("", None, exists=False)
@@ -830,7 +936,7 @@ async def _table_task(task: ChunkTask) -> TableResult:
         if stats:
             row.update(stats[n])
         rows.append(row)
-    return TableResult(fingerprint, to_table(rows, task.ndim_columns, task.options))
+    return TableResult(fingerprint, to_table(rows, task.ndim_columns, task.options), seen=seen)
 
 
 def _as_columns(result: Any) -> Mapping[str, Any]:
