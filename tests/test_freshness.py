@@ -371,3 +371,29 @@ Freshness.TestCase.settings = settings(
 def test_freshness_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(freshness, "RACY_NS", int(RACY * 1e9))
     Freshness.TestCase().runTest()
+
+
+def test_the_cache_version_moves_only_when_what_it_holds_does() -> None:
+    from shardedstore.table.statistics import StatisticsCache
+
+    cache = StatisticsCache(limit=2)
+    cache.put("a", (0,), (1.0, 2.0, 0))
+    version = cache.version
+    cache.put("a", (0,), (1.0, 2.0, 0))  # a scan storing what is there already
+    cache.put("a", (0,), (1.0, 2.0, 0))
+    assert cache.version == version
+    cache.put("a", (0,), (1.0, 3.0, 0))
+    assert cache.version > version
+    version = cache.version
+    nan = float("nan")
+    cache.put("a", (1,), (nan, nan, 4))
+    assert cache.version > version
+    version = cache.version
+    cache.put("a", (1,), (nan, nan, 4))  # NaN bounds are the same bounds
+    assert cache.version == version
+    cache.put("a", (1,), (nan, nan, 5))
+    assert cache.version > version
+    version = cache.version
+    cache.put("b", (0,), (1.0, 2.0, 0))  # over the limit: "a" goes
+    assert cache.version > version
+    assert cache.get("a") == {}

@@ -84,7 +84,9 @@ _CACHE_CHUNKS = 1_000_000
 class StatisticsCache:
     """Statistics of chunks read by scans, by shard fingerprint (thread-safe, bounded).
 
-    ``version`` changes whenever what the cache holds may have.
+    ``version`` changes whenever what the cache holds may have (a scan storing the
+    bounds the cache already holds leaves it as it is, so that what was built from the
+    cache stays valid).
     """
 
     def __init__(self, limit: int = _CACHE_CHUNKS) -> None:
@@ -106,19 +108,30 @@ class StatisticsCache:
         with self.lock:
             entry = self.shards.setdefault(fingerprint, {})
             self.shards.move_to_end(fingerprint)
-            if coords not in entry:
+            held = entry.get(coords)
+            if held is None:
                 self.size += 1
-            self.version += 1
-            entry[coords] = bounds
+            if held is None or not _same(held, bounds):
+                self.version += 1
+                entry[coords] = bounds
             while self.size > self.limit and len(self.shards) > 1:
                 _, dropped = self.shards.popitem(last=False)
                 self.size -= len(dropped)
+                self.version += 1
 
     def clear(self) -> None:
         with self.lock:
             self.shards.clear()
             self.size = 0
             self.version += 1
+
+
+def _same(a: ChunkBounds, b: ChunkBounds) -> bool:
+    """The same bounds: equal, or both NaN, value by value (and of the same type)."""
+    return all(
+        type(x) is type(y) and (x == y or (x != x and y != y))  # x != x: NaN
+        for x, y in zip(a, b, strict=True)
+    )
 
 
 CACHE = StatisticsCache()
