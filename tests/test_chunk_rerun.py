@@ -339,3 +339,37 @@ def test_records_and_checks(tmp_path: Path) -> None:
     (folder / "x").unlink()
     assert not still_seen(kept, "c", str(folder), False, folders)
     folders.close()
+
+
+def test_a_zip_replaced_after_its_store_opened_it_is_not_recorded(tmp_path: Path) -> None:
+    # Rows of a zip shard are read through its store's open zip; its stamps come from
+    # the path. A zip swapped in between (a new version published by renaming) must not
+    # leave the old zip's rows under the new zip's stamps: no record, read again.
+    import asyncio
+    import dataclasses
+
+    from shardedstore.backends.handles import opened
+
+    config = _layout(tmp_path, "zip")
+    _write_step(config, 0, np.arange(WIDTH, dtype="i4") + 1)
+    _write_step(config, 1, np.arange(WIDTH, dtype="i4") + 7)
+    store = shardedstore.open(config)
+    found = {t.shard_index: t for t in shardedstore.chunk_tasks(store, "a") if t.shard_index}
+    before = time.time_ns() + 10**9  # nothing racy by time: only the swap may say so
+
+    async def listed(task: Any, swap: bool) -> Any:
+        task = dataclasses.replace(task, stamps_before=before)
+        assert await opened(task.store)
+        if swap:  # another version of the same shard, renamed over it
+            path = Path(task.store.path)
+            spare = path.with_name("spare.zip")
+            shutil.copyfile(tmp_path / "t" / "1.zarr.zip", spare)
+            os.replace(spare, path)
+        return await tasks._list_chunks(task)
+
+    kept = asyncio.run(listed(found["1"], swap=False))
+    assert kept.stamps
+    assert not is_racy(kept.stamps, before)
+    swapped = asyncio.run(listed(found["0"], swap=True))
+    assert swapped.stamps == []
+    assert is_racy(swapped.stamps, before)

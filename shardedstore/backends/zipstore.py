@@ -63,7 +63,13 @@ from shardedstore.backends.filelock import FileLock, acquire
 from shardedstore.backends.keys import child_names
 from shardedstore.errors import ConflictError, LayoutError, UncommittedWarning
 
-__all__ = ["CommitGroup", "CopyOnWriteZipStore", "finish_group", "leftover_names"]
+__all__ = [
+    "CommitGroup",
+    "CopyOnWriteZipStore",
+    "finish_group",
+    "leftover_names",
+    "open_zip_identity",
+]
 
 _STAGING = ".staging-"
 _PARTIAL = ".partial-"
@@ -72,6 +78,19 @@ _ZIP64_LIMIT = 1 << 31
 
 _MARKER = ".shardedstore-staging"
 """A file in every staging directory: only directories holding it are ever removed."""
+
+
+def open_zip_identity(store: ZipStore) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of the zip file ``store`` has open for reading (zarr's
+    ``ZipStore`` and :class:`CopyOnWriteZipStore` read through one ``ZipFile``); None
+    when it has none open or it cannot be told."""
+    archive = getattr(store, "_zf", None)
+    handle = getattr(archive, "fp", None)
+    try:
+        info = os.fstat(handle.fileno())  # type: ignore[union-attr]
+    except (AttributeError, OSError, ValueError):
+        return None
+    return info.st_dev, info.st_ino
 
 
 def leftover_names(zip_name: str) -> tuple[str, str, str]:

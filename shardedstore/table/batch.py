@@ -152,8 +152,9 @@ def _list_now(task: ChunkTask) -> Listing | None:
             return None  # a shard never written reads as empty
         raise FileNotFoundError(path)
     inner = task.array.inner
-    keys, members = _zip_members(path, f"{inner}/" if inner else "")
+    # Stamped before it is listed: a zip replaced in between shows at the next run.
     stamps = None if task.stamps_before is None else zip_stamps(path)
+    keys, members = _zip_members(path, f"{inner}/" if inner else "")
     return Listing(owned(task.own_keys, keys), path, members, stamps)
 
 

@@ -40,6 +40,7 @@ from shardedstore.backends.oserrors import written_as
 from shardedstore.errors import ArgumentError, ChunkTableOutputError
 from shardedstore.shards.listing import index_key
 from shardedstore.shards.outputlock import local_output_lock
+from shardedstore.store.ownkeys import OwnKeys
 from shardedstore.table import seen as seen_module
 from shardedstore.table.chunks import (
     TablePlan,
@@ -350,7 +351,7 @@ class _GroupWriter:
         self.unchanged: list[str] = []
         self.expected: set[str] = set()
         self.rows = 0
-        self.heads: dict[tuple[str, int], str] = {}
+        self.heads: dict[tuple[str, OwnKeys | None], str] = {}
         self.folders = Folders()
 
     def start(self, plan: TablePlan) -> None:
@@ -380,10 +381,10 @@ class _GroupWriter:
         if found is None or previous is None or self.plan is None:
             return False
         seen = Seen(*found)
-        head = self.heads.get((array.path, id(shard.own_keys)))
+        head = self.heads.get((array.path, shard.own_keys))
         if head is None:  # one per array (its shards share their OwnKeys)
             head = seen_head(array.path, "", self.options, self.plan.ndim, shard.own_keys)
-            self.heads[(array.path, id(shard.own_keys))] = head
+            self.heads[(array.path, shard.own_keys)] = head
         context = seen_context_of(head, array.lead, previous)
         if not unchanged(shard.local_root, seen, context, self.folders):
             return False

@@ -43,6 +43,7 @@ from shardedstore.backends.cache import CachedStore, object_validator
 from shardedstore.backends.crc import crc32
 from shardedstore.backends.documents import is_metadata_document
 from shardedstore.backends.handles import gather_bounded, opened
+from shardedstore.backends.zipstore import open_zip_identity
 from shardedstore.errors import ArgumentError, LayoutError, describe_shard
 from shardedstore.shards.source import ShardSource
 from shardedstore.store.ownkeys import OwnKeys
@@ -553,11 +554,17 @@ async def _list_chunks(task: ChunkTask, content_stamps: bool | None = None) -> L
         )
     elif isinstance(store, ZipStore):
         listed.zip_file = os.path.abspath(store.path)  # readable from any cwd
+        if task.stamps_before is not None:
+            # Stamped before it is listed, and only if it is the zip the store has open
+            # (its rows are read through the store): else a zip replaced in between
+            # would leave this run's rows under the new zip's stamps for good.
+            listed.stamps = zip_stamps(listed.zip_file)
+            info = listed.stamps[0][1]
+            if open_zip_identity(store) != (info.st_dev, info.st_ino):
+                listed.stamps = []  # racy: the next run reads the shard again
         listed.keys, listed.zip_members = await asyncio.to_thread(
             _zip_members, listed.zip_file, prefix
         )
-        if task.stamps_before is not None:
-            listed.stamps = zip_stamps(listed.zip_file)
     elif isinstance(listing, FsspecStore) and hasattr(listing.fs, "_find"):
         listed.keys = await _list_fsspec(listing, prefix)
     else:
@@ -571,7 +578,7 @@ async def _list_chunks(task: ChunkTask, content_stamps: bool | None = None) -> L
 
 
 def zip_stamps(path: str) -> Stamps:
-    """The stamps of a zip shard: the zip file's own (statted after its listing)."""
+    """The stamps of a zip shard: the zip file's own (statted before its listing)."""
     return [("", os.stat(path))]
 
 
