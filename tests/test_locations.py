@@ -452,6 +452,54 @@ def test_a_symlinked_shard_among_new_ones_stops_the_write(
     assert _contents(outside) == before
 
 
+@pytest.mark.parametrize("how", ["zarr", "zarrs", "delete", "delete_dir"])
+def test_a_symlink_inside_an_existing_shard_stops_writes_through_it(
+    tmp_path: Path, outside: Path, how: str
+) -> None:
+    # t/0.zarr/c -> elsewhere/keep: chunk (0, 0) of the array is elsewhere/keep/0. The
+    # shard's own path is inside the folder; a write or delete below it would follow the
+    # link out of it.
+    _sentinel(outside)
+    (outside / "keep" / "0").write_bytes(b"precious")
+    before = _contents(outside)
+    folder = tmp_path / "ds"
+    config = _config(
+        base={"type": "local", "root": "base.zarr"},
+        array_shards={"t2m": {"dims": 1, "store": {"type": "local", "root": "t/{chunk}.zarr"}}},
+    )
+    path = _write(folder / "layout.json", config)
+    with shardedstore.open(path, "r+") as store:
+        array = zarr.create_array(store, name="t2m", shape=(4, 2), chunks=(1, 2), dtype="i4")
+        array[:] = 1
+    chunks = folder / "t" / "0.zarr" / "c"  # holds the shard's one chunk, 0
+    (chunks / "0").unlink()
+    chunks.rmdir()
+    os.symlink(outside / "keep", chunks)
+    store = shardedstore.open(path, "r+")
+    array = zarr.open_array(store, path="t2m", mode="r+")
+
+    def attempt() -> None:
+        if how == "delete":
+            zarr.core.sync.sync(store.delete("t2m/c/0/0"))
+        elif how == "delete_dir":
+            zarr.core.sync.sync(store.delete_dir("t2m"))
+        else:
+            with shardedstore.use_engine(how):
+                array[:] = 2
+
+    with pytest.raises(LayoutError, match=r"'t2m' chunk 0: .*0.zarr/c' is a symlink .*outside"):
+        attempt()
+    assert _contents(outside) == before
+    # The shards without a link are written as usual; a read follows the link.
+    array[1:] = 3
+    np.testing.assert_array_equal(zarr.open_array(shardedstore.open(path), path="t2m")[1:], 3)
+    store.close()
+    # With the opt-in, the link is followed, as by any zarr store.
+    with shardedstore.open(path, "r+", allow_outside=True) as store:
+        zarr.open_array(store, path="t2m", mode="r+")[0] = 7
+    assert (outside / "keep" / "0").read_bytes() != b"precious"
+
+
 def test_writing_through_an_opted_in_config_works_as_before(tmp_path: Path, outside: Path) -> None:
     _sentinel(outside)
     folder = tmp_path / "ds"

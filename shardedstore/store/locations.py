@@ -13,7 +13,8 @@ An array-shard template is a location *pattern* in which ``{chunk}`` stands for 
 chunk index of the array's dims. Two stores of one layout overlap when their locations
 are the same or one lies inside the other; :func:`check_layout` refuses that. The cost
 is O(stores): templates are compared as patterns, never by trying every chunk index.
-Everything here is pure apart from ``os.path.realpath`` (and one ``lstat`` per store).
+Everything here is pure apart from ``os.path.realpath`` (and one ``lstat`` per store),
+and :func:`first_link_below`, which lists a folder.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ __all__ = [
     "check_layout",
     "escapes_folder",
     "find_overlap",
+    "first_link_below",
     "folder_location",
     "layout_checked",
     "layout_members",
@@ -216,6 +218,27 @@ class _Resolver:
                 parts = self._parents[parent] = _real_parts(parent)
             return (*parts, name)
         return _real_parts(text)
+
+
+def first_link_below(folder: str) -> str | None:
+    """The path of a symlink anywhere below the directory ``folder``, or None.
+
+    One ``os.scandir`` per directory (its entries say which are links without a system
+    call each); links are not followed. A directory that vanishes meanwhile is skipped.
+    """
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        try:
+            with os.scandir(current) as entries:
+                for entry in entries:
+                    if entry.is_symlink():
+                        return entry.path
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return None
 
 
 def new_resolver() -> _Resolver:

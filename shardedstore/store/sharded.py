@@ -7,6 +7,7 @@ import contextlib
 import functools
 import itertools
 import os
+import stat
 import weakref
 from collections.abc import (
     AsyncGenerator,
@@ -42,7 +43,7 @@ from shardedstore.store.factories import (
     make_array_shard,
 )
 from shardedstore.store.inline import LONG_WAIT, Latency, inline_capable
-from shardedstore.store.locations import check_layout, layout_checked
+from shardedstore.store.locations import check_layout, first_link_below, layout_checked
 from shardedstore.store.metadata import (
     JSON,
     ShardedArrayLayout,
@@ -414,9 +415,11 @@ class ShardedStore(Store):
         # Set for layouts opened from a config for writing: no array shard may be
         # written outside this folder (after symlinks), see _check_confined.
         self._confined_to: str | None = None
-        # While stores_for_read makes the stores of one request: each folder that holds
+        # While stores_for_write makes the stores of one request: each folder that holds
         # array shards, resolved once for all of them (see _real_location).
         self._resolved: dict[str, str] | None = None
+        # Array shards checked against the config's folder (see _check_confined).
+        self._confined_checked: set[tuple[str, str]] = set()
         # Per-call time of each group of sub-stores: inline or threaded I/O.
         self._latencies: dict[tuple[str, bool], Latency] = {}
 
@@ -890,12 +893,17 @@ class ShardedStore(Store):
             raise CommitError(self._discarded)
 
     def _check_confined(self, path: str, index: str, store: Store) -> None:
-        """Refuse writing an array shard whose real location leaves the config's folder."""
+        """Refuse writing an array shard whose real location leaves the config's folder.
+
+        Or that holds a symlink: a write below it (``c -> ../../elsewhere``) would
+        follow the link out of the folder. Checked on the shard's first write through
+        this store; a link made inside a shard while it is being written is not seen.
+        """
         local = facts_of(store).local_root
         if self._confined_to is None or local is None:
             return
         location = os.fspath(local[1])
-        real = self._real_location(location)
+        real, is_folder = self._real_location(location)
         folder = self._confined_to
         if not real.startswith(folder if folder.endswith(os.sep) else folder + os.sep):
             raise LayoutError(
@@ -904,24 +912,41 @@ class ShardedStore(Store):
                 "does not write outside the folder of a config opened for writing. Replace the "
                 "link with the data itself, or open with allow_outside=True"
             )
+        link = first_link_below(real) if is_folder else None
+        if link is not None:
+            raise LayoutError(
+                f"array shard {path!r} chunk {index}: {link!r} is a symlink (to "
+                f"{os.path.realpath(link)!r}); shardedstore does not write into an array shard "
+                "that holds symlinks when the config is opened for writing (a write would follow "
+                f"the link, maybe out of the config's folder {folder!r}). Replace the link with "
+                "the data itself, or open with allow_outside=True"
+            )
 
-    def _real_location(self, location: str) -> str:
-        """Where ``location`` really is, symlinks resolved.
+    def _real_location(self, location: str) -> tuple[str, bool]:
+        """Where ``location`` really is, symlinks resolved; and whether it is a folder.
 
         Resolved anew for every new shard store: a folder on the way may have become a
         symlink since the last one (a cache of resolved parents let writes escape). Only
-        the shards of one request (:meth:`stores_for_read`) share the resolved folder
+        the shards of one request (:meth:`stores_for_write`) share the resolved folder
         they are in, checked before any of them is written, as each was before; the
         shard's own name is still looked at, one ``lstat`` each.
         """
         parent, name = os.path.split(location)
+        try:
+            mode: int | None = os.lstat(location).st_mode
+        except OSError:  # missing (a new shard), or not reachable: nothing inside it yet
+            mode = None
         resolved = self._resolved
-        if resolved is None or name in ("", ".", "..") or os.path.islink(location):
-            return os.path.realpath(location)
+        if mode is not None and stat.S_ISLNK(mode):
+            real = os.path.realpath(location)
+            return real, os.path.isdir(real)
+        is_folder = mode is not None and stat.S_ISDIR(mode)
+        if resolved is None or name in ("", ".", ".."):
+            return os.path.realpath(location), is_folder
         real_parent = resolved.get(parent)
         if real_parent is None:
             real_parent = resolved[parent] = os.path.realpath(parent)
-        return os.path.join(real_parent, name)
+        return os.path.join(real_parent, name), is_folder
 
     # ------------------------------------------------------------ array shards
 
@@ -960,13 +985,22 @@ class ShardedStore(Store):
                 store.refuse_writes(f"zip {os.fspath(store.path)!r}: {self._zip_refusal}")
 
     def _shard_store(self, path: str, index: str) -> Store:
+        """The store of one array shard to write, checked against the config's folder
+        on first use (see :meth:`_check_confined`)."""
+        store = self._shard_made(path, index)
+        key = (path, index)
+        if key not in self._confined_checked:
+            if not self.read_only:
+                self._check_confined(path, index, store)
+            self._confined_checked.add(key)
+        return store
+
+    def _shard_made(self, path: str, index: str) -> Store:
         """The store of one array shard, made by its factory on first use."""
         key = (path, index)
         store = self._shard_stores.get(key)
         if store is None:
             store = copy_on_write(make_array_shard(self._factories[path], path, index))
-            if not self.read_only:
-                self._check_confined(path, index, store)
             if isinstance(store, CopyOnWriteZipStore):
                 refusal = self._zip_write_refusal()
                 if refusal is not None:
@@ -988,7 +1022,7 @@ class ShardedStore(Store):
             return origin._shard_stores[key]  # what the store this one views wrote
         store = self._shard_readers.get(key)
         if store is None:
-            store = self._shard_store(path, index)
+            store = self._shard_made(path, index)
             if key not in self._written:
                 store = read_only_view(store)
             self._shard_readers[key] = store
@@ -1762,16 +1796,8 @@ class ShardedStore(Store):
         return self._read_target(key)
 
     def stores_for_read(self, keys: Iterable[str]) -> Sequence[tuple[Store, str]]:
-        """:meth:`store_for_read` of many keys (one request), in the same order.
-
-        Their new array shards are checked against the config's folder together: the
-        folders they are in resolved once, not once per shard.
-        """
-        self._resolved = {}
-        try:
-            return [self._read_target(key) for key in keys]
-        finally:
-            self._resolved = None
+        """:meth:`store_for_read` of many keys (one request), in the same order."""
+        return [self._read_target(key) for key in keys]
 
     async def store_for_write(self, key: str) -> tuple[Store, str]:
         """The sub-store that a write of the chunk ``key`` goes to, and the key inside it.
@@ -1817,11 +1843,17 @@ class ShardedStore(Store):
         """
         self._check_writable()
         new: dict[str, dict[str, Store]] = {}
-        for key in keys:
-            kind, node, index, _ = self._router.route(key)
-            if kind == CHUNK and (node, index) not in self._written:
-                shard = cast("str", index)
-                new.setdefault(node, {})[shard] = self._shard_store(node, shard)
+        # The new shards are checked against the config's folder together: the folders
+        # they are in resolved once, not once per shard.
+        self._resolved = {}
+        try:
+            for key in keys:
+                kind, node, index, _ = self._router.route(key)
+                if kind == CHUNK and (node, index) not in self._written:
+                    shard = cast("str", index)
+                    new.setdefault(node, {})[shard] = self._shard_store(node, shard)
+        finally:
+            self._resolved = None
         await _settled(self._shards_created(node, shards) for node, shards in new.items())
         return [await self.store_for_write(key) for key in keys]
 
