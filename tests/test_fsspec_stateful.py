@@ -261,6 +261,9 @@ class FilesystemMachine(RuleBasedStateMachine):
         except FileNotFoundError:
             listed = set()
         assert listed == {f"/d/c/{t}" for t in self.folders}
+        # d's listing agrees with d/c's: c shows while a shard exists.
+        names = {path.rsplit("/", 1)[-1] for path in fs.ls("d", detail=False)}
+        assert ("c" in names) == bool(self.folders), names
 
 
 def test_the_filesystem_follows_the_layout_under_faults(tmp_path: Path) -> None:

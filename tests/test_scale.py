@@ -130,3 +130,37 @@ def test_two_sharded_dims_list_one_level_at_a_time() -> None:
     names, calls = _calls(factory, _dir(store, "t/c/7/1/"))
     assert names == ["0", "1"]
     assert calls["existing_chunk_indices"] == 0  # one shard, named in full
+
+
+def test_an_existing_shard_shows_at_every_level_once_its_chunks_are_deleted(
+    tmp_path: Any,
+) -> None:
+    # A directory shard keeps its folder and metadata when its last chunk is deleted:
+    # it shows as a directory does, in the array's listing (c) and in c's (its index),
+    # never in one and not the other. Removed, it shows in neither.
+    import shutil
+
+    from zarr.storage import LocalStore
+
+    from shardedstore import array_shard_directory_store
+
+    store = ShardedStore(
+        LocalStore(tmp_path / "base"), {}, {"t": (1, array_shard_directory_store(tmp_path / "t"))}
+    )
+    array = zarr.create_array(store, name="t", shape=(4, 2), chunks=(1, 2), dtype="i2")
+    assert sync(_dir(store, "t/")) == ["zarr.json"]
+    array[1] = 5
+    assert sync(_dir(store, "t/")) == ["c", "zarr.json"]
+    assert sync(_dir(store, "t/c/")) == ["1"]
+    sync(store.delete("t/c/1/0"))
+    assert sync(_prefix(store, "t/c/")) == []
+    assert sync(_dir(store, "t/")) == ["c", "zarr.json"]
+    assert sync(_dir(store, "t/c/")) == ["1"]
+    shards = [p for p in (tmp_path / "t").iterdir() if p.is_dir()]
+    assert len(shards) == 1
+    shutil.rmtree(shards[0])
+    reopened = ShardedStore(
+        LocalStore(tmp_path / "base"), {}, {"t": (1, array_shard_directory_store(tmp_path / "t"))}
+    )
+    assert sync(_dir(reopened, "t/")) == ["zarr.json"]
+    assert sync(_dir(reopened, "t/c/")) == []

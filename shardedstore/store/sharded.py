@@ -1366,8 +1366,9 @@ class ShardedStore(Store):
                 if selection.matches(index)
             }
         if layout is not None and rest == "" and layout.key_format.prefix:
-            prefix = layout.key_format.prefix
-            return {prefix} if await self._array_holds(path, f"{path}/{prefix}") else set()
+            # ``c`` shows once a shard exists, as the folder of chunks does in a directory
+            # store (and as ``c/`` lists each existing shard): one listing of the indices.
+            return {layout.key_format.prefix} if await self.shard_indices(path) else set()
         return {
             key[len(dir_prefix) :].split("/", 1)[0]
             for key in await self._list_array(path, dir_prefix)
