@@ -42,9 +42,10 @@ from shardedstore.table.tasks import (
 
 __all__ = ["RACY_NS", "clear", "list_local_fresh", "settled"]
 
-RACY_NS = 2_000_000_000
+RACY_NS = 3_000_000_000
 """A walk is kept only if every stamp it saw is at least this much older than its start
-(file system clocks tick coarsely, and a network file system's clock may lag ours)."""
+(file system clocks tick coarsely, and a network file system's clock may lag ours): the
+margin the chunk table's stamps take too (:data:`shardedstore.table.seen.RACY_NS`)."""
 
 _STAMPS = 1_000_000
 """Stamps (files and directories) the kept walks hold at most (least recently used go)."""
