@@ -710,3 +710,26 @@ def test_ctrl_c_while_starting_exits_130_in_one_line(tmp_path: Path, during: str
     assert stderr == ["shardedstore validate: interrupted"], rest[-2000:]
     assert process.returncode == 130
     assert stdout == ""
+
+
+def test_a_command_collects_garbage_less_often_and_restores_the_thresholds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # main() is called in-process (by tests, by scripts): the collector's thresholds it
+    # raises for a command are the caller's again afterwards, even when the command fails.
+    import gc
+    import importlib
+
+    cli_main = importlib.import_module("shardedstore.cli.main")  # the module, not main()
+    seen: list[tuple[int, ...]] = []
+
+    def command(args: object) -> int:
+        seen.append(gc.get_threshold())
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli_main, "_cmd_info", command)
+    before = gc.get_threshold()
+    assert main(["info", str(tmp_path / "layout.json")]) == 1
+    assert len(seen) == 1
+    assert seen[0][0] > before[0]
+    assert gc.get_threshold() == before

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import math
 import os
@@ -974,13 +975,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+@contextlib.contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Run a command with the cyclic garbage collector started less often.
+
+    A command over 10^5 shards makes millions of short-lived objects, few of them in
+    cycles; at Python's default thresholds the collector's passes took a third of
+    ``chunks`` at 10^5 shards (56 s -> 39 s without them). The command line owns its
+    process, so it collects every 50,000 allocations instead of 700, while a command
+    runs (the thresholds are restored after: ``main`` is also called in-process).
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(50_000, 20, 20)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "jobs", 1) < 1:
         print(f"shardedstore {args.command}: error: -j must be at least 1", file=sys.stderr)
         return 2
     try:
-        code: int = args.func(args)
+        with _fewer_collections():
+            code: int = args.func(args)
     except _UsageError as err:
         print(f"shardedstore {args.command}: error: {err}", file=sys.stderr)
         return 2
