@@ -334,9 +334,16 @@ class ShardedFileSystem(AsyncFileSystem):  # type: ignore[misc]
             return {"name": "", "size": 0, "type": "directory"}
         if await store.exists(key):
             return {"name": self._path(key), "size": await store.getsize(key), "type": "file"}
-        if not await store.is_empty(key):
+        if not await store.is_empty(key) or await self._listed_as_directory(store, key):
             return {"name": self._path(key), "size": 0, "type": "directory"}
         raise self._missing(path)
+
+    @staticmethod
+    async def _listed_as_directory(store: ShardedStore, key: str) -> bool:
+        """Whether its parent's listing names ``key``, though nothing is under it: an
+        array shard that exists with its chunks deleted shows as a directory does."""
+        parent, _, name = key.rpartition("/")
+        return name in {found async for found in store.list_dir(parent)}
 
     async def _exists(self, path: str, **kwargs: Any) -> bool:
         try:
@@ -351,6 +358,8 @@ class ShardedFileSystem(AsyncFileSystem):  # type: ignore[misc]
         names = sorted({name async for name in store.list_dir(key)})
         if not names and key:  # a file lists as itself; nothing at all is missing
             info = await self._info(path)
+            if info["type"] == "directory":
+                return []  # an emptied array shard
             return [info] if detail else [info["name"]]
         paths = [self._path(f"{key}/{name}" if key else name) for name in names]
         if not detail:

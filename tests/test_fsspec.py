@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
 import shardedstore
@@ -436,3 +437,26 @@ def test_invalidate_cache_reads_the_layout_afresh(layout: Path) -> None:
         fs.invalidate_cache()
         assert fs.cat(key) == b"new"
         assert "zipped" in json.dumps(fs.store.get_config())
+
+
+def test_an_emptied_array_shard_lists_and_walks_as_a_directory(tmp_path: Path) -> None:
+    # Its chunks deleted, a directory shard keeps its folder and zarr.json: the store
+    # lists it (t/c, t/c/2) as a directory store lists an emptied folder, and fsspec's
+    # ls (with details), info and walk, which ask each listed entry's info, agree.
+    config = _write(tmp_path / "ds", 3)
+    store = shardedstore.open(config, mode="r+")
+    for key in [k for k in store.as_mapping() if k.startswith("temp/c/")]:
+        sync(store.delete(key))
+    store.close()
+    fs = fsspec.filesystem(PROTOCOL, fo=str(config))
+    kinds = {entry["name"]: entry["type"] for entry in fs.ls("temp")}
+    assert kinds == {"/temp/zarr.json": "file", "/temp/c": "directory"}
+    assert fs.info("temp/c")["type"] == "directory"
+    assert fs.info("temp/c/2")["type"] == "directory"
+    assert fs.ls("temp/c/2") == []
+    walked = {path: files for path, _, files in fs.walk("")}
+    assert walked["/temp"] == ["zarr.json"]
+    assert "/temp/c" in walked
+    assert not fs.exists("temp/c/2/0/0")
+    with pytest.raises(FileNotFoundError):
+        fs.info("temp/c/9")

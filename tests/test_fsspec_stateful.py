@@ -264,6 +264,13 @@ class FilesystemMachine(RuleBasedStateMachine):
         # d's listing agrees with d/c's: c shows while a shard exists.
         names = {path.rsplit("/", 1)[-1] for path in fs.ls("d", detail=False)}
         assert ("c" in names) == bool(self.folders), names
+        # What is listed has an info of its own (fsspec's ls and walk ask each entry's).
+        kinds = {entry["name"]: entry["type"] for entry in fs.ls("d", detail=True)}
+        assert kinds.get("/d/c") == ("directory" if self.folders else None), kinds
+        for t in self.folders:
+            assert fs.info(f"d/c/{t}")["type"] == "directory"
+        walked = {path for path, _, _ in fs.walk("d")}
+        assert ("/d/c" in walked) == bool(self.folders), walked
 
 
 def test_the_filesystem_follows_the_layout_under_faults(tmp_path: Path) -> None:

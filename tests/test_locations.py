@@ -500,6 +500,95 @@ def test_a_symlink_inside_an_existing_shard_stops_writes_through_it(
     assert (outside / "keep" / "0").read_bytes() != b"precious"
 
 
+def _linked_layout(folder: Path, outside: Path, nested: bool = False) -> tuple[Path, Path]:
+    """A config whose array t2m (4 steps, written) has shard 0's c/ linked to
+    outside/keep (its chunk 0 is outside/keep/0, "precious"); the config and the folder
+    of the array's shards. ``nested``: the array is in a layout mounted at s."""
+    _sentinel(outside)
+    (outside / "keep" / "0").write_bytes(b"precious")
+    shards = {"t2m": {"dims": 1, "store": {"type": "local", "root": "t/{chunk}.zarr"}}}
+    if nested:
+        inner = {"type": "sharded", "base": {"type": "local", "root": "s.zarr"}}
+        inner["array_shards"] = shards
+        config = _config(base={"type": "local", "root": "base.zarr"}, mounts={"s": inner})
+    else:
+        config = _config(base={"type": "local", "root": "base.zarr"}, array_shards=shards)
+    path = _write(folder / "layout.json", config)
+    name = "s/t2m" if nested else "t2m"
+    with shardedstore.open(path, "r+") as store:
+        if nested:
+            zarr.create_group(store, path="s")
+        array = zarr.create_array(store, name=name, shape=(4, 2), chunks=(1, 2), dtype="i4")
+        array[:] = 1
+    chunks = folder / "t" / "0.zarr" / "c"
+    (chunks / "0").unlink()
+    chunks.rmdir()
+    os.symlink(outside / "keep", chunks)
+    return path, folder / "t"
+
+
+def test_a_pickled_store_stays_in_the_folder(tmp_path: Path, outside: Path) -> None:
+    # What a dask worker or a process pool gets is a pickled copy: confined as well.
+    path, _ = _linked_layout(tmp_path / "ds", outside)
+    before = _contents(outside)
+    copy = pickle.loads(pickle.dumps(shardedstore.open(path, "r+")))
+    array = zarr.open_array(copy, path="t2m", mode="r+")
+    with pytest.raises(LayoutError, match=r"'t2m' chunk 0: .* is a symlink"):
+        array[0] = 2
+    assert _contents(outside) == before
+
+
+def test_a_mounted_layout_stays_in_the_folder(tmp_path: Path, outside: Path) -> None:
+    path, _ = _linked_layout(tmp_path / "ds", outside, nested=True)
+    before = _contents(outside)
+    with shardedstore.open(path, "r+") as store:
+        array = zarr.open_array(store, path="s/t2m", mode="r+")
+        with pytest.raises(LayoutError, match=r"'t2m' chunk 0: .* is a symlink"):
+            array[0] = 2
+    assert _contents(outside) == before
+
+
+def test_a_refused_resize_leaves_base_and_shards_as_they_were(
+    tmp_path: Path, outside: Path
+) -> None:
+    # Every shard a resize rewrites is checked before base or any shard is written.
+    path, shards = _linked_layout(tmp_path / "ds", outside)
+    before = _contents(outside)
+    metadata = {p: p.read_bytes() for p in sorted(shards.glob("*.zarr/zarr.json"))}
+    base = (tmp_path / "ds" / "base.zarr" / "t2m" / "zarr.json").read_bytes()
+    store = shardedstore.open(path, "r+")
+    array = zarr.open_array(store, path="t2m", mode="r+")
+    with pytest.raises(LayoutError, match=r"is a symlink"):
+        array.resize((4, 3))
+    store.close()
+    assert {p: p.read_bytes() for p in sorted(shards.glob("*.zarr/zarr.json"))} == metadata
+    assert (tmp_path / "ds" / "base.zarr" / "t2m" / "zarr.json").read_bytes() == base
+    assert _contents(outside) == before
+
+
+def test_a_cleared_shard_is_checked_again_when_written_again(tmp_path: Path, outside: Path) -> None:
+    # delete_dir removes the shards; a link put where one was is refused on the next
+    # write through the same store, as it would be through a new one.
+    _sentinel(outside)
+    before = _contents(outside)
+    folder = tmp_path / "ds"
+    config = _config(
+        base={"type": "local", "root": "base.zarr"},
+        array_shards={"t2m": {"dims": 1, "store": {"type": "local", "root": "t/{chunk}.zarr"}}},
+    )
+    path = _write(folder / "layout.json", config)
+    store = shardedstore.open(path, "r+")
+    array = zarr.create_array(store, name="t2m", shape=(4, 2), chunks=(1, 2), dtype="i4")
+    array[0] = 1
+    zarr.core.sync.sync(store.delete_dir("t2m"))  # the array: its shards go whole
+    assert not (folder / "t" / "0.zarr").exists()
+    os.symlink(outside, folder / "t" / "0.zarr")
+    # The new metadata would be written to every shard there is: refused at once.
+    with pytest.raises(LayoutError, match=r"'t2m' chunk 0: .*outside the config's folder"):
+        zarr.create_array(store, name="t2m", shape=(4, 2), chunks=(1, 2), dtype="i4")
+    assert _contents(outside) == before
+
+
 def test_writing_through_an_opted_in_config_works_as_before(tmp_path: Path, outside: Path) -> None:
     _sentinel(outside)
     folder = tmp_path / "ds"

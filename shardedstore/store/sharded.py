@@ -259,6 +259,7 @@ def _rebuild(
     arrays: dict[str, ArrayShardSpec],
     read_only: bool,
     cache: ShardCache | None = None,
+    confined_to: str | None = None,
 ) -> ShardedStore:
     with layout_checked():  # where it was pickled
         store = ShardedStore(
@@ -269,6 +270,7 @@ def _rebuild(
             cache=cache,
         )
     store._refuse_zip_writes()
+    store._confined_to = confined_to  # a copy in a dask worker writes where this may
     return store
 
 
@@ -462,8 +464,13 @@ class ShardedStore(Store):
         return self._router.route(key)[3]
 
     def confine_to(self, folder: str) -> None:
-        """Refuse to create array shards whose real location is outside ``folder``."""
+        """Refuse to write array shards whose real location is outside ``folder`` (or
+        that hold symlinks), here and in the layouts mounted in this one."""
         self._confined_to = os.path.realpath(folder)
+        base, mounts = self._given
+        for store in (base, *mounts.values()):
+            if isinstance(store, ShardedStore):
+                store.confine_to(folder)
 
     @property
     def supports_consolidated_metadata(self) -> bool:
@@ -483,6 +490,7 @@ class ShardedStore(Store):
                 self._arrays,
                 self.read_only,
                 self._cache,
+                self._confined_to,
             ),
         )
 
@@ -1242,7 +1250,10 @@ class ShardedStore(Store):
         # Validate before writing anything, then merge into the cache as it is after
         # the write: v2 arrays write .zarray and .zattrs concurrently.
         current = await self._array_documents(path)
-        sharded_array_layout(path, _merge_document(current, name, doc), dims)
+        planned = sharded_array_layout(path, _merge_document(current, name, doc), dims)
+        # The shards to rewrite, each checked against the config's folder before anything
+        # is written: a refused one must not leave the others rewritten and base not.
+        stale = await self._stale_shards(path, old_layout, planned)
         await self._set_in(self._base, "", key, value, name=key)
         docs = _merge_document(self._array_docs.get(path, {}), name, doc)
         self._array_docs[path] = docs
@@ -1251,23 +1262,46 @@ class ShardedStore(Store):
         if layout is None:
             return
         if old_layout is None or old_layout.shard_documents != layout.shard_documents:
-            # Without earlier metadata, only shards known to this store can be stale;
-            # probing every possible index of a fresh array would cost O(shape).
-            indices = await self.shard_indices(path, probe=old_layout is not None)
+            if stale is None:  # the cache held other documents than base did
+                stale = await self._stale_shards(path, old_layout, layout)
             documents = [
                 (name, default_buffer_prototype().buffer.from_bytes(doc))
                 for name, doc in layout.shard_documents.items()
             ]
 
-            async def rewrite(index: str) -> None:
-                if index not in self._created[path] and not await self._shard_exists(path, index):
-                    return  # a probed index with no shard: never create one here
-                store = self._shard_store(path, index)
+            async def rewrite(store: Store) -> None:
                 await opened(store)
                 for doc_name, buffer in documents:
                     await store.set(doc_name, buffer)
 
-            await gather_bounded(rewrite(index) for index in sorted(indices))
+            await gather_bounded(rewrite(store) for store in stale or ())
+
+    async def _stale_shards(
+        self,
+        path: str,
+        old_layout: ShardedArrayLayout | None,
+        layout: ShardedArrayLayout | None,
+    ) -> list[Store] | None:
+        """The stores of the existing shards whose metadata ``layout`` changes (None: it
+        changes none), each checked for writing (:meth:`_shard_store`)."""
+        if layout is None or (
+            old_layout is not None and old_layout.shard_documents == layout.shard_documents
+        ):
+            return None
+        # Without earlier metadata, only shards known to this store can be stale;
+        # probing every possible index of a fresh array would cost O(shape).
+        indices = sorted(await self.shard_indices(path, probe=old_layout is not None))
+
+        async def exists(index: str) -> bool:
+            # a probed index with no shard: never create one here
+            return index in self._created[path] or await self._shard_exists(path, index)
+
+        found = await gather_bounded(exists(index) for index in indices)
+        return [
+            self._shard_store(path, index)
+            for index, there in zip(indices, found, strict=True)
+            if there
+        ]
 
     async def _shard_exists(self, path: str, index: str) -> bool:
         """Whether the array shard at ``index`` exists (read-only check, creates nothing)."""
@@ -1366,9 +1400,13 @@ class ShardedStore(Store):
                 if selection.matches(index)
             }
         if layout is not None and rest == "" and layout.key_format.prefix:
-            # ``c`` shows once a shard exists, as the folder of chunks does in a directory
-            # store (and as ``c/`` lists each existing shard): one listing of the indices.
-            return {layout.key_format.prefix} if await self.shard_indices(path) else set()
+            prefix = layout.key_format.prefix
+            if isinstance(self._factories[path], ListableArrayShardFactory):
+                # ``c`` shows once a shard exists, as the folder of chunks does in a
+                # directory store (and as ``c/`` lists each existing shard): one listing.
+                return {prefix} if await self.shard_indices(path) else set()
+            # Shards that cannot be listed: c shows once one of them holds a key.
+            return {prefix} if await self._array_holds(path, f"{path}/{prefix}") else set()
         return {
             key[len(dir_prefix) :].split("/", 1)[0]
             for key in await self._list_array(path, dir_prefix)
@@ -1773,6 +1811,7 @@ class ShardedStore(Store):
         for index in indices:
             self._written.discard((path, index))
             self._shard_readers.pop((path, index), None)
+            self._confined_checked.discard((path, index))  # checked again if written again
         self._created[path].clear()
         self._forget_array(path)
 
