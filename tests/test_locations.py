@@ -589,6 +589,55 @@ def test_a_cleared_shard_is_checked_again_when_written_again(tmp_path: Path, out
     assert _contents(outside) == before
 
 
+@pytest.mark.parametrize(
+    "how", ["set", "set_sync", "delete", "delete_sync", "delete_dir", "mount set", "mount rmdir"]
+)
+def test_a_symlink_inside_the_base_or_a_mount_stops_writes_below_it(
+    tmp_path: Path, outside: Path, how: str
+) -> None:
+    # base.zarr/grp -> elsewhere/keep (and m.zarr/sub the same): a key below the link
+    # is a file outside the config's folder.
+    _sentinel(outside)
+    (outside / "keep" / "sub").mkdir()
+    (outside / "keep" / "sub" / "x").write_bytes(b"kept")
+    before = _contents(outside)
+    folder = tmp_path / "ds"
+    config = _config(
+        base={"type": "local", "root": "base.zarr"},
+        mounts={"m": {"type": "local", "root": "m.zarr"}},
+    )
+    path = _write(folder / "layout.json", config)
+    with shardedstore.open(path, "r+") as store:
+        zarr.create_group(store)
+        zarr.create_group(store, path="m")
+    os.symlink(outside / "keep", folder / "base.zarr" / "grp")
+    os.symlink(outside / "keep", folder / "m.zarr" / "sub")
+    store = shardedstore.open(path, "r+")
+    value = zarr.core.buffer.default_buffer_prototype().buffer.from_bytes(b"overwritten")
+    sync = zarr.core.sync.sync
+    attempts = {
+        "set": lambda: sync(store.set("grp/thesis.txt", value)),
+        "set_sync": lambda: store.set_sync("grp/thesis.txt", value),  # type: ignore[attr-defined]
+        "delete": lambda: sync(store.delete("grp/thesis.txt")),
+        "delete_sync": lambda: store.delete_sync("grp/thesis.txt"),  # type: ignore[attr-defined]
+        "delete_dir": lambda: sync(store.delete_dir("grp/sub")),
+        "mount set": lambda: sync(store.set("m/sub/thesis.txt", value)),
+        "mount rmdir": lambda: sync(store.delete_dir("m/sub/sub")),
+    }
+    with pytest.raises(LayoutError, match=r"outside the config's folder .*allow_outside"):
+        attempts[how]()
+    assert _contents(outside) == before
+    # Keys beside the links are written as usual; reading follows the links.
+    sync(store.set("other/x", value))
+    store.close()
+    assert (folder / "base.zarr" / "other" / "x").read_bytes() == b"overwritten"
+    reader = shardedstore.open(path)
+    prototype = zarr.core.buffer.default_buffer_prototype()
+    found = sync(reader.get("grp/thesis.txt", prototype))
+    assert found is not None
+    assert found.to_bytes() == b"years of work"
+
+
 def test_writing_through_an_opted_in_config_works_as_before(tmp_path: Path, outside: Path) -> None:
     _sentinel(outside)
     folder = tmp_path / "ds"

@@ -420,8 +420,10 @@ class ShardedStore(Store):
         # While stores_for_write makes the stores of one request: each folder that holds
         # array shards, resolved once for all of them (see _real_location).
         self._resolved: dict[str, str] | None = None
-        # Array shards checked against the config's folder (see _check_confined).
+        # Array shards checked against the config's folder (see _check_confined), and
+        # folders of base and mounts (see _check_folder_confined).
         self._confined_checked: set[tuple[str, str]] = set()
+        self._folders_inside: set[str] = set()
         # Per-call time of each group of sub-stores: inline or threaded I/O.
         self._latencies: dict[tuple[str, bool], Latency] = {}
 
@@ -930,6 +932,34 @@ class ShardedStore(Store):
                 "the data itself, or open with allow_outside=True"
             )
 
+    def _check_folder_confined(self, store: Store, folder: str) -> None:
+        """Refuse writing below ``folder`` (relative to the root of ``store``, the base or a
+        mount) when it really lies outside the config's folder: a symlink on the way
+        (``base.zarr/group -> /elsewhere``). Each folder is resolved once per store."""
+        confined = self._confined_to
+        if confined is None:
+            return
+        local = facts_of(store).local_root
+        if local is None or local[0] != "directory":
+            return  # not a directory: a zip's members hold no links, URLs none
+        path = os.path.join(os.fspath(local[1]), folder) if folder else os.fspath(local[1])
+        if path in self._folders_inside:
+            return
+        real = os.path.realpath(path)
+        if not real.startswith(confined if confined.endswith(os.sep) else confined + os.sep):
+            raise LayoutError(
+                f"{path!r} resolves to {real!r}, outside the config's folder {confined!r} (a "
+                "symlink?); shardedstore does not write outside the folder of a config opened "
+                "for writing. Replace the link with the data itself, or open with "
+                "allow_outside=True"
+            )
+        self._folders_inside.add(path)
+
+    def _check_key_confined(self, store: Store, key: str) -> None:
+        """:meth:`_check_folder_confined` of the folder holding ``key``."""
+        if self._confined_to is not None:
+            self._check_folder_confined(store, key.rpartition("/")[0])
+
     def _real_location(self, location: str) -> tuple[str, bool]:
         """Where ``location`` really is, symlinks resolved; and whether it is a folder.
 
@@ -1254,6 +1284,7 @@ class ShardedStore(Store):
         # The shards to rewrite, each checked against the config's folder before anything
         # is written: a refused one must not leave the others rewritten and base not.
         stale = await self._stale_shards(path, old_layout, planned)
+        self._check_key_confined(self._base, key)
         await self._set_in(self._base, "", key, value, name=key)
         docs = _merge_document(self._array_docs.get(path, {}), name, doc)
         self._array_docs[path] = docs
@@ -1571,6 +1602,7 @@ class ShardedStore(Store):
         else:
             store = self._base
             node = ""
+        self._check_key_confined(store, inner)
         await self._set_in(store, node, inner, value, name=key)
 
     @_write_method
@@ -1588,6 +1620,8 @@ class ShardedStore(Store):
             return
         else:
             store = self._base
+        if kind != CHUNK:
+            self._check_key_confined(store, inner)
         await opened(store)
         await store.set_if_not_exists(inner, value)
 
@@ -1610,6 +1644,8 @@ class ShardedStore(Store):
             store = self._base
             if kind == ARRAY_METADATA:
                 self._forget_array(node)
+        if kind != CHUNK:
+            self._check_key_confined(store, inner)
         await opened(store)
         if kind != CHUNK and self._documents.applies(store, inner):
             await asyncio.to_thread(
@@ -1766,10 +1802,12 @@ class ShardedStore(Store):
         if plan.inside_mount is not None:
             mount, inner = plan.inside_mount
             store = self._mounts[mount]
+            self._check_folder_confined(store, inner.rstrip("/"))
             await opened(store)
             await store.delete_dir(inner)
             self._documents.forget(store, inner)
             return
+        self._check_folder_confined(self._base, prefix.rstrip("/"))  # before any shard goes
         # Chunks before metadata: if clearing an array shard fails (a shard that may
         # not be written, say), the base and the mounts are still untouched.
         arrays: list[Awaitable[None]] = []
@@ -1784,6 +1822,7 @@ class ShardedStore(Store):
         await gather_bounded(jobs)
 
     async def _delete_base_dir(self, prefix: str) -> None:
+        self._check_folder_confined(self._base, prefix.rstrip("/"))
         await opened(self._base)
         await self._base.delete_dir(prefix)
         self._documents.forget(self._base, prefix)
@@ -1960,6 +1999,8 @@ class _SyncShardedStore(ShardedStore):
             return
         else:
             store = self._base
+        if kind != CHUNK:
+            self._check_key_confined(store, inner)
         if kind != CHUNK and self._documents.applies(store, inner):
             self._documents.write(cast("LocalStore", store), inner, value, key)
             return
@@ -1971,6 +2012,7 @@ class _SyncShardedStore(ShardedStore):
         kind, node, index, inner = self._router.route(key)
         if kind in (MOUNT, BASE):
             store = self._mounts[node] if kind == MOUNT else self._base
+            self._check_key_confined(store, inner)
             if self._documents.applies(store, inner):
                 self._documents.write(cast("LocalStore", store), inner, None, key)
             else:
