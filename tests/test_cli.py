@@ -733,3 +733,38 @@ def test_a_command_collects_garbage_less_often_and_restores_the_thresholds(
     assert len(seen) == 1
     assert seen[0][0] > before[0]
     assert gc.get_threshold() == before
+
+
+def test_commands_in_two_threads_restore_the_thresholds_when_both_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+    import importlib
+    import threading
+
+    cli_main = importlib.import_module("shardedstore.cli.main")
+    started = [threading.Event(), threading.Event()]
+    may_end = [threading.Event(), threading.Event()]
+    calls: list[int] = []
+
+    def command(args: object) -> int:
+        number = len(calls)
+        calls.append(number)
+        started[number].set()
+        assert may_end[number].wait(10)
+        return 0
+
+    monkeypatch.setattr(cli_main, "_cmd_info", command)
+    before = gc.get_threshold()
+    config = str(tmp_path / "layout.json")
+    threads = [threading.Thread(target=main, args=(["info", config],)) for _ in range(2)]
+    threads[0].start()
+    assert started[0].wait(10)
+    threads[1].start()
+    assert started[1].wait(10)
+    may_end[0].set()  # the first command ends while the second runs
+    threads[0].join(10)
+    assert gc.get_threshold()[0] > before[0]
+    may_end[1].set()
+    threads[1].join(10)
+    assert gc.get_threshold() == before

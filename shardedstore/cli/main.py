@@ -14,6 +14,7 @@ import json
 import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -975,6 +976,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+_COLLECTIONS = threading.Lock()
+_running: list[tuple[int, int, int]] = []  # the thresholds before, once per command running
+
+
 @contextlib.contextmanager
 def _fewer_collections() -> Iterator[None]:
     """Run a command with the cyclic garbage collector started less often.
@@ -983,14 +988,23 @@ def _fewer_collections() -> Iterator[None]:
     cycles; at Python's default thresholds the collector's passes took a third of
     ``chunks`` at 10^5 shards (56 s -> 39 s without them). The command line owns its
     process, so it collects every 50,000 allocations instead of 700, while a command
-    runs (the thresholds are restored after: ``main`` is also called in-process).
+    runs; the thresholds are restored when the last command running in the process ends
+    (``main`` is also called in-process, maybe from several threads).
     """
-    before = gc.get_threshold()
-    gc.set_threshold(50_000, 20, 20)
+    with _COLLECTIONS:
+        if not _running:
+            before = gc.get_threshold()
+            gc.set_threshold(50_000, 20, 20)
+        else:
+            before = _running[0]
+        _running.append(before)
     try:
         yield
     finally:
-        gc.set_threshold(*before)
+        with _COLLECTIONS:
+            _running.pop()
+            if not _running:
+                gc.set_threshold(*before)
 
 
 def _run(argv: Sequence[str] | None) -> int:
