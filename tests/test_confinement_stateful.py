@@ -80,7 +80,11 @@ class ConfinementMachine(RuleBasedStateMachine):
         top = Path(tempfile.mkdtemp(dir=self.root))
         self.folder = top / "ds"
         self.outside = top / "outside"
-        (self.outside / "target").mkdir(parents=True)
+        # What each key would reach through a link (so that a write or delete through
+        # one shows): g/a, m/s/a -> a; g/h/b -> b or h/b; a chunk -> 0 or c/0.
+        for name in ("a", "b", "0", "h/b", "c/0"):
+            (self.outside / "target" / name).parent.mkdir(parents=True, exist_ok=True)
+            (self.outside / "target" / name).write_bytes(b"precious")
         (self.outside / "keep.txt").write_bytes(b"years of work")
         self.before = _snapshot(self.outside)
         config = {
@@ -126,33 +130,49 @@ class ConfinementMachine(RuleBasedStateMachine):
             warnings.simplefilter("ignore", UncommittedWarning)
             store.close()
 
-    @rule(key=st.sampled_from(KEYS), value=st.binary(min_size=2, max_size=2))
-    def write(self, key: str, value: bytes) -> None:
+    @rule(
+        key=st.sampled_from(KEYS),
+        value=st.binary(min_size=2, max_size=2),
+        how=st.sampled_from(["set", "set_sync", "set_if_not_exists"]),
+    )
+    def write(self, key: str, value: bytes, how: str) -> None:
         linked = self._linked(key)
         store = self._open()
         buffer = default_buffer_prototype().buffer.from_bytes(value)
+        calls = {
+            "set": lambda: sync(store.set(key, buffer)),
+            "set_sync": lambda: store.set_sync(key, buffer),  # type: ignore[attr-defined]
+            "set_if_not_exists": lambda: sync(store.set_if_not_exists(key, buffer)),
+        }
         try:
             if linked:
                 with pytest.raises(LayoutError, match=r"outside the config's folder|is a symlink"):
-                    sync(store.set(key, buffer))
+                    calls[how]()
             else:
-                sync(store.set(key, buffer))
-                self.model[key] = value
+                calls[how]()
+                if how != "set_if_not_exists" or key not in self.model:
+                    self.model[key] = value
         finally:
             self._close(store)
 
-    @rule(key=st.sampled_from(KEYS))
-    def delete(self, key: str) -> None:
+    @rule(key=st.sampled_from(KEYS), how=st.sampled_from(["delete", "delete_sync"]))
+    def delete(self, key: str, how: str) -> None:
         linked = self._linked(key)
+        # Something is there through the link: a delete that followed it would show.
+        reachable = linked and os.path.exists(self.folder / _path(key))
         store = self._open()
         refused: LayoutError | None = None
         try:
-            sync(store.delete(key))
+            if how == "delete":
+                sync(store.delete(key))
+            else:
+                store.delete_sync(key)  # type: ignore[attr-defined]
         except LayoutError as error:
             refused = error
         finally:
             self._close(store)
         if refused is None:
+            assert not reachable, f"{key}: deleted through a link"
             self.model.pop(key, None)
         else:
             assert linked, f"{key}: refused without a link on its way: {refused}"

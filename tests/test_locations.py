@@ -590,7 +590,17 @@ def test_a_cleared_shard_is_checked_again_when_written_again(tmp_path: Path, out
 
 
 @pytest.mark.parametrize(
-    "how", ["set", "set_sync", "delete", "delete_sync", "delete_dir", "mount set", "mount rmdir"]
+    "how",
+    [
+        "set",
+        "set_sync",
+        "set_if_not_exists",
+        "delete",
+        "delete_sync",
+        "delete_dir",
+        "mount set",
+        "mount rmdir",
+    ],
 )
 def test_a_symlink_inside_the_base_or_a_mount_stops_writes_below_it(
     tmp_path: Path, outside: Path, how: str
@@ -618,6 +628,7 @@ def test_a_symlink_inside_the_base_or_a_mount_stops_writes_below_it(
     attempts = {
         "set": lambda: sync(store.set("grp/thesis.txt", value)),
         "set_sync": lambda: store.set_sync("grp/thesis.txt", value),  # type: ignore[attr-defined]
+        "set_if_not_exists": lambda: sync(store.set_if_not_exists("grp/new", value)),
         "delete": lambda: sync(store.delete("grp/thesis.txt")),
         "delete_sync": lambda: store.delete_sync("grp/thesis.txt"),  # type: ignore[attr-defined]
         "delete_dir": lambda: sync(store.delete_dir("grp/sub")),
@@ -636,6 +647,70 @@ def test_a_symlink_inside_the_base_or_a_mount_stops_writes_below_it(
     found = sync(reader.get("grp/thesis.txt", prototype))
     assert found is not None
     assert found.to_bytes() == b"years of work"
+
+
+def _base_layout(folder: Path, base: dict[str, Any] | None = None) -> Path:
+    config = _config(base=base or {"type": "local", "root": "base.zarr"})
+    path = _write(folder / "layout.json", config)
+    with shardedstore.open(path, "r+") as store:
+        zarr.create_group(store)
+    return path
+
+
+@pytest.mark.parametrize("engine", ["zarr", "zarrs"])
+def test_an_array_of_the_base_moved_out_and_linked_back_is_not_written(
+    tmp_path: Path, outside: Path, engine: str
+) -> None:
+    # The native engines write the chunks of base arrays directly: checked the same way.
+    _sentinel(outside)
+    folder = tmp_path / "ds"
+    path = _base_layout(folder)
+    with shardedstore.open(path, "r+") as store:
+        zarr.create_array(store, name="grp/arr", shape=(4,), chunks=(2,), dtype="i4")[:] = 1
+    os.rename(folder / "base.zarr" / "grp", outside / "grp")
+    os.symlink(outside / "grp", folder / "base.zarr" / "grp")
+    before = _contents(outside)
+    store = shardedstore.open(path, "r+")
+    with shardedstore.use_engine(engine):  # the array's pipeline is chosen when it opens
+        array = zarr.open_array(store, path="grp/arr", mode="r+")
+        with pytest.raises(LayoutError, match="outside the config"):
+            array[:] = 7
+    assert _contents(outside) == before
+
+
+def test_a_folder_deleted_and_linked_is_checked_again(tmp_path: Path, outside: Path) -> None:
+    _sentinel(outside)
+    before = _contents(outside)
+    folder = tmp_path / "ds"
+    path = _base_layout(folder)
+    store = shardedstore.open(path, "r+")
+    value = zarr.core.buffer.default_buffer_prototype().buffer.from_bytes(b"{}")
+    zarr.core.sync.sync(store.set("grp/a", value))  # base.zarr/grp resolved: inside
+    zarr.core.sync.sync(store.delete_dir("grp"))
+    os.symlink(outside / "keep", folder / "base.zarr" / "grp")
+    with pytest.raises(LayoutError, match="outside the config's folder"):
+        zarr.core.sync.sync(store.set("grp/thesis.txt", value))
+    assert _contents(outside) == before
+
+
+def test_a_link_at_the_key_of_a_store_writing_in_place_is_refused(
+    tmp_path: Path, outside: Path
+) -> None:
+    # fsspec's local filesystem opens the key's path for writing (following a link
+    # there); zarr's LocalStore renames a new file over it (replacing the link).
+    _sentinel(outside)
+    before = _contents(outside)
+    folder = tmp_path / "ds"
+    url = (folder / "base.zarr").as_uri()
+    base = {"type": "fsspec", "url": url, "storage_options": {"auto_mkdir": True}}
+    path = _base_layout(folder, base)
+    (folder / "base.zarr" / "g").mkdir()
+    os.symlink(outside / "keep" / "thesis.txt", folder / "base.zarr" / "g" / "c0")
+    store = shardedstore.open(path, "r+")
+    value = zarr.core.buffer.default_buffer_prototype().buffer.from_bytes(b"overwritten")
+    with pytest.raises(LayoutError, match="is a symlink"):
+        zarr.core.sync.sync(store.set("g/c0", value))
+    assert _contents(outside) == before
 
 
 def test_writing_through_an_opted_in_config_works_as_before(tmp_path: Path, outside: Path) -> None:

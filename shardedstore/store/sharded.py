@@ -157,6 +157,9 @@ def _write_method_sync(
     return wrapper
 
 
+_FOLDERS_KEPT = 65_536
+"""Folders of base and mounts a store keeps as resolved (see _check_folder_confined)."""
+
 _ONE_CALL_CREATION = (LocalStore, MemoryStore)
 """Stores whose new array shards are opened and given their metadata in one call: those
 whose ``set_sync`` opens them and writes at once (no staging to commit, as zips have)."""
@@ -424,6 +427,7 @@ class ShardedStore(Store):
         # folders of base and mounts (see _check_folder_confined).
         self._confined_checked: set[tuple[str, str]] = set()
         self._folders_inside: set[str] = set()
+        self._directory_roots: dict[int, str | None] = {}
         # Per-call time of each group of sub-stores: inline or threaded I/O.
         self._latencies: dict[tuple[str, bool], Latency] = {}
 
@@ -932,33 +936,75 @@ class ShardedStore(Store):
                 "the data itself, or open with allow_outside=True"
             )
 
+    def _directory_root(self, store: Store) -> str | None:
+        """The folder of ``store`` (the base or a mount) if it is a local directory."""
+        if id(store) in self._directory_roots:
+            return self._directory_roots[id(store)]
+        local = facts_of(store).local_root
+        # Not a directory: a zip's members hold no links, URLs none.
+        known = os.fspath(local[1]) if local is not None and local[0] == "directory" else None
+        self._directory_roots[id(store)] = known
+        return known
+
     def _check_folder_confined(self, store: Store, folder: str) -> None:
         """Refuse writing below ``folder`` (relative to the root of ``store``, the base or a
         mount) when it really lies outside the config's folder: a symlink on the way
-        (``base.zarr/group -> /elsewhere``). Each folder is resolved once per store."""
+        (``base.zarr/group -> /elsewhere``). Each folder is resolved once per store (one
+        ``lstat`` when its parent was resolved), until a ``delete_dir`` removes it."""
         confined = self._confined_to
         if confined is None:
             return
-        local = facts_of(store).local_root
-        if local is None or local[0] != "directory":
-            return  # not a directory: a zip's members hold no links, URLs none
-        path = os.path.join(os.fspath(local[1]), folder) if folder else os.fspath(local[1])
-        if path in self._folders_inside:
+        root = self._directory_root(store)
+        if root is None:
             return
-        real = os.path.realpath(path)
-        if not real.startswith(confined if confined.endswith(os.sep) else confined + os.sep):
-            raise LayoutError(
-                f"{path!r} resolves to {real!r}, outside the config's folder {confined!r} (a "
-                "symlink?); shardedstore does not write outside the folder of a config opened "
-                "for writing. Replace the link with the data itself, or open with "
-                "allow_outside=True"
-            )
-        self._folders_inside.add(path)
+        path = os.path.join(root, folder) if folder else root
+        inside = self._folders_inside
+        if path in inside:
+            return
+        parent, _, name = path.rpartition(os.sep)
+        if parent in inside and name not in ("", ".", "..") and not os.path.islink(path):
+            real = path  # its parent is inside, and it is no link
+        else:
+            real = os.path.realpath(path)
+            if not real.startswith(confined if confined.endswith(os.sep) else confined + os.sep):
+                raise LayoutError(
+                    f"{path!r} resolves to {real!r}, outside the config's folder {confined!r} "
+                    "(a symlink?); shardedstore does not write outside the folder of a config "
+                    "opened for writing. Replace the link with the data itself, or open with "
+                    "allow_outside=True"
+                )
+        if len(inside) >= _FOLDERS_KEPT:
+            inside.clear()  # resolved again when written again
+        inside.add(path)
 
     def _check_key_confined(self, store: Store, key: str) -> None:
-        """:meth:`_check_folder_confined` of the folder holding ``key``."""
-        if self._confined_to is not None:
-            self._check_folder_confined(store, key.rpartition("/")[0])
+        """:meth:`_check_folder_confined` of the folder holding ``key``; and for a store
+        that writes a key in place (not by renaming a new file over it, as zarr's
+        ``LocalStore`` does), the key itself must be no link."""
+        if self._confined_to is None:
+            return
+        self._check_folder_confined(store, key.rpartition("/")[0])
+        if not isinstance(store, LocalStore):
+            root = self._directory_root(store)
+            path = os.path.join(root, key) if root is not None else None
+            if path is not None and os.path.islink(path):
+                raise LayoutError(
+                    f"{path!r} is a symlink (to {os.path.realpath(path)!r}); shardedstore does "
+                    f"not write through links of a config opened for writing (the config's "
+                    f"folder {self._confined_to!r}). Replace the link with the data itself, or "
+                    "open with allow_outside=True"
+                )
+
+    def _forget_folders(self, store: Store, folder: str) -> None:
+        """Forget the resolved folders at or below ``folder`` of ``store`` (deleted)."""
+        root = self._directory_root(store)
+        if root is None or not self._folders_inside:
+            return
+        path = os.path.join(root, folder) if folder else root
+        below = path + os.sep
+        self._folders_inside.difference_update(
+            [known for known in self._folders_inside if known == path or known.startswith(below)]
+        )
 
     def _real_location(self, location: str) -> tuple[str, bool]:
         """Where ``location`` really is, symlinks resolved; and whether it is a folder.
@@ -1806,6 +1852,7 @@ class ShardedStore(Store):
             await opened(store)
             await store.delete_dir(inner)
             self._documents.forget(store, inner)
+            self._forget_folders(store, inner.rstrip("/"))
             return
         self._check_folder_confined(self._base, prefix.rstrip("/"))  # before any shard goes
         # Chunks before metadata: if clearing an array shard fails (a shard that may
@@ -1826,6 +1873,7 @@ class ShardedStore(Store):
         await opened(self._base)
         await self._base.delete_dir(prefix)
         self._documents.forget(self._base, prefix)
+        self._forget_folders(self._base, prefix.rstrip("/"))
 
     async def _clear_mount(self, path: str) -> None:
         store = self._mounts[path]
@@ -1834,6 +1882,7 @@ class ShardedStore(Store):
         await opened(store)
         await store.delete_dir("")
         self._documents.forget(store, "")
+        self._forget_folders(store, "")
 
     async def _clear_array(self, path: str) -> None:
         """Remove every array shard of ``path`` (its metadata in base goes separately)."""
@@ -1904,6 +1953,7 @@ class ShardedStore(Store):
                 "with ShardedStore.set(), which keeps the array's shards in step"
             )
         store = self._mounts[node] if kind == MOUNT else self._base
+        self._check_key_confined(store, inner)
         await opened(store)
         return store, inner
 
