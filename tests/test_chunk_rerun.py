@@ -138,6 +138,9 @@ class RerunMachine(RuleBasedStateMachine):
     def write_through_zarr(self, step: int, values: list[int]) -> None:
         _write_step(self.config, step, np.array(values, dtype="i4"))
         shard = self.shards.setdefault(step, {"endian": "<", "chunks": {}})
+        # A store's first write to a shard writes the shard's metadata as base implies
+        # it: a zarr.json flipped behind its back is little-endian again.
+        shard["endian"] = "<"
         data = np.array(values, dtype="<i4")
         for j in range(WIDTH // CHUNK):
             shard["chunks"][j] = data[j * CHUNK : (j + 1) * CHUNK].tobytes()
