@@ -244,10 +244,17 @@ class _TableFile:
     options: StatsOptions
     columns: int
     coords: np.ndarray[Any, Any]
-    shards: np.ndarray[Any, Any]
+    shard_names: list[str]
+    shard_codes: np.ndarray[Any, Any]
     low: np.ndarray[Any, Any]
     high: np.ndarray[Any, Any]
     nans: np.ndarray[Any, Any] | None
+
+    def rows_of(self, shards: set[str]) -> np.ndarray[Any, Any]:
+        """Where a row is of one of ``shards`` (by their ``shard_index``)."""
+        chosen = np.fromiter((n in shards for n in self.shard_names), bool, len(self.shard_names))
+        rows: np.ndarray[Any, Any] = chosen[self.shard_codes]
+        return rows
 
 
 def _floats(column: Any) -> np.ndarray[Any, Any]:
@@ -281,12 +288,14 @@ def _parse_file(path: str, ndim: int) -> _TableFile | None:
         else np.zeros((table.num_rows, 0))
     )
     whole = ~np.isnan(coords).any(axis=1)  # a row without its indices is of no use
+    encoded = table["shard_index"].fill_null("").combine_chunks().dictionary_encode()
     return _TableFile(
         {str(k): str(v) for k, v in recorded.items()},
         stats,
         columns,
         coords[whole].astype(np.int64),
-        np.asarray(table["shard_index"].fill_null("").to_pylist(), dtype=object)[whole],
+        [str(name) for name in encoded.dictionary.to_pylist()],
+        np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.intp)[whole],
         _floats(table["min"])[whole],
         _floats(table["max"])[whole],
         _floats(table["nan_count"])[whole] if "nan_count" in stats.stats else None,
@@ -345,17 +354,68 @@ def _put(
     found.high[flat[usable]] = high[usable]
 
 
-def _settled(listing: Listing, started: int) -> bool:
-    """Whether no file of a local listing changed less than ``RACY_NS`` before it was
-    listed (at ``started``): then a change made since shows in the listing, and what a
-    scan computes from its chunks may be kept under its fingerprint. Stamps that are not
-    times (ETags, crc32) change with the content."""
+def _newest(listing: Listing) -> int:
+    """The newest time stamp of a listing's keys (0: none; stamps that are not times,
+    ETags or crc32, change with the content)."""
     newest = 0
     for _, stamp in listing.keys.values():
         parts = stamp.split(":")  # file_stamp: "mtime_ns:ctime_ns:inode"
         if len(parts) == 3 and all(part.isdigit() for part in parts):
             newest = max(newest, int(parts[0]), int(parts[1]))
+    return newest
+
+
+_DERIVED: OrderedDict[Hashable, Any] = OrderedDict()
+"""What a local listing's keys give (fingerprints, newest stamp), by its token (the walk
+it came from: the same token, the same keys) and what else it was computed from. Every
+query lists every shard; their walks rarely change, so neither do these."""
+
+_DERIVED_KEPT = 400_000
+_derived_lock = threading.Lock()
+
+
+def _derived(key: Hashable | None, compute: Any) -> Any:
+    """``compute()``, kept under ``key`` (None: computed, not kept)."""
+    if key is None:
+        return compute()
+    with _derived_lock:
+        if key in _DERIVED:
+            return _DERIVED[key]
+    value = compute()
+    with _derived_lock:
+        _DERIVED[key] = value
+        while len(_DERIVED) > _DERIVED_KEPT:
+            _DERIVED.popitem(last=False)
+    return value
+
+
+def _settled(listing: Listing, token: Hashable | None, own: Any, started: int) -> bool:
+    """Whether no file of a local listing changed less than ``RACY_NS`` before it was
+    listed (at ``started``): then a change made since shows in the listing, and what a
+    scan computes from its chunks may be kept under its fingerprint."""
+    key = None if token is None else ("newest", token, own)
+    newest = _derived(key, lambda: _newest(listing))
     return settled([(0, newest, newest, 0)], started)
+
+
+def _fingerprint(
+    task: ChunkTask,
+    listing: Listing,
+    token: Hashable | None,
+    options: StatsOptions,
+    columns: int,
+) -> str | None:
+    """:func:`fingerprint_of` the task asking for ``options`` in a table of ``columns``
+    index columns (kept by the listing's token)."""
+    key = None
+    if token is not None:
+        key = ("fingerprint", token, task.own_keys, task.array, options, columns)
+    return _derived(  # type: ignore[no-any-return]
+        key,
+        lambda: fingerprint_of(
+            dataclasses.replace(task, options=options, ndim_columns=columns), listing
+        ),
+    )
 
 
 def _stored(
@@ -396,17 +456,17 @@ def _build(
         {},
         cache,
     )
-    by_shard: dict[str, tuple[ChunkTask, Listing]] = {}
-    for task, (listing, _) in zip(tasks, listed, strict=True):
+    by_shard: dict[str, tuple[ChunkTask, Listing, Hashable | None]] = {}
+    for task, (listing, token) in zip(tasks, listed, strict=True):
         if listing is None:
             continue  # no such shard: its chunks read as the fill value
-        fingerprint = fingerprint_of(dataclasses.replace(task, options=VALUE_OPTIONS), listing)
+        fingerprint = _fingerprint(task, listing, token, VALUE_OPTIONS, task.ndim_columns)
         found.stored[_stored(task, listing, fingerprint, shape, grid)] = True
         if fingerprint is None:
             continue
-        if _settled(listing, started):
+        if _settled(listing, token, task.own_keys, started):
             found.fingerprints[task.array.lead] = fingerprint  # scans may add to the cache
-        by_shard[task.shard_index or ""] = (task, listing)
+        by_shard[task.shard_index or ""] = (task, listing, token)
         computed = cache.get(fingerprint) if cache is not None else {}
         if computed:
             coords = np.array(list(computed), dtype=np.int64).reshape(len(computed), len(shape))
@@ -416,21 +476,15 @@ def _build(
     for _, _, table in files:
         if table is None or (floating and table.nans is None):
             continue  # NaNs unknown in a floating-point array: no guarantee
-        verified = [
+        verified = {
             key
             for key, fingerprint in table.recorded.items()
             if key in by_shard
-            and fingerprint
-            == fingerprint_of(
-                dataclasses.replace(
-                    by_shard[key][0], options=table.options, ndim_columns=table.columns
-                ),
-                by_shard[key][1],
-            )
-        ]
+            and fingerprint == _fingerprint(*by_shard[key], table.options, table.columns)
+        }
         if not verified:
             continue
-        rows = np.isin(table.shards, np.array(verified, dtype=object))
+        rows = table.rows_of(verified)
         rows &= ((table.coords >= 0) & (table.coords < np.array(grid, dtype=np.int64))).all(1)
         nans = None if table.nans is None else table.nans[rows]
         _put(found, _flat(table.coords[rows], grid), table.low[rows], table.high[rows], nans)
