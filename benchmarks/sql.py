@@ -4,7 +4,8 @@ statistics; Spark map_chunks against chunk_table on threads.
 One layout, written once: a float32 array ``temperature`` (time 256, y 256, x 400: 105 MB
 of values), chunks (1, 64, 80), array-sharded on time (256 array shards, 5,120 chunks,
 zstd), with coordinates. Every value is below 40 but in 10 chunks (0.2%), which hold a
-cell at 45. Rounds are interleaved; each figure is the median of its rounds.
+cell at 45. Rounds are interleaved; each figure is the median of its rounds (garbage
+collected before each timed call).
 
 1. **Full scan**, ``SELECT time, avg(temperature), max(temperature) FROM temperature
    GROUP BY time``:
@@ -33,6 +34,7 @@ Usage: python benchmarks/sql.py [--rounds 3] [--no-spark]
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import shutil
 import statistics
@@ -97,6 +99,9 @@ def build(root: Path) -> tuple[ShardedStore, Path, list[tuple[int, int, int]]]:
 
 
 def timed(func: Callable[[], Any]) -> tuple[float, Any]:
+    """``func()`` and its time, after collecting garbage: what the step before left (a
+    dask graph of xarray-sql's, say) is not collected on the next step's clock."""
+    gc.collect()
     start = time.perf_counter()
     result = func()
     return time.perf_counter() - start, result
@@ -203,7 +208,8 @@ def main() -> None:
         med = {name: statistics.median(values) for name, values in times.items()}
         print(f"medians of {args.rounds} rounds:")
         for name, value in med.items():
-            print(f"  {name:48s} {value:8.3f} s")
+            rounds = ", ".join(f"{v:.3f}" for v in times[name])
+            print(f"  {name:48s} {value:8.3f} s  (rounds: {rounds})")
         full = med["full: ours (DuckDB)"] / med["full: xarray-sql"]
         print(f"full scan, ours / xarray-sql: {full:.2f}x (target <= 1.0)")
         none = med["selective: no statistics"]

@@ -22,6 +22,8 @@ import pyarrow.compute as pc
 import pytest
 import xarray as xr
 import zarr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from zarr.abc.store import ByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import LocalStore
@@ -42,7 +44,7 @@ from shardedstore import (
     write_chunk_table,
 )
 from shardedstore.cli import main
-from shardedstore.table import freshness
+from shardedstore.table import freshness, prune
 from shardedstore.table.values import ValuesPlan
 
 RACY = 0.05
@@ -549,3 +551,29 @@ def test_the_engines_are_imported_only_when_used() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     assert done.stdout.splitlines() == ["[]", "['pyarrow']"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    levels=st.lists(
+        st.one_of(
+            st.floats(allow_nan=False, width=64),
+            st.floats(allow_nan=False, width=32).map(float),
+            st.floats(allow_nan=False, width=16).map(float),
+            st.integers(-(2**63), 2**64).map(float),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    kind=st.sampled_from(
+        [pa.float16(), pa.float32(), pa.float64(), pa.int8(), pa.int64(), pa.uint64(), pa.bool_()]
+    ),
+)
+def test_value_pruner_levels_fit_the_column_type_exactly(levels: list[float], kind: Any) -> None:
+    """The levels a value pruner bisects are those that fit the column's type exactly,
+    found for all levels at once as one at a time (a level that does not fit would make
+    Arrow compare a rounded bound: a wrong guarantee)."""
+    array = np.unique(np.array(levels, dtype=np.float64))
+    with np.errstate(over="ignore"):
+        expected = [prune._typed(float(level), kind) is not None for level in array]
+    assert prune._exact(array, kind).tolist() == expected

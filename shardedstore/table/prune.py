@@ -222,6 +222,24 @@ def _typed(level: float, kind: pa.DataType) -> Any:
     return None
 
 
+def _exact(levels: np.ndarray[Any, Any], kind: pa.DataType) -> np.ndarray[Any, Any]:
+    """Where a level (float64) fits the column's type exactly (:func:`_typed` is not
+    None), for all levels at once."""
+    import pyarrow as pa
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        if pa.types.is_floating(kind):
+            cast = levels.astype(np.dtype(kind.to_pandas_dtype()))
+            fits: np.ndarray[Any, Any] = cast.astype(np.float64) == levels
+            return fits
+        if pa.types.is_integer(kind):
+            finite = np.isfinite(levels)
+            whole = np.abs(levels) < 2**53
+            exact: np.ndarray[Any, Any] = np.trunc(np.where(finite, levels, 0)) == levels
+            return finite & whole & exact
+    return np.zeros(levels.shape, dtype=bool)
+
+
 class _Side:
     """One side of a value pruner: guarantees ``v >= level`` (``below``) or
     ``v <= level`` over the sorted distinct bounds of the chunks.
@@ -240,10 +258,7 @@ class _Side:
         self.kind = schema.field(column).type
         self.below = below
         levels = np.unique(bounds)
-        typed = [_typed(float(level), self.kind) for level in levels]
-        exact = np.array([value is not None for value in typed], dtype=bool)
-        self.levels = levels[exact]
-        self.typed = [value for value in typed if value is not None]
+        self.levels = levels[_exact(levels, self.kind)]
         # Each chunk's level: the largest at or below its minimum (below), or the
         # smallest at or above its maximum: a guarantee no stronger than its own bound.
         if below:
@@ -257,7 +272,7 @@ class _Side:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        value = pa.scalar(self.typed[level], type=self.kind)
+        value = pa.scalar(_typed(float(self.levels[level]), self.kind), type=self.kind)
         field = pc.field(self.column)
         guarantee = field >= value if self.below else field <= value
         return bool(_satisfiable(_shadow([guarantee], self.schema), where, 1)[0])
