@@ -236,7 +236,8 @@ def _exact(levels: np.ndarray[Any, Any], kind: pa.DataType) -> np.ndarray[Any, A
             finite = np.isfinite(levels)
             whole = np.abs(levels) < 2**53
             exact: np.ndarray[Any, Any] = np.trunc(np.where(finite, levels, 0)) == levels
-            return finite & whole & exact
+            fitting: np.ndarray[Any, Any] = finite & whole & exact
+            return fitting
     return np.zeros(levels.shape, dtype=bool)
 
 
