@@ -254,8 +254,11 @@ def test_validate_flags_legacy_shard_metadata(capsys: pytest.CaptureFixture[str]
 
 def _reads_identical(config: Path | str, **options: object) -> None:
     store = shardedstore.open(config, **options)  # type: ignore[arg-type]
-    with xr.open_datatree(store, engine="zarr") as back:
-        assert back.identical(build_demo_tree())
+    try:
+        with xr.open_datatree(store, engine="zarr") as back:
+            assert back.identical(build_demo_tree())
+    finally:
+        store.close()
 
 
 def test_convert_to_zip_and_back(
