@@ -55,7 +55,8 @@ _STAMPS = 1_000_000
 class _Walk:
     keys: dict[str, tuple[int | None, str]]
     stamps: dict[str, Stamp]
-    serial: int
+    serial: int | None
+    """A number of its own while kept; None for a walk not kept (walked again next time)."""
 
 
 _walks: OrderedDict[tuple[str, str], _Walk] = OrderedDict()
@@ -103,8 +104,9 @@ def _walked(root: str, prefix: str, shard: str, root_info: os.stat_result) -> _W
     seen: Stamps = []
     keys = walk_local(root, prefix, shard, root_info, seen)
     stamps = {(os.path.join(root, key) if key else root): stamp_of(info) for key, info in seen}
-    walk = _Walk(keys, stamps, next(_serials))
-    _keep(key, walk if stamps and settled(stamps.values(), started) else None)
+    kept_now = bool(stamps) and settled(stamps.values(), started)
+    walk = _Walk(keys, stamps, next(_serials) if kept_now else None)
+    _keep(key, walk if kept_now else None)
     return walk
 
 
@@ -115,12 +117,14 @@ def settled(stamps: Iterable[Stamp], started: int) -> bool:
     return newest < started - RACY_NS
 
 
-def list_local_fresh(task: ChunkTask) -> tuple[Listing | None, Hashable]:
+def list_local_fresh(task: ChunkTask) -> tuple[Listing | None, Hashable | None]:
     """The task's listing (as :func:`shardedstore.table.tasks.list_local` gives it) and a
     token that is the same only while the shard is unchanged.
 
-    The token is ``"absent"`` for a shard never written and a number otherwise: that of
-    the walk kept, or a new one each time the shard had to be walked.
+    The token is ``"absent"`` for a shard never written, the number of the walk kept
+    while the shard is unchanged, and None for a shard whose walk is not kept (a file
+    changed less than :data:`RACY_NS` before it: walked again at each query, nothing
+    known of it is kept by its token).
     """
     found = local_root(task)
     if found is None:
