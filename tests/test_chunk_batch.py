@@ -383,7 +383,7 @@ def test_a_batch_holds_no_more_decoded_bytes_than_one_task(tmp_path: Path) -> No
 def test_big_shards_still_run_in_parallel_threads(tmp_path: Path, monkeypatch: Any) -> None:
     import shardedstore.table.tasks as tasks_module
 
-    config = _steps(tmp_path, 64, inner=(100,), chunks=(1,))  # 100 chunks: not small
+    config = _steps(tmp_path, 12, inner=(100,), chunks=(1,))  # 100 chunks: not small
     lock, running, peak = threading.Lock(), [0], [0]
     real = tasks_module.read_chunks
 
