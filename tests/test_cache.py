@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import zarr
 
+import shardedstore.backends.cache as cache_module
 from shardedstore import ConfigError, RemoteZipStore, ShardCache, ShardedStore
 from shardedstore.backends.cache import CachedStore, cache_engine
 from tests._s3counter import CountedS3, build_layout, counted_s3
@@ -120,6 +121,46 @@ def test_eviction_keeps_the_bound(
     counted_s3.requests.clear()
     np.testing.assert_array_equal(read_all(store, len(values)), values)
     assert shard_requests(counted_s3, "GET") >= len(values) - 2
+
+
+def open_files_below(folder: Path) -> list[str]:
+    """What this process has open below ``folder`` (" (deleted)" marks a removed file)."""
+    names = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            names.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue
+    return [name for name in names if name.startswith(f"{folder}{os.sep}")]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc (Linux)")
+def test_cache_files_kept_open_are_bounded_never_pin_a_removed_entry_and_close(
+    counted_s3: CountedS3, zip_layout: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache_module, "_HELD_FILES", 2)
+    url, config, values = zip_layout
+    steps = len(values)
+    cache_dir = tmp_path / "cache"
+    store = open_layout(url, config, {"dir": str(cache_dir), "max_bytes": 1 << 26})
+    np.testing.assert_array_equal(read_all(store, steps), values)
+    np.testing.assert_array_equal(read_all(store, steps), values)
+    held = open_files_below(cache_dir)
+    assert len(held) == 2, held  # the last two shards read, for their next reads
+    # Another process evicts both: the next read of each fetches it again (a removed
+    # file is neither served nor kept open, taking room on disk, once its shard is read).
+    array = zarr.open_array(store, path="temp", mode="r")
+    for name in held:
+        os.unlink(name)
+    for read, t in enumerate([steps - 1, steps - 2], start=1):
+        counted_s3.requests.clear()
+        np.testing.assert_array_equal(array[t], values[t])
+        assert shard_requests(counted_s3, "GET") == 1
+        removed = [name for name in open_files_below(cache_dir) if name.endswith("(deleted)")]
+        assert len(removed) == 2 - read, removed
+    assert len(open_files_below(cache_dir)) == 2
+    store.close()
+    assert open_files_below(cache_dir) == []
 
 
 def counted_s3_size(s3: CountedS3, url: str, key: str) -> int:

@@ -119,6 +119,19 @@ def _zip(versions: list[int], order: list[int], deflated: bool, damaged: bool = 
     return data
 
 
+def _open_files_below(folder: Path) -> list[str]:
+    """What this process has open below ``folder`` (nothing known without /proc)."""
+    if not os.path.isdir("/proc/self/fd"):
+        return []
+    names = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            names.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue
+    return [name for name in names if name.startswith(f"{folder}{os.sep}")]
+
+
 class CacheMachine(RuleBasedStateMachine):
     stores = Bundle("stores")
 
@@ -368,10 +381,21 @@ class CacheMachine(RuleBasedStateMachine):
         # Any engine's next scan removes them; leftovers never grow past a few.
         assert len(list(tmp.iterdir())) <= 8
 
+    @invariant()
+    def few_cache_files_stay_open(self) -> None:
+        # Each engine on the directory (two settings) keeps at most _HELD_FILES files
+        # open between reads: a descriptor never leaks, whatever the faults.
+        open_now = _open_files_below(self.cache_dir)
+        assert len(open_now) <= 2 * cache_module._HELD_FILES, open_now
+
     def teardown(self) -> None:
-        for store in self.opened:
-            store.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        try:
+            for store in self.opened:
+                store.close()
+            # Closing the stores closes every cache file their reads kept open.
+            assert _open_files_below(self.cache_dir) == []
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @pytest.mark.filterwarnings("ignore::shardedstore.CacheWarning")  # the unwritable rule
@@ -380,6 +404,8 @@ def test_the_cache_never_serves_what_was_not_written(
 ) -> None:
     # A directory that could not be written is tried again at once (30 s in use).
     monkeypatch.setattr(cache_module, "_RETRY_DIRECTORY", 0.0)
+    # One cache file kept open per engine: each read of another shard closes one.
+    monkeypatch.setattr(cache_module, "_HELD_FILES", 1)
     run_state_machine_as_test(
         lambda: CacheMachine(counted_s3, tmp_path),
         settings=settings(

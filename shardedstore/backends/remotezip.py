@@ -46,6 +46,7 @@ from shardedstore.backends.cache import (
     CHANGES,
     FRAME_SIZE,
     FRESH,
+    CacheFile,
     ObjectChanged,
     ShardCache,
     cache_engine,
@@ -109,20 +110,19 @@ class _Held:
     def __init__(
         self,
         data: bytes | None = None,
-        fd: int | None = None,
+        file: CacheFile | None = None,
         fresh: bool = False,
         entry: str = "",
-        info: os.stat_result | None = None,
     ):
         self.data = data
-        self.fd = fd
+        self._file = file
         self.fresh = fresh
         """Just downloaded (not read from the cache)."""
-        if fd is not None:
+        if file is not None:
             # A cache file: the zip, then a trailer (its length and CRC-32), checked
             # when its member table is parsed (a file of another entry, or a new file
             # of this one, is parsed anew).
-            info = os.fstat(fd) if info is None else info
+            info = file.info
             self.size = max(0, info.st_size - FRAME_SIZE)
             self.identity: object = (entry, info.st_dev, info.st_ino, info.st_size)
         else:
@@ -130,25 +130,30 @@ class _Held:
             self.size = len(data)
             self.identity = data  # compared with `is`, and kept alive with the table
 
+    @property
+    def fd(self) -> int | None:
+        """The cache file's descriptor (None: a copy in memory)."""
+        return None if self._file is None else self._file.fd
+
     def read(self, offset: int, length: int) -> bytes | memoryview:
-        if self.fd is not None:
-            return os.pread(self.fd, length, offset)
+        if self._file is not None:
+            return os.pread(self._file.fd, length, offset)
         assert self.data is not None
         return memoryview(self.data)[offset : offset + length]  # no copy
 
     def file(self) -> IO[bytes]:
-        if self.fd is not None:
-            return os.fdopen(os.dup(self.fd), "rb")
+        if self._file is not None:
+            return os.fdopen(os.dup(self._file.fd), "rb")
         assert self.data is not None
         return io.BytesIO(self.data)
 
     def same(self, identity: object) -> bool:
-        return identity is self.identity if self.fd is None else identity == self.identity
+        return identity is self.identity if self._file is None else identity == self.identity
 
     def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        if self._file is not None:
+            self._file.release()
+            self._file = None
 
 
 def _table(archive: zipfile.ZipFile) -> dict[str, _Member]:
@@ -365,6 +370,12 @@ class RemoteZipStore(Store):
     def __str__(self) -> str:
         return f"zip+{self.url}"
 
+    def close(self) -> None:
+        # docstring inherited
+        if self._entry is not None:
+            self._engine.close_file(self._entry)  # kept open for the next read
+        super().close()
+
     def with_cache(self, cache: ShardCache) -> RemoteZipStore:
         """The same zip read through ``cache``."""
         return RemoteZipStore(self.url, self.storage_options, cache=cache)
@@ -416,7 +427,10 @@ class RemoteZipStore(Store):
         # Without a validator, nothing tells this content from the next: the entry is
         # this store object's own, never found by another store or process.
         namespace = f"zip:{self.url}" if self._validator else f"zip:{self.url}:{self._private}"
-        self._entry = self._engine.entry(namespace, "", self._validator or "")
+        entry = self._engine.entry(namespace, "", self._validator or "")
+        if self._entry is not None and self._entry != entry:
+            self._engine.close_file(self._entry)  # an older version's, kept open
+        self._entry = entry
         self._fresh = True
 
     async def _download(self) -> bytes | None:
@@ -492,8 +506,8 @@ class RemoteZipStore(Store):
         data = self._engine.in_memory(self._entry)
         if data is not None:
             return _Held(data=data)
-        found = self._engine.open_file(self._entry)
-        return None if found is None else _Held(fd=found[0], entry=self._entry, info=found[1])
+        file = self._engine.open_file(self._entry)
+        return None if file is None else _Held(file=file, entry=self._entry)
 
     async def _held(self) -> _Held:
         """A copy of the whole zip: cached, else downloaded (and kept in the cache)."""
