@@ -723,6 +723,34 @@ def test_saving_a_read_only_open_writes_the_config_it_was_opened_from(tmp_path: 
     ]  # nothing created by opening
 
 
+def test_from_config_leaves_the_callers_dict_as_it_was(tmp_path: Path) -> None:
+    # A config read from a file is resolved in place (10^6 explicit shards: no copy of
+    # each); a dict the caller hands over is never changed.
+    config = {
+        "format": "shardedstore",
+        "version": 1,
+        "base": {"type": "local", "root": "base.zarr"},
+        "array_shards": {
+            "t": {
+                "dims": 1,
+                "shards": {
+                    str(i): {"type": "zip", "path": f"t/{i}.zarr.zip", "mode": "r"}
+                    for i in range(3)
+                },
+            }
+        },
+    }
+    before = json.loads(json.dumps(config))
+    store = ShardedStore.from_config(config, base_path=tmp_path, read_only=True)
+    assert config == before
+    (tmp_path / "layout.json").write_text(json.dumps(config))
+    opened = shardedstore.open(tmp_path / "layout.json")  # type: ignore[arg-type]
+    for made in (store, opened):
+        saved = tmp_path / "saved.json"
+        made.save_config(saved)
+        assert json.loads(saved.read_text()) == before
+
+
 def _nested_config(depth: int) -> dict[str, Any]:
     store: dict[str, Any] = {"type": "local", "root": "leaf"}
     for level in range(depth):

@@ -24,8 +24,9 @@ dropped and fetched again.
 With ``dir`` set, entries are files below that directory, written to a temporary name
 and renamed into place (no reader ever sees a torn entry), so any number of processes
 can share it; the least recently used files are removed once the total passes
-``max_bytes``. A file being read is open, so removing it never fails that read. Each
-process counts its own writes and looks at the whole directory again at least every
+``max_bytes``. A file being read is open, so removing it never fails that read (the
+last few opened stay open between reads; one removed or replaced meanwhile is closed
+at its next read). Each process counts its own writes and looks at the whole directory again at least every
 half second while it writes, so with several writers the total can pass the bound for
 that long; temporary files of readers that died are removed then. A directory that
 cannot be written (read-only, full) is bypassed with one warning per store: entries
