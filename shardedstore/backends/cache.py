@@ -26,12 +26,12 @@ and renamed into place (no reader ever sees a torn entry), so any number of proc
 can share it; the least recently used files are removed once the total passes
 ``max_bytes``. A file being read is open, so removing it never fails that read (the
 last few opened stay open between reads; one removed or replaced meanwhile is closed
-at its next read). Each process counts its own writes and looks at the whole directory again at least every
-half second while it writes, so with several writers the total can pass the bound for
-that long; temporary files of readers that died are removed then. A directory that
-cannot be written (read-only, full) is bypassed with one warning per store: entries
-then live in this process's memory (at most 256 MiB). Without ``dir`` the entries are
-held in this process's memory.
+at its next read). Each process counts its own writes and looks at the whole
+directory again at least every half second while it writes, so with several writers
+the total can pass the bound for that long; temporary files of readers that died are
+removed then. A directory that cannot be written (read-only, full) is bypassed with
+one warning per store: entries then live in this process's memory (at most 256 MiB).
+Without ``dir`` the entries are held in this process's memory.
 
 zarr's own ``zarr.experimental.cache_store.CacheStore`` caches one store with its own
 bound, keys entries by key alone and keeps no validator, so it cannot give one bound
