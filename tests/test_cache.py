@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -161,6 +163,53 @@ def test_cache_files_kept_open_are_bounded_never_pin_a_removed_entry_and_close(
     assert len(open_files_below(cache_dir)) == 2
     store.close()
     assert open_files_below(cache_dir) == []
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_LZMA, zipfile.ZIP_BZIP2])
+def test_threads_reading_one_kept_cache_file_never_see_damage(
+    tmp_path: Path, compression: int
+) -> None:
+    # Two threads, each with its own event loop and store, read one zip through one
+    # cache: both are handed the same kept cache file, and zipfile reads lzma and
+    # bzip2 members by seek and read. Each reader must read from a position of its
+    # own: sharing the descriptor's made healthy zips read as damaged.
+    members = {f"k{i}": os.urandom(1000) * 30 for i in range(40)}
+    path = tmp_path / "shard.zip"
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    cache = ShardCache(dir=str(tmp_path / "cache"), max_bytes=1 << 28)
+    prototype = zarr.core.buffer.default_buffer_prototype()
+    outcomes: dict[str, Any] = {}
+
+    def read(name: str, passes: int) -> None:
+        store = RemoteZipStore(path.as_uri(), cache=cache)
+
+        async def every_member() -> int:
+            wrong = 0
+            for _ in range(passes):
+                for key, data in members.items():
+                    found = await store.get(key, prototype)
+                    wrong += found is None or found.to_bytes() != data
+            return wrong
+
+        try:
+            outcomes[name] = asyncio.run(every_member())
+        except Exception as error:  # reported below, with the thread's name
+            outcomes[name] = error
+        finally:
+            store.close()
+
+    read("warm", 1)
+    engine = cache_engine(cache)
+    damaged = engine.stats.damaged
+    threads = [threading.Thread(target=read, args=(f"thread {i}", 10)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes == {"warm": 0, "thread 0": 0, "thread 1": 0}
+    assert engine.stats.damaged == damaged
 
 
 def counted_s3_size(s3: CountedS3, url: str, key: str) -> int:

@@ -461,7 +461,10 @@ class _Engine:
                 with self._lock:
                     self.stats.hits += 1
                 return held
-            self.close_file(entry)
+            with self._lock:  # this one, not one another thread kept meanwhile
+                if self._held.get(entry) is held:
+                    del self._held[entry]
+                    held.kept = False
             self.release(held)
         try:
             fd = os.open(path, os.O_RDONLY)

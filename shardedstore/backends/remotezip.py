@@ -143,7 +143,9 @@ class _Held:
 
     def file(self) -> IO[bytes]:
         if self._file is not None:
-            return os.fdopen(os.dup(self._file.fd), "rb")
+            # A position of its own: the cache file may be read by other threads (and,
+            # after a fork, other processes) at the same time.
+            return io.BufferedReader(_Positioned(self._file.fd, self.size))
         assert self.data is not None
         return io.BytesIO(self.data)
 
@@ -154,6 +156,41 @@ class _Held:
         if self._file is not None:
             self._file.release()
             self._file = None
+
+
+class _Positioned(io.RawIOBase):
+    """The first ``size`` bytes of a descriptor, read by ``pread`` from a position of
+    its own (a duplicated descriptor would share the descriptor's, and every other
+    reader's of it)."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        super().__init__()
+        self.fd = fd
+        self.size = size
+        self.position = 0
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base: int = {0: 0, 1: self.position, 2: self.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer: Any) -> int:
+        wanted = min(len(buffer), self.size - self.position)
+        if wanted <= 0:
+            return 0
+        data = os.pread(self.fd, wanted, self.position)
+        buffer[: len(data)] = data
+        self.position += len(data)
+        return len(data)
 
 
 def _table(archive: zipfile.ZipFile) -> dict[str, _Member]:
