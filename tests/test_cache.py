@@ -19,6 +19,7 @@ import zarr
 import shardedstore.backends.cache as cache_module
 from shardedstore import ConfigError, RemoteZipStore, ShardCache, ShardedStore
 from shardedstore.backends.cache import CachedStore, cache_engine
+from tests._openfiles import CAN_LIST, open_files_below
 from tests._s3counter import CountedS3, build_layout, counted_s3
 
 __all__ = ["counted_s3"]
@@ -125,18 +126,7 @@ def test_eviction_keeps_the_bound(
     assert shard_requests(counted_s3, "GET") >= len(values) - 2
 
 
-def open_files_below(folder: Path) -> list[str]:
-    """What this process has open below ``folder`` (" (deleted)" marks a removed file)."""
-    names = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            names.append(os.readlink(f"/proc/self/fd/{fd}"))
-        except OSError:
-            continue
-    return [name for name in names if name.startswith(f"{folder}{os.sep}")]
-
-
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc (Linux)")
+@pytest.mark.skipif(not CAN_LIST, reason="needs /proc (Linux)")
 def test_cache_files_kept_open_are_bounded_never_pin_a_removed_entry_and_close(
     counted_s3: CountedS3, zip_layout: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -54,6 +54,7 @@ from hypothesis.stateful import (
 import shardedstore.backends.cache as cache_module
 from shardedstore import CorruptDataError, ShardCache, ShardedStore
 from shardedstore.backends.cache import cache_engine
+from tests._openfiles import open_files_below
 from tests._s3counter import CountedS3, counted_s3
 
 __all__ = ["counted_s3"]
@@ -120,19 +121,6 @@ def _zip(versions: list[int], order: list[int], deflated: bool, damaged: bool = 
                 broken[start + info.compress_size // 2] ^= 0xFF
                 data = bytes(broken)
     return data
-
-
-def _open_files_below(folder: Path) -> list[str]:
-    """What this process has open below ``folder`` (nothing known without /proc)."""
-    if not os.path.isdir("/proc/self/fd"):
-        return []
-    names = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            names.append(os.readlink(f"/proc/self/fd/{fd}"))
-        except OSError:
-            continue
-    return [name for name in names if name.startswith(f"{folder}{os.sep}")]
 
 
 class CacheMachine(RuleBasedStateMachine):
@@ -391,7 +379,7 @@ class CacheMachine(RuleBasedStateMachine):
     def few_cache_files_stay_open(self) -> None:
         # Each engine on the directory (one per setting) keeps at most _HELD_FILES
         # files open between reads: a descriptor never leaks, whatever the faults.
-        open_now = _open_files_below(self.cache_dir)
+        open_now = open_files_below(self.cache_dir)
         assert len(open_now) <= len(self.engines_on_disk) * cache_module._HELD_FILES, open_now
 
     def teardown(self) -> None:
@@ -399,7 +387,7 @@ class CacheMachine(RuleBasedStateMachine):
             for store in self.opened:
                 store.close()
             # Closing the stores closes every cache file their reads kept open.
-            assert _open_files_below(self.cache_dir) == []
+            assert open_files_below(self.cache_dir) == []
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
 

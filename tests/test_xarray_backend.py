@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import shutil
 import warnings
@@ -27,6 +26,7 @@ from shardedstore import (
     array_shard_directory_store,
     array_shard_template_store,
 )
+from tests._openfiles import CAN_LIST, open_files_below
 
 LEGACY = Path(__file__).parent / "data" / "legacy"
 
@@ -173,20 +173,13 @@ def test_open_groups(layout: Path) -> None:
         ds.close()
 
 
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc (Linux)")
+@pytest.mark.skipif(not CAN_LIST, reason="needs /proc (Linux)")
 def test_closing_closes_the_zip_shards(layout: Path) -> None:
     # This layout's zips only: a store another test left unclosed may hold its own open
     # until garbage collection (or for good, once the suite's gc.freeze() has kept it).
-    folder = os.fspath(layout.parent) + os.sep
 
     def open_zips() -> list[str]:
-        names = []
-        for fd in os.listdir("/proc/self/fd"):
-            try:
-                names.append(os.readlink(f"/proc/self/fd/{fd}"))
-            except OSError:
-                continue
-        return [n for n in names if n.startswith(folder) and n.endswith("people.zarr.zip")]
+        return [n for n in open_files_below(layout.parent) if n.endswith("people.zarr.zip")]
 
     assert open_zips() == []
     tree = xr.open_datatree(layout, engine="shardedstore")

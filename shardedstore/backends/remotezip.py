@@ -158,14 +158,11 @@ class _Held:
             self._file = None
 
 
-class _Positioned(io.RawIOBase):
-    """The first ``size`` bytes of a descriptor, read by ``pread`` from a position of
-    its own (a duplicated descriptor would share the descriptor's, and every other
-    reader's of it)."""
+class _Seekable(io.RawIOBase):
+    """A readable, seekable stream of ``size`` bytes (subclasses read them)."""
 
-    def __init__(self, fd: int, size: int) -> None:
+    def __init__(self, size: int) -> None:
         super().__init__()
-        self.fd = fd
         self.size = size
         self.position = 0
 
@@ -182,6 +179,16 @@ class _Positioned(io.RawIOBase):
         base: int = {0: 0, 1: self.position, 2: self.size}[whence]
         self.position = max(0, base + offset)
         return self.position
+
+
+class _Positioned(_Seekable):
+    """The first ``size`` bytes of a descriptor, read by ``pread`` from a position of
+    its own (a duplicated descriptor would share the descriptor's, and every other
+    reader's of it)."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        super().__init__(size)
+        self.fd = fd
 
     def readinto(self, buffer: Any) -> int:
         wanted = min(len(buffer), self.size - self.position)
@@ -284,31 +291,15 @@ class _NeedRange(Exception):
         self.offset, self.length = offset, length
 
 
-class _Sparse(io.RawIOBase):
+class _Sparse(_Seekable):
     """A zip read by range: the parts fetched so far; reading elsewhere asks for more."""
 
     def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
+        super().__init__(size)
         self.parts: list[tuple[int, bytes]] = []
-        self.position = 0
 
     def add(self, offset: int, data: bytes) -> None:
         self.parts.append((offset, data))
-
-    def seekable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.position
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base: int = {0: 0, 1: self.position, 2: self.size}[whence]
-        self.position = max(0, base + offset)
-        return self.position
 
     def read(self, size: int | None = -1) -> bytes:
         end = self.size if size is None or size < 0 else min(self.size, self.position + size)
