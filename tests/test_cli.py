@@ -683,6 +683,49 @@ def test_info_into_a_closed_pipe_exits_quietly(many_shards: Path) -> None:
     assert stderr == ""
 
 
+_INTERRUPTED_IN_A_CALLBACK = """
+import importlib, sys, time, weakref
+cli = importlib.import_module("shardedstore.cli.main")  # shardedstore.cli.main: the function
+
+def validate(args):
+    # What a Ctrl-C during an import can meet: it lands in a callback Python runs for
+    # itself (an import lock's), which cannot raise it.
+    class Thing:
+        pass
+
+    def callback(_):
+        raise KeyboardInterrupt
+
+    thing = Thing()
+    ref = weakref.ref(thing, callback)
+    del thing
+    time.sleep(10)
+    print("finished")
+    return 0
+
+cli._cmd_validate = validate
+sys.argv = ["shardedstore", "validate", "layout.json"]
+sys.exit(cli.main())
+"""
+
+
+def test_ctrl_c_in_a_callback_python_cannot_raise_still_stops_the_command(
+    tmp_path: Path,
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_IN_A_CALLBACK],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=_default_sigint,
+    )
+    assert result.stderr.splitlines() == ["shardedstore validate: interrupted"], result.stderr
+    assert result.returncode == 130
+    assert result.stdout == ""
+
+
 @pytest.mark.parametrize("during", ["numpy", "zarr"])
 def test_ctrl_c_while_starting_exits_130_in_one_line(tmp_path: Path, during: str) -> None:
     # Python reports each import as it ends (-X importtime): SIGINT is sent as soon as

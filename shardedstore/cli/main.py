@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import math
 import os
+import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from shardedstore.errors import ArgumentError, OutputError
@@ -955,12 +957,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt_again(previous: Any, unraisable: Any) -> None:
+    """``sys.unraisablehook`` while the console script runs.
+
+    A Ctrl-C that lands in a callback Python runs for itself (an import lock's, seen
+    while a command's imports run) cannot be raised there: Python prints it as
+    "Exception ignored in ..." and goes on, and the command would run to its end.
+    It is sent again instead, from another thread 50 ms later, once this callback is
+    over, to stop the command where it can (and again, should it land in a callback
+    once more).
+    """
+    if issubclass(unraisable.exc_type, KeyboardInterrupt) and (
+        signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    ):
+        main_thread = threading.main_thread().ident
+        assert main_thread is not None
+        again: Callable[[], object]
+        if hasattr(signal, "pthread_kill"):  # wakes a main thread that waits, too
+            again = functools.partial(signal.pthread_kill, main_thread, signal.SIGINT)
+        else:  # pragma: no cover - Windows
+            import _thread
+
+            again = _thread.interrupt_main
+        later = threading.Timer(0.05, again)  # once this callback has returned
+        later.daemon = True
+        later.start()
+        return
+    previous(unraisable)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code.
 
     A Ctrl-C at any point, the imports of the command included, exits 130 with one
     line (``shardedstore`` imports nothing heavy before this runs).
     """
+    previous = sys.unraisablehook
+    script = argv is None and threading.current_thread() is threading.main_thread()
+    if script:  # the process is the command's own
+        sys.unraisablehook = functools.partial(_interrupt_again, previous)
     try:
         return _run(argv)
     except KeyboardInterrupt:
@@ -974,6 +1009,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = f"shardedstore {command}" if command else "shardedstore"
         print(f"{name}: interrupted{hint}", file=sys.stderr)
         return 130
+    finally:
+        if script:
+            sys.unraisablehook = previous
 
 
 _COLLECTIONS = threading.Lock()
